@@ -1,0 +1,201 @@
+"""What a lock-control board can do, and how it fails.
+
+A *bus* is one physical line (an RS-485 adapter, a Modbus TCP gateway, the Pi's
+GPIO header) with one or more *boards* on it, each addressed by a number. A board
+has numbered relay channels (one per lock) and numbered digital inputs (door and
+occupancy sensors). Every family of board (Modbus, CU, GPIO) is driven through
+the same two interfaces below, so the daemon never knows which one it talks to.
+
+Errors are types, so the caller can tell a silent board from a garbled line from
+an adapter that is gone.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import heapq
+import itertools
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+
+class BoardError(Exception):
+    """A request to a board did not succeed."""
+
+    def __init__(self, board: str, message: str) -> None:
+        super().__init__(f"board {board}: {message}")
+        self.board = board
+
+
+class BoardTimeout(BoardError):
+    """The board did not answer in time: on a real bus a dead board is silence."""
+
+
+class BadFrame(BoardError):
+    """An answer arrived but was not a valid frame for the request (CRC, length, echo)."""
+
+
+class BoardOffline(BoardError):
+    """The bus itself is unusable (adapter unplugged, TCP gateway unreachable)."""
+
+
+@dataclass(frozen=True)
+class BoardIdentity:
+    """What a board says about itself, or what the driver knows of it."""
+
+    family: str
+    address: int
+    relays: int
+    inputs: int
+    model: str = ""
+
+
+@dataclass
+class BoardStats:
+    """Counters kept per board by its driver; the daemon reads them for health."""
+
+    requests: int = 0
+    timeouts: int = 0
+    bad_frames: int = 0
+    consecutive_failures: int = 0
+
+    def record_success(self) -> None:
+        self.requests += 1
+        self.consecutive_failures = 0
+
+    def record_failure(self, error: BoardError) -> None:
+        self.requests += 1
+        self.consecutive_failures += 1
+        if isinstance(error, BadFrame):
+            self.bad_frames += 1
+        else:
+            self.timeouts += 1
+
+
+class LockBoard(abc.ABC):
+    """One board on a bus. Methods raise :class:`BoardError` subclasses, nothing else."""
+
+    def __init__(self, name: str, address: int) -> None:
+        self.name = name
+        self.address = address
+        self.stats = BoardStats()
+
+    @abc.abstractmethod
+    async def pulse(self, channel: int, duration_ms: int) -> None:
+        """Energise one lock relay for ``duration_ms``, timed by the board where it can."""
+
+    @abc.abstractmethod
+    async def all_off(self) -> None:
+        """Switch every relay of this board off."""
+
+    @abc.abstractmethod
+    async def read_inputs(self) -> tuple[bool, ...]:
+        """Read every digital input, index = input number, True = high/set."""
+
+    @abc.abstractmethod
+    async def identify(self) -> BoardIdentity:
+        """Say what this board is (family, address, channel counts)."""
+
+
+class Bus(abc.ABC):
+    """One physical line and the boards on it. Open it once, close it on exit."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Open the port. Must not raise if the adapter is missing: the bus keeps trying."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Close the port; after this every request raises :class:`BoardOffline`."""
+
+    @abc.abstractmethod
+    def board(self, name: str, address: int) -> LockBoard:
+        """The handle for the board at ``address`` on this bus."""
+
+    @property
+    @abc.abstractmethod
+    def connected(self) -> bool:
+        """Whether the adapter/connection is currently usable."""
+
+
+class Priority(IntEnum):
+    """Order in which waiting transactions get the bus: lower goes first."""
+
+    UNLOCK = 0  # a person is standing at the door
+    CONTROL = 1  # all-off, identify
+    POLL = 2  # the steady input scan
+
+
+@dataclass(order=True)
+class _Waiter:
+    priority: int
+    order: int
+    future: asyncio.Future[None] = field(compare=False)
+
+
+class BusArbiter:
+    """One transaction at a time per bus, unlocks before polls, and line silence between frames.
+
+    Modbus RTU delimits frames by 3.5 character times of silence; pymodbus does not
+    wait it between transactions, so without this the next board on the bus sees the
+    previous reply glued to its request and stays silent. Every serial driver takes its
+    turn here, so the rule lives in one place.
+    """
+
+    def __init__(self, silence_s: float = 0.0) -> None:
+        self.silence_s = silence_s
+        self._busy = False
+        self._waiters: list[_Waiter] = []
+        self._order = itertools.count()
+        self._line_quiet_at = 0.0  # monotonic time at which the line has been silent long enough
+
+    @staticmethod
+    def rtu_silence_s(baudrate: int, bits_per_char: int = 11) -> float:
+        """3.5 character times, fixed at 1.75 ms above 19200 baud (Modbus over serial line spec)."""
+        if baudrate > 19200:
+            return 0.00175
+        return 3.5 * bits_per_char / baudrate
+
+    @asynccontextmanager
+    async def turn(self, priority: Priority) -> AsyncIterator[None]:
+        await self._acquire(priority)
+        try:
+            wait = self._line_quiet_at - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            yield
+        finally:
+            self._line_quiet_at = time.monotonic() + self.silence_s
+            self._release()
+
+    async def _acquire(self, priority: Priority) -> None:
+        if not self._busy and not self._waiters:
+            self._busy = True
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, _Waiter(int(priority), next(self._order), future))
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                # We were handed the bus just as we were cancelled: pass it on.
+                self._release()
+            else:
+                self._waiters = [w for w in self._waiters if w.future is not future]
+                heapq.heapify(self._waiters)
+            raise
+
+    def _release(self) -> None:
+        while self._waiters:
+            waiter = heapq.heappop(self._waiters)
+            if not waiter.future.done():
+                waiter.future.set_result(None)
+                return  # the bus stays busy, now owned by that waiter
+        self._busy = False

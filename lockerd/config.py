@@ -1,0 +1,528 @@
+"""The cabinet's configuration: one TOML file parsed into frozen, typed objects.
+
+Every problem found is reported with the file, the key and what is wrong, all at
+once, so a technician fixes the file in one go. Unknown keys are errors: a typo
+in a key must not silently leave a default in force.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .model import Size
+
+BUS_FAMILIES = ("modbus-rtu", "modbus-tcp", "cu", "gpio")
+_SERIAL_FAMILIES = ("modbus-rtu", "cu")
+_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+E = TypeVar("E", bound=Enum)
+
+
+class ConfigError(Exception):
+    """One or more problems in a configuration file; ``problems`` lists them all."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class Level(str, Enum):
+    """Which electrical level of an input means "open" or "present"."""
+
+    HIGH = "high"
+    LOW = "low"
+
+
+@dataclass(frozen=True)
+class CabinetConfig:
+    id: str
+    state_dir: Path
+
+
+@dataclass(frozen=True)
+class DoorTiming:
+    pulse_ms: int
+    open_within_s: float
+    left_open_after_s: float
+    lock_retries: int
+    flap_changes: int
+    flap_window_s: float
+    board_offline_after: int
+
+
+@dataclass(frozen=True)
+class BoardConfig:
+    name: str
+    address: int
+    relays: int
+    inputs: int
+    relay_pins: tuple[int, ...] = ()
+    input_pins: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class BusConfig:
+    name: str
+    family: str
+    port: str
+    host: str
+    tcp_port: int
+    baudrate: int
+    timeout_ms: int
+    poll_interval_ms: int
+    boards: tuple[BoardConfig, ...]
+
+
+@dataclass(frozen=True)
+class LockRef:
+    board: str
+    channel: int
+
+
+@dataclass(frozen=True)
+class InputRef:
+    board: str
+    input: int
+    active: Level  # the level meaning "open" (door) or "present" (occupancy)
+
+
+@dataclass(frozen=True)
+class CompartmentConfig:
+    id: str
+    size: Size
+    lock: LockRef
+    door: InputRef
+    occupancy: InputRef | None
+    column: int
+    row: int
+    low: bool
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    cabinet: CabinetConfig
+    doors: DoorTiming
+    buses: tuple[BusConfig, ...]
+    compartments: tuple[CompartmentConfig, ...]
+
+    def board(self, name: str) -> tuple[BusConfig, BoardConfig]:
+        for bus in self.buses:
+            for board in bus.boards:
+                if board.name == name:
+                    return bus, board
+        raise KeyError(name)
+
+    def compartment(self, compartment_id: str) -> CompartmentConfig:
+        for compartment in self.compartments:
+            if compartment.id == compartment_id:
+                return compartment
+        raise KeyError(compartment_id)
+
+
+_REQUIRED: Any = object()
+
+
+class _Table:
+    """Reads one TOML table, recording problems instead of raising, and flags unknown keys."""
+
+    def __init__(self, data: dict[str, Any], path: str, problems: list[str], file: Path) -> None:
+        self.data = data
+        self.path = path
+        self.problems = problems
+        self.file = file
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def problem(self, key: str, message: str) -> None:
+        self.problems.append(f"{self.file}: {key}: {message}")
+
+    def _get(self, name: str, default: Any, kinds: tuple[type, ...], kind_name: str) -> Any:
+        self.used.add(name)
+        if name not in self.data:
+            if default is _REQUIRED:
+                self.problem(self.key(name), f"missing (a {kind_name} is required)")
+            return default
+        value = self.data[name]
+        # bool is an int in Python; a TOML `true` where a number is expected is a mistake.
+        if isinstance(value, bool) and bool not in kinds:
+            ok = False
+        else:
+            ok = isinstance(value, kinds)
+        if not ok:
+            self.problem(
+                self.key(name), f"must be a {kind_name}, not {_toml_type(value)} {value!r}"
+            )
+            return None if default is _REQUIRED else default
+        return value
+
+    def str(self, name: str, default: Any = _REQUIRED) -> Any:
+        return self._get(name, default, (str,), "string")
+
+    def bool(self, name: str, default: Any = _REQUIRED) -> Any:
+        return self._get(name, default, (bool,), "boolean")
+
+    def int(
+        self, name: str, default: Any = _REQUIRED, lo: int | None = None, hi: int | None = None
+    ) -> Any:
+        value = self._get(name, default, (int,), "integer")
+        if isinstance(value, int) and value is not default:
+            if (lo is not None and value < lo) or (hi is not None and value > hi):
+                self.problem(self.key(name), f"{value} is out of range {lo}..{hi}")
+                return None
+        return value
+
+    def number(self, name: str, default: Any = _REQUIRED, lo: float = 0.0) -> Any:
+        value = self._get(name, default, (int, float), "number")
+        if isinstance(value, int | float) and value is not default and value < lo:
+            self.problem(self.key(name), f"{value} must be at least {lo}")
+            return None
+        return None if value is None else float(value)
+
+    def choice(self, name: str, enum: type[E], default: Any = _REQUIRED) -> E | None:
+        raw = self.str(name, default)
+        if raw is None or isinstance(raw, enum):
+            return raw
+        try:
+            return enum(raw)
+        except ValueError:
+            allowed = ", ".join(repr(e.value) for e in enum)
+            self.problem(self.key(name), f"{raw!r} is not one of {allowed}")
+            return None
+
+    def int_list(self, name: str) -> tuple[int, ...]:
+        value = self._get(name, [], (list,), "list of integers")
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in value or []):
+            self.problem(self.key(name), "must contain only integers")
+            return ()
+        return tuple(value or ())
+
+    def table(self, name: str, required: bool = True) -> _Table | None:
+        value = self._get(name, _REQUIRED if required else None, (dict,), "table")
+        if value is None:
+            return None
+        return _Table(value, self.key(name), self.problems, self.file)
+
+    def tables(self, name: str) -> Iterator[_Table]:
+        value = self._get(name, _REQUIRED, (list,), "array of tables")
+        for index, item in enumerate(value or []):
+            key = f"{self.key(name)}[{index}]"
+            if not isinstance(item, dict):
+                self.problem(key, f"must be a table, not {_toml_type(item)}")
+                continue
+            yield _Table(item, key, self.problems, self.file)
+
+    def done(self) -> None:
+        for name in self.data:
+            if name not in self.used:
+                self.problem(self.key(name), "unknown key")
+
+
+def _toml_type(value: Any) -> str:
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a float",
+        str: "a string",
+        list: "an array",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
+
+
+def load(path: str | Path) -> Config:
+    """Parse and check a configuration file; raise :class:`ConfigError` listing every problem."""
+    file = Path(path)
+    try:
+        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError([f"{file}: cannot read: {exc.strerror or exc}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{file}: not UTF-8 text: {exc.reason}"]) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{file}: not valid TOML: {exc}"]) from exc
+    return parse(raw, file)
+
+
+def parse(raw: dict[str, Any], file: Path) -> Config:
+    problems: list[str] = []
+    root = _Table(raw, "", problems, file)
+
+    cabinet = _parse_cabinet(root.table("cabinet"))
+    doors = _parse_doors(root.table("doors", required=False))
+    buses = tuple(_parse_bus(t) for t in root.tables("buses"))
+    compartments = tuple(_parse_compartment(t) for t in root.tables("compartments"))
+    root.done()
+
+    if not problems:
+        _check_references(root, buses, compartments)
+    if problems:
+        raise ConfigError(problems)
+    assert cabinet is not None
+    return Config(
+        path=file,
+        cabinet=cabinet,
+        doors=doors,
+        buses=buses,
+        compartments=compartments,
+    )
+
+
+def _parse_cabinet(table: _Table | None) -> CabinetConfig | None:
+    if table is None:
+        return None
+    cabinet_id = table.str("id")
+    if isinstance(cabinet_id, str) and not _ID_PATTERN.match(cabinet_id):
+        table.problem(table.key("id"), "use 1-64 letters, digits, '-' or '_' (it is an MQTT topic level)")
+    state_dir = table.str("state_dir", "/var/lib/lockerd")
+    table.done()
+    return CabinetConfig(id=cabinet_id, state_dir=Path(state_dir or "."))
+
+
+def _parse_doors(table: _Table | None) -> DoorTiming:
+    empty = _Table({}, "doors", [], Path())
+    t = table or empty
+    timing = DoorTiming(
+        pulse_ms=t.int("pulse_ms", 700, lo=100, hi=25_500),
+        open_within_s=t.number("open_within_s", 3.0, lo=0.1),
+        left_open_after_s=t.number("left_open_after_s", 120.0, lo=1.0),
+        lock_retries=t.int("lock_retries", 1, lo=0, hi=5),
+        flap_changes=t.int("flap_changes", 8, lo=2),
+        flap_window_s=t.number("flap_window_s", 10.0, lo=0.1),
+        board_offline_after=t.int("board_offline_after", 3, lo=1, hi=100),
+    )
+    t.done()
+    return timing
+
+
+def _parse_bus(table: _Table) -> BusConfig:
+    name = table.str("name")
+    family = table.str("family")
+    if isinstance(family, str) and family not in BUS_FAMILIES:
+        table.problem(table.key("family"), f"{family!r} is not one of {', '.join(BUS_FAMILIES)}")
+    default_baud = 19200 if family == "cu" else 9600
+    needs_port = family in _SERIAL_FAMILIES
+    needs_host = family == "modbus-tcp"
+    port = table.str("port", _REQUIRED if needs_port else "")
+    host = table.str("host", _REQUIRED if needs_host else "")
+    tcp_port = table.int("tcp_port", 502, lo=1, hi=65535)
+    baudrate = table.int("baudrate", default_baud, lo=1200, hi=921_600)
+    timeout_ms = table.int("timeout_ms", 150, lo=10, hi=5000)
+    poll_interval_ms = table.int("poll_interval_ms", 0, lo=0, hi=60_000)
+    for key, wanted in (("port", needs_port), ("host", needs_host)):
+        if key in table.data and not wanted and family in BUS_FAMILIES:
+            table.problem(table.key(key), f"not used by family {family!r}")
+    boards = tuple(_parse_board(t, family) for t in table.tables("boards"))
+    table.done()
+    return BusConfig(
+        name=name,
+        family=family,
+        port=port,
+        host=host,
+        tcp_port=tcp_port,
+        baudrate=baudrate,
+        timeout_ms=timeout_ms,
+        poll_interval_ms=poll_interval_ms,
+        boards=boards,
+    )
+
+
+_FAMILY_LIMITS = {
+    # family: (address range, max relays, max inputs)
+    "modbus-rtu": ((1, 247), 64, 64),
+    "modbus-tcp": ((0, 255), 64, 64),
+    # A CU board has 16 locks; inputs 0-15 are door sensors, 16-31 infrared occupancy.
+    "cu": ((0, 15), 16, 32),
+    "gpio": ((0, 0), 28, 28),
+}
+
+
+def _parse_board(table: _Table, family: str) -> BoardConfig:
+    (lo, hi), max_relays, max_inputs = _FAMILY_LIMITS.get(family, ((0, 255), 64, 64))
+    name = table.str("name")
+    address = table.int("address", 0 if family == "gpio" else _REQUIRED, lo=lo, hi=hi)
+    relay_pins: tuple[int, ...] = ()
+    input_pins: tuple[int, ...] = ()
+    if family == "gpio":
+        relay_pins = table.int_list("relay_pins")
+        input_pins = table.int_list("input_pins")
+        for key, pins in (("relay_pins", relay_pins), ("input_pins", input_pins)):
+            bad = [p for p in pins if not 2 <= p <= 27]
+            if bad:
+                table.problem(table.key(key), f"BCM pins must be 2..27, got {bad}")
+        clash = sorted(set(relay_pins) & set(input_pins)) + sorted(
+            {p for p in relay_pins + input_pins if (relay_pins + input_pins).count(p) > 1}
+        )
+        if clash:
+            table.problem(table.key("relay_pins"), f"pin(s) {sorted(set(clash))} used twice")
+        relays, inputs = len(relay_pins), len(input_pins)
+    else:
+        default_relays = 16 if family == "cu" else _REQUIRED
+        default_inputs = 32 if family == "cu" else _REQUIRED
+        relays = table.int("relays", default_relays, lo=1, hi=max_relays)
+        inputs = table.int("inputs", default_inputs, lo=0, hi=max_inputs)
+    table.done()
+    return BoardConfig(
+        name=name,
+        address=address,
+        relays=relays,
+        inputs=inputs,
+        relay_pins=relay_pins,
+        input_pins=input_pins,
+    )
+
+
+def _parse_input(table: _Table | None, level_key: str) -> InputRef | None:
+    if table is None:
+        return None
+    ref = InputRef(
+        board=table.str("board"),
+        input=table.int("input", lo=0),
+        active=table.choice(level_key, Level, Level.HIGH),  # type: ignore[arg-type]
+    )
+    table.done()
+    return ref
+
+
+def _parse_compartment(table: _Table) -> CompartmentConfig:
+    compartment_id = table.str("id")
+    if isinstance(compartment_id, str) and not _ID_PATTERN.match(compartment_id):
+        table.problem(table.key("id"), "use 1-64 letters, digits, '-' or '_'")
+    size = table.choice("size", Size)
+    lock_table = table.table("lock")
+    lock = None
+    if lock_table is not None:
+        lock = LockRef(board=lock_table.str("board"), channel=lock_table.int("channel", lo=0))
+        lock_table.done()
+    door = _parse_input(table.table("door"), "open_when")
+    occupancy = _parse_input(table.table("occupancy", required=False), "present_when")
+    column = table.int("column", 0, lo=0)
+    row = table.int("row", 0, lo=0)
+    low = table.bool("low", False)
+    table.done()
+    return CompartmentConfig(
+        id=compartment_id,
+        size=size,  # type: ignore[arg-type]
+        lock=lock,  # type: ignore[arg-type]
+        door=door,  # type: ignore[arg-type]
+        occupancy=occupancy,
+        column=column,
+        row=row,
+        low=low,
+    )
+
+
+def _check_references(
+    root: _Table, buses: tuple[BusConfig, ...], compartments: tuple[CompartmentConfig, ...]
+) -> None:
+    """Cross-checks that need the whole file: unique names, shared locks and sensors."""
+    problem = root.problem
+    boards: dict[str, BoardConfig] = {}
+
+    _first_seen(
+        ((f"buses[{i}].name", b.name) for i, b in enumerate(buses)),
+        lambda key, first: problem(key, f"bus name already used by {first}"),
+    )
+    for i, bus in enumerate(buses):
+        _first_seen(
+            ((f"buses[{i}].boards[{j}].address", b.address) for j, b in enumerate(bus.boards)),
+            lambda key, first, bus=bus: problem(
+                key, f"address already used on bus {bus.name!r} by {first}"
+            ),
+        )
+        for j, board in enumerate(bus.boards):
+            key = f"buses[{i}].boards[{j}].name"
+            if board.name in boards:
+                problem(key, f"board name {board.name!r} is used twice")
+            boards[board.name] = board
+
+    _first_seen(
+        ((f"compartments[{i}].id", c.id) for i, c in enumerate(compartments)),
+        lambda key, first: problem(key, f"duplicate compartment id (first at {first})"),
+    )
+
+    locks: dict[tuple[str, int], str] = {}
+    inputs: dict[tuple[str, int], str] = {}
+    for i, comp in enumerate(compartments):
+        base = f"compartments[{i}]"
+        board = boards.get(comp.lock.board)
+        if board is None:
+            problem(f"{base}.lock.board", f"no board named {comp.lock.board!r}")
+        elif comp.lock.channel >= board.relays:
+            problem(
+                f"{base}.lock.channel",
+                f"board {board.name!r} has relays 0..{board.relays - 1}, not {comp.lock.channel}",
+            )
+        lock_key = (comp.lock.board, comp.lock.channel)
+        if lock_key in locks:
+            problem(f"{base}.lock", f"compartments {locks[lock_key]} and {comp.id} share one lock")
+        else:
+            locks[lock_key] = comp.id
+        for sensor_name, ref in (("door", comp.door), ("occupancy", comp.occupancy)):
+            if ref is None:
+                continue
+            board = boards.get(ref.board)
+            if board is None:
+                problem(f"{base}.{sensor_name}.board", f"no board named {ref.board!r}")
+            elif ref.input >= board.inputs:
+                problem(
+                    f"{base}.{sensor_name}.input",
+                    f"board {board.name!r} has inputs 0..{board.inputs - 1}, not {ref.input}",
+                )
+            input_key = (ref.board, ref.input)
+            if input_key in inputs:
+                problem(
+                    f"{base}.{sensor_name}",
+                    f"compartments {inputs[input_key]} and {comp.id} share one sensor "
+                    f"(board {ref.board!r} input {ref.input})",
+                )
+            else:
+                inputs[input_key] = comp.id
+
+
+T = TypeVar("T")
+
+
+def _first_seen(items: Iterator[tuple[str, T]], report: Callable[[str, str], None]) -> None:
+    seen: dict[T, str] = {}
+    for key, value in items:
+        if value in seen:
+            report(key, seen[value])
+        else:
+            seen[value] = key
+
+
+def summary(config: Config) -> str:
+    """A technician's one-screen view of the cabinet described by ``config``."""
+    lines = [f"cabinet {config.cabinet.id}: {len(config.compartments)} compartments"]
+    for bus in config.buses:
+        if bus.family == "gpio":
+            where = "the GPIO header"
+        elif bus.family == "modbus-tcp":
+            where = f"{bus.host}:{bus.tcp_port}"
+        else:
+            where = bus.port
+        rate = f" @ {bus.baudrate} baud" if bus.family in _SERIAL_FAMILIES else ""
+        lines.append(f"  bus {bus.name}: {bus.family} on {where}{rate}")
+        for board in bus.boards:
+            lines.append(
+                f"    board {board.name}: address {board.address}, "
+                f"{board.relays} relays, {board.inputs} inputs"
+            )
+    by_size: dict[Size, list[str]] = {}
+    for comp in config.compartments:
+        by_size.setdefault(comp.size, []).append(comp.id)
+    for size in Size:
+        if size in by_size:
+            ids = by_size[size]
+            lines.append(f"  size {size.value}: {len(ids)} ({', '.join(ids)})")
+    sensed = sum(1 for c in config.compartments if c.occupancy is not None)
+    lines.append(f"  occupancy sensors: {sensed} of {len(config.compartments)}")
+    return "\n".join(lines)
