@@ -54,6 +54,18 @@ class BoardIdentity:
     model: str = ""
 
 
+@dataclass(frozen=True)
+class BoardSpec:
+    """How a board is reached and what it has; GPIO boards also name their BCM pins."""
+
+    name: str
+    address: int
+    relays: int
+    inputs: int
+    relay_pins: tuple[int, ...] = ()
+    input_pins: tuple[int, ...] = ()
+
+
 @dataclass
 class BoardStats:
     """Counters kept per board by its driver; the daemon reads them for health."""
@@ -79,9 +91,10 @@ class BoardStats:
 class LockBoard(abc.ABC):
     """One board on a bus. Methods raise :class:`BoardError` subclasses, nothing else."""
 
-    def __init__(self, name: str, address: int) -> None:
-        self.name = name
-        self.address = address
+    def __init__(self, spec: BoardSpec) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.address = spec.address
         self.stats = BoardStats()
 
     @abc.abstractmethod
@@ -116,8 +129,15 @@ class Bus(abc.ABC):
         """Close the port; after this every request raises :class:`BoardOffline`."""
 
     @abc.abstractmethod
-    def board(self, name: str, address: int) -> LockBoard:
-        """The handle for the board at ``address`` on this bus."""
+    def board(self, spec: BoardSpec) -> LockBoard:
+        """The handle for the board ``spec`` describes; call once per board, before open()."""
+
+    async def wait_for_input_change(self, timeout_s: float) -> None:
+        """Return after ``timeout_s``, or sooner if the bus knows an input changed.
+
+        Polled buses just sleep; GPIO overrides this to wake on an edge interrupt.
+        """
+        await asyncio.sleep(timeout_s)
 
     @property
     @abc.abstractmethod
