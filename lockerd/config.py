@@ -11,7 +11,7 @@ import re
 import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,7 +32,7 @@ class ConfigError(Exception):
         self.problems = problems
 
 
-class Level(str, Enum):
+class Level(StrEnum):
     """Which electrical level of an input means "open" or "present"."""
 
     HIGH = "high"
@@ -153,31 +153,31 @@ class _Table:
             return default
         value = self.data[name]
         # bool is an int in Python; a TOML `true` where a number is expected is a mistake.
-        if isinstance(value, bool) and bool not in kinds:
-            ok = False
-        else:
-            ok = isinstance(value, kinds)
-        if not ok:
+        wrong_bool = isinstance(value, bool) and bool not in kinds
+        if wrong_bool or not isinstance(value, kinds):
             self.problem(
                 self.key(name), f"must be a {kind_name}, not {_toml_type(value)} {value!r}"
             )
             return None if default is _REQUIRED else default
         return value
 
-    def str(self, name: str, default: Any = _REQUIRED) -> Any:
+    def text(self, name: str, default: Any = _REQUIRED) -> Any:
         return self._get(name, default, (str,), "string")
 
-    def bool(self, name: str, default: Any = _REQUIRED) -> Any:
+    def flag(self, name: str, default: Any = _REQUIRED) -> Any:
         return self._get(name, default, (bool,), "boolean")
 
-    def int(
+    def integer(
         self, name: str, default: Any = _REQUIRED, lo: int | None = None, hi: int | None = None
     ) -> Any:
         value = self._get(name, default, (int,), "integer")
-        if isinstance(value, int) and value is not default:
-            if (lo is not None and value < lo) or (hi is not None and value > hi):
-                self.problem(self.key(name), f"{value} is out of range {lo}..{hi}")
-                return None
+        if (
+            isinstance(value, int)
+            and value is not default
+            and ((lo is not None and value < lo) or (hi is not None and value > hi))
+        ):
+            self.problem(self.key(name), f"{value} is out of range {lo}..{hi}")
+            return None
         return value
 
     def number(self, name: str, default: Any = _REQUIRED, lo: float = 0.0) -> Any:
@@ -188,7 +188,7 @@ class _Table:
         return None if value is None else float(value)
 
     def choice(self, name: str, enum: type[E], default: Any = _REQUIRED) -> E | None:
-        raw = self.str(name, default)
+        raw = self.text(name, default)
         if raw is None or isinstance(raw, enum):
             return raw
         try:
@@ -278,10 +278,12 @@ def parse(raw: dict[str, Any], file: Path) -> Config:
 def _parse_cabinet(table: _Table | None) -> CabinetConfig | None:
     if table is None:
         return None
-    cabinet_id = table.str("id")
+    cabinet_id = table.text("id")
     if isinstance(cabinet_id, str) and not _ID_PATTERN.match(cabinet_id):
-        table.problem(table.key("id"), "use 1-64 letters, digits, '-' or '_' (it is an MQTT topic level)")
-    state_dir = table.str("state_dir", "/var/lib/lockerd")
+        table.problem(
+            table.key("id"), "use 1-64 letters, digits, '-' or '_' (it is an MQTT topic level)"
+        )
+    state_dir = table.text("state_dir", "/var/lib/lockerd")
     table.done()
     return CabinetConfig(id=cabinet_id, state_dir=Path(state_dir or "."))
 
@@ -290,32 +292,32 @@ def _parse_doors(table: _Table | None) -> DoorTiming:
     empty = _Table({}, "doors", [], Path())
     t = table or empty
     timing = DoorTiming(
-        pulse_ms=t.int("pulse_ms", 700, lo=100, hi=25_500),
+        pulse_ms=t.integer("pulse_ms", 700, lo=100, hi=25_500),
         open_within_s=t.number("open_within_s", 3.0, lo=0.1),
         left_open_after_s=t.number("left_open_after_s", 120.0, lo=1.0),
-        lock_retries=t.int("lock_retries", 1, lo=0, hi=5),
-        flap_changes=t.int("flap_changes", 8, lo=2),
+        lock_retries=t.integer("lock_retries", 1, lo=0, hi=5),
+        flap_changes=t.integer("flap_changes", 8, lo=2),
         flap_window_s=t.number("flap_window_s", 10.0, lo=0.1),
-        board_offline_after=t.int("board_offline_after", 3, lo=1, hi=100),
+        board_offline_after=t.integer("board_offline_after", 3, lo=1, hi=100),
     )
     t.done()
     return timing
 
 
 def _parse_bus(table: _Table) -> BusConfig:
-    name = table.str("name")
-    family = table.str("family")
+    name = table.text("name")
+    family = table.text("family")
     if isinstance(family, str) and family not in BUS_FAMILIES:
         table.problem(table.key("family"), f"{family!r} is not one of {', '.join(BUS_FAMILIES)}")
     default_baud = 19200 if family == "cu" else 9600
     needs_port = family in _SERIAL_FAMILIES
     needs_host = family == "modbus-tcp"
-    port = table.str("port", _REQUIRED if needs_port else "")
-    host = table.str("host", _REQUIRED if needs_host else "")
-    tcp_port = table.int("tcp_port", 502, lo=1, hi=65535)
-    baudrate = table.int("baudrate", default_baud, lo=1200, hi=921_600)
-    timeout_ms = table.int("timeout_ms", 150, lo=10, hi=5000)
-    poll_interval_ms = table.int("poll_interval_ms", 0, lo=0, hi=60_000)
+    port = table.text("port", _REQUIRED if needs_port else "")
+    host = table.text("host", _REQUIRED if needs_host else "")
+    tcp_port = table.integer("tcp_port", 502, lo=1, hi=65535)
+    baudrate = table.integer("baudrate", default_baud, lo=1200, hi=921_600)
+    timeout_ms = table.integer("timeout_ms", 150, lo=10, hi=5000)
+    poll_interval_ms = table.integer("poll_interval_ms", 0, lo=0, hi=60_000)
     for key, wanted in (("port", needs_port), ("host", needs_host)):
         if key in table.data and not wanted and family in BUS_FAMILIES:
             table.problem(table.key(key), f"not used by family {family!r}")
@@ -346,8 +348,8 @@ _FAMILY_LIMITS = {
 
 def _parse_board(table: _Table, family: str) -> BoardConfig:
     (lo, hi), max_relays, max_inputs = _FAMILY_LIMITS.get(family, ((0, 255), 64, 64))
-    name = table.str("name")
-    address = table.int("address", 0 if family == "gpio" else _REQUIRED, lo=lo, hi=hi)
+    name = table.text("name")
+    address = table.integer("address", 0 if family == "gpio" else _REQUIRED, lo=lo, hi=hi)
     relay_pins: tuple[int, ...] = ()
     input_pins: tuple[int, ...] = ()
     if family == "gpio":
@@ -366,8 +368,8 @@ def _parse_board(table: _Table, family: str) -> BoardConfig:
     else:
         default_relays = 16 if family == "cu" else _REQUIRED
         default_inputs = 32 if family == "cu" else _REQUIRED
-        relays = table.int("relays", default_relays, lo=1, hi=max_relays)
-        inputs = table.int("inputs", default_inputs, lo=0, hi=max_inputs)
+        relays = table.integer("relays", default_relays, lo=1, hi=max_relays)
+        inputs = table.integer("inputs", default_inputs, lo=0, hi=max_inputs)
     table.done()
     return BoardConfig(
         name=name,
@@ -383,8 +385,8 @@ def _parse_input(table: _Table | None, level_key: str) -> InputRef | None:
     if table is None:
         return None
     ref = InputRef(
-        board=table.str("board"),
-        input=table.int("input", lo=0),
+        board=table.text("board"),
+        input=table.integer("input", lo=0),
         active=table.choice(level_key, Level, Level.HIGH),  # type: ignore[arg-type]
     )
     table.done()
@@ -392,20 +394,20 @@ def _parse_input(table: _Table | None, level_key: str) -> InputRef | None:
 
 
 def _parse_compartment(table: _Table) -> CompartmentConfig:
-    compartment_id = table.str("id")
+    compartment_id = table.text("id")
     if isinstance(compartment_id, str) and not _ID_PATTERN.match(compartment_id):
         table.problem(table.key("id"), "use 1-64 letters, digits, '-' or '_'")
     size = table.choice("size", Size)
     lock_table = table.table("lock")
     lock = None
     if lock_table is not None:
-        lock = LockRef(board=lock_table.str("board"), channel=lock_table.int("channel", lo=0))
+        lock = LockRef(board=lock_table.text("board"), channel=lock_table.integer("channel", lo=0))
         lock_table.done()
     door = _parse_input(table.table("door"), "open_when")
     occupancy = _parse_input(table.table("occupancy", required=False), "present_when")
-    column = table.int("column", 0, lo=0)
-    row = table.int("row", 0, lo=0)
-    low = table.bool("low", False)
+    column = table.integer("column", 0, lo=0)
+    row = table.integer("row", 0, lo=0)
+    low = table.flag("low", False)
     table.done()
     return CompartmentConfig(
         id=compartment_id,
@@ -431,11 +433,13 @@ def _check_references(
         lambda key, first: problem(key, f"bus name already used by {first}"),
     )
     for i, bus in enumerate(buses):
+
+        def address_reused(key: str, first: str, bus: BusConfig = bus) -> None:
+            problem(key, f"address already used on bus {bus.name!r} by {first}")
+
         _first_seen(
             ((f"buses[{i}].boards[{j}].address", b.address) for j, b in enumerate(bus.boards)),
-            lambda key, first, bus=bus: problem(
-                key, f"address already used on bus {bus.name!r} by {first}"
-            ),
+            address_reused,
         )
         for j, board in enumerate(bus.boards):
             key = f"buses[{i}].boards[{j}].name"
@@ -452,13 +456,14 @@ def _check_references(
     inputs: dict[tuple[str, int], str] = {}
     for i, comp in enumerate(compartments):
         base = f"compartments[{i}]"
-        board = boards.get(comp.lock.board)
-        if board is None:
+        lock_board = boards.get(comp.lock.board)
+        if lock_board is None:
             problem(f"{base}.lock.board", f"no board named {comp.lock.board!r}")
-        elif comp.lock.channel >= board.relays:
+        elif comp.lock.channel >= lock_board.relays:
             problem(
                 f"{base}.lock.channel",
-                f"board {board.name!r} has relays 0..{board.relays - 1}, not {comp.lock.channel}",
+                f"board {lock_board.name!r} has relays 0..{lock_board.relays - 1}, "
+                f"not {comp.lock.channel}",
             )
         lock_key = (comp.lock.board, comp.lock.channel)
         if lock_key in locks:
@@ -468,13 +473,14 @@ def _check_references(
         for sensor_name, ref in (("door", comp.door), ("occupancy", comp.occupancy)):
             if ref is None:
                 continue
-            board = boards.get(ref.board)
-            if board is None:
+            input_board = boards.get(ref.board)
+            if input_board is None:
                 problem(f"{base}.{sensor_name}.board", f"no board named {ref.board!r}")
-            elif ref.input >= board.inputs:
+            elif ref.input >= input_board.inputs:
                 problem(
                     f"{base}.{sensor_name}.input",
-                    f"board {board.name!r} has inputs 0..{board.inputs - 1}, not {ref.input}",
+                    f"board {input_board.name!r} has inputs 0..{input_board.inputs - 1}, "
+                    f"not {ref.input}",
                 )
             input_key = (ref.board, ref.input)
             if input_key in inputs:

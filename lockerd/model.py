@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class Size(str, Enum):
+class Size(StrEnum):
     S = "S"
     M = "M"
     L = "L"
@@ -23,33 +23,33 @@ class Size(str, Enum):
 _SIZE_ORDER = [Size.S, Size.M, Size.L, Size.XL]
 
 
-class CompartmentState(str, Enum):
+class CompartmentState(StrEnum):
     FREE = "free"
     RESERVED = "reserved"
     OCCUPIED = "occupied"
     OUT_OF_SERVICE = "out_of_service"
 
 
-class DoorState(str, Enum):
+class DoorState(StrEnum):
     OPEN = "open"
     CLOSED = "closed"
     UNKNOWN = "unknown"
 
 
-class LockState(str, Enum):
+class LockState(StrEnum):
     LOCKED = "locked"
     UNLOCKING = "unlocking"
     FAULTED = "faulted"
     UNKNOWN = "unknown"
 
 
-class Occupancy(str, Enum):
+class Occupancy(StrEnum):
     EMPTY = "empty"
     PRESENT = "present"
     UNKNOWN = "unknown"
 
 
-class Actor(str, Enum):
+class Actor(StrEnum):
     """Who caused a door to open (the contract's ``by`` field)."""
 
     RECIPIENT = "recipient"
