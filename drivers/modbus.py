@@ -1,0 +1,589 @@
+"""Modbus relay/IO boards over RTU (RS-485) and TCP, on pymodbus' async client.
+
+The board map is the one in docs/hardware.md (the Waveshare "Modbus RTU Relay" family
+and anything shaped like it):
+
+- timed pulse on relay *ch*: function 05, address ``0x0200 + ch``, value = 100 ms units;
+  the board switches the relay off itself, so a crash mid-pulse never leaves a lock on;
+- all relays off: function 05, address ``0x00FF``, value ``0000``;
+- inputs: function 02 from address 0, one bit per input.
+
+What this module adds on top of pymodbus, and why:
+
+- **Short timeouts, no retries.** A dead board is silence; pymodbus' defaults (3 s,
+  3 retries) would hold the bus for ~12 s. The timeout is ours (``asyncio.timeout``),
+  so pymodbus never counts "no response" towards closing a TCP connection because one
+  board on a gateway is dead.
+- **One transaction at a time per bus, unlocks first, RTU silence between frames**:
+  every request takes its turn at a :class:`~drivers.base.BusArbiter`.
+- **Typed failures, counted per board**: silence is :class:`BoardTimeout`, a garbled,
+  mismatched or exception reply is :class:`BadFrame`, a gone adapter or connection is
+  :class:`BoardOffline`.
+- **Reconnection is ours**: pymodbus' own reconnect is off; a supervisor task reopens the
+  port with capped backoff, because after every (re)connect every board gets "all relays
+  off" before anything else is sent to it.
+
+All-off policy (decided, see hardware.md "all relays off at start-up"):
+
+- on every (re)connect of the bus, every board is switched all-off before any other
+  request reaches it (a board or adapter that lost power may come back with relays in
+  any state);
+- a board that stopped answering for :data:`RECOVERY_ALL_OFF_AFTER` requests in a row
+  may have rebooted, so it also gets all-off before its next request;
+- on close, every board is switched all-off (best effort).
+
+Repeating all-off is safe because pulses are timed by the board: at worst it cuts a pulse
+that was running short, and the daemon's door supervision retries the lock when the door
+does not open. It never leaves a lock energised.
+
+Stale bytes: pymodbus empties its receive buffer when it sends a request and, for RTU,
+skips complete frames from a unit other than the one asked; over TCP the transaction id
+does the same. A late reply from the *same* board is caught by the checks below (echo of
+unit, function, address and value for writes; the byte count for reads).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import struct
+from collections.abc import Callable
+
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.client.base import ModbusBaseClient
+from pymodbus.exceptions import ModbusException
+from pymodbus.framer import FramerType
+from pymodbus.pdu import ExceptionResponse, ModbusPDU
+from pymodbus.pdu.bit_message import (
+    ReadCoilsRequest,
+    ReadCoilsResponse,
+    ReadDiscreteInputsRequest,
+    ReadDiscreteInputsResponse,
+)
+
+from drivers.base import (
+    BadFrame,
+    BoardError,
+    BoardIdentity,
+    BoardOffline,
+    BoardSpec,
+    BoardTimeout,
+    Bus,
+    BusArbiter,
+    LockBoard,
+    Priority,
+)
+from lockerd.logs import fact
+
+log = logging.getLogger(__name__)
+
+FAMILY = "modbus"
+PULSE_BASE = 0x0200
+ALL_OFF_ADDRESS = 0x00FF
+PULSE_UNIT_MS = 100
+MAX_PULSE_UNITS = 255
+#: A board that failed this many requests in a row may have rebooted: all-off it first.
+RECOVERY_ALL_OFF_AFTER = 3
+#: Reconnect backoff: the first retry is quick (a replugged adapter), then it doubles.
+RECONNECT_MIN_S = 0.1
+RECONNECT_MAX_S = 2.0
+#: pymodbus uses its timeout for the connect as well; a request's timeout is ours.
+CONNECT_TIMEOUT_S = 2.0
+
+EXCEPTION_NAMES = {
+    1: "illegal function",
+    2: "illegal data address",
+    3: "illegal data value",
+    4: "server device failure",
+    5: "acknowledge",
+    6: "server device busy",
+    8: "memory parity error",
+    10: "gateway path unavailable",
+    11: "gateway target device failed to respond",
+}
+
+
+class ExceptionReply(BadFrame):
+    """The board answered with a Modbus exception (the code is in the message and here)."""
+
+    def __init__(self, board: str, function: int, code: int) -> None:
+        name = EXCEPTION_NAMES.get(code, "unknown")
+        super().__init__(board, f"exception reply to function {function:02d}: code {code} ({name})")
+        self.function = function
+        self.code = code
+
+
+class CoilWrite(ModbusPDU):
+    """Function 05 with a raw 16-bit value.
+
+    pymodbus' own ``write_coil`` only sends ``FF00``/``0000``; the board's timed pulse
+    puts a duration in the value field, and the echo must be compared value for value.
+    Used for the request and (registered with the client) to decode the echo.
+    """
+
+    function_code = 5
+    rtu_frame_size = 8
+
+    def __init__(
+        self, address: int = 0, value: int = 0, dev_id: int = 0, transaction_id: int = 0
+    ) -> None:
+        super().__init__(dev_id=dev_id, transaction_id=transaction_id, address=address)
+        self.value = value
+
+    def encode(self) -> bytes:
+        return struct.pack(">HH", self.address, self.value)
+
+    def decode(self, data: bytes) -> None:
+        self.address, self.value = struct.unpack(">HH", data[:4])
+
+
+def pulse_units(duration_ms: int) -> int:
+    """The pulse length in the board's 100 ms units, rounded up (a short pulse may not open)."""
+    if duration_ms <= 0:
+        raise ValueError(f"pulse duration must be positive, got {duration_ms} ms")
+    units = math.ceil(duration_ms / PULSE_UNIT_MS)
+    if units > MAX_PULSE_UNITS:
+        raise ValueError(
+            f"pulse duration {duration_ms} ms exceeds the board's maximum "
+            f"{MAX_PULSE_UNITS * PULSE_UNIT_MS} ms"
+        )
+    return units
+
+
+class _Exchange:
+    """What happened on the line during one transaction (filled in by pymodbus' hooks)."""
+
+    __slots__ = ("link_lost", "received", "timeout")
+
+    def __init__(self, timeout: asyncio.Timeout) -> None:
+        self.timeout = timeout
+        self.received = 0
+        self.link_lost = False
+
+
+class ModbusBoard(LockBoard):
+    """One relay/IO board on a Modbus bus; every request goes through its bus."""
+
+    def __init__(self, bus: _ModbusBus, spec: BoardSpec) -> None:
+        super().__init__(spec)
+        self._bus = bus
+        # Until proven otherwise a board may have relays on: all-off goes first.
+        self.needs_all_off = True
+
+    async def pulse(self, channel: int, duration_ms: int) -> None:
+        if not 0 <= channel < self.spec.relays:
+            raise ValueError(f"board {self.name}: no relay channel {channel}")
+        units = pulse_units(duration_ms)
+        await self._bus.write_coil(self, PULSE_BASE + channel, units, Priority.UNLOCK)
+
+    async def all_off(self) -> None:
+        await self._bus.write_coil(self, ALL_OFF_ADDRESS, 0x0000, Priority.CONTROL)
+
+    async def read_inputs(self) -> tuple[bool, ...]:
+        if self.spec.inputs == 0:
+            return ()
+        return await self._bus.read_bits(self, 2, self.spec.inputs, Priority.POLL)
+
+    async def identify(self) -> BoardIdentity:
+        # These boards have no identity register; a read proves the board is there and
+        # answers at this address, the rest is what the config says it is.
+        if self.spec.inputs:
+            await self._bus.read_bits(self, 2, self.spec.inputs, Priority.CONTROL)
+        else:
+            await self._bus.read_bits(self, 1, max(self.spec.relays, 1), Priority.CONTROL)
+        return BoardIdentity(
+            family=FAMILY,
+            address=self.address,
+            relays=self.spec.relays,
+            inputs=self.spec.inputs,
+        )
+
+
+class _ModbusBus(Bus):
+    """What RTU and TCP share: arbitration, checks, stats, reconnection, all-off."""
+
+    def __init__(self, name: str, timeout_s: float, silence_s: float) -> None:
+        super().__init__(name)
+        if timeout_s <= 0:
+            raise ValueError(f"bus {name}: timeout must be positive, got {timeout_s}")
+        self.timeout_s = timeout_s
+        self._arbiter = BusArbiter(silence_s)
+        self._boards: dict[int, ModbusBoard] = {}
+        self._client: ModbusBaseClient | None = None
+        self._link_up = False
+        self._link_lost: asyncio.Event | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._closed = False
+        self._exchange: _Exchange | None = None
+
+    # -- the Bus interface ---------------------------------------------------------------
+
+    def board(self, spec: BoardSpec) -> ModbusBoard:
+        if self._client is not None:
+            raise RuntimeError(f"bus {self.name}: add boards before open()")
+        if spec.address in self._boards:
+            raise ValueError(f"bus {self.name}: address {spec.address} used twice")
+        board = ModbusBoard(self, spec)
+        self._boards[spec.address] = board
+        return board
+
+    @property
+    def connected(self) -> bool:
+        return self._link_up and not self._closed
+
+    @property
+    def boards(self) -> tuple[ModbusBoard, ...]:
+        return tuple(self._boards.values())
+
+    async def open(self) -> None:
+        """Connect, switch every board all-off, and keep the link up from then on.
+
+        Returns after the first attempt (and its all-off round) whether or not the adapter
+        was there: a missing adapter is retried in the background.
+        """
+        if self._client is not None:
+            return
+        self._closed = False
+        self._link_lost = asyncio.Event()
+        client = self._make_client(self._on_packet, self._on_connect)
+        client.register(CoilWrite)
+        self._client = client
+        first_attempt = asyncio.get_running_loop().create_future()
+        self._supervisor = asyncio.create_task(
+            self._supervise(first_attempt), name=f"modbus-bus-{self.name}"
+        )
+        await asyncio.shield(first_attempt)
+
+    async def close(self) -> None:
+        if self._client is None or self._closed:
+            self._closed = True
+            return
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+            self._supervisor = None
+        if self._link_up:
+            for board in self._boards.values():
+                try:
+                    await board.all_off()
+                except BoardError as error:
+                    fact(log, "board.all_off_failed", logging.WARNING, bus=self.name,
+                         board=board.name, error=error)
+        self._closed = True
+        self._link_up = False
+        self._client.close()
+        fact(log, "bus.closed", bus=self.name)
+
+    # -- transactions --------------------------------------------------------------------
+
+    async def write_coil(
+        self, board: ModbusBoard, address: int, value: int, priority: Priority
+    ) -> None:
+        request = CoilWrite(address=address, value=value, dev_id=board.address)
+
+        def check(reply: ModbusPDU) -> None:
+            if not isinstance(reply, CoilWrite):
+                raise BadFrame(board.name, f"expected a function 05 echo, got {_describe(reply)}")
+            if (reply.address, reply.value) != (address, value):
+                raise BadFrame(
+                    board.name,
+                    f"echo mismatch: sent {address:04x}/{value:04x}, "
+                    f"got {reply.address:04x}/{reply.value:04x}",
+                )
+
+        await self._request(board, priority, request, check)
+
+    async def read_bits(
+        self, board: ModbusBoard, function: int, count: int, priority: Priority
+    ) -> tuple[bool, ...]:
+        request: ModbusPDU
+        expected: type[ModbusPDU]
+        if function == 2:
+            request = ReadDiscreteInputsRequest(address=0, count=count, dev_id=board.address)
+            expected = ReadDiscreteInputsResponse
+        else:
+            request = ReadCoilsRequest(address=0, count=count, dev_id=board.address)
+            expected = ReadCoilsResponse
+        padded = 8 * math.ceil(count / 8)
+
+        def check(reply: ModbusPDU) -> None:
+            if type(reply) is not expected:
+                raise BadFrame(
+                    board.name, f"expected a function {function:02d} reply, got {_describe(reply)}"
+                )
+            if len(reply.bits) != padded:
+                raise BadFrame(
+                    board.name, f"asked for {count} bits, got {len(reply.bits)} (wrong byte count)"
+                )
+
+        reply = await self._request(board, priority, request, check)
+        return tuple(bool(bit) for bit in reply.bits[:count])
+
+    async def _request(
+        self,
+        board: ModbusBoard,
+        priority: Priority,
+        request: ModbusPDU,
+        check: Callable[[ModbusPDU], None],
+    ) -> ModbusPDU:
+        self._require_link(board)
+        async with self._arbiter.turn(priority):
+            self._require_link(board)
+            is_all_off = isinstance(request, CoilWrite) and request.address == ALL_OFF_ADDRESS
+            if board.needs_all_off and not is_all_off:
+                await self._transact(
+                    board, CoilWrite(address=ALL_OFF_ADDRESS, value=0, dev_id=board.address),
+                    _check_all_off(board),
+                )
+                # Two frames in one turn: the line still needs its silence between them.
+                if self._arbiter.silence_s:
+                    await asyncio.sleep(self._arbiter.silence_s)
+            return await self._transact(board, request, check)
+
+    def _require_link(self, board: ModbusBoard) -> None:
+        if not self.connected:
+            error = BoardOffline(board.name, f"bus {self.name} is not connected")
+            board.stats.record_failure(error)
+            raise error
+
+    async def _transact(
+        self, board: ModbusBoard, request: ModbusPDU, check: Callable[[ModbusPDU], None]
+    ) -> ModbusPDU:
+        """One request and its reply, checked; counted in the board's stats."""
+        assert self._client is not None
+        try:
+            reply = await self._execute(board, request)
+            if isinstance(reply, ExceptionResponse):
+                raise ExceptionReply(board.name, request.function_code, reply.exception_code)
+            check(reply)
+        except BoardError as error:
+            self._failed(board, error)
+            raise
+        if board.stats.consecutive_failures:
+            fact(log, "board.answering", bus=self.name, board=board.name,
+                 after_failures=board.stats.consecutive_failures)
+        board.stats.record_success()
+        if isinstance(request, CoilWrite) and request.address == ALL_OFF_ADDRESS:
+            board.needs_all_off = False
+        return reply
+
+    async def _execute(self, board: ModbusBoard, request: ModbusPDU) -> ModbusPDU:
+        assert self._client is not None
+        exchange: _Exchange | None = None
+        try:
+            async with asyncio.timeout(self.timeout_s) as timeout:
+                exchange = self._exchange = _Exchange(timeout)
+                reply: ModbusPDU = await self._client.execute(False, request)
+                return reply
+        except TimeoutError:
+            assert exchange is not None
+            raise self._classify_timeout(board, exchange) from None
+        except ModbusException as error:
+            if not self.connected or (exchange is not None and exchange.link_lost):
+                raise BoardOffline(board.name, f"bus {self.name} lost: {error}") from None
+            raise BadFrame(board.name, f"pymodbus: {error}") from None
+        except OSError as error:
+            raise BoardOffline(board.name, f"bus {self.name}: {error}") from None
+        finally:
+            self._exchange = None
+
+    def _classify_timeout(self, board: ModbusBoard, exchange: _Exchange) -> BoardError:
+        if exchange.link_lost or not self.connected:
+            return BoardOffline(board.name, f"bus {self.name} lost during the request")
+        if exchange.received:
+            return BadFrame(
+                board.name,
+                f"garbled or unexpected reply ({exchange.received} bytes, no valid frame)",
+            )
+        return BoardTimeout(board.name, f"no answer within {self.timeout_s * 1000:.0f} ms")
+
+    def _failed(self, board: ModbusBoard, error: BoardError) -> None:
+        if not board.stats.consecutive_failures:
+            fact(log, "board.failing", logging.WARNING, bus=self.name, board=board.name,
+                 error=type(error).__name__, detail=error)
+        board.stats.record_failure(error)
+        if board.stats.consecutive_failures >= RECOVERY_ALL_OFF_AFTER:
+            board.needs_all_off = True
+
+    # -- pymodbus hooks ------------------------------------------------------------------
+
+    def _on_packet(self, sending: bool, data: bytes) -> bytes:
+        if not sending and self._exchange is not None:
+            self._exchange.received = len(data)
+        return data
+
+    def _on_connect(self, up: bool) -> None:
+        if up:
+            return
+        was_up = self._link_up
+        self._link_up = False
+        if self._exchange is not None:
+            # Fail the request in flight now, not after its timeout.
+            self._exchange.link_lost = True
+            self._exchange.timeout.reschedule(asyncio.get_running_loop().time())
+        if was_up and self._link_lost is not None:
+            self._link_lost.set()
+
+    # -- connection supervision ----------------------------------------------------------
+
+    async def _supervise(self, first_attempt: asyncio.Future[None]) -> None:
+        assert self._client is not None and self._link_lost is not None
+        delay = RECONNECT_MIN_S
+        failures = 0
+        try:
+            while True:
+                try:
+                    up = await self._client.connect()
+                except (OSError, ModbusException) as error:
+                    fact(log, "bus.connect_error", logging.DEBUG, bus=self.name, error=error)
+                    up = False
+                if not up:
+                    if failures == 0:
+                        fact(log, "bus.unavailable", logging.WARNING, bus=self.name,
+                             where=self.where, retry_max_s=RECONNECT_MAX_S)
+                    failures += 1
+                    _settle(first_attempt)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, RECONNECT_MAX_S)
+                    continue
+                delay = RECONNECT_MIN_S
+                fact(log, "bus.connected", bus=self.name, where=self.where, attempts=failures + 1)
+                failures = 0
+                self._link_lost.clear()
+                for board in self._boards.values():
+                    board.needs_all_off = True
+                self._link_up = True
+                await self._all_off_round()
+                _settle(first_attempt)
+                await self._link_lost.wait()
+                fact(log, "bus.disconnected", logging.WARNING, bus=self.name, where=self.where)
+                # pymodbus has closed its transport; make sure the port is released.
+                self._client.close()
+        finally:
+            _settle(first_attempt)
+
+    async def _all_off_round(self) -> None:
+        for board in self._boards.values():
+            if not board.needs_all_off:
+                continue  # a request already did it in its own turn
+            try:
+                await board.all_off()
+            except BoardError as error:
+                # Stays flagged: its next request retries the all-off first.
+                fact(log, "board.all_off_failed", logging.WARNING, bus=self.name,
+                     board=board.name, error=type(error).__name__)
+            else:
+                fact(log, "board.all_off", bus=self.name, board=board.name)
+
+    # -- per transport -------------------------------------------------------------------
+
+    @property
+    def where(self) -> str:
+        raise NotImplementedError
+
+    def _make_client(
+        self,
+        trace_packet: Callable[[bool, bytes], bytes],
+        trace_connect: Callable[[bool], None],
+    ) -> ModbusBaseClient:
+        raise NotImplementedError
+
+
+class ModbusRtuBus(_ModbusBus):
+    """Modbus RTU on one RS-485 line (8N1; 3.5 character times of silence between frames)."""
+
+    def __init__(
+        self, name: str, port: str, baudrate: int = 9600, timeout_s: float = 0.15
+    ) -> None:
+        if baudrate <= 0:
+            raise ValueError(f"bus {name}: baud rate must be positive, got {baudrate}")
+        super().__init__(name, timeout_s, BusArbiter.rtu_silence_s(baudrate))
+        self.port = port
+        self.baudrate = baudrate
+
+    @property
+    def where(self) -> str:
+        return self.port
+
+    def _make_client(
+        self,
+        trace_packet: Callable[[bool, bytes], bytes],
+        trace_connect: Callable[[bool], None],
+    ) -> ModbusBaseClient:
+        return AsyncModbusSerialClient(
+            self.port,
+            framer=FramerType.RTU,
+            baudrate=self.baudrate,
+            bytesize=8,
+            parity="N",
+            stopbits=1,
+            name=self.name,
+            reconnect_delay=0,  # ours: see _supervise
+            timeout=CONNECT_TIMEOUT_S,
+            retries=0,
+            trace_packet=trace_packet,
+            trace_connect=trace_connect,
+        )
+
+
+class ModbusTcpBus(_ModbusBus):
+    """Modbus TCP (an Ethernet I/O board or an RTU gateway): no line silence needed."""
+
+    def __init__(self, name: str, host: str, port: int = 502, timeout_s: float = 0.15) -> None:
+        super().__init__(name, timeout_s, 0.0)
+        self.host = host
+        self.port = port
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def _make_client(
+        self,
+        trace_packet: Callable[[bool, bytes], bytes],
+        trace_connect: Callable[[bool], None],
+    ) -> ModbusBaseClient:
+        return AsyncModbusTcpClient(
+            self.host,
+            port=self.port,
+            framer=FramerType.SOCKET,
+            name=self.name,
+            reconnect_delay=0,  # ours: see _supervise
+            timeout=CONNECT_TIMEOUT_S,
+            retries=0,
+            trace_packet=trace_packet,
+            trace_connect=trace_connect,
+        )
+
+
+def _check_all_off(board: ModbusBoard) -> Callable[[ModbusPDU], None]:
+    def check(reply: ModbusPDU) -> None:
+        if not isinstance(reply, CoilWrite) or (reply.address, reply.value) != (
+            ALL_OFF_ADDRESS,
+            0,
+        ):
+            raise BadFrame(board.name, f"bad all-off echo: {_describe(reply)}")
+
+    return check
+
+
+def _describe(reply: ModbusPDU) -> str:
+    return f"function {reply.function_code:02d} ({type(reply).__name__})"
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+__all__ = [
+    "CoilWrite",
+    "ExceptionReply",
+    "ModbusBoard",
+    "ModbusRtuBus",
+    "ModbusTcpBus",
+    "pulse_units",
+]
