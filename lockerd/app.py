@@ -1,4 +1,4 @@
-"""The supervisor: starts every long-lived part of the daemon on one event loop and stops it cleanly."""
+"""The supervisor: starts every part of the daemon on one event loop and stops it cleanly."""
 
 from __future__ import annotations
 

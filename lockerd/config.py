@@ -150,6 +150,7 @@ class _Table:
         if name not in self.data:
             if default is _REQUIRED:
                 self.problem(self.key(name), f"missing (a {kind_name} is required)")
+                return None
             return default
         value = self.data[name]
         # bool is an int in Python; a TOML `true` where a number is expected is a mistake.
@@ -261,8 +262,9 @@ def parse(raw: dict[str, Any], file: Path) -> Config:
     compartments = tuple(_parse_compartment(t) for t in root.tables("compartments"))
     root.done()
 
-    if not problems:
-        _check_references(root, buses, compartments)
+    # Cross-checks run even when single keys were wrong, so every problem shows at once;
+    # they skip the parts that did not parse.
+    _check_references(root, buses, compartments)
     if problems:
         raise ConfigError(problems)
     assert cabinet is not None
@@ -456,10 +458,12 @@ def _check_references(
     inputs: dict[tuple[str, int], str] = {}
     for i, comp in enumerate(compartments):
         base = f"compartments[{i}]"
+        if comp.lock is None or comp.lock.board is None or comp.lock.channel is None:
+            continue
         lock_board = boards.get(comp.lock.board)
         if lock_board is None:
             problem(f"{base}.lock.board", f"no board named {comp.lock.board!r}")
-        elif comp.lock.channel >= lock_board.relays:
+        elif lock_board.relays is not None and comp.lock.channel >= lock_board.relays:
             problem(
                 f"{base}.lock.channel",
                 f"board {lock_board.name!r} has relays 0..{lock_board.relays - 1}, "
@@ -471,12 +475,12 @@ def _check_references(
         else:
             locks[lock_key] = comp.id
         for sensor_name, ref in (("door", comp.door), ("occupancy", comp.occupancy)):
-            if ref is None:
+            if ref is None or ref.board is None or ref.input is None:
                 continue
             input_board = boards.get(ref.board)
             if input_board is None:
                 problem(f"{base}.{sensor_name}.board", f"no board named {ref.board!r}")
-            elif ref.input >= input_board.inputs:
+            elif input_board.inputs is not None and ref.input >= input_board.inputs:
                 problem(
                     f"{base}.{sensor_name}.input",
                     f"board {input_board.name!r} has inputs 0..{input_board.inputs - 1}, "
