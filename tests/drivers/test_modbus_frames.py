@@ -278,3 +278,41 @@ def test_pulse_frame_for_any_channel_and_duration(
     wire = FramerRTU(DecodePDU(False)).buildFrame(request)
     body = struct.pack(">BBHH", unit, 5, 0x0200 + channel, pulse_units(duration_ms))
     assert wire == body + crc16(body)
+
+
+async def wait_for(condition: Callable[[], bool], deadline_s: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline_s
+    while not condition():
+        assert loop.time() < end, "condition not reached before the deadline"
+        await asyncio.sleep(0.01)
+
+
+async def test_unplugged_adapter_goes_offline_and_comes_back_with_all_off(
+    tmp_path: Path,
+) -> None:
+    # A stable name (as udev gives a USB adapter) pointing at whichever pty is "plugged in".
+    link = tmp_path / "ttyRS485"
+    first = ScriptedLine(echo)
+    link.symlink_to(first.path)
+    bus = ModbusRtuBus("rs485-u", str(link), 9600, 0.2)
+    board = bus.board(B1)
+    await bus.open()
+    assert bus.connected
+    await board.pulse(0, 700)
+
+    first.close()  # unplugged: the client's next read gets EIO
+    await wait_for(lambda: not bus.connected)
+    with pytest.raises(BoardOffline):
+        await board.read_inputs()
+
+    second = ScriptedLine(echo)
+    link.unlink()
+    link.symlink_to(second.path)  # replugged under the same name
+    await wait_for(lambda: bus.connected and bool(second.requests))
+    await wait_for(lambda: not board.needs_all_off)
+    assert second.requests[0] == frame("all relays off on unit 1")[0]
+    await board.pulse(0, 700)
+    assert second.requests[-1] == frame("pulse relay 0 of unit 1")[0]
+    await bus.close()
+    second.close()
