@@ -1,0 +1,130 @@
+"""The store's schema, as numbered migrations applied in order at start-up.
+
+``PRAGMA user_version`` records how many have been applied. A migration is never
+edited once released: a change is a new entry at the end. A database whose
+``user_version`` is above ``len(MIGRATIONS)`` was written by a newer lockerd and
+is refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+# Marks the file as a lockerd store (``PRAGMA application_id``), so another SQLite
+# file given by mistake is refused instead of being "migrated". ASCII "LOCK".
+APPLICATION_ID = 0x4C4F434B
+
+_0001_INITIAL = """
+-- The head of the hash chain: one row. It outlives pruned events, so seq never
+-- repeats or skips even when the events table has been trimmed.
+CREATE TABLE chain_head (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    seq INTEGER NOT NULL,
+    hash TEXT NOT NULL,
+    -- the latest wall time seen on a clock judged trustworthy (see clock_trusted)
+    trusted_wall REAL NOT NULL
+);
+
+-- Every event, in seq order. acked = 1 once the broker confirmed it (PUBACK);
+-- unacknowledged rows are the outbox. payload is the exact JSON published.
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY,
+    ts TEXT NOT NULL,
+    type TEXT NOT NULL,
+    data TEXT NOT NULL,
+    prev TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    acked INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX events_outbox ON events (seq) WHERE acked = 0;
+
+CREATE TABLE settings (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+CREATE TABLE compartments (
+    id TEXT PRIMARY KEY,
+    size TEXT NOT NULL,
+    in_service INTEGER NOT NULL DEFAULT 1,
+    service_reason TEXT,
+    -- 0 once the compartment is no longer in the configuration file
+    configured INTEGER NOT NULL DEFAULT 1
+);
+
+CREATE TABLE reservations (
+    id TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    size TEXT,
+    -- the compartment named by the booking, or the one chosen at deposit time
+    compartment TEXT,
+    compartment_named INTEGER NOT NULL DEFAULT 0,
+    code_hash TEXT,
+    reserved_until REAL,
+    hold_s INTEGER,
+    sensitive INTEGER NOT NULL DEFAULT 0,
+    cod_amount INTEGER,
+    cod_currency TEXT,
+    cod_pay_url TEXT,
+    paid INTEGER NOT NULL DEFAULT 0,
+    code_only INTEGER NOT NULL DEFAULT 0,
+    deposited_at REAL,
+    deposited_by TEXT,
+    expires_at REAL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX reservations_code ON reservations (code_hash);
+CREATE INDEX reservations_compartment ON reservations (compartment);
+CREATE INDEX reservations_state ON reservations (state);
+
+CREATE TABLE barcodes (
+    barcode TEXT NOT NULL,
+    reservation_id TEXT NOT NULL REFERENCES reservations (id) ON DELETE CASCADE,
+    PRIMARY KEY (barcode, reservation_id)
+);
+
+CREATE TABLE credentials (
+    id TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    role TEXT,
+    code_hash TEXT,
+    badge_hash TEXT,
+    valid_until REAL,
+    revoked INTEGER NOT NULL DEFAULT 0,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX credentials_code ON credentials (code_hash);
+CREATE INDEX credentials_badge ON credentials (badge_hash);
+
+-- Signed commands already handled, by jti, with the acknowledgement to repeat.
+CREATE TABLE commands (
+    jti TEXT PRIMARY KEY,
+    exp REAL NOT NULL,
+    ack_json TEXT NOT NULL
+);
+CREATE INDEX commands_exp ON commands (exp);
+
+-- Keypad (and other input surface) throttle state; survives restarts.
+CREATE TABLE throttle (
+    surface TEXT PRIMARY KEY,
+    failures INTEGER NOT NULL,
+    window_start REAL NOT NULL,
+    blocked_until REAL NOT NULL,
+    locked_until REAL NOT NULL
+);
+
+-- A door pulse's intent is committed before the pulse (crash consistency).
+CREATE TABLE unlock_intents (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    compartment TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    finished_at REAL,
+    outcome TEXT
+);
+CREATE INDEX unlock_intents_open ON unlock_intents (id) WHERE outcome IS NULL;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_0001_INITIAL,)

@@ -1,0 +1,442 @@
+"""A reservation's life and the choice of a compartment: pure decisions, no I/O.
+
+The store loads rows, asks these functions what happens, writes the result and
+appends the events returned here in the same transaction. Keeping the rules here
+lets the hypothesis state machines check them without a database, and the store
+tests check that the database follows them.
+
+Inbound:   reserved --deposit--> ready --pickup--> picked_up
+           reserved --cancel--> cancelled        (compartment released)
+           reserved --reserved_until passes--> released (reason not_deposited)
+           ready --hold passes--> expired --courier retrieves--> returned
+           ready --cancel--> recalled --courier retrieves--> returned
+Outbound:  booked --drop-off--> dropped_off --courier collects--> collected
+           booked --cancel--> cancelled ; booked --reserved_until passes--> released
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from .events import DomainEvent
+from .model import CompartmentState, Size
+
+
+class ReservationKind(StrEnum):
+    INBOUND = "inbound"
+    DROPOFF = "dropoff"
+
+
+class ReservationState(StrEnum):
+    RESERVED = "reserved"  # inbound, waiting for the courier's deposit
+    READY = "ready"  # inbound parcel inside, the recipient's code works
+    PICKED_UP = "picked_up"
+    CANCELLED = "cancelled"  # cancelled before anything was put in
+    RELEASED = "released"  # never deposited before reserved_until
+    EXPIRED = "expired"  # hold passed; waits for a courier to retrieve it
+    RECALLED = "recalled"  # cancelled after deposit; waits for a courier to retrieve it
+    RETURNED = "returned"  # expired or recalled parcel taken back by a courier
+    BOOKED = "booked"  # drop-off, waiting for the sender
+    DROPPED_OFF = "dropped_off"
+    COLLECTED = "collected"
+
+    @property
+    def holds_parcel(self) -> bool:
+        return self in _HOLDS_PARCEL
+
+    @property
+    def finished(self) -> bool:
+        return self in _FINISHED
+
+    @property
+    def awaiting_parcel(self) -> bool:
+        return self in (ReservationState.RESERVED, ReservationState.BOOKED)
+
+
+_HOLDS_PARCEL = frozenset(
+    {
+        ReservationState.READY,
+        ReservationState.EXPIRED,
+        ReservationState.RECALLED,
+        ReservationState.DROPPED_OFF,
+    }
+)
+_FINISHED = frozenset(
+    {
+        ReservationState.PICKED_UP,
+        ReservationState.CANCELLED,
+        ReservationState.RELEASED,
+        ReservationState.RETURNED,
+        ReservationState.COLLECTED,
+    }
+)
+
+
+class PickupMethod(StrEnum):
+    CODE = "code"
+    QR = "qr"
+    REMOTE = "remote"
+    TECHNICIAN = "technician"
+
+
+class TransitionError(Exception):
+    """An action that the reservation's current state does not allow."""
+
+
+@dataclass(frozen=True)
+class Cod:
+    """Cash on delivery: money in minor units, ISO 4217 currency, the link shown as a QR code."""
+
+    amount: int
+    currency: str
+    pay_url: str
+
+
+@dataclass(frozen=True)
+class HoldPolicy:
+    """How long a deposited parcel waits for its recipient, unless the booking says."""
+
+    normal_s: int = 72 * 3600
+    sensitive_s: int = 24 * 3600
+
+    def hold_for(self, hold_s: int | None, sensitive: bool) -> int:
+        if hold_s is not None:
+            return hold_s
+        return self.sensitive_s if sensitive else self.normal_s
+
+
+@dataclass(frozen=True)
+class Booking:
+    """What ``reservation.upsert`` asks for (already validated by the command layer)."""
+
+    reservation_id: str
+    version: int
+    kind: ReservationKind
+    size: Size | None
+    compartment: str | None
+    barcodes: tuple[str, ...]
+    code_hash: str
+    reserved_until: float
+    hold_s: int | None = None
+    sensitive: bool = False
+    cod: Cod | None = None
+    code_only: bool = False
+
+
+@dataclass(frozen=True)
+class Reservation:
+    id: str
+    version: int
+    kind: ReservationKind
+    state: ReservationState
+    size: Size | None
+    compartment: str | None
+    compartment_named: bool
+    barcodes: tuple[str, ...]
+    code_hash: str | None
+    reserved_until: float | None
+    hold_s: int | None
+    sensitive: bool
+    cod: Cod | None
+    paid: bool
+    code_only: bool
+    deposited_at: float | None
+    deposited_by: str | None
+    expires_at: float | None
+
+    @property
+    def holds_compartment(self) -> bool:
+        """Live on a compartment: no other reservation may be given it."""
+        if self.compartment is None:
+            return False
+        return self.state.holds_parcel or self.state.awaiting_parcel
+
+    @property
+    def awaiting_payment(self) -> bool:
+        return self.cod is not None and not self.paid
+
+
+@dataclass(frozen=True)
+class Step:
+    """The outcome of one action: the reservation afterwards and the events it causes."""
+
+    reservation: Reservation
+    events: tuple[DomainEvent, ...]
+
+
+def _require(reservation: Reservation, action: str, *allowed: ReservationState) -> None:
+    if reservation.state not in allowed:
+        names = ", ".join(s.value for s in allowed)
+        raise TransitionError(
+            f"reservation {reservation.id}: cannot {action} in state "
+            f"{reservation.state.value} (only from {names})"
+        )
+
+
+def new_reservation(booking: Booking) -> Reservation:
+    initial = (
+        ReservationState.RESERVED
+        if booking.kind is ReservationKind.INBOUND
+        else ReservationState.BOOKED
+    )
+    return Reservation(
+        id=booking.reservation_id,
+        version=booking.version,
+        kind=booking.kind,
+        state=initial,
+        size=booking.size,
+        compartment=booking.compartment,
+        compartment_named=booking.compartment is not None,
+        barcodes=booking.barcodes,
+        code_hash=booking.code_hash,
+        reserved_until=booking.reserved_until,
+        hold_s=booking.hold_s,
+        sensitive=booking.sensitive,
+        cod=booking.cod,
+        paid=False,
+        code_only=booking.code_only,
+        deposited_at=None,
+        deposited_by=None,
+        expires_at=None,
+    )
+
+
+def rebook(current: Reservation, booking: Booking, holds: HoldPolicy) -> Reservation:
+    """A newer version of an existing booking.
+
+    Before the parcel is in, everything may change. Once it is in, the parcel's
+    compartment and size are physical facts the cloud cannot move; the code, the
+    hold, payment terms and barcodes still follow the cloud.
+    """
+    if booking.kind is not current.kind:
+        raise TransitionError(f"reservation {current.id}: kind cannot change")
+    if current.state.finished:
+        raise TransitionError(f"reservation {current.id} is finished ({current.state.value})")
+    if current.state.awaiting_parcel:
+        fresh = new_reservation(booking)
+        return replace(fresh, paid=current.paid and booking.cod == current.cod)
+    expires_at = current.expires_at
+    if current.state is ReservationState.READY and current.deposited_at is not None:
+        expires_at = current.deposited_at + holds.hold_for(booking.hold_s, booking.sensitive)
+    return replace(
+        current,
+        version=booking.version,
+        barcodes=booking.barcodes,
+        code_hash=booking.code_hash,
+        reserved_until=booking.reserved_until,
+        hold_s=booking.hold_s,
+        sensitive=booking.sensitive,
+        cod=booking.cod,
+        paid=current.paid and booking.cod == current.cod,
+        code_only=booking.code_only,
+        expires_at=expires_at,
+    )
+
+
+def assign(reservation: Reservation, compartment: str) -> Reservation:
+    """Give a size-only booking its compartment, at deposit time (no event yet)."""
+    _require(reservation, "assign a compartment", *_AWAITING)
+    return replace(reservation, compartment=compartment)
+
+
+_AWAITING = (ReservationState.RESERVED, ReservationState.BOOKED)
+
+
+def deposit(
+    reservation: Reservation, barcode: str, credential_id: str, now: float, holds: HoldPolicy
+) -> Step:
+    _require(reservation, "deposit", ReservationState.RESERVED)
+    compartment = _compartment(reservation)
+    hold = holds.hold_for(reservation.hold_s, reservation.sensitive)
+    after = replace(
+        reservation,
+        state=ReservationState.READY,
+        deposited_at=now,
+        deposited_by=credential_id,
+        expires_at=now + hold,
+    )
+    event = DomainEvent(
+        "parcel.deposited",
+        {
+            "reservation_id": reservation.id,
+            "compartment": compartment,
+            "barcode": barcode,
+            "credential_id": credential_id,
+        },
+    )
+    return Step(after, (event,))
+
+
+def drop_off(reservation: Reservation, now: float) -> Step:
+    _require(reservation, "drop off", ReservationState.BOOKED)
+    compartment = _compartment(reservation)
+    after = replace(reservation, state=ReservationState.DROPPED_OFF, deposited_at=now)
+    event = DomainEvent(
+        "dropoff.received", {"reservation_id": reservation.id, "compartment": compartment}
+    )
+    return Step(after, (event,))
+
+
+def pick_up(reservation: Reservation, method: PickupMethod) -> Step:
+    _require(reservation, "pick up", ReservationState.READY)
+    if reservation.awaiting_payment and method in (PickupMethod.CODE, PickupMethod.QR):
+        raise TransitionError(f"reservation {reservation.id}: payment not confirmed")
+    compartment = _compartment(reservation)
+    event = DomainEvent(
+        "parcel.picked_up",
+        {"reservation_id": reservation.id, "compartment": compartment, "method": method.value},
+    )
+    return Step(replace(reservation, state=ReservationState.PICKED_UP), (event,))
+
+
+def not_taken(reservation: Reservation) -> Step:
+    """Door opened and closed, parcel still there: the reservation stays as it is."""
+    _require(reservation, "report not taken", ReservationState.READY)
+    event = DomainEvent(
+        "parcel.not_taken",
+        {"reservation_id": reservation.id, "compartment": _compartment(reservation)},
+    )
+    return Step(reservation, (event,))
+
+
+def retrieve(reservation: Reservation, credential_id: str) -> Step:
+    _require(reservation, "retrieve", ReservationState.EXPIRED, ReservationState.RECALLED)
+    event = DomainEvent(
+        "parcel.retrieved",
+        {
+            "reservation_id": reservation.id,
+            "compartment": _compartment(reservation),
+            "credential_id": credential_id,
+        },
+    )
+    return Step(replace(reservation, state=ReservationState.RETURNED), (event,))
+
+
+def collect(reservation: Reservation, credential_id: str) -> Step:
+    _require(reservation, "collect", ReservationState.DROPPED_OFF)
+    event = DomainEvent(
+        "dropoff.collected",
+        {
+            "reservation_id": reservation.id,
+            "compartment": _compartment(reservation),
+            "credential_id": credential_id,
+        },
+    )
+    return Step(replace(reservation, state=ReservationState.COLLECTED), (event,))
+
+
+def cancel(reservation: Reservation, version: int) -> Step:
+    """``reservation.cancel`` (version already checked to be newer).
+
+    Before deposit the compartment is released; after deposit the parcel stays
+    until a courier retrieves it; a drop-off already in waits for collection.
+    """
+    state = reservation.state
+    if state.awaiting_parcel:
+        event = DomainEvent(
+            "reservation.released",
+            {
+                "reservation_id": reservation.id,
+                "compartment": reservation.compartment,
+                "reason": "cancelled",
+            },
+        )
+        after = replace(reservation, version=version, state=ReservationState.CANCELLED)
+        return Step(after, (event,))
+    if state is ReservationState.READY:
+        return Step(replace(reservation, version=version, state=ReservationState.RECALLED), ())
+    # Already on its way out (expired, recalled, dropped off) or finished: only the
+    # version moves, so a late upsert of an older version stays stale.
+    return Step(replace(reservation, version=version), ())
+
+
+def expire(reservation: Reservation, now: float) -> Step:
+    _require(reservation, "expire", ReservationState.READY)
+    if reservation.expires_at is None or now < reservation.expires_at:
+        raise TransitionError(f"reservation {reservation.id}: not due to expire")
+    event = DomainEvent(
+        "reservation.expired",
+        {"reservation_id": reservation.id, "compartment": _compartment(reservation)},
+    )
+    return Step(replace(reservation, state=ReservationState.EXPIRED), (event,))
+
+
+def release_not_deposited(reservation: Reservation, now: float) -> Step:
+    _require(reservation, "release", *_AWAITING)
+    if reservation.reserved_until is None or now < reservation.reserved_until:
+        raise TransitionError(f"reservation {reservation.id}: not due for release")
+    event = DomainEvent(
+        "reservation.released",
+        {
+            "reservation_id": reservation.id,
+            "compartment": reservation.compartment,
+            "reason": "not_deposited",
+        },
+    )
+    return Step(replace(reservation, state=ReservationState.RELEASED), (event,))
+
+
+def due(reservation: Reservation, now: float) -> bool:
+    """Whether the clock says this reservation expires or is released now."""
+    if reservation.state is ReservationState.READY:
+        return reservation.expires_at is not None and now >= reservation.expires_at
+    if reservation.state.awaiting_parcel:
+        return reservation.reserved_until is not None and now >= reservation.reserved_until
+    return False
+
+
+def lapse(reservation: Reservation, now: float) -> Step:
+    """The deadline action that :func:`due` announced."""
+    if reservation.state is ReservationState.READY:
+        return expire(reservation, now)
+    return release_not_deposited(reservation, now)
+
+
+def _compartment(reservation: Reservation) -> str:
+    if reservation.compartment is None:
+        raise TransitionError(f"reservation {reservation.id} has no compartment yet")
+    return reservation.compartment
+
+
+# --- compartments ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Compartment:
+    """A compartment as the store knows it (hardware state lives with the door supervisor)."""
+
+    id: str
+    size: Size
+    in_service: bool
+    configured: bool
+    reservation_id: str | None
+    state: CompartmentState
+
+
+def compartment_state(in_service: bool, holder: Reservation | None) -> CompartmentState:
+    if not in_service:
+        return CompartmentState.OUT_OF_SERVICE
+    if holder is None:
+        return CompartmentState.FREE
+    if holder.state.holds_parcel:
+        return CompartmentState.OCCUPIED
+    return CompartmentState.RESERVED
+
+
+def choose_compartment(
+    size: Size, compartments: Iterable[Compartment], exclude: frozenset[str] = frozenset()
+) -> str | None:
+    """The smallest free compartment the parcel fits in (lowest id among equals)."""
+    fitting = [
+        c
+        for c in compartments
+        if c.state is CompartmentState.FREE
+        and c.configured
+        and c.id not in exclude
+        and size.fits_in(c.size)
+    ]
+    if not fitting:
+        return None
+    return min(fitting, key=lambda c: (c.size.rank, c.id)).id
