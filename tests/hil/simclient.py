@@ -42,6 +42,10 @@ class PtyClient:
             self._arrived.set()
             return
         if not data:
+            # End of file on a tty: the other end (the adapter) is gone.
+            self.error = OSError("the serial line hung up")
+            self._loop.remove_reader(self.fd)
+            self._arrived.set()
             return
         self.received += data
         self.last_byte_at = time.monotonic()
