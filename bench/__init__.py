@@ -1,0 +1,1 @@
+"""Benchmarks: one command each, printing figures beside their floor and the ratios."""
