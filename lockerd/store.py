@@ -13,19 +13,23 @@ introspection helpers; transactions are ours, explicit, and never nested.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
+from . import reservations as life
+from . import throttle
 from .clock import Clock
+from .codes import CodeFormatError, CodeKey, Purpose, validate_hash
 from .events import (
     GENESIS_PREV,
     DomainEvent,
@@ -33,10 +37,21 @@ from .events import (
     StoredEvent,
     build,
     check_payload,
+    rfc3339_ms,
 )
 from .logs import fact
 from .migrations import APPLICATION_ID, MIGRATIONS
-from .model import Size
+from .model import CompartmentState, Size
+from .reservations import (
+    Booking,
+    Compartment,
+    HoldPolicy,
+    PickupMethod,
+    Reservation,
+    ReservationKind,
+    ReservationState,
+)
+from .throttle import ThrottlePolicy, ThrottleState
 
 log = logging.getLogger(__name__)
 
@@ -92,18 +107,36 @@ class CompartmentSyncReport:
 class Store:
     """The cabinet's database. Use :meth:`open`; one instance per process."""
 
-    def __init__(self, db: sqlite_utils.Database, path: Path, cabinet_id: str, clock: Clock):
+    def __init__(
+        self,
+        db: sqlite_utils.Database,
+        path: Path,
+        cabinet_id: str,
+        clock: Clock,
+        holds: HoldPolicy,
+        throttle_policy: ThrottlePolicy,
+    ) -> None:
         self._db = db
         self._conn: sqlite3.Connection = db.conn
         self.path = path
         self.cabinet_id = cabinet_id
         self.clock = clock
+        self.holds = holds
+        self.throttle_policy = throttle_policy
         self._in_transaction = False
 
     # --- opening ------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: Path, cabinet_id: str, clock: Clock) -> Store:
+    def open(
+        cls,
+        path: Path,
+        cabinet_id: str,
+        clock: Clock,
+        *,
+        holds: HoldPolicy | None = None,
+        throttle_policy: ThrottlePolicy | None = None,
+    ) -> Store:
         """Open (creating if needed) and migrate the store at ``path``.
 
         Refuses a file that is not a lockerd store, one written by a newer lockerd,
@@ -116,7 +149,14 @@ class Store:
             raise StoreError(f"{path}: cannot open the database: {exc}") from exc
         try:
             db = sqlite_utils.Database(conn, execute_plugins=False, recursive_triggers=False)
-            store = cls(db, path, cabinet_id, clock)
+            store = cls(
+                db,
+                path,
+                cabinet_id,
+                clock,
+                holds or HoldPolicy(),
+                throttle_policy or ThrottlePolicy(),
+            )
             store._prepare()
         except sqlite3.DatabaseError as exc:
             conn.close()
@@ -336,6 +376,37 @@ class Store:
         ).fetchone()
         return _plausible(wall, float(trusted))
 
+    # --- reading the domain ----------------------------------------------------------------
+
+    def reservation(self, reservation_id: str) -> Reservation | None:
+        return _reservation(self._conn, reservation_id)
+
+    def reservations_by_barcode(self, barcode: str) -> list[Reservation]:
+        return _reservations_by_barcode(self._conn, barcode)
+
+    def compartments(self) -> list[Compartment]:
+        return _compartments(self._conn)
+
+    def credential(self, credential_id: str) -> Credential | None:
+        return _credential(self._conn, credential_id)
+
+    def throttle_state(self, surface: str) -> ThrottleState:
+        return _throttle_state(self._conn, surface)
+
+    def sync_summary(self) -> tuple[list[tuple[str, int, str]], list[tuple[str, int]]]:
+        """For the ``sync`` topic: (reservation id, version, state) and (credential id, version)."""
+        reservations = [
+            (str(r[0]), int(r[1]), str(r[2]))
+            for r in self._conn.execute("SELECT id, version, state FROM reservations ORDER BY id")
+        ]
+        credentials = [
+            (str(r[0]), int(r[1]))
+            for r in self._conn.execute(
+                "SELECT id, version FROM credentials WHERE revoked = 0 ORDER BY id"
+            )
+        ]
+        return reservations, credentials
+
     def _write(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         """A single-statement write outside a domain transaction (autocommit)."""
         if self._in_transaction:
@@ -534,3 +605,634 @@ class Transaction:
             (compartment,),
         ).fetchone()
         return None if row is None else str(row[0])
+
+    # --- the cloud's commands (version rules: a version not above the stored one is stale) ---
+
+    def upsert_reservation(self, booking: Booking) -> Applied:
+        """``reservation.upsert``: create or replace a booking (no event: the cloud made it)."""
+        current = self.reservation(booking.reservation_id)
+        if current is not None and booking.version <= current.version:
+            return Applied.stale()
+        problem = _check_booking(booking)
+        if problem is not None:
+            return Applied.rejected(problem)
+        if current is None:
+            after = life.new_reservation(booking)
+        else:
+            try:
+                after = life.rebook(current, booking, self._store.holds)
+            except life.TransitionError as exc:
+                return Applied.rejected(str(exc))
+            if (
+                after.state.awaiting_parcel
+                and booking.compartment is None
+                and current.compartment is not None
+                and not current.compartment_named
+                and booking.size is not None
+                and current.size is not None
+                and booking.size == current.size
+            ):
+                # keep the compartment chosen for a courier who may be at the door now
+                after = replace(after, compartment=current.compartment)
+        if after.compartment is not None and after.state.awaiting_parcel:
+            problem = self._compartment_problem(after.compartment, after.size, after.id)
+            if problem is not None:
+                return Applied.rejected(problem)
+        self._save(after, insert=current is None)
+        return Applied.applied()
+
+    def cancel_reservation(self, reservation_id: str, version: int) -> Applied:
+        """``reservation.cancel``; an unknown id leaves a tombstone so a late upsert is stale."""
+        current = self.reservation(reservation_id)
+        if current is None:
+            tombstone = Reservation(
+                id=reservation_id,
+                version=version,
+                kind=ReservationKind.INBOUND,
+                state=ReservationState.CANCELLED,
+                size=None,
+                compartment=None,
+                compartment_named=False,
+                barcodes=(),
+                code_hash=None,
+                reserved_until=None,
+                hold_s=None,
+                sensitive=False,
+                cod=None,
+                paid=False,
+                code_only=False,
+                deposited_at=None,
+                deposited_by=None,
+                expires_at=None,
+            )
+            self._save(tombstone, insert=True)
+            return Applied.applied()
+        if version <= current.version:
+            return Applied.stale()
+        self._step(life.cancel(current, version))
+        return Applied.applied()
+
+    def upsert_credential(self, grant: CredentialGrant) -> Applied:
+        current = self.credential(grant.credential_id)
+        if current is not None and grant.version <= current.version:
+            return Applied.stale()
+        try:
+            validate_hash(grant.code_hash)
+            if grant.badge_hash is not None:
+                validate_hash(grant.badge_hash)
+        except CodeFormatError as exc:
+            return Applied.rejected(str(exc))
+        self._x(
+            "INSERT INTO credentials"
+            " (id, version, role, code_hash, badge_hash, valid_until, revoked, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, 0, ?) ON CONFLICT (id) DO UPDATE SET"
+            " version = excluded.version, role = excluded.role, code_hash = excluded.code_hash,"
+            " badge_hash = excluded.badge_hash, valid_until = excluded.valid_until,"
+            " revoked = 0, updated_at = excluded.updated_at",
+            (
+                grant.credential_id,
+                grant.version,
+                grant.role.value,
+                grant.code_hash,
+                grant.badge_hash,
+                grant.valid_until,
+                self.now,
+            ),
+        )
+        return Applied.applied()
+
+    def revoke_credential(self, credential_id: str, version: int) -> Applied:
+        current = self.credential(credential_id)
+        if current is not None and version <= current.version:
+            return Applied.stale()
+        # The hashes go: a revoked login keeps nothing that could still match.
+        self._x(
+            "INSERT INTO credentials (id, version, revoked, updated_at) VALUES (?, ?, 1, ?)"
+            " ON CONFLICT (id) DO UPDATE SET version = excluded.version, revoked = 1,"
+            " code_hash = NULL, badge_hash = NULL, updated_at = excluded.updated_at",
+            (credential_id, version, self.now),
+        )
+        return Applied.applied()
+
+    def confirm_payment(self, reservation_id: str, amount: int, currency: str, ref: str) -> Applied:
+        """``payment.confirmed``: the parcel may now be opened with its code."""
+        current = self.reservation(reservation_id)
+        if current is None:
+            return Applied.rejected("unknown reservation")
+        if current.cod is None:
+            return Applied.rejected("reservation is not cash on delivery")
+        if (amount, currency) != (current.cod.amount, current.cod.currency):
+            return Applied.rejected("amount or currency differs from the booking")
+        if current.state.finished:
+            return Applied.rejected(f"reservation is {current.state.value}")
+        if not current.paid:
+            self._save(replace(current, paid=True))
+        return Applied.applied()
+
+    def set_service(self, compartment: str, in_service: bool, reason: str, by: str) -> Applied:
+        """``compartment.service`` (cloud, technician or courier report); emits its event."""
+        row = self._x(
+            "SELECT in_service FROM compartments WHERE id = ? AND configured = 1", (compartment,)
+        ).fetchone()
+        if row is None:
+            return Applied.rejected(f"no compartment {compartment}")
+        self._x(
+            "UPDATE compartments SET in_service = ?, service_reason = ? WHERE id = ?",
+            (int(in_service), None if in_service else reason, compartment),
+        )
+        self.emit(
+            DomainEvent(
+                "compartment.service",
+                {"compartment": compartment, "in_service": in_service, "reason": reason, "by": by},
+            )
+        )
+        return Applied.applied()
+
+    # --- reading inside the transaction --------------------------------------------------------
+
+    def reservation(self, reservation_id: str) -> Reservation | None:
+        return _reservation(self._conn, reservation_id)
+
+    def reservations_by_barcode(self, barcode: str) -> list[Reservation]:
+        return _reservations_by_barcode(self._conn, barcode)
+
+    def compartments(self) -> list[Compartment]:
+        return _compartments(self._conn)
+
+    def credential(self, credential_id: str) -> Credential | None:
+        return _credential(self._conn, credential_id)
+
+    # --- the reservation life cycle at the cabinet -----------------------------------------------
+
+    def assign_compartment(
+        self,
+        reservation_id: str,
+        at_least: Size | None = None,
+        exclude: frozenset[str] = frozenset(),
+    ) -> str | None:
+        """The compartment to open for this deposit: the named one, the one already chosen,
+        or the smallest free one that fits (``at_least`` after "does not fit"). None: full.
+        """
+        current = self._require(reservation_id)
+        if not current.state.awaiting_parcel:
+            raise life.TransitionError(
+                f"reservation {reservation_id} is {current.state.value}, not awaiting a parcel"
+            )
+        size = at_least or current.size
+        keep = current.compartment
+        if keep is not None and keep not in exclude:
+            if at_least is None or current.compartment_named:
+                return keep
+            held = {c.id: c for c in self.compartments()}.get(keep)
+            if held is not None and at_least.fits_in(held.size):
+                return keep
+        if size is None:
+            return None
+        choice = life.choose_compartment(size, self.compartments(), exclude)
+        if choice is None:
+            return None
+        after = replace(life.assign(current, choice), compartment_named=False)
+        self._save(after)
+        return choice
+
+    def deposit(self, reservation_id: str, barcode: str, credential_id: str) -> StoredEvent:
+        current = self._require(reservation_id)
+        return self._step(
+            life.deposit(current, barcode, credential_id, self.now, self._store.holds)
+        )[0]
+
+    def drop_off(self, reservation_id: str) -> StoredEvent:
+        return self._step(life.drop_off(self._require(reservation_id), self.now))[0]
+
+    def pick_up(self, reservation_id: str, method: PickupMethod) -> StoredEvent:
+        return self._step(life.pick_up(self._require(reservation_id), method))[0]
+
+    def not_taken(self, reservation_id: str) -> StoredEvent:
+        return self._step(life.not_taken(self._require(reservation_id)))[0]
+
+    def retrieve(self, reservation_id: str, credential_id: str) -> StoredEvent:
+        return self._step(life.retrieve(self._require(reservation_id), credential_id))[0]
+
+    def collect(self, reservation_id: str, credential_id: str) -> StoredEvent:
+        return self._step(life.collect(self._require(reservation_id), credential_id))[0]
+
+    def expire_due(self) -> list[StoredEvent]:
+        """Expire held parcels past their hold and release bookings past ``reserved_until``.
+
+        Nothing lapses on a clock that cannot be right (earlier than the last trusted
+        event, before 2024, or years ahead): a wrong clock must not throw parcels out.
+        """
+        if not self._store.clock_trusted(self.now):
+            fact(
+                log,
+                "clock.untrusted",
+                logging.WARNING,
+                wall=rfc3339_ms(max(self.now, 0.0)),
+                effect="no deadlines enforced",
+            )
+            return []
+        rows = self._rows(
+            "SELECT * FROM reservations WHERE"
+            " (state = 'ready' AND expires_at <= ?)"
+            " OR (state IN ('reserved', 'booked') AND reserved_until <= ?)"
+            " ORDER BY id",
+            (self.now, self.now),
+        )
+        events: list[StoredEvent] = []
+        for row in rows:
+            current = _row_reservation(self._conn, row)
+            if life.due(current, self.now):
+                events.extend(self._step(life.lapse(current, self.now)))
+        return events
+
+    # --- codes at the keypad ------------------------------------------------------------------
+
+    def verify_code(self, key: CodeKey, surface: str, purpose: Purpose, typed: str) -> CodeVerdict:
+        """Check a typed code (or badge UID) at ``surface``, throttled, in one transaction.
+
+        The work does not depend on how much of the code was right (the HMAC scrambles
+        it before any lookup) nor on whether a booking exists (a miss still runs one
+        constant-time comparison). A failure emits ``code.rejected`` and, when it starts
+        a lockout, ``keypad.locked_out``; neither carries the code or its hash.
+        """
+        policy = self._store.throttle_policy
+        state = _throttle_state(self._conn, surface)
+        wait = throttle.wait_until(state, policy, self.now)
+        if wait is not None:
+            locked = state.locked_until > self.now
+            outcome = CodeOutcome.LOCKED_OUT if locked else CodeOutcome.WAIT
+            return CodeVerdict(outcome, retry_at=wait)
+        try:
+            computed = key.hash(purpose, typed)
+        except CodeFormatError:
+            return self._code_failed(surface, state, purpose, CodeOutcome.BAD_FORMAT)
+        verdict = self._match(purpose, computed)
+        if verdict.outcome in (CodeOutcome.REJECTED,):
+            return self._code_failed(surface, state, purpose, CodeOutcome.REJECTED)
+        self._save_throttle(surface, throttle.record_success(state))
+        if verdict.outcome is CodeOutcome.PAYMENT_REQUIRED and verdict.reservation is not None:
+            event = self.emit(
+                DomainEvent("payment.requested", {"reservation_id": verdict.reservation.id})
+            )
+            return replace(verdict, events=(event,))
+        return verdict
+
+    def _match(self, purpose: Purpose, computed: str) -> CodeVerdict:
+        if purpose in (Purpose.PICKUP, Purpose.DROPOFF):
+            kind = ReservationKind.INBOUND if purpose is Purpose.PICKUP else ReservationKind.DROPOFF
+            rows = self._rows(
+                "SELECT * FROM reservations WHERE code_hash = ? AND kind = ?",
+                (computed, kind.value),
+            )
+            found: Reservation | None = None
+            matched = _compare_all(computed, [r["code_hash"] for r in rows])
+            for row, same in zip(rows, matched, strict=True):
+                candidate = _row_reservation(self._conn, row)
+                if same and found is None and self._code_opens(candidate):
+                    found = candidate
+            if found is None:
+                return CodeVerdict(CodeOutcome.REJECTED)
+            if found.awaiting_payment:
+                return CodeVerdict(CodeOutcome.PAYMENT_REQUIRED, reservation=found)
+            return CodeVerdict(CodeOutcome.ACCEPTED, reservation=found)
+        column = "badge_hash" if purpose is Purpose.BADGE else "code_hash"
+        rows = self._rows(f"SELECT id FROM credentials WHERE {column} = ?", (computed,))
+        credentials = [c for c in (self.credential(r["id"]) for r in rows) if c is not None]
+        matched = _compare_all(computed, [getattr(c, column) or "" for c in credentials])
+        trusted = self._store.clock_trusted(self.now)
+        for credential, same in zip(credentials, matched, strict=True):
+            role_ok = purpose is Purpose.BADGE or credential.role is CredentialRole(purpose.value)
+            in_date = (
+                not trusted or credential.valid_until is None or (self.now < credential.valid_until)
+            )
+            if same and role_ok and in_date and not credential.revoked:
+                return CodeVerdict(CodeOutcome.ACCEPTED, credential=credential)
+        return CodeVerdict(CodeOutcome.REJECTED)
+
+    def _code_opens(self, reservation: Reservation) -> bool:
+        if reservation.kind is ReservationKind.INBOUND:
+            return reservation.state is ReservationState.READY
+        return reservation.state is ReservationState.BOOKED
+
+    def _code_failed(
+        self, surface: str, state: ThrottleState, purpose: Purpose, outcome: CodeOutcome
+    ) -> CodeVerdict:
+        policy = self._store.throttle_policy
+        failure = throttle.record_failure(state, policy, self.now)
+        self._save_throttle(surface, failure.state)
+        events = [
+            self.emit(
+                DomainEvent(
+                    "code.rejected",
+                    {"purpose": purpose.value, "failures_in_window": failure.failures_in_window},
+                )
+            )
+        ]
+        if failure.locked_out:
+            until = failure.state.locked_until
+            events.append(self.emit(DomainEvent("keypad.locked_out", {"until": rfc3339_ms(until)})))
+            fact(
+                log, "keypad.locked_out", logging.WARNING, surface=surface, until=rfc3339_ms(until)
+            )
+            return CodeVerdict(CodeOutcome.LOCKED_OUT, retry_at=until, events=tuple(events))
+        retry = throttle.wait_until(failure.state, policy, self.now)
+        return CodeVerdict(outcome, retry_at=retry, events=tuple(events))
+
+    def _save_throttle(self, surface: str, state: ThrottleState) -> None:
+        self._x(
+            "INSERT INTO throttle (surface, failures, window_start, blocked_until, locked_until)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (surface) DO UPDATE SET"
+            " failures = excluded.failures, window_start = excluded.window_start,"
+            " blocked_until = excluded.blocked_until, locked_until = excluded.locked_until",
+            (surface, state.failures, state.window_start, state.blocked_until, state.locked_until),
+        )
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _require(self, reservation_id: str) -> Reservation:
+        current = self.reservation(reservation_id)
+        if current is None:
+            raise life.TransitionError(f"no reservation {reservation_id}")
+        return current
+
+    def _step(self, step: life.Step) -> list[StoredEvent]:
+        self._save(step.reservation)
+        return [self.emit(event) for event in step.events]
+
+    def _compartment_problem(self, compartment: str, size: Size | None, owner: str) -> str | None:
+        known = {c.id: c for c in self.compartments()}.get(compartment)
+        if known is None or not known.configured:
+            return f"no compartment {compartment} in this cabinet"
+        if size is not None and not size.fits_in(known.size):
+            return (
+                f"a {size.value} parcel does not fit compartment {compartment} ({known.size.value})"
+            )
+        holder = self._holder_id(compartment)
+        if holder is not None and holder != owner:
+            return f"compartment {compartment} is held by another reservation"
+        if not known.in_service:
+            return f"compartment {compartment} is out of service"
+        return None
+
+    def _save(self, reservation: Reservation, insert: bool = False) -> None:
+        if reservation.compartment is not None and reservation.holds_compartment:
+            holder = self._holder_id(reservation.compartment)
+            if holder is not None and holder != reservation.id:
+                # the invariant of the whole store: one live reservation per compartment
+                raise StoreError(
+                    f"compartment {reservation.compartment} already holds reservation {holder}"
+                )
+        cod = reservation.cod
+        values = (
+            reservation.version,
+            reservation.kind.value,
+            reservation.state.value,
+            None if reservation.size is None else reservation.size.value,
+            reservation.compartment,
+            int(reservation.compartment_named),
+            reservation.code_hash,
+            reservation.reserved_until,
+            reservation.hold_s,
+            int(reservation.sensitive),
+            None if cod is None else cod.amount,
+            None if cod is None else cod.currency,
+            None if cod is None else cod.pay_url,
+            int(reservation.paid),
+            int(reservation.code_only),
+            reservation.deposited_at,
+            reservation.deposited_by,
+            reservation.expires_at,
+            self.now,
+        )
+        columns = (
+            "version, kind, state, size, compartment, compartment_named, code_hash,"
+            " reserved_until, hold_s, sensitive, cod_amount, cod_currency, cod_pay_url, paid,"
+            " code_only, deposited_at, deposited_by, expires_at, updated_at"
+        )
+        if insert:
+            self._x(
+                f"INSERT INTO reservations (id, {columns}) VALUES ({', '.join('?' * 20)})",
+                (reservation.id, *values),
+            )
+        else:
+            assignments = ", ".join(f"{c.strip()} = ?" for c in columns.split(","))
+            self._x(
+                f"UPDATE reservations SET {assignments} WHERE id = ?", (*values, reservation.id)
+            )
+        self._x("DELETE FROM barcodes WHERE reservation_id = ?", (reservation.id,))
+        for barcode in dict.fromkeys(reservation.barcodes):
+            self._x(
+                "INSERT INTO barcodes (barcode, reservation_id) VALUES (?, ?)",
+                (barcode, reservation.id),
+            )
+
+
+# --- the cloud's side of things: inputs and results ----------------------------------------------
+
+
+class ApplyStatus(StrEnum):
+    """A command's effect, in the words of the contract's ``acks``."""
+
+    APPLIED = "applied"
+    STALE = "stale"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True)
+class Applied:
+    status: ApplyStatus
+    reason: str | None = None
+
+    @classmethod
+    def applied(cls) -> Applied:
+        return cls(ApplyStatus.APPLIED)
+
+    @classmethod
+    def stale(cls) -> Applied:
+        return cls(ApplyStatus.STALE, "version not above the stored one")
+
+    @classmethod
+    def rejected(cls, reason: str) -> Applied:
+        return cls(ApplyStatus.REJECTED, reason)
+
+
+class CredentialRole(StrEnum):
+    COURIER = "courier"
+    TECHNICIAN = "technician"
+
+
+@dataclass(frozen=True)
+class CredentialGrant:
+    """What ``credential.upsert`` asks for."""
+
+    credential_id: str
+    version: int
+    role: CredentialRole
+    code_hash: str
+    badge_hash: str | None
+    valid_until: float | None
+
+
+@dataclass(frozen=True)
+class Credential:
+    id: str
+    version: int
+    role: CredentialRole | None  # None: a revocation seen before any upsert
+    code_hash: str | None
+    badge_hash: str | None
+    valid_until: float | None
+    revoked: bool
+
+
+class CodeOutcome(StrEnum):
+    ACCEPTED = "accepted"
+    PAYMENT_REQUIRED = "payment_required"  # right code, cash on delivery not yet paid
+    REJECTED = "rejected"
+    BAD_FORMAT = "bad_format"
+    WAIT = "wait"  # throttled: try again at retry_at
+    LOCKED_OUT = "locked_out"
+
+
+@dataclass(frozen=True)
+class CodeVerdict:
+    outcome: CodeOutcome
+    reservation: Reservation | None = None
+    credential: Credential | None = None
+    retry_at: float | None = None
+    events: tuple[StoredEvent, ...] = ()
+
+
+# A stand-in compared against when no stored hash matched, so a miss costs one
+# constant-time comparison just like a hit.
+_NO_HASH = "A" * 43
+
+
+def _compare_all(computed: str, stored: Sequence[str]) -> list[bool]:
+    if not stored:
+        hmac.compare_digest(computed, _NO_HASH)
+        return []
+    return [hmac.compare_digest(computed, candidate) for candidate in stored]
+
+
+def _check_booking(booking: Booking) -> str | None:
+    if booking.version < 0:
+        return "version must not be negative"
+    if booking.size is None and booking.compartment is None:
+        return "a booking needs a size or a compartment"
+    if booking.hold_s is not None and booking.hold_s <= 0:
+        return "hold_s must be positive"
+    if booking.cod is not None and booking.cod.amount < 0:
+        return "cod amount must not be negative"
+    try:
+        validate_hash(booking.code_hash)
+    except CodeFormatError as exc:
+        return str(exc)
+    return None
+
+
+_LIVE_STATES = "('reserved', 'booked', 'ready', 'expired', 'recalled', 'dropped_off')"
+
+
+def _rows(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    cursor = conn.execute(sql, params)
+    cursor.row_factory = sqlite3.Row
+    return list(cursor.fetchall())
+
+
+def _row_reservation(conn: sqlite3.Connection, row: sqlite3.Row) -> Reservation:
+    barcodes = tuple(
+        r[0]
+        for r in conn.execute(
+            "SELECT barcode FROM barcodes WHERE reservation_id = ? ORDER BY rowid", (row["id"],)
+        )
+    )
+    cod = None
+    if row["cod_amount"] is not None:
+        cod = life.Cod(row["cod_amount"], row["cod_currency"], row["cod_pay_url"])
+    return Reservation(
+        id=row["id"],
+        version=row["version"],
+        kind=ReservationKind(row["kind"]),
+        state=ReservationState(row["state"]),
+        size=None if row["size"] is None else Size(row["size"]),
+        compartment=row["compartment"],
+        compartment_named=bool(row["compartment_named"]),
+        barcodes=barcodes,
+        code_hash=row["code_hash"],
+        reserved_until=row["reserved_until"],
+        hold_s=row["hold_s"],
+        sensitive=bool(row["sensitive"]),
+        cod=cod,
+        paid=bool(row["paid"]),
+        code_only=bool(row["code_only"]),
+        deposited_at=row["deposited_at"],
+        deposited_by=row["deposited_by"],
+        expires_at=row["expires_at"],
+    )
+
+
+def _reservation(conn: sqlite3.Connection, reservation_id: str) -> Reservation | None:
+    rows = _rows(conn, "SELECT * FROM reservations WHERE id = ?", (reservation_id,))
+    return _row_reservation(conn, rows[0]) if rows else None
+
+
+def _reservations_by_barcode(conn: sqlite3.Connection, barcode: str) -> list[Reservation]:
+    rows = _rows(
+        conn,
+        "SELECT r.* FROM reservations r JOIN barcodes b ON b.reservation_id = r.id"
+        " WHERE b.barcode = ? ORDER BY r.id",
+        (barcode,),
+    )
+    return [_row_reservation(conn, row) for row in rows]
+
+
+def _compartments(conn: sqlite3.Connection) -> list[Compartment]:
+    holders = {
+        row["compartment"]: _row_reservation(conn, row)
+        for row in _rows(
+            conn,
+            f"SELECT * FROM reservations WHERE compartment IS NOT NULL AND state IN {_LIVE_STATES}",
+        )
+    }
+    result = []
+    for row in _rows(conn, "SELECT * FROM compartments ORDER BY id"):
+        holder = holders.get(row["id"])
+        state = life.compartment_state(bool(row["in_service"]), holder)
+        if not row["configured"] and holder is None:
+            state = CompartmentState.OUT_OF_SERVICE
+        result.append(
+            Compartment(
+                id=row["id"],
+                size=Size(row["size"]),
+                in_service=bool(row["in_service"]),
+                configured=bool(row["configured"]),
+                reservation_id=None if holder is None else holder.id,
+                state=state,
+            )
+        )
+    return result
+
+
+def _credential(conn: sqlite3.Connection, credential_id: str) -> Credential | None:
+    rows = _rows(conn, "SELECT * FROM credentials WHERE id = ?", (credential_id,))
+    if not rows:
+        return None
+    row = rows[0]
+    return Credential(
+        id=row["id"],
+        version=row["version"],
+        role=None if row["role"] is None else CredentialRole(row["role"]),
+        code_hash=row["code_hash"],
+        badge_hash=row["badge_hash"],
+        valid_until=row["valid_until"],
+        revoked=bool(row["revoked"]),
+    )
+
+
+def _throttle_state(conn: sqlite3.Connection, surface: str) -> ThrottleState:
+    row = conn.execute(
+        "SELECT failures, window_start, blocked_until, locked_until FROM throttle"
+        " WHERE surface = ?",
+        (surface,),
+    ).fetchone()
+    return ThrottleState() if row is None else ThrottleState(*row)
