@@ -151,7 +151,7 @@ def _parse(raw: Mapping[str, Any], origin: str) -> Layout:
                 family=family,
                 port=_get(table, "port", str, where, ""),
                 host=_get(table, "host", str, where, "127.0.0.1"),
-                tcp_port=_get(table, "tcp_port", int, where, 502 if "tcp_port" in table else 0),
+                tcp_port=_get(table, "tcp_port", int, where, 502),  # lockerd's default too
                 baudrate=_get(table, "baudrate", int, where, _DEFAULT_BAUD.get(family, 9600)),
                 boards=tuple(boards),
             )

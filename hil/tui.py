@@ -1,0 +1,184 @@
+"""The cabinet in the terminal: a live grid of compartments, or one line per change.
+
+ANSI escapes only (no curses). Keys drive people: ``o A01`` pulls a door, ``c A01``
+closes it, ``p``/``t`` puts/takes a parcel, ``f`` forces the door, ``j`` jams (or
+frees) the lock, ``r`` repairs every fault, ``q`` quits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import Callable
+from typing import TextIO
+
+from .cabinet import SimulatedCabinet
+from .physics import Change
+
+CLEAR = "\x1b[H\x1b[2J"
+BOLD, DIM, RED, GREEN, YELLOW, RESET = (
+    "\x1b[1m",
+    "\x1b[2m",
+    "\x1b[31m",
+    "\x1b[32m",
+    "\x1b[33m",
+    "\x1b[0m",
+)
+HELP = (
+    "keys: o ID pull | c ID close | p/t ID put/take parcel | f ID force"
+    " | j ID jam | r ID repair | q quit"
+)
+
+
+def cell(sim: SimulatedCabinet, compartment_id: str) -> list[str]:
+    """Three short lines describing one compartment."""
+    c = sim.compartment(compartment_id)
+    door = f"{RED}OPEN {RESET}" if c.door_open else f"{GREEN}shut {RESET}"
+    lock = f"{YELLOW}ZAP{RESET}" if c.lock_energised else f"{DIM}lck{RESET}"
+    parcel = "[#]" if c.occupied else "[ ]"
+    faults = ",".join(f[:6] for f in c.faults()) or ""
+    return [
+        f"{BOLD}{compartment_id:<5}{RESET} {parcel}",
+        f"{door} {lock}",
+        f"{RED}{faults:<12.12}{RESET}",
+    ]
+
+
+def render(sim: SimulatedCabinet, last: str = "") -> str:
+    """The whole screen: compartments laid out by column/row (in config order otherwise)."""
+    compartments = list(sim.physics.compartments.values())
+    columns: dict[int, list[str]] = {}
+    for index, c in enumerate(compartments):
+        column = c.layout.column or (index // 6 + 1)
+        columns.setdefault(column, []).append(c.id)
+    for ids in columns.values():
+        ids.sort(key=lambda cid: sim.compartment(cid).layout.row)
+    lines = [f"{BOLD}hil: simulated cabinet{RESET}  ({len(compartments)} compartments)", ""]
+    height = max((len(ids) for ids in columns.values()), default=0)
+    for row in range(height):
+        parts: list[list[str]] = []
+        for column in sorted(columns):
+            ids = columns[column]
+            parts.append(cell(sim, ids[row]) if row < len(ids) else ["", "", ""])
+        for line_no in range(3):
+            lines.append("  ".join(_pad(p[line_no], 18) for p in parts))
+        lines.append("")
+    buses = sim.state()["buses"]
+    lines.append(
+        "buses: "
+        + "  ".join(f"{n}({'up' if b['plugged'] else 'UNPLUGGED'})" for n, b in buses.items())
+    )
+    lines.append(HELP)
+    if last:
+        lines.append(f"last: {last}")
+    return "\n".join(lines) + "\n> "
+
+
+def _pad(text: str, width: int) -> str:
+    visible = len(_strip(text))
+    return text + " " * max(0, width - visible)
+
+
+def _strip(text: str) -> str:
+    out, escape = [], False
+    for ch in text:
+        if ch == "\x1b":
+            escape = True
+        elif escape and ch.isalpha():
+            escape = False
+        elif not escape:
+            out.append(ch)
+    return "".join(out)
+
+
+def describe(change: Change) -> str:
+    parts = [change.what]
+    if change.compartment:
+        parts.append(f"compartment={change.compartment}")
+    if change.board:
+        parts.append(f"board={change.board}")
+    if change.detail:
+        parts.append(change.detail)
+    return " ".join(parts)
+
+
+def run_command(sim: SimulatedCabinet, text: str) -> str:
+    """One typed command; returns what happened (errors included, never raised)."""
+    words = text.split()
+    if not words:
+        return ""
+    actions: dict[str, Callable[[str], object]] = {
+        "o": sim.open_door,
+        "c": sim.close_door,
+        "p": sim.put_parcel,
+        "t": sim.take_parcel,
+        "f": sim.force_open,
+        "j": lambda cid: sim.jam_lock(cid, not sim.compartment(cid).jammed),
+        "r": sim.repair,
+    }
+    action = actions.get(words[0].lower())
+    if action is None or len(words) != 2:
+        return f"? {text.strip()!r}; {HELP}"
+    try:
+        action(words[1])
+    except (KeyError, ValueError) as exc:
+        return f"error: {exc}"
+    return text.strip()
+
+
+class TerminalView:
+    """Redraws the grid on every change (TTY) or prints one line per change (pipe)."""
+
+    def __init__(self, sim: SimulatedCabinet, out: TextIO = sys.stdout, live: bool | None = None):
+        self.sim = sim
+        self.out = out
+        self.live = out.isatty() if live is None else live
+        self._last = ""
+        self._dirty = asyncio.Event()
+        self._unsubscribe = sim.on_change(self._on_change)
+
+    def _on_change(self, change: Change) -> None:
+        self._last = describe(change)
+        if self.live:
+            self._dirty.set()
+        else:
+            print(self._last, file=self.out, flush=True)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Redraw (at most ~30 times a second) and read keys until ``stop`` is set."""
+        loop = asyncio.get_running_loop()
+        reading = False
+        if sys.stdin.isatty():
+            with contextlib.suppress(OSError, ValueError):
+                loop.add_reader(sys.stdin.fileno(), self._on_key, stop)
+                reading = True
+        try:
+            if self.live:
+                self.out.write(CLEAR + render(self.sim))
+                self.out.flush()
+            while not stop.is_set():
+                if not self.live:
+                    await stop.wait()
+                    break
+                waiter = asyncio.ensure_future(self._dirty.wait())
+                stopper = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                stopper.cancel()
+                self._dirty.clear()
+                self.out.write(CLEAR + render(self.sim, self._last))
+                self.out.flush()
+                await asyncio.sleep(0.03)
+        finally:
+            if reading:
+                loop.remove_reader(sys.stdin.fileno())
+            self._unsubscribe()
+
+    def _on_key(self, stop: asyncio.Event) -> None:
+        line = sys.stdin.readline()
+        if not line or line.strip().lower() in ("q", "quit", "exit"):
+            stop.set()
+            return
+        self._last = run_command(self.sim, line)
+        self._dirty.set()
