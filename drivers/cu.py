@@ -325,7 +325,7 @@ class CuBus(Bus):
         # The CU protocol does not delimit frames by silence, but boards still need the
         # line quiet before the next request; 3.5 characters as on Modbus is plenty.
         self.arbiter = BusArbiter(BusArbiter.rtu_silence_s(baudrate, BITS_PER_CHAR))
-        self.boards: dict[int, CuBoard] = {}
+        self._boards: dict[int, CuBoard] = {}
         self.dropped_frames = 0  # bytes/frames on the line that were not an awaited reply
         self.reopens = 0
         self._serial: serial.Serial | None = None
@@ -338,11 +338,15 @@ class CuBus(Bus):
         self._next_open_at = 0.0
 
     def board(self, spec: BoardSpec) -> CuBoard:
-        if spec.address in self.boards:
+        if spec.address in self._boards:
             raise ValueError(f"CU bus {self.name}: two boards at address {spec.address}")
         board = CuBoard(self, spec)
-        self.boards[spec.address] = board
+        self._boards[spec.address] = board
         return board
+
+    @property
+    def boards(self) -> tuple[CuBoard, ...]:
+        return tuple(self._boards.values())
 
     @property
     def connected(self) -> bool:

@@ -19,9 +19,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drivers.base import BadFrame, BoardError, BoardOffline, BoardSpec, BoardTimeout
-from drivers.cu import CuBus, CuCommand, CuReply, CuStatus, encode_reply
+from drivers.cu import CuBoard, CuBus, CuCommand, CuReply, CuStatus, encode_reply
 
 Answer = Callable[[bytes], bytes]
+
+
+def board_at(bus: CuBus, address: int) -> CuBoard:
+    return next(b for b in bus.boards if b.address == address)
 
 
 def status_reply(board: int, lock: int, command: int, open_locks: tuple[int, ...] = ()) -> bytes:
@@ -94,30 +98,30 @@ async def cu_line(
 async def test_status_all_reads_doors_then_infrared() -> None:
     reply = bytes.fromhex("02 00 32 05 80 02 00 03 be")  # the vector: 1, 3, 16 open; 2 inside
     async with cu_line(lambda request: reply) as (far, bus):
-        inputs = await bus.boards[0].read_inputs()
+        inputs = await board_at(bus, 0).read_inputs()
     assert far.requests == [bytes.fromhex("02 00 32 03 37")]
     assert [i for i, bit in enumerate(inputs) if bit] == [0, 2, 15, 17]
-    assert bus.boards[0].stats.requests == 1
+    assert board_at(bus, 0).stats.requests == 1
 
 
 async def test_unlock_sends_the_documented_frame_and_ignores_the_duration() -> None:
     async with cu_line(honest, boards=(2,)) as (far, bus):
-        await bus.boards[2].pulse(5, 700)
-        await bus.boards[2].pulse(5, 2500)
+        await board_at(bus, 2).pulse(5, 700)
+        await board_at(bus, 2).pulse(5, 2500)
     assert far.requests == [bytes.fromhex("02 25 31 03 5b")] * 2
 
 
 async def test_status_of_one_lock() -> None:
     async with cu_line(lambda r: status_reply(0, 3, 0x30, open_locks=(3,))) as (far, bus):
-        assert await bus.boards[0].read_lock(3) == (True, False)
+        assert await board_at(bus, 0).read_lock(3) == (True, False)
     assert far.requests == [bytes.fromhex("02 03 30 03 38")]
 
 
 async def test_all_off_sends_nothing_and_identify_is_a_status_round_trip() -> None:
     async with cu_line(honest, boards=(1,)) as (far, bus):
-        await bus.boards[1].all_off()
+        await board_at(bus, 1).all_off()
         assert far.requests == []  # above all never 0x33, which would open every door
-        identity = await bus.boards[1].identify()
+        identity = await board_at(bus, 1).identify()
     assert (identity.family, identity.address) == ("cu", 1)
     assert (identity.relays, identity.inputs) == (16, 32)
     assert far.requests == [bytes.fromhex("02 10 32 03 47")]
@@ -165,7 +169,7 @@ async def test_faulty_answers_fail_the_request_and_the_bus_carries_on(
 ) -> None:
     script = {"answer": answer}
     async with cu_line(lambda r: script["answer"](r), retries=1) as (far, bus):
-        board = bus.boards[0]
+        board = board_at(bus, 0)
         with pytest.raises(error):
             await board.read_inputs()
         assert len(far.requests) == 2  # the request and its one retry
@@ -185,13 +189,13 @@ async def test_faulty_answers_fail_the_request_and_the_bus_carries_on(
 async def test_an_unlock_whose_answer_is_corrupt_is_retried_not_multiplied() -> None:
     async with cu_line(corrupt_checksum, retries=1) as (far, bus):
         with pytest.raises(BadFrame):
-            await bus.boards[0].pulse(4, 700)
+            await board_at(bus, 0).pulse(4, 700)
     assert far.requests == [bytes.fromhex("02 04 31 03 3a")] * 2
 
 
 async def test_an_answer_for_another_board_is_dropped_and_the_right_one_taken() -> None:
     async with cu_line(lambda r: wrong_board(r) + honest(r)) as (far, bus):
-        assert await bus.boards[0].read_inputs() == (False,) * 32
+        assert await board_at(bus, 0).read_inputs() == (False,) * 32
     assert len(far.requests) == 1
     assert bus.dropped_frames == 1
 
@@ -199,7 +203,7 @@ async def test_an_answer_for_another_board_is_dropped_and_the_right_one_taken() 
 async def test_a_local_echo_of_the_request_is_skipped() -> None:
     # Two-wire adapters without echo suppression hand the request back first.
     async with cu_line(lambda r: r + honest(r)) as (_far, bus):
-        await bus.boards[0].read_inputs()
+        await board_at(bus, 0).read_inputs()
     assert bus.dropped_frames == 0
 
 
@@ -215,8 +219,8 @@ async def test_a_late_answer_is_not_taken_for_the_next_request() -> None:
 
     async with cu_line(late_then_honest, retries=0) as (_far, bus):
         with pytest.raises(BoardTimeout):
-            await bus.boards[0].read_inputs()
-        assert await bus.boards[0].read_lock(7) == (False, False)
+            await board_at(bus, 0).read_inputs()
+        assert await board_at(bus, 0).read_lock(7) == (False, False)
     assert bus.dropped_frames == 1
 
 
@@ -226,7 +230,7 @@ async def test_boards_share_the_line_and_a_silent_one_does_not_take_the_others_d
 
     async with cu_line(only_board_1, boards=(0, 1, 3), retries=0) as (far, bus):
         results = await asyncio.gather(
-            *(bus.boards[a].read_inputs() for a in (0, 1, 3)), return_exceptions=True
+            *(board_at(bus, a).read_inputs() for a in (0, 1, 3)), return_exceptions=True
         )
     assert isinstance(results[0], BoardTimeout)
     assert results[1] == (False,) * 32
@@ -238,7 +242,7 @@ async def test_bad_lock_numbers_are_refused_without_touching_the_line() -> None:
     async with cu_line(honest) as (far, bus):
         for channel in (-1, 16, 99):
             with pytest.raises(BoardError, match="no lock"):
-                await bus.boards[0].pulse(channel, 700)
+                await board_at(bus, 0).pulse(channel, 700)
     assert far.requests == []
 
 
@@ -285,14 +289,14 @@ async def test_closed_bus_refuses_requests() -> None:
     async with cu_line(honest) as (_far, bus):
         pass
     with pytest.raises(BoardOffline):
-        await bus.boards[0].read_inputs()
+        await board_at(bus, 0).read_inputs()
 
 
 async def test_unlock_goes_before_queued_polls() -> None:
     async with cu_line(honest, boards=(0, 1)) as (far, bus):
-        polls = [asyncio.create_task(bus.boards[a].read_inputs()) for a in (0, 1, 0, 1)]
+        polls = [asyncio.create_task(board_at(bus, a).read_inputs()) for a in (0, 1, 0, 1)]
         await asyncio.sleep(0)  # the first poll takes the line, the rest queue
-        await asyncio.gather(bus.boards[1].pulse(2, 700), *polls)
+        await asyncio.gather(board_at(bus, 1).pulse(2, 700), *polls)
     assert far.requests[1] == bytes.fromhex("02 12 31 03 48")
 
 
@@ -302,7 +306,7 @@ def test_any_answer_bytes_end_in_a_board_error_or_a_reading(junk: bytes) -> None
     async def scenario() -> None:
         async with cu_line(lambda r: junk, timeout_s=0.01, retries=0) as (far, bus):
             try:
-                inputs = await bus.boards[0].read_inputs()
+                inputs = await board_at(bus, 0).read_inputs()
             except BoardError:
                 pass
             else:
