@@ -1,0 +1,634 @@
+"""Signed cloud commands: bytes from the ``cmd`` topic in, a typed command or a refusal out.
+
+Pure: no I/O, no clock reads (the caller passes ``now``), no store. The JWS itself is
+checked by PyJWT with cryptography's Ed25519; every claim and every field of ``data``
+is checked here, strictly, because whatever passes is applied to a cabinet with doors.
+
+A :class:`Rejection` says whether the signature was good (``signed``): only then is its
+``jti`` the cloud's and worth remembering, so that a forger cannot fill the replay
+store or pre-empt a real command id.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from ..model import Size
+
+MAX_PAYLOAD_BYTES = 128 * 1024
+_JTI = re.compile(r"^[\x21-\x7e]{1,128}$")
+_KID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
+_COMPARTMENT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# base64url without padding of a 32-byte HMAC-SHA256: 43 characters.
+_CODE_HASH = re.compile(r"^[A-Za-z0-9_-]{43}$")
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_HEADER_KEYS = frozenset({"alg", "kid", "typ"})
+_CLAIMS = frozenset({"iss", "aud", "jti", "iat", "exp", "nbf", "cmd", "data"})
+# No command may be dated beyond 2100: keeps arithmetic on claims in sane ranges.
+_MAX_NUMERIC_DATE = 4_102_444_800
+_MAX_TEXT = 512
+_MAX_BARCODES = 64
+_MAX_VERSION = 2**53 - 1
+
+
+class RejectReason(StrEnum):
+    """Why a command was refused; the value is the ``reason`` on ``acks`` (before any detail)."""
+
+    TOO_LARGE = "too_large"
+    MALFORMED = "malformed"
+    BAD_HEADER = "bad_header"
+    ALG_NOT_ALLOWED = "alg_not_allowed"
+    UNKNOWN_KID = "unknown_kid"
+    BAD_SIGNATURE = "bad_signature"
+    BAD_CLAIMS = "bad_claims"
+    WRONG_ISSUER = "wrong_issuer"
+    WRONG_AUDIENCE = "wrong_audience"
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not_yet_valid"
+    LIFETIME_TOO_LONG = "lifetime_too_long"
+    UNKNOWN_COMMAND = "unknown_command"
+    INVALID_DATA = "invalid_data"
+
+
+class CommandType(StrEnum):
+    RESERVATION_UPSERT = "reservation.upsert"
+    RESERVATION_CANCEL = "reservation.cancel"
+    CREDENTIAL_UPSERT = "credential.upsert"
+    CREDENTIAL_REVOKE = "credential.revoke"
+    PAYMENT_CONFIRMED = "payment.confirmed"
+    DOOR_OPEN = "door.open"
+    COMPARTMENT_SERVICE = "compartment.service"
+    CONFIG_SET = "config.set"
+    STATE_REQUEST = "state.request"
+
+
+# How long a command may live (exp - iat) unless the configuration says otherwise. A remote
+# door opening is short-lived; versioned data may wait at the broker while a cabinet is offline.
+DEFAULT_MAX_LIFETIME_S: Mapping[CommandType, int] = {
+    CommandType.RESERVATION_UPSERT: 7 * 86400,
+    CommandType.RESERVATION_CANCEL: 7 * 86400,
+    CommandType.CREDENTIAL_UPSERT: 7 * 86400,
+    CommandType.CREDENTIAL_REVOKE: 7 * 86400,
+    CommandType.PAYMENT_CONFIRMED: 86400,
+    CommandType.DOOR_OPEN: 120,
+    CommandType.COMPARTMENT_SERVICE: 86400,
+    CommandType.CONFIG_SET: 86400,
+    CommandType.STATE_REQUEST: 3600,
+}
+
+
+class ReservationKind(StrEnum):
+    INBOUND = "inbound"
+    DROPOFF = "dropoff"
+
+
+class CredentialRole(StrEnum):
+    COURIER = "courier"
+    TECHNICIAN = "technician"
+
+
+@dataclass(frozen=True)
+class CashOnDelivery:
+    amount: int
+    currency: str
+    pay_url: str
+
+
+@dataclass(frozen=True)
+class ReservationUpsert:
+    reservation_id: str
+    version: int
+    kind: ReservationKind
+    size: Size
+    compartment: str | None
+    barcodes: tuple[str, ...]
+    pickup_code_hash: str | None
+    dropoff_code_hash: str | None
+    reserved_until: int
+    hold_s: int | None
+    sensitive: bool
+    cod: CashOnDelivery | None
+    code_only: bool
+
+
+@dataclass(frozen=True)
+class ReservationCancel:
+    reservation_id: str
+    version: int
+
+
+@dataclass(frozen=True)
+class CredentialUpsert:
+    credential_id: str
+    version: int
+    role: CredentialRole
+    code_hash: str | None
+    badge_hash: str | None
+    valid_until: int
+
+
+@dataclass(frozen=True)
+class CredentialRevoke:
+    credential_id: str
+    version: int
+
+
+@dataclass(frozen=True)
+class PaymentConfirmed:
+    reservation_id: str
+    amount: int
+    currency: str
+    ref: str
+
+
+@dataclass(frozen=True)
+class DoorOpen:
+    compartment: str
+    reason: str
+    reservation_id: str | None
+
+
+@dataclass(frozen=True)
+class CompartmentService:
+    compartment: str
+    in_service: bool
+    reason: str
+
+
+ConfigValue = str | int | float | bool
+
+
+@dataclass(frozen=True)
+class ConfigSet:
+    values: Mapping[str, ConfigValue]
+
+
+@dataclass(frozen=True)
+class StateRequest:
+    pass
+
+
+Command = (
+    ReservationUpsert
+    | ReservationCancel
+    | CredentialUpsert
+    | CredentialRevoke
+    | PaymentConfirmed
+    | DoorOpen
+    | CompartmentService
+    | ConfigSet
+    | StateRequest
+)
+
+
+@dataclass(frozen=True)
+class VerifiedCommand:
+    """A command whose signature, claims and data all passed."""
+
+    jti: str
+    type: CommandType
+    command: Command
+    iss: str
+    kid: str
+    iat: int
+    exp: int
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A command refused before anything was applied."""
+
+    reason: RejectReason
+    detail: str = ""
+    jti: str | None = None
+    exp: int | None = None
+    # True only when the signature verified: the jti is then the cloud's own.
+    signed: bool = False
+    type: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The ``reason`` on ``acks`` and in ``command.rejected``: names only, never a value."""
+        return f"{self.reason.value}: {self.detail}" if self.detail else self.reason.value
+
+
+class TrustStoreError(Exception):
+    """The trusted cloud keys cannot be loaded."""
+
+
+@dataclass(frozen=True)
+class TrustStore:
+    """The cloud public keys this cabinet trusts, by ``kid``; several at once for rotation."""
+
+    keys: Mapping[str, Ed25519PublicKey] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> TrustStore:
+        """Read ``<kid>.pem`` files: ``path`` is one such file or a directory of them."""
+        files = sorted(path.glob("*.pem")) if path.is_dir() else [path]
+        keys: dict[str, Ed25519PublicKey] = {}
+        for file in files:
+            kid = file.stem
+            if not _KID.match(kid):
+                raise TrustStoreError(
+                    f"{file}: the file name must be <kid>.pem, kid of A-Za-z0-9._-"
+                )
+            try:
+                key = load_pem_public_key(file.read_bytes())
+            except (OSError, ValueError) as exc:
+                raise TrustStoreError(f"{file}: not a readable PEM public key: {exc}") from exc
+            if not isinstance(key, Ed25519PublicKey):
+                raise TrustStoreError(f"{file}: not an Ed25519 public key")
+            keys[kid] = key
+        if not keys:
+            raise TrustStoreError(f"{path}: no <kid>.pem public key found")
+        return cls(keys)
+
+
+@dataclass(frozen=True)
+class Verifier:
+    """Checks commands for one cabinet against its trust store, issuer and lifetime caps."""
+
+    cabinet_id: str
+    issuer: str
+    trust: TrustStore
+    max_lifetime_s: Mapping[CommandType, int] = field(
+        default_factory=lambda: dict(DEFAULT_MAX_LIFETIME_S)
+    )
+    # Tolerance on exp and nbf, for clocks a little apart.
+    leeway_s: int = 5
+    # Keys config.set may change, and the type each must have.
+    settable: Mapping[str, type] = field(default_factory=dict)
+
+    def verify(self, payload: bytes, now: float) -> VerifiedCommand | Rejection:
+        """Never raises: anything wrong in ``payload`` is a :class:`Rejection`."""
+        try:
+            return self._verify(payload, now)
+        except _Refused as refused:
+            return refused.rejection
+
+    def _verify(self, payload: bytes, now: float) -> VerifiedCommand | Rejection:
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            return Rejection(RejectReason.TOO_LARGE, f"{len(payload)} bytes")
+        try:
+            token = payload.decode("ascii").strip()
+        except UnicodeDecodeError:
+            return Rejection(RejectReason.MALFORMED, "not a JWS compact serialization")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            return Rejection(RejectReason.MALFORMED, "not a JWS compact serialization")
+        unknown = set(header) - _HEADER_KEYS
+        if unknown:
+            return Rejection(RejectReason.BAD_HEADER, "unexpected header field")
+        if header.get("alg") != "EdDSA":
+            return Rejection(RejectReason.ALG_NOT_ALLOWED, "only EdDSA is accepted")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or kid not in self.trust.keys:
+            return Rejection(RejectReason.UNKNOWN_KID)
+        try:
+            decoded = jwt.api_jwt.decode_complete(
+                token,
+                key=self.trust.keys[kid],
+                algorithms=["EdDSA"],
+                # Time, issuer and audience are checked below against our own clock and
+                # rules; PyJWT checks the signature and that the payload is a JSON object.
+                options={
+                    "verify_signature": True,
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                    "verify_aud": False,
+                    "verify_iss": False,
+                    "verify_sub": False,
+                    "verify_jti": False,
+                    "require": [],
+                },
+            )
+        except jwt.InvalidSignatureError:
+            return Rejection(RejectReason.BAD_SIGNATURE)
+        except (jwt.PyJWTError, ValueError, TypeError):
+            return Rejection(RejectReason.MALFORMED, "the signed payload is not a JSON object")
+        claims: dict[str, Any] = decoded["payload"]
+        return self._check_claims(claims, kid, now)
+
+    def _check_claims(self, claims: dict[str, Any], kid: str, now: float) -> VerifiedCommand:
+        jti = claims.get("jti")
+        if not isinstance(jti, str) or not _JTI.match(jti):
+            raise _Refused(Rejection(RejectReason.BAD_CLAIMS, "jti", signed=True))
+        exp = claims.get("exp")
+        exp_known = exp if _is_date(exp) else None
+
+        def refuse(reason: RejectReason, detail: str = "") -> _Refused:
+            return _Refused(
+                Rejection(
+                    reason,
+                    detail,
+                    jti=jti,
+                    exp=int(exp_known) if exp_known is not None else None,
+                    signed=True,
+                    type=claims.get("cmd") if isinstance(claims.get("cmd"), str) else None,
+                )
+            )
+
+        unknown = set(claims) - _CLAIMS
+        if unknown:
+            raise refuse(RejectReason.BAD_CLAIMS, "unexpected claim")
+        for name in ("iat", "exp"):
+            if not _is_date(claims.get(name)):
+                raise refuse(RejectReason.BAD_CLAIMS, name)
+        iat, exp_value = int(claims["iat"]), int(claims["exp"])
+        if claims.get("iss") != self.issuer:
+            raise refuse(RejectReason.WRONG_ISSUER)
+        if claims.get("aud") != self.cabinet_id:
+            raise refuse(RejectReason.WRONG_AUDIENCE)
+        if "nbf" in claims:
+            if not _is_date(claims["nbf"]):
+                raise refuse(RejectReason.BAD_CLAIMS, "nbf")
+            if now + self.leeway_s < claims["nbf"]:
+                raise refuse(RejectReason.NOT_YET_VALID)
+        if now - self.leeway_s >= exp_value:
+            raise refuse(RejectReason.EXPIRED)
+        try:
+            kind = CommandType(claims.get("cmd"))
+        except ValueError:
+            raise refuse(RejectReason.UNKNOWN_COMMAND) from None
+        if exp_value < iat:
+            raise refuse(RejectReason.BAD_CLAIMS, "exp before iat")
+        cap = self.max_lifetime_s.get(kind, DEFAULT_MAX_LIFETIME_S[kind])
+        if exp_value - iat > cap:
+            raise refuse(RejectReason.LIFETIME_TOO_LONG, f"at most {cap} s for {kind.value}")
+        data = claims.get("data")
+        if not isinstance(data, dict):
+            raise refuse(RejectReason.INVALID_DATA, "data must be an object")
+        try:
+            command = _PARSERS[kind](_Fields(data), self)
+        except _BadField as bad:
+            raise refuse(RejectReason.INVALID_DATA, str(bad)) from None
+        return VerifiedCommand(
+            jti=jti, type=kind, command=command, iss=self.issuer, kid=kid, iat=iat, exp=exp_value
+        )
+
+
+class _Refused(Exception):
+    def __init__(self, rejection: Rejection) -> None:
+        super().__init__(rejection.text)
+        self.rejection = rejection
+
+
+class _BadField(Exception):
+    pass
+
+
+def _is_date(value: object) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and value == value  # not NaN
+        and 0 <= value <= _MAX_NUMERIC_DATE
+    )
+
+
+class _Fields:
+    """Reads one ``data`` object strictly: wrong types and unknown fields are refused.
+
+    Messages name the field, never its value (a value may be a code hash).
+    """
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+        self.used: set[str] = set()
+
+    def _take(self, name: str, nullable: bool, required: bool = True) -> Any:
+        self.used.add(name)
+        if name not in self.data:
+            if required:
+                raise _BadField(f"{name}: missing")
+            return None
+        value = self.data[name]
+        if value is None and not nullable:
+            raise _BadField(f"{name}: must not be null")
+        return value
+
+    def text(
+        self,
+        name: str,
+        pattern: re.Pattern[str] | None = None,
+        nullable: bool = False,
+        required: bool = True,
+    ) -> Any:
+        value = self._take(name, nullable, required)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not 1 <= len(value) <= _MAX_TEXT:
+            raise _BadField(f"{name}: must be a string of 1..{_MAX_TEXT} characters")
+        if pattern is not None and not pattern.match(value):
+            raise _BadField(f"{name}: has the wrong format")
+        return value
+
+    def integer(
+        self, name: str, lo: int, hi: int, nullable: bool = False, required: bool = True
+    ) -> Any:
+        value = self._take(name, nullable, required)
+        if value is None:
+            return None
+        if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+            raise _BadField(f"{name}: must be an integer in {lo}..{hi}")
+        return value
+
+    def boolean(self, name: str) -> bool:
+        value = self._take(name, nullable=False)
+        if not isinstance(value, bool):
+            raise _BadField(f"{name}: must be true or false")
+        return value
+
+    def choice(self, name: str, enum: type[Any]) -> Any:
+        value = self._take(name, nullable=False)
+        try:
+            return enum(value)
+        except (ValueError, TypeError):
+            allowed = ", ".join(str(e.value) for e in enum)
+            raise _BadField(f"{name}: must be one of {allowed}") from None
+
+    def text_list(self, name: str, limit: int) -> tuple[str, ...]:
+        value = self._take(name, nullable=False)
+        if (
+            not isinstance(value, list)
+            or len(value) > limit
+            or not all(isinstance(v, str) and 1 <= len(v) <= 128 for v in value)
+        ):
+            raise _BadField(f"{name}: must be a list of at most {limit} strings of 1..128")
+        return tuple(value)
+
+    def obj(self, name: str, nullable: bool) -> _Fields | None:
+        value = self._take(name, nullable)
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise _BadField(f"{name}: must be an object")
+        return _Fields(value)
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            # Field names come from outside: show only safe ones.
+            shown = ", ".join(n for n in unknown if _COMPARTMENT.match(n)) or "?"
+            raise _BadField(f"unknown field(s): {shown}")
+
+
+def _reservation_upsert(f: _Fields, _: Verifier) -> ReservationUpsert:
+    kind = f.choice("kind", ReservationKind)
+    inbound = kind is ReservationKind.INBOUND
+    # The hash for the other kind may be absent or null, never set: one code per booking.
+    pickup = f.text("pickup_code_hash", _CODE_HASH, nullable=not inbound, required=inbound)
+    dropoff = f.text("dropoff_code_hash", _CODE_HASH, nullable=inbound, required=not inbound)
+    if inbound and dropoff is not None:
+        raise _BadField("dropoff_code_hash: only for kind dropoff")
+    if not inbound and pickup is not None:
+        raise _BadField("pickup_code_hash: only for kind inbound")
+    cod_fields = f.obj("cod", nullable=True)
+    cod = None
+    if cod_fields is not None:
+        cod = CashOnDelivery(
+            amount=cod_fields.integer("amount", 0, 10**12),
+            currency=cod_fields.text("currency", _CURRENCY),
+            pay_url=cod_fields.text("pay_url"),
+        )
+        try:
+            cod_fields.done()
+        except _BadField as bad:
+            raise _BadField(f"cod: {bad}") from None
+    command = ReservationUpsert(
+        reservation_id=f.text("reservation_id", _ID),
+        version=f.integer("version", 0, _MAX_VERSION),
+        kind=kind,
+        size=f.choice("size", Size),
+        compartment=f.text("compartment", _COMPARTMENT, nullable=True),
+        barcodes=f.text_list("barcodes", _MAX_BARCODES),
+        pickup_code_hash=pickup,
+        dropoff_code_hash=dropoff,
+        reserved_until=f.integer("reserved_until", 0, _MAX_NUMERIC_DATE),
+        hold_s=f.integer("hold_s", 0, 366 * 86400, nullable=True),
+        sensitive=f.boolean("sensitive"),
+        cod=cod,
+        code_only=f.boolean("code_only"),
+    )
+    f.done()
+    return command
+
+
+def _reservation_cancel(f: _Fields, _: Verifier) -> ReservationCancel:
+    command = ReservationCancel(
+        reservation_id=f.text("reservation_id", _ID),
+        version=f.integer("version", 0, _MAX_VERSION),
+    )
+    f.done()
+    return command
+
+
+def _credential_upsert(f: _Fields, _: Verifier) -> CredentialUpsert:
+    command = CredentialUpsert(
+        credential_id=f.text("credential_id", _ID),
+        version=f.integer("version", 0, _MAX_VERSION),
+        role=f.choice("role", CredentialRole),
+        code_hash=f.text("code_hash", _CODE_HASH, nullable=True),
+        badge_hash=f.text("badge_hash", _CODE_HASH, nullable=True),
+        valid_until=f.integer("valid_until", 0, _MAX_NUMERIC_DATE),
+    )
+    f.done()
+    if command.code_hash is None and command.badge_hash is None:
+        raise _BadField("code_hash: a code or a badge is needed")
+    return command
+
+
+def _credential_revoke(f: _Fields, _: Verifier) -> CredentialRevoke:
+    command = CredentialRevoke(
+        credential_id=f.text("credential_id", _ID),
+        version=f.integer("version", 0, _MAX_VERSION),
+    )
+    f.done()
+    return command
+
+
+def _payment_confirmed(f: _Fields, _: Verifier) -> PaymentConfirmed:
+    command = PaymentConfirmed(
+        reservation_id=f.text("reservation_id", _ID),
+        amount=f.integer("amount", 0, 10**12),
+        currency=f.text("currency", _CURRENCY),
+        ref=f.text("ref"),
+    )
+    f.done()
+    return command
+
+
+def _door_open(f: _Fields, _: Verifier) -> DoorOpen:
+    command = DoorOpen(
+        compartment=f.text("compartment", _COMPARTMENT),
+        reason=f.text("reason"),
+        reservation_id=f.text("reservation_id", _ID, nullable=True),
+    )
+    f.done()
+    return command
+
+
+def _compartment_service(f: _Fields, _: Verifier) -> CompartmentService:
+    command = CompartmentService(
+        compartment=f.text("compartment", _COMPARTMENT),
+        in_service=f.boolean("in_service"),
+        reason=f.text("reason"),
+    )
+    f.done()
+    return command
+
+
+def _config_set(f: _Fields, verifier: Verifier) -> ConfigSet:
+    values: dict[str, ConfigValue] = {}
+    if not f.data:
+        raise _BadField("at least one key is needed")
+    for name, value in f.data.items():
+        f.used.add(name)
+        wanted = verifier.settable.get(name)
+        if wanted is None:
+            shown = name if _COMPARTMENT.match(name.replace(".", "_")) else "?"
+            raise _BadField(f"{shown}: not remotely settable")
+        ok = isinstance(value, wanted) and not (isinstance(value, bool) and wanted is not bool)
+        if wanted is float and isinstance(value, int) and not isinstance(value, bool):
+            ok, value = True, float(value)
+        if not ok:
+            raise _BadField(f"{name}: must be a {wanted.__name__}")
+        values[name] = value
+    return ConfigSet(values)
+
+
+def _state_request(f: _Fields, _: Verifier) -> StateRequest:
+    f.done()
+    return StateRequest()
+
+
+_PARSERS: dict[CommandType, Any] = {
+    CommandType.RESERVATION_UPSERT: _reservation_upsert,
+    CommandType.RESERVATION_CANCEL: _reservation_cancel,
+    CommandType.CREDENTIAL_UPSERT: _credential_upsert,
+    CommandType.CREDENTIAL_REVOKE: _credential_revoke,
+    CommandType.PAYMENT_CONFIRMED: _payment_confirmed,
+    CommandType.DOOR_OPEN: _door_open,
+    CommandType.COMPARTMENT_SERVICE: _compartment_service,
+    CommandType.CONFIG_SET: _config_set,
+    CommandType.STATE_REQUEST: _state_request,
+}
+
+
+def canonical_json(value: Any) -> bytes:
+    """The contract's canonical JSON: sorted keys, no whitespace, UTF-8 as is."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()

@@ -1,0 +1,98 @@
+"""Cabinet descriptions for tests: one dict that both the simulator and lockerd read."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from lockerd import config
+
+
+def modbus_cabinet(
+    family: str = "modbus-rtu",
+    boards: int = 2,
+    doors_per_board: int = 4,
+    baudrate: int = 9600,
+    occupancy: bool = True,
+    doors: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``boards`` Modbus boards; each door d uses relay d, door input d, occupancy input 12+d."""
+    bus: dict[str, Any] = {"name": "bus1", "family": family, "timeout_ms": 150, "boards": []}
+    if family == "modbus-rtu":
+        bus.update(port="/dev/null", baudrate=baudrate)
+    else:
+        bus.update(host="127.0.0.1", tcp_port=1502)
+    compartments = []
+    sizes = ["S", "M", "L", "XL"]
+    for b in range(boards):
+        name = f"b{b + 1}"
+        bus["boards"].append({"name": name, "address": b + 1, "relays": 24, "inputs": 24})
+        for d in range(doors_per_board):
+            compartment: dict[str, Any] = {
+                "id": f"{chr(ord('A') + b)}{d + 1:02d}",
+                "size": sizes[d % 4],
+                "lock": {"board": name, "channel": d},
+                "door": {"board": name, "input": d},
+            }
+            if occupancy:
+                compartment["occupancy"] = {"board": name, "input": 12 + d}
+            compartments.append(compartment)
+    raw: dict[str, Any] = {
+        "cabinet": {"id": "CAB-TEST"},
+        "buses": [bus],
+        "compartments": compartments,
+    }
+    if doors:
+        raw["doors"] = doors
+    return raw
+
+
+def cu_cabinet(
+    boards: int = 2, doors_per_board: int = 4, doors: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """CU boards: door input d is lock d's door sensor, 16+d its infrared."""
+    bus: dict[str, Any] = {
+        "name": "bus1",
+        "family": "cu",
+        "port": "/dev/null",
+        "baudrate": 19200,
+        "timeout_ms": 150,
+        "boards": [],
+    }
+    compartments = []
+    sizes = ["S", "M", "L", "XL"]
+    for b in range(boards):
+        name = f"b{b + 1}"
+        bus["boards"].append({"name": name, "address": b})
+        for d in range(doors_per_board):
+            compartments.append(
+                {
+                    "id": f"{chr(ord('A') + b)}{d + 1:02d}",
+                    "size": sizes[d % 4],
+                    "lock": {"board": name, "channel": d},
+                    "door": {"board": name, "input": d},
+                    "occupancy": {"board": name, "input": 16 + d},
+                }
+            )
+    raw: dict[str, Any] = {
+        "cabinet": {"id": "CAB-TEST"},
+        "buses": [bus],
+        "compartments": compartments,
+    }
+    if doors:
+        raw["doors"] = doors
+    return raw
+
+
+def lockerd_config(raw: dict[str, Any], sim: Any, state_dir: Path | None = None) -> config.Config:
+    """lockerd's view of ``raw`` pointed at the running simulator's ports."""
+    raw = copy.deepcopy(raw)
+    for bus in raw["buses"]:
+        if bus["family"] in ("modbus-rtu", "cu"):
+            bus["port"] = sim.serial_port(bus["name"])
+        elif bus["family"] == "modbus-tcp":
+            bus["host"], bus["tcp_port"] = sim.tcp_endpoint(bus["name"])
+    if state_dir is not None:
+        raw["cabinet"]["state_dir"] = str(state_dir)
+    return config.parse(raw, Path("test-cabinet.toml"))
