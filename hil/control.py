@@ -46,15 +46,19 @@ def _ops(sim: SimulatedCabinet) -> dict[str, Callable[..., Any]]:
         "state": sim.state,
         "pulses": pulses,
         "open_door": lambda compartment: {"door_open": sim.open_door(compartment)},
-        "close_door": sim.close_door,
-        "force_open": sim.force_open,
-        "repair": sim.repair,
-        "put_parcel": sim.put_parcel,
-        "take_parcel": sim.take_parcel,
+        "close_door": lambda compartment: sim.close_door(compartment),
+        "force_open": lambda compartment: sim.force_open(compartment),
+        "repair": lambda compartment: sim.repair(compartment),
+        "put_parcel": lambda compartment: sim.put_parcel(compartment),
+        "take_parcel": lambda compartment: sim.take_parcel(compartment),
         "jam_lock": lambda compartment, jammed=True: sim.jam_lock(compartment, bool(jammed)),
         "set_spring": lambda compartment, spring: sim.set_spring(compartment, bool(spring)),
-        "stick_sensor": sim.stick_sensor,
-        "flap_sensor": sim.flap_sensor,
+        "stick_sensor": lambda compartment, sensor, value: sim.stick_sensor(
+            compartment, sensor, None if value is None else bool(value)
+        ),
+        "flap_sensor": lambda compartment, period_s: sim.flap_sensor(
+            compartment, None if period_s is None else float(period_s)
+        ),
         "set_relay": lambda board, channel, on: sim.set_relay(board, int(channel), bool(on)),
         "board_fault": board_fault,
         "unplug": lambda bus: sim.unplug(bus),
