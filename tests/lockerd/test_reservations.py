@@ -1,0 +1,507 @@
+"""The reservation life cycle and compartment allocation, on a real store.
+
+The state machine drives the store the way the cloud and the people at the cabinet
+would, in any order, and checks after every step: no compartment has two live
+reservations, every state change is one domain.md allows, and every step emits
+exactly the contract's events.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from lockerd.clock import ManualClock
+from lockerd.codes import CodeKey, Purpose
+from lockerd.model import CompartmentState, Size
+from lockerd.reservations import (
+    Booking,
+    Cod,
+    Compartment,
+    HoldPolicy,
+    PickupMethod,
+    ReservationKind,
+    ReservationState,
+    TransitionError,
+    choose_compartment,
+)
+from lockerd.store import ApplyStatus, CodeOutcome, Store
+
+S = ReservationState
+HASH = "h" * 43
+KEY = CodeKey(bytes(32))
+HOLDS = HoldPolicy(normal_s=3600, sensitive_s=600)
+
+# domain.md, as (from, to) pairs; anything else is a bug.
+ALLOWED = {
+    (S.RESERVED, S.READY),
+    (S.RESERVED, S.CANCELLED),
+    (S.RESERVED, S.RELEASED),
+    (S.READY, S.PICKED_UP),
+    (S.READY, S.EXPIRED),
+    (S.READY, S.RECALLED),
+    (S.EXPIRED, S.RETURNED),
+    (S.RECALLED, S.RETURNED),
+    (S.BOOKED, S.DROPPED_OFF),
+    (S.BOOKED, S.CANCELLED),
+    (S.BOOKED, S.RELEASED),
+    (S.DROPPED_OFF, S.COLLECTED),
+}
+# The events each transition must emit, exactly.
+EVENTS = {
+    (S.RESERVED, S.READY): ["parcel.deposited"],
+    (S.RESERVED, S.CANCELLED): ["reservation.released"],
+    (S.RESERVED, S.RELEASED): ["reservation.released"],
+    (S.READY, S.PICKED_UP): ["parcel.picked_up"],
+    (S.READY, S.EXPIRED): ["reservation.expired"],
+    (S.READY, S.RECALLED): [],
+    (S.EXPIRED, S.RETURNED): ["parcel.retrieved"],
+    (S.RECALLED, S.RETURNED): ["parcel.retrieved"],
+    (S.BOOKED, S.DROPPED_OFF): ["dropoff.received"],
+    (S.BOOKED, S.CANCELLED): ["reservation.released"],
+    (S.BOOKED, S.RELEASED): ["reservation.released"],
+    (S.DROPPED_OFF, S.COLLECTED): ["dropoff.collected"],
+}
+COMPARTMENTS = [("A01", Size.S), ("A02", Size.S), ("A03", Size.M), ("A04", Size.L)]
+IDS = [f"R-{i}" for i in range(6)]
+
+
+def booking(
+    rid: str,
+    version: int,
+    kind: ReservationKind,
+    size: Size | None,
+    compartment: str | None,
+    until: float,
+    **extra: object,
+) -> Booking:
+    return Booking(
+        reservation_id=rid,
+        version=version,
+        kind=kind,
+        size=size,
+        compartment=compartment,
+        barcodes=(f"BC-{rid}",),
+        code_hash=HASH,
+        reserved_until=until,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+class Cabinet(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.dir = Path(tempfile.mkdtemp(prefix="lockerd-sm-"))
+        self.clock = ManualClock()
+        self.store = Store.open(self.dir / "db", "CAB-0001", self.clock, holds=HOLDS)
+        self.store.sync_compartments(COMPARTMENTS)
+        self.versions: dict[str, int] = {}
+        self.states: dict[str, ReservationState] = {}
+        self.seen_seq = 0
+
+    def teardown(self) -> None:
+        self.store.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # --- helpers -------------------------------------------------------------------
+
+    def check_step(self, before: dict[str, ReservationState], also: tuple[str, ...] = ()) -> None:
+        """Every reservation that changed did so legally, with exactly its events."""
+        events = self.store.events_after(self.seen_seq, 1000)
+        self.seen_seq = self.store.last_seq()
+        expected: list[str] = list(also)
+        for rid in IDS:
+            r = self.store.reservation(rid)
+            if r is None:
+                continue
+            old = before.get(rid)
+            if old is not None and old != r.state:
+                assert (old, r.state) in ALLOWED, f"{rid}: {old} -> {r.state}"
+                expected += EVENTS[(old, r.state)]
+            elif old is None:
+                assert r.state in (S.RESERVED, S.BOOKED, S.CANCELLED)
+            self.states[rid] = r.state
+        assert sorted(e.type for e in events) == sorted(expected)
+        for event in events:
+            if "reservation_id" in event.data:
+                assert event.data["reservation_id"] in IDS
+
+    def snapshot(self) -> dict[str, ReservationState]:
+        result = {}
+        for rid in IDS:
+            r = self.store.reservation(rid)
+            if r is not None:
+                result[rid] = r.state
+        return result
+
+    def attempt(self, action: str, rid: str, *args: object) -> None:
+        before = self.snapshot()
+        try:
+            with self.store.transaction() as tx:
+                getattr(tx, action)(rid, *args)
+        except TransitionError:
+            pass
+        self.check_step(before)
+
+    # --- the cloud ---------------------------------------------------------------
+
+    @rule(
+        rid=st.sampled_from(IDS),
+        kind=st.sampled_from(list(ReservationKind)),
+        size=st.sampled_from([*Size, None]),
+        compartment=st.sampled_from([None, None, "A01", "A03", "A04", "Z99"]),
+        until=st.integers(min_value=-10, max_value=7200),
+        bump=st.integers(min_value=-1, max_value=2),
+    )
+    def upsert(
+        self,
+        rid: str,
+        kind: ReservationKind,
+        size: Size | None,
+        compartment: str | None,
+        until: int,
+        bump: int,
+    ) -> None:
+        version = self.versions.get(rid, 0) + bump
+        before = self.snapshot()
+        with self.store.transaction() as tx:
+            result = tx.upsert_reservation(
+                booking(rid, version, kind, size, compartment, self.clock.wall() + until)
+            )
+        if rid in self.versions and version <= self.versions[rid]:
+            assert result.status is ApplyStatus.STALE
+        if result.status is ApplyStatus.APPLIED:
+            self.versions[rid] = version
+        self.check_step(before)
+
+    @rule(rid=st.sampled_from(IDS), bump=st.integers(min_value=0, max_value=2))
+    def cancel(self, rid: str, bump: int) -> None:
+        version = self.versions.get(rid, 0) + bump
+        before = self.snapshot()
+        with self.store.transaction() as tx:
+            result = tx.cancel_reservation(rid, version)
+        if result.status is ApplyStatus.APPLIED:
+            self.versions[rid] = version
+        else:
+            assert result.status is ApplyStatus.STALE
+        self.check_step(before)
+
+    @rule(compartment=st.sampled_from([c for c, _ in COMPARTMENTS]), in_service=st.booleans())
+    def service(self, compartment: str, in_service: bool) -> None:
+        before = self.snapshot()
+        with self.store.transaction() as tx:
+            assert tx.set_service(compartment, in_service, "test", "technician").status is (
+                ApplyStatus.APPLIED
+            )
+        self.check_step(before, also=("compartment.service",))
+
+    # --- people at the cabinet -----------------------------------------------------
+
+    @rule(rid=st.sampled_from(IDS), bigger=st.sampled_from([None, Size.M, Size.XL]))
+    def deposit(self, rid: str, bigger: Size | None) -> None:
+        before = self.snapshot()
+        r = self.store.reservation(rid)
+        try:
+            with self.store.transaction() as tx:
+                chosen = tx.assign_compartment(rid, at_least=bigger)
+                if chosen is None:
+                    return
+                compartment = {c.id: c for c in tx.compartments()}[chosen]
+                assert compartment.reservation_id == rid
+                if r is not None and r.kind is ReservationKind.DROPOFF:
+                    tx.drop_off(rid)
+                else:
+                    tx.deposit(rid, f"BC-{rid}", "C-1")
+        except TransitionError:
+            pass
+        self.check_step(before)
+
+    @rule(rid=st.sampled_from(IDS), method=st.sampled_from(list(PickupMethod)))
+    def pick_up(self, rid: str, method: PickupMethod) -> None:
+        self.attempt("pick_up", rid, method)
+
+    @rule(rid=st.sampled_from(IDS))
+    def retrieve(self, rid: str) -> None:
+        self.attempt("retrieve", rid, "C-2")
+
+    @rule(rid=st.sampled_from(IDS))
+    def collect(self, rid: str) -> None:
+        self.attempt("collect", rid, "C-2")
+
+    @rule(seconds=st.sampled_from([1, 600, 3600, 7200]))
+    def time_passes(self, seconds: int) -> None:
+        self.clock.advance(seconds)
+        before = self.snapshot()
+        with self.store.transaction() as tx:
+            tx.expire_due()
+        self.check_step(before)
+
+    @precondition(lambda self: True)
+    @rule(rid=st.sampled_from(IDS))
+    def restart(self, rid: str) -> None:
+        self.store.close()
+        self.store = Store.open(self.dir / "db", "CAB-0001", self.clock, holds=HOLDS)
+
+    # --- invariants ------------------------------------------------------------------
+
+    @invariant()
+    def one_live_reservation_per_compartment(self) -> None:
+        holders: dict[str, str] = {}
+        for rid in IDS:
+            r = self.store.reservation(rid)
+            if r is not None and r.holds_compartment:
+                assert r.compartment not in holders, (r.compartment, holders)
+                holders[r.compartment] = rid  # type: ignore[index]
+        for compartment in self.store.compartments():
+            holder = holders.get(compartment.id)
+            assert compartment.reservation_id == holder
+            if not compartment.in_service:
+                assert compartment.state is CompartmentState.OUT_OF_SERVICE
+            elif holder is None:
+                assert compartment.state is CompartmentState.FREE
+            else:
+                r = self.store.reservation(holder)
+                assert r is not None
+                wanted = (
+                    CompartmentState.OCCUPIED
+                    if r.state.holds_parcel
+                    else (CompartmentState.RESERVED)
+                )
+                assert compartment.state is wanted
+
+    @invariant()
+    def parcels_fit(self) -> None:
+        sizes = dict(COMPARTMENTS)
+        for rid in IDS:
+            r = self.store.reservation(rid)
+            if r is not None and r.holds_compartment and r.size is not None:
+                assert r.size.fits_in(sizes[r.compartment])  # type: ignore[index]
+
+    @invariant()
+    def chain_is_intact(self) -> None:
+        assert self.store.verify_chain().ok
+
+
+TestCabinet = Cabinet.TestCase
+TestCabinet.settings = settings(
+    max_examples=40,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+# --- direct cases ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    clock = ManualClock()
+    s = Store.open(tmp_path / "db", "CAB-0001", clock, holds=HOLDS)
+    s.sync_compartments(COMPARTMENTS)
+    yield s
+    s.close()
+
+
+def test_smallest_free_compartment_that_fits() -> None:
+    def comp(cid: str, size: Size, state: CompartmentState = CompartmentState.FREE) -> Compartment:
+        return Compartment(cid, size, True, True, None, state)
+
+    choices = [
+        comp("B2", Size.L),
+        comp("A9", Size.M),
+        comp("A1", Size.S, CompartmentState.OCCUPIED),
+        comp("B1", Size.M),
+    ]
+    assert choose_compartment(Size.S, choices) == "A9"
+    assert choose_compartment(Size.M, choices, exclude=frozenset({"A9"})) == "B1"
+    assert choose_compartment(Size.XL, choices) is None
+
+
+def test_inbound_life_with_exact_events(store: Store) -> None:
+    clock = store.clock
+    assert isinstance(clock, ManualClock)
+    with store.transaction() as tx:
+        tx.upsert_reservation(
+            booking("R-1", 1, ReservationKind.INBOUND, Size.S, None, clock.wall() + 60)
+        )
+        assert tx.assign_compartment("R-1") == "A01"
+        # a second size-only booking gets the next one: never the same compartment
+        tx.upsert_reservation(
+            booking("R-2", 1, ReservationKind.INBOUND, Size.S, None, clock.wall() + 60)
+        )
+        assert tx.assign_compartment("R-2") == "A02"
+        deposited = tx.deposit("R-1", "BC-R-1", "C-9")
+    assert deposited.data == {
+        "reservation_id": "R-1",
+        "compartment": "A01",
+        "barcode": "BC-R-1",
+        "credential_id": "C-9",
+    }
+    clock.advance(61)
+    with store.transaction() as tx:
+        released = tx.expire_due()
+    # R-2 was never deposited: released at reserved_until; R-1 is held for an hour
+    assert [(e.type, e.data) for e in released] == [
+        (
+            "reservation.released",
+            {"reservation_id": "R-2", "compartment": "A02", "reason": "not_deposited"},
+        )
+    ]
+    clock.advance(3600)
+    with store.transaction() as tx:
+        expired = tx.expire_due()
+        assert [(e.type, e.data["compartment"]) for e in expired] == [
+            ("reservation.expired", "A01")
+        ]
+        with pytest.raises(TransitionError):
+            tx.pick_up("R-1", PickupMethod.CODE)
+    with store.transaction() as tx:
+        retrieved = tx.retrieve("R-1", "C-7")
+    assert retrieved.data == {"reservation_id": "R-1", "compartment": "A01", "credential_id": "C-7"}
+    assert {c.id: c.state for c in store.compartments()}["A01"] is CompartmentState.FREE
+
+
+def test_a_wrong_clock_expires_nothing(store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    clock = store.clock
+    assert isinstance(clock, ManualClock)
+    with store.transaction() as tx:
+        tx.upsert_reservation(
+            booking("R-1", 1, ReservationKind.INBOUND, Size.S, "A01", clock.wall() + 10)
+        )
+        tx.deposit("R-1", "BC-R-1", "C-1")
+        tx.upsert_reservation(
+            booking("R-2", 1, ReservationKind.INBOUND, Size.S, "A02", clock.wall() + 10)
+        )
+    # the clock leaps ten years ahead (a bad RTC): nothing lapses
+    clock.jump_wall(10 * 365 * 86400)
+    with store.transaction() as tx:
+        assert tx.expire_due() == []
+    assert "clock.untrusted" in caplog.text
+    # the clock goes back before the last committed event (NTP fixing a fast clock)
+    clock.jump_wall(-10 * 365 * 86400 - 86400)
+    with store.transaction() as tx:
+        assert tx.expire_due() == []
+    # trustworthy again: time really passes
+    clock.jump_wall(86400 + 7200)
+    with store.transaction() as tx:
+        assert sorted(e.type for e in tx.expire_due()) == [
+            "reservation.expired",
+            "reservation.released",
+        ]
+
+
+def test_a_clock_before_2024_is_not_trusted(tmp_path: Path) -> None:
+    clock = ManualClock(wall=100.0)  # a board without RTC at boot
+    store = Store.open(tmp_path / "db", "CAB-0001", clock)
+    assert not store.clock_trusted()
+    store.close()
+
+
+def test_version_rules(store: Store) -> None:
+    wall = store.clock.wall()
+    with store.transaction() as tx:
+        assert (
+            tx.upsert_reservation(
+                booking("R-1", 3, ReservationKind.INBOUND, Size.S, None, wall + 60)
+            ).status
+            is ApplyStatus.APPLIED
+        )
+        assert (
+            tx.upsert_reservation(
+                booking("R-1", 3, ReservationKind.INBOUND, Size.M, None, wall + 60)
+            ).status
+            is ApplyStatus.STALE
+        )
+        assert tx.cancel_reservation("R-1", 2).status is ApplyStatus.STALE
+        # cancel before any upsert leaves a tombstone; the late upsert is stale
+        assert tx.cancel_reservation("R-9", 5).status is ApplyStatus.APPLIED
+        assert (
+            tx.upsert_reservation(
+                booking("R-9", 4, ReservationKind.INBOUND, Size.S, None, wall + 60)
+            ).status
+            is ApplyStatus.STALE
+        )
+    assert store.reservation("R-1").size is Size.S  # type: ignore[union-attr]
+
+
+def test_bookings_that_cannot_be_honoured_are_rejected(store: Store) -> None:
+    wall = store.clock.wall()
+    with store.transaction() as tx:
+        tx.upsert_reservation(booking("R-1", 1, ReservationKind.INBOUND, Size.S, "A01", wall + 60))
+        cases = {
+            "held": booking("R-2", 1, ReservationKind.INBOUND, Size.S, "A01", wall + 60),
+            "fit": booking("R-3", 1, ReservationKind.INBOUND, Size.L, "A01", wall + 60),
+            "unknown": booking("R-4", 1, ReservationKind.INBOUND, None, "Z99", wall + 60),
+            "nothing": booking("R-5", 1, ReservationKind.INBOUND, None, None, wall + 60),
+        }
+        for name, wanted in cases.items():
+            result = tx.upsert_reservation(wanted)
+            assert result.status is ApplyStatus.REJECTED, name
+            assert tx.reservation(wanted.reservation_id) is None
+        bad_hash = Booking("R-6", 1, ReservationKind.INBOUND, Size.S, None, (), "1234", wall)
+        assert tx.upsert_reservation(bad_hash).status is ApplyStatus.REJECTED
+        tx.set_service("A03", False, "door broken", "technician")
+        out = booking("R-7", 1, ReservationKind.INBOUND, Size.M, "A03", wall + 60)
+        assert tx.upsert_reservation(out).status is ApplyStatus.REJECTED
+        # a size-only booking never gets an out-of-service compartment
+        tx.upsert_reservation(booking("R-8", 1, ReservationKind.INBOUND, Size.M, None, wall + 60))
+        assert tx.assign_compartment("R-8") == "A04"
+
+
+def test_cancel_after_deposit_waits_for_retrieval(store: Store) -> None:
+    wall = store.clock.wall()
+    with store.transaction() as tx:
+        tx.upsert_reservation(booking("R-1", 1, ReservationKind.INBOUND, Size.S, "A01", wall + 60))
+        tx.deposit("R-1", "BC-R-1", "C-1")
+        before = store.last_seq()
+        assert tx.cancel_reservation("R-1", 2).status is ApplyStatus.APPLIED
+    assert store.reservation("R-1").state is S.RECALLED  # type: ignore[union-attr]
+    assert store.last_seq() == before
+    assert {c.id: c.state for c in store.compartments()}["A01"] is CompartmentState.OCCUPIED
+    with store.transaction() as tx:
+        assert tx.retrieve("R-1", "C-2").type == "parcel.retrieved"
+
+
+def test_cash_on_delivery_needs_the_payment(store: Store) -> None:
+    wall = store.clock.wall()
+    code_hash = KEY.hash("pickup", "2468")
+    cod = Cod(1250, "EUR", "https://pay.example/x")
+    with store.transaction() as tx:
+        tx.upsert_reservation(
+            Booking(
+                "R-1", 1, ReservationKind.INBOUND, Size.S, "A01", (), code_hash, wall + 60, cod=cod
+            )
+        )
+        tx.deposit("R-1", "BC", "C-1")
+        verdict = tx.verify_code(KEY, "keypad", Purpose.PICKUP, "2468")
+        assert verdict.outcome is CodeOutcome.PAYMENT_REQUIRED
+        assert [e.type for e in verdict.events] == ["payment.requested"]
+        with pytest.raises(TransitionError):
+            tx.pick_up("R-1", PickupMethod.CODE)
+        assert tx.confirm_payment("R-1", 1000, "EUR", "ref").status is ApplyStatus.REJECTED
+        assert tx.confirm_payment("R-1", 1250, "EUR", "ref").status is ApplyStatus.APPLIED
+        assert tx.pick_up("R-1", PickupMethod.CODE).data["method"] == "code"
+
+
+def test_compartment_removed_from_config_is_reported_not_dropped(store: Store) -> None:
+    wall = store.clock.wall()
+    with store.transaction() as tx:
+        tx.upsert_reservation(booking("R-1", 1, ReservationKind.INBOUND, Size.S, "A02", wall + 60))
+        tx.deposit("R-1", "BC", "C-1")
+    report = store.sync_compartments([c for c in COMPARTMENTS if c[0] != "A02"])
+    assert report.orphaned == ("A02",)
+    assert store.reservation("R-1").compartment == "A02"  # type: ignore[union-attr]
+    with store.transaction() as tx:
+        # nothing new goes into it
+        tx.upsert_reservation(booking("R-2", 1, ReservationKind.INBOUND, Size.S, None, wall + 60))
+        assert tx.assign_compartment("R-2") == "A01"
+        tx.pick_up("R-1", PickupMethod.TECHNICIAN)
+        tx.upsert_reservation(booking("R-3", 1, ReservationKind.INBOUND, Size.S, None, wall + 60))
+        assert tx.assign_compartment("R-3") == "A03"  # A02 is no longer configured
