@@ -13,7 +13,7 @@ from drivers.cu import CuBoard, CuBus
 from hil.cabinet import SimulatedCabinet
 from hil.cu import CuBoards
 from hil.layout import load
-from tests.hil.test_cu_sim import cu_layout
+from tests.hil.test_cu_boards import cu_layout
 
 
 @pytest.fixture

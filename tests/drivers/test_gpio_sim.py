@@ -14,7 +14,7 @@ from drivers.base import BoardSpec
 from drivers.gpio import GpioBoard, GpioBus
 from hil.cabinet import SimulatedCabinet
 from hil.layout import load
-from tests.hil.test_gpio_sim import INPUTS, RELAYS, gpio_layout
+from tests.hil.test_gpio_pins import INPUTS, RELAYS, gpio_layout
 
 
 @pytest.fixture
