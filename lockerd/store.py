@@ -5,7 +5,7 @@ changes state *and* appends its events to the hash chain; nothing is published
 or shown before it commits. ``seq`` lives in the database (``chain_head``), so it
 never repeats and never skips across restarts, and survives pruning of old
 events. WAL journal with ``synchronous=FULL``: a committed deposit survives a
-power cut (docs/adr/0003-store-sqlite.md).
+power cut (docs/adr/0011-store-sqlite-wal-full.md).
 
 The connection is opened in autocommit mode and wrapped by sqlite-utils for its
 introspection helpers; transactions are ours, explicit, and never nested.
@@ -369,7 +369,7 @@ class Store:
         ]
 
     def clock_trusted(self, now: float | None = None) -> bool:
-        """Whether the wall clock can be believed for deadlines (see ADR 0004)."""
+        """Whether the wall clock can be believed for deadlines (ADR 0014)."""
         wall = self.clock.wall() if now is None else now
         (trusted,) = self._conn.execute(
             "SELECT trusted_wall FROM chain_head WHERE id = 1"
