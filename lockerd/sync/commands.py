@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from ..model import Size
+from ..reservations import ReservationKind
+from ..store import CredentialRole
 
 MAX_PAYLOAD_BYTES = 128 * 1024
 _JTI = re.compile(r"^[\x21-\x7e]{1,128}$")
@@ -88,16 +90,6 @@ DEFAULT_MAX_LIFETIME_S: Mapping[CommandType, int] = {
 }
 
 
-class ReservationKind(StrEnum):
-    INBOUND = "inbound"
-    DROPOFF = "dropoff"
-
-
-class CredentialRole(StrEnum):
-    COURIER = "courier"
-    TECHNICIAN = "technician"
-
-
 @dataclass(frozen=True)
 class CashOnDelivery:
     amount: int
@@ -110,7 +102,7 @@ class ReservationUpsert:
     reservation_id: str
     version: int
     kind: ReservationKind
-    size: Size
+    size: Size | None
     compartment: str | None
     barcodes: tuple[str, ...]
     pickup_code_hash: str | None
@@ -133,9 +125,9 @@ class CredentialUpsert:
     credential_id: str
     version: int
     role: CredentialRole
-    code_hash: str | None
+    code_hash: str
     badge_hash: str | None
-    valid_until: int
+    valid_until: int | None
 
 
 @dataclass(frozen=True)
@@ -361,7 +353,7 @@ class Verifier:
         if now - self.leeway_s >= exp_value:
             raise refuse(RejectReason.EXPIRED)
         try:
-            kind = CommandType(claims.get("cmd"))
+            kind = CommandType(str(claims.get("cmd")))
         except ValueError:
             raise refuse(RejectReason.UNKNOWN_COMMAND) from None
         if exp_value < iat:
@@ -453,8 +445,10 @@ class _Fields:
             raise _BadField(f"{name}: must be true or false")
         return value
 
-    def choice(self, name: str, enum: type[Any]) -> Any:
-        value = self._take(name, nullable=False)
+    def choice(self, name: str, enum: type[Any], nullable: bool = False) -> Any:
+        value = self._take(name, nullable=nullable)
+        if value is None:
+            return None
         try:
             return enum(value)
         except (ValueError, TypeError):
@@ -509,11 +503,11 @@ def _reservation_upsert(f: _Fields, _: Verifier) -> ReservationUpsert:
             cod_fields.done()
         except _BadField as bad:
             raise _BadField(f"cod: {bad}") from None
-    command = ReservationUpsert(
+    command = ReservationUpsert(  # size may be null only when a compartment is named
         reservation_id=f.text("reservation_id", _ID),
         version=f.integer("version", 0, _MAX_VERSION),
         kind=kind,
-        size=f.choice("size", Size),
+        size=f.choice("size", Size, nullable=True),
         compartment=f.text("compartment", _COMPARTMENT, nullable=True),
         barcodes=f.text_list("barcodes", _MAX_BARCODES),
         pickup_code_hash=pickup,
@@ -525,6 +519,8 @@ def _reservation_upsert(f: _Fields, _: Verifier) -> ReservationUpsert:
         code_only=f.boolean("code_only"),
     )
     f.done()
+    if command.size is None and command.compartment is None:
+        raise _BadField("size: needed when no compartment is named")
     return command
 
 
@@ -542,13 +538,11 @@ def _credential_upsert(f: _Fields, _: Verifier) -> CredentialUpsert:
         credential_id=f.text("credential_id", _ID),
         version=f.integer("version", 0, _MAX_VERSION),
         role=f.choice("role", CredentialRole),
-        code_hash=f.text("code_hash", _CODE_HASH, nullable=True),
+        code_hash=f.text("code_hash", _CODE_HASH),
         badge_hash=f.text("badge_hash", _CODE_HASH, nullable=True),
-        valid_until=f.integer("valid_until", 0, _MAX_NUMERIC_DATE),
+        valid_until=f.integer("valid_until", 0, _MAX_NUMERIC_DATE, nullable=True),
     )
     f.done()
-    if command.code_hash is None and command.badge_hash is None:
-        raise _BadField("code_hash: a code or a badge is needed")
     return command
 
 

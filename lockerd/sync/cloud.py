@@ -1,0 +1,601 @@
+"""CloudSync: the cabinet's side of the MQTT contract, as one task the supervisor runs.
+
+    sync = CloudSync(config, store, clock, snapshot_provider)
+    task = asyncio.create_task(sync.run())   # cancelled at stop
+    sync.events_committed()                   # after a transaction that emitted events
+    sync.state_changed()                      # after anything the state snapshot shows changed
+
+Per connection: subscribe to ``cmd``, publish ``status`` (retained, online; the will says
+offline), then run side by side the outbox pump, the coalesced ``state`` publisher,
+``telemetry`` and the command handler. Any of them losing the connection ends them all;
+``run`` reconnects forever with capped, jittered backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import os
+import resource
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+from .. import __version__
+from ..clock import Clock
+from ..config import Config, MqttConfig
+from ..events import DomainEvent, rfc3339_ms
+from ..logs import fact
+from ..reservations import Booking, Cod
+from ..store import Applied, ApplyStatus, CredentialGrant, Store, Transaction
+from .commands import (
+    DEFAULT_MAX_LIFETIME_S,
+    CommandType,
+    CompartmentService,
+    ConfigSet,
+    CredentialRevoke,
+    CredentialUpsert,
+    DoorOpen,
+    PaymentConfirmed,
+    Rejection,
+    ReservationCancel,
+    ReservationUpsert,
+    StateRequest,
+    TrustStore,
+    VerifiedCommand,
+    Verifier,
+)
+from .mqtt import (
+    Backoff,
+    ConnectFailed,
+    ConnectionLost,
+    LinkSettings,
+    PublishRefused,
+    Session,
+    TlsSettings,
+    Will,
+    connect,
+)
+from .mqtt import (
+    Protocol as MqttProtocol,
+)
+
+log = logging.getLogger("lockerd.sync")
+
+SnapshotProvider = Callable[[], Mapping[str, Any]]
+# State is published at most this often, however often it changes.
+STATE_MIN_INTERVAL_S = 0.3
+# The pump looks at the store this often even if nobody said events were committed.
+OUTBOX_POLL_S = 1.0
+# command.rejected events per minute at most: garbage on cmd must not flood the outbox.
+REJECTED_EVENTS_PER_MINUTE = 30
+# A connection that lasted this long resets the backoff.
+STABLE_CONNECTION_S = 10.0
+
+
+class AckStatus(StrEnum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    STALE = "stale"
+    REJECTED = "rejected"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Ack:
+    """One answer on ``acks``; ``first`` is set on a duplicate (the first answer's status)."""
+
+    jti: str | None
+    status: AckStatus
+    reason: str | None
+    ts: str
+    first: Mapping[str, Any] | None = None
+
+    def payload(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "v": 1,
+            "cmd": self.jti,
+            "status": self.status.value,
+            "reason": self.reason,
+            "ts": self.ts,
+        }
+        if self.first is not None:
+            body["first"] = dict(self.first)
+        return body
+
+    def encode(self) -> bytes:
+        return json.dumps(self.payload(), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class RemoteActions(Protocol):
+    """What the rest of the daemon does for commands that are more than a store write."""
+
+    async def open_door(self, command: DoorOpen) -> Applied: ...
+
+    async def set_config(self, command: ConfigSet) -> Applied: ...
+
+
+class Topics:
+    def __init__(self, cabinet_id: str) -> None:
+        base = f"lockers/v1/{cabinet_id}/"
+        self.status = base + "status"
+        self.state = base + "state"
+        self.events = base + "events"
+        self.acks = base + "acks"
+        self.sync = base + "sync"
+        self.telemetry = base + "telemetry"
+        self.cmd = base + "cmd"
+
+
+def link_settings(cabinet_id: str, mqtt: MqttConfig) -> LinkSettings:
+    tls = None
+    if mqtt.tls_ca is not None:
+        tls = TlsSettings(ca=mqtt.tls_ca, cert=mqtt.tls_cert, key=mqtt.tls_key)
+    return LinkSettings(
+        client_id=cabinet_id,
+        host=mqtt.host,
+        port=mqtt.port,
+        protocol=MqttProtocol(mqtt.protocol),
+        keepalive_s=mqtt.keepalive_s,
+        username=mqtt.username,
+        password=mqtt.password,
+        tls=tls,
+        session_expiry_s=mqtt.session_expiry_s,
+        max_inflight=mqtt.max_inflight,
+    )
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def _file_bytes(path: Path) -> int:
+    total = 0
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(OSError):
+            total += (path.parent / (path.name + suffix)).stat().st_size
+    return total
+
+
+class CloudSync:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        clock: Clock,
+        snapshot_provider: SnapshotProvider,
+        actions: RemoteActions | None = None,
+        bus_errors: Callable[[], int] | None = None,
+        verifier: Verifier | None = None,
+    ) -> None:
+        if config.mqtt is None:
+            raise ValueError("CloudSync needs an [mqtt] section; without it the cabinet is offline")
+        self.config = config
+        self.mqtt = config.mqtt
+        self.cabinet_id = config.cabinet.id
+        self.store = store
+        self.clock = clock
+        self.snapshot_provider = snapshot_provider
+        self.actions = actions
+        self.bus_errors = bus_errors
+        self.topics = Topics(self.cabinet_id)
+        self.settings = link_settings(self.cabinet_id, self.mqtt)
+        if verifier is None:
+            lifetimes = {CommandType(name): value for name, value in self.mqtt.max_lifetime_s}
+            verifier = Verifier(
+                cabinet_id=self.cabinet_id,
+                issuer=self.mqtt.issuer,
+                trust=TrustStore.load(self.mqtt.trusted_keys),
+                max_lifetime_s={**DEFAULT_MAX_LIFETIME_S, **lifetimes},
+            )
+        self.verifier = verifier
+        self.boot = str(uuid.uuid4())
+        self.version = f"lockerd {__version__}"
+        self._started = clock.monotonic()
+        self._events = asyncio.Event()
+        self._state_dirty = asyncio.Event()
+        self._rejections: collections.deque[float] = collections.deque()
+        self._skew_reported: int | None = None
+        self._recent_offsets: collections.deque[float] = collections.deque(maxlen=8)
+        self._outbox_full = False
+        self.connected = asyncio.Event()
+
+    # -- what the rest of the daemon calls
+
+    def events_committed(self) -> None:
+        self._events.set()
+
+    def state_changed(self) -> None:
+        self._state_dirty.set()
+
+    # -- the connection loop
+
+    async def run(self) -> None:
+        backoff = Backoff()
+        will = Will(self.topics.status, json.dumps({"v": 1, "online": False}).encode())
+        while True:
+            try:
+                session = await connect(self.settings, will)
+            except ConnectFailed as exc:
+                fact(
+                    log,
+                    "mqtt.connect_failed",
+                    logging.ERROR if exc.tls else logging.WARNING,
+                    reason=str(exc),
+                    tls=exc.tls,
+                )
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            opened = time.monotonic()
+            try:
+                await self._serve(session)
+            except (ConnectionLost, PublishRefused, ConnectFailed) as exc:
+                fact(log, "mqtt.connection_lost", logging.WARNING, reason=str(exc))
+            except asyncio.CancelledError:
+                await self._goodbye(session)
+                raise
+            finally:
+                self.connected.clear()
+            if time.monotonic() - opened >= STABLE_CONNECTION_S:
+                backoff.reset()
+            await asyncio.sleep(backoff.next_delay())
+
+    async def _goodbye(self, session: Session) -> None:
+        """A clean stop says offline itself: a clean disconnect does not fire the will."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(
+                session.publish(self.topics.status, self._status(online=False), retain=True), 2.0
+            )
+        with contextlib.suppress(Exception):
+            await session.close()
+
+    def _status(self, online: bool) -> bytes:
+        body: dict[str, Any] = {"v": 1, "online": online}
+        if online:
+            body.update(
+                {"ts": rfc3339_ms(self.clock.wall()), "version": self.version, "boot": self.boot}
+            )
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    async def _serve(self, session: Session) -> None:
+        await session.subscribe(self.topics.cmd, 1)
+        await session.publish(self.topics.status, self._status(online=True), retain=True)
+        self.connected.set()
+        self._state_dirty.set()
+        self._events.set()
+        with contextlib.suppress(Exception):
+            self.store.prune_commands(self.clock.wall())
+        workers = [
+            asyncio.create_task(self._pump(session), name="sync.outbox"),
+            asyncio.create_task(self._state_loop(session), name="sync.state"),
+            asyncio.create_task(self._telemetry_loop(session), name="sync.telemetry"),
+            asyncio.create_task(self._command_loop(session), name="sync.commands"),
+            asyncio.create_task(self._until_closed(session), name="sync.link"),
+        ]
+        try:
+            done, _ = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                error = task.exception()
+                if error is not None:
+                    raise error
+        finally:
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            if session.is_open:
+                await session.close()
+
+    async def _until_closed(self, session: Session) -> None:
+        why = await asyncio.shield(session.closed)
+        raise ConnectionLost(why)
+
+    # -- events: the outbox pump
+
+    async def _pump(self, session: Session) -> None:
+        """Publish the outbox in seq order with a bounded window; ack only on a good PUBACK.
+
+        Reading starts from the store every time: nothing waits in memory across
+        connections, so a restart or reconnect resends exactly what was not acknowledged.
+        """
+        window = max(1, self.mqtt.max_inflight)
+        inflight: collections.deque[tuple[int, asyncio.Future[Any]]] = collections.deque()
+        after = 0
+        while True:
+            if len(inflight) < window:
+                for event in self.store.outbox_after(after, window - len(inflight)):
+                    inflight.append(
+                        (event.seq, session.publish_nowait(self.topics.events, event.payload, 1))
+                    )
+                    after = event.seq
+            if not inflight:
+                self._check_outbox_bound()
+                self._events.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._events.wait(), OUTBOX_POLL_S)
+                continue
+            seq, future = inflight[0]
+            reason = await future
+            inflight.popleft()
+            if reason.is_failure:
+                # paho counts this publish as done; the broker did not take it. It stays in
+                # the outbox and is sent again after a reconnect.
+                fact(log, "outbox.refused", logging.ERROR, seq=seq, reason=str(reason))
+                raise PublishRefused(reason)
+            self.store.outbox_acknowledge(seq)
+
+    def _check_outbox_bound(self) -> None:
+        depth = self.store.outbox_depth()
+        full = depth >= self.mqtt.outbox_max_events
+        if full and not self._outbox_full:
+            # Policy (docs/contract/mqtt-contract.md): keep every event, oldest first; an
+            # alarm in the log and in telemetry. Events carry state changes that happened.
+            fact(log, "outbox.full", logging.ERROR, depth=depth, limit=self.mqtt.outbox_max_events)
+        self._outbox_full = full
+
+    # -- state and telemetry
+
+    def snapshot(self) -> dict[str, Any]:
+        body = dict(self.snapshot_provider())
+        body.update(
+            {
+                "v": 1,
+                "cabinet": self.cabinet_id,
+                "ts": rfc3339_ms(self.clock.wall()),
+                "seq": self.store.last_seq(),
+                "outbox": self.store.outbox_depth(),
+            }
+        )
+        return body
+
+    async def _publish_state(self, session: Session) -> None:
+        payload = json.dumps(self.snapshot(), separators=(",", ":"), ensure_ascii=False).encode()
+        await session.publish(self.topics.state, payload, retain=True)
+
+    async def _state_loop(self, session: Session) -> None:
+        while True:
+            await self._state_dirty.wait()
+            self._state_dirty.clear()
+            await self._publish_state(session)
+            # Coalesce: changes during this pause go out together in the next snapshot.
+            await asyncio.sleep(STATE_MIN_INTERVAL_S)
+
+    def telemetry(self) -> dict[str, Any]:
+        depth = self.store.outbox_depth()
+        return {
+            "v": 1,
+            "cabinet": self.cabinet_id,
+            "ts": rfc3339_ms(self.clock.wall()),
+            "uptime_s": int(self.clock.monotonic() - self._started),
+            "seq": self.store.last_seq(),
+            "outbox": depth,
+            "outbox_max": self.mqtt.outbox_max_events,
+            "outbox_full": depth >= self.mqtt.outbox_max_events,
+            "db_bytes": _file_bytes(self.store.path),
+            "bus_errors": self.bus_errors() if self.bus_errors is not None else 0,
+            "rss_bytes": _rss_bytes(),
+        }
+
+    async def _telemetry_loop(self, session: Session) -> None:
+        while True:
+            payload = json.dumps(self.telemetry(), separators=(",", ":")).encode()
+            session.publish_nowait(self.topics.telemetry, payload, qos=0)
+            await asyncio.sleep(self.mqtt.telemetry_interval_s)
+
+    # -- commands
+
+    async def _command_loop(self, session: Session) -> None:
+        while True:
+            message = await session.incoming.get()
+            if message.topic == self.topics.cmd:
+                try:
+                    ack = await self.handle_command(message.payload, session)
+                except Exception as exc:  # one bad command must not stop the link
+                    fact(log, "command.crashed", logging.ERROR, error=type(exc).__name__)
+                    ack = Ack(None, AckStatus.FAILED, "internal error", self._now_text())
+                await session.publish(self.topics.acks, ack.encode())
+            # Acknowledged to the broker only now: a crash before this makes it resend.
+            session.ack(message)
+
+    def _now_text(self) -> str:
+        return rfc3339_ms(self.clock.wall())
+
+    async def handle_command(self, payload: bytes, session: Session | None = None) -> Ack:
+        """Verify, apply and remember one command; the returned :class:`Ack` goes on ``acks``."""
+        now = self.clock.wall()
+        result = self.verifier.verify(payload, now)
+        if isinstance(result, Rejection):
+            return self._refuse(result)
+        first = self.store.command_result(result.jti)
+        if first is not None:
+            return self._duplicate(result.jti, first)
+        self._observe_skew(result, now)
+        fact(log, "command.received", cmd=result.type.value)
+        command = result.command
+        if isinstance(command, DoorOpen | ConfigSet):
+            return await self._apply_action(result, session)
+        if isinstance(command, StateRequest):
+            if session is not None:
+                await self._publish_state(session)
+                await session.publish(self.topics.sync, self._sync_summary())
+            return self._remember(result, Applied.applied())
+        try:
+            with self.store.transaction() as tx:
+                applied = _apply(tx, command)
+                ack = self._ack_for(result, applied)
+                if applied.status is ApplyStatus.REJECTED:
+                    self._emit_rejected(tx, result.jti, f"{applied.reason}")
+                tx.remember_command(result.jti, result.exp, json.dumps(ack.payload()))
+        except Exception as exc:
+            fact(log, "command.failed", logging.ERROR, cmd=result.type.value, error=str(exc))
+            return self._remember(result, None, failed=f"{type(exc).__name__}")
+        self.state_changed()
+        self.events_committed()
+        fact(log, "command.done", cmd=result.type.value, status=ack.status.value)
+        return ack
+
+    async def _apply_action(self, result: VerifiedCommand, session: Session | None) -> Ack:
+        command = result.command
+        if self.actions is None:
+            return self._remember(result, None, failed="not available on this cabinet")
+        # Remembered before acting: a door opens at most once per command, even across a
+        # crash in between (the intent is the unlock layer's business).
+        self._remember(result, Applied.applied())
+        try:
+            if isinstance(command, DoorOpen):
+                applied = await self.actions.open_door(command)
+            else:
+                assert isinstance(command, ConfigSet)
+                applied = await self.actions.set_config(command)
+        except Exception as exc:
+            fact(log, "command.failed", logging.ERROR, cmd=result.type.value, error=str(exc))
+            return self._remember(result, None, failed=type(exc).__name__)
+        self.state_changed()
+        self.events_committed()
+        return self._remember(result, applied)
+
+    def _ack_for(self, result: VerifiedCommand, applied: Applied) -> Ack:
+        status = AckStatus(applied.status.value)
+        reason = None if status is AckStatus.APPLIED else applied.reason
+        return Ack(result.jti, status, reason, self._now_text())
+
+    def _remember(
+        self, result: VerifiedCommand, applied: Applied | None, failed: str | None = None
+    ) -> Ack:
+        if applied is None:
+            ack = Ack(result.jti, AckStatus.FAILED, failed, self._now_text())
+        else:
+            ack = self._ack_for(result, applied)
+        with self.store.transaction() as tx:
+            if ack.status is AckStatus.REJECTED:
+                self._emit_rejected(tx, result.jti, ack.reason or "rejected")
+            tx.remember_command(result.jti, result.exp, json.dumps(ack.payload()))
+        self.events_committed()
+        return ack
+
+    def _duplicate(self, jti: str, first_json: str) -> Ack:
+        try:
+            first = json.loads(first_json)
+            summary = {"status": first.get("status"), "reason": first.get("reason")}
+        except (ValueError, AttributeError):
+            summary = {"status": None, "reason": None}
+        fact(log, "command.duplicate", first=summary["status"])
+        return Ack(jti, AckStatus.DUPLICATE, None, self._now_text(), first=summary)
+
+    def _refuse(self, rejection: Rejection) -> Ack:
+        jti = rejection.jti if rejection.signed else None
+        if jti is not None:
+            first = self.store.command_result(jti)
+            if first is not None:
+                return self._duplicate(jti, first)
+        ack = Ack(jti, AckStatus.REJECTED, rejection.text, self._now_text())
+        fact(log, "command.rejected", logging.WARNING, reason=rejection.reason.value)
+        with self.store.transaction() as tx:
+            self._emit_rejected(tx, jti, rejection.text)
+            # Only a signed command's id is the cloud's: remember it so a redelivery is a
+            # duplicate. An unsigned one could pre-empt or flood the replay store.
+            if jti is not None and rejection.exp is not None:
+                tx.remember_command(jti, rejection.exp, json.dumps(ack.payload()))
+        self.events_committed()
+        return ack
+
+    def _emit_rejected(self, tx: Transaction, jti: str | None, reason: str) -> None:
+        now = self.clock.monotonic()
+        while self._rejections and now - self._rejections[0] > 60.0:
+            self._rejections.popleft()
+        if len(self._rejections) >= REJECTED_EVENTS_PER_MINUTE:
+            fact(log, "command.rejected_not_recorded", logging.WARNING, reason="rate limit")
+            return
+        self._rejections.append(now)
+        tx.emit(DomainEvent("command.rejected", {"cmd": jti, "reason": reason[:200]}))
+
+    def _observe_skew(self, result: VerifiedCommand, now: float) -> None:
+        """Estimate our clock minus the cloud's from signed ``iat``s.
+
+        Delivery delay only adds to ``now - iat``, so the smallest of the recent offsets
+        is the best estimate; a clock behind the cloud shows at once as a negative one.
+        """
+        self._recent_offsets.append(now - result.iat)
+        skew = int(min(self._recent_offsets))
+        threshold = self.mqtt.clock_skew_s
+        if abs(skew) <= threshold:
+            self._skew_reported = None
+            return
+        if self._skew_reported is not None and abs(skew - self._skew_reported) <= threshold:
+            return
+        self._skew_reported = skew
+        fact(log, "clock.skew", logging.WARNING, skew_s=skew)
+        with self.store.transaction() as tx:
+            tx.emit(DomainEvent("clock.skew", {"skew_s": skew}))
+        self.events_committed()
+
+    def _sync_summary(self) -> bytes:
+        reservations, credentials = self.store.sync_summary()
+        body = {
+            "v": 1,
+            "ts": self._now_text(),
+            "reservations": [
+                {"id": rid, "version": version, "state": state}
+                for rid, version, state in reservations
+            ],
+            "credentials": [{"id": cid, "version": version} for cid, version in credentials],
+        }
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _apply(tx: Transaction, command: Any) -> Applied:
+    """The store operation for one data command, inside the caller's transaction."""
+    if isinstance(command, ReservationUpsert):
+        code_hash = command.pickup_code_hash or command.dropoff_code_hash
+        assert code_hash is not None  # the verifier requires the one for the kind
+        booking = Booking(
+            reservation_id=command.reservation_id,
+            version=command.version,
+            kind=command.kind,
+            size=command.size,
+            compartment=command.compartment,
+            barcodes=command.barcodes,
+            code_hash=code_hash,
+            reserved_until=float(command.reserved_until),
+            hold_s=command.hold_s,
+            sensitive=command.sensitive,
+            cod=(
+                Cod(command.cod.amount, command.cod.currency, command.cod.pay_url)
+                if command.cod is not None
+                else None
+            ),
+            code_only=command.code_only,
+        )
+        return tx.upsert_reservation(booking)
+    if isinstance(command, ReservationCancel):
+        return tx.cancel_reservation(command.reservation_id, command.version)
+    if isinstance(command, CredentialUpsert):
+        return tx.upsert_credential(
+            CredentialGrant(
+                credential_id=command.credential_id,
+                version=command.version,
+                role=command.role,
+                code_hash=command.code_hash,
+                badge_hash=command.badge_hash,
+                valid_until=None if command.valid_until is None else float(command.valid_until),
+            )
+        )
+    if isinstance(command, CredentialRevoke):
+        return tx.revoke_credential(command.credential_id, command.version)
+    if isinstance(command, PaymentConfirmed):
+        return tx.confirm_payment(
+            command.reservation_id, command.amount, command.currency, command.ref
+        )
+    if isinstance(command, CompartmentService):
+        return tx.set_service(command.compartment, command.in_service, command.reason, "remote")
+    raise TypeError(f"no store operation for {type(command).__name__}")
