@@ -778,13 +778,21 @@ class Transaction:
             raise life.TransitionError(
                 f"reservation {reservation_id} is {current.state.value}, not awaiting a parcel"
             )
-        size = at_least or current.size
+        # "does not fit" asks for a bigger compartment, never a smaller one than booked
+        size = current.size
+        if at_least is not None and (size is None or size.rank < at_least.rank):
+            size = at_least
         keep = current.compartment
         if keep is not None and keep not in exclude:
-            if at_least is None or current.compartment_named:
-                return keep
+            if current.compartment_named:
+                return keep  # the cloud's choice; only it can move the booking
             held = {c.id: c for c in self.compartments()}.get(keep)
-            if held is not None and at_least.fits_in(held.size):
+            if (
+                held is not None
+                and held.in_service
+                and held.configured
+                and (size is None or size.fits_in(held.size))
+            ):
                 return keep
         if size is None:
             return None
