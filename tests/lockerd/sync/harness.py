@@ -1,0 +1,145 @@
+"""A provisioned cabinet's sync side for tests: config, store, CloudSync, signer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hil.cloud import Provisioning, Signer, provision
+from lockerd.clock import SystemClock
+from lockerd.config import Config, parse
+from lockerd.model import Size
+from lockerd.store import Store
+from lockerd.sync.cloud import CloudSync
+
+ISSUER = "lockers-cloud-test"
+
+
+def cabinet_config(
+    directory: Path,
+    cabinet_id: str,
+    port: int,
+    trusted: Path,
+    extra_mqtt: str = "",
+    host: str = "127.0.0.1",
+) -> Config:
+    import tomllib
+
+    text = textwrap.dedent(
+        f"""
+        [cabinet]
+        id = "{cabinet_id}"
+        state_dir = "{directory}"
+
+        [[buses]]
+        name = "eth"
+        family = "modbus-tcp"
+        host = "127.0.0.1"
+          [[buses.boards]]
+          name = "b1"
+          address = 1
+          relays = 4
+          inputs = 4
+
+        [[compartments]]
+        id = "A01"
+        size = "S"
+        lock = {{ board = "b1", channel = 0 }}
+        door = {{ board = "b1", input = 0 }}
+
+        [[compartments]]
+        id = "A02"
+        size = "M"
+        lock = {{ board = "b1", channel = 1 }}
+        door = {{ board = "b1", input = 1 }}
+
+        [mqtt]
+        host = "{host}"
+        port = {port}
+        issuer = "{ISSUER}"
+        trusted_keys = "{trusted}"
+        keepalive_s = 5
+        telemetry_interval_s = 1
+        """
+    )
+    text += textwrap.dedent(extra_mqtt)
+    return parse(tomllib.loads(text), directory / "lockerd.toml")
+
+
+def snapshot_of(store: Store) -> dict[str, Any]:
+    """The state snapshot's compartments and boards, from the store (no doors in these tests)."""
+    return {
+        "compartments": [
+            {
+                "id": c.id,
+                "size": c.size.value if c.size is not None else None,
+                "state": c.state.value,
+                "door": "unknown",
+                "lock": "unknown",
+                "occupancy": None,
+                "reservation": c.reservation_id,
+            }
+            for c in store.compartments()
+        ],
+        "boards": [{"id": "b1", "online": True}],
+    }
+
+
+@dataclass
+class Cabinet:
+    """One lockerd cabinet's sync side, running on the test's loop."""
+
+    directory: Path
+    config: Config
+    store: Store
+    sync: CloudSync
+    signer: Signer
+    provisioning: Provisioning
+    task: asyncio.Task[None] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return self.config.cabinet.id
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self.sync.run())
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+            self.task = None
+
+    async def wait_connected(self, timeout_s: float = 15.0) -> None:
+        await asyncio.wait_for(self.sync.connected.wait(), timeout_s)
+
+
+def open_store(directory: Path, config: Config) -> Store:
+    store = Store.open(directory / "lockerd.db", config.cabinet.id, SystemClock())
+    store.sync_compartments([(c.id, Size(c.size)) for c in config.compartments])
+    return store
+
+
+def make_cabinet(
+    directory: Path,
+    port: int,
+    cabinet_id: str = "CAB-0001",
+    extra_mqtt: str = "",
+    provisioning: Provisioning | None = None,
+    host: str = "127.0.0.1",
+) -> Cabinet:
+    directory.mkdir(parents=True, exist_ok=True)
+    provisioning = provisioning or provision(cabinet_id, directory / "cloud")
+    config = cabinet_config(
+        directory, cabinet_id, port, provisioning.trusted_keys, extra_mqtt, host=host
+    )
+    store = open_store(directory, config)
+    sync = CloudSync(config, store, SystemClock(), lambda: snapshot_of(store))
+    signer = Signer(ISSUER, provisioning.kid, provisioning.signing_key, cabinet_id)
+    return Cabinet(directory, config, store, sync, signer, provisioning)
