@@ -160,17 +160,18 @@ async def _drain(stream: asyncio.StreamReader) -> None:
 
 
 async def pulses_since(control: Any, since: float) -> list[float]:
-    """Every pulse's frame_complete_at after ``since``, in order."""
+    """Every pulse's frame_complete_at after ``since``, in order.
+
+    The control socket answers ``{"ok": true, "<compartment>": [pulse, ...], ...}``.
+    """
     reply = await control.call("pulses")
-    found: list[float] = []
-    items = reply.get("pulses", reply) if isinstance(reply, dict) else reply
-    if isinstance(items, dict):  # {compartment: [pulse, ...]}
-        items = [p for pulses in items.values() for p in pulses]
-    for pulse in items:
-        at = float(pulse["frame_complete_at"])
-        if at > since:
-            found.append(at)
-    return sorted(found)
+    found = [
+        float(pulse["frame_complete_at"])
+        for pulses in reply.values()
+        if isinstance(pulses, list)
+        for pulse in pulses
+    ]
+    return sorted(at for at in found if at > since)
 
 
 # -- the two clients under test --------------------------------------------------------------
@@ -352,9 +353,10 @@ def print_table(rows: list[list[str]]) -> None:
         print("  ".join(cell.rjust(w) if i > 1 else cell.ljust(w)
                         for i, (cell, w) in enumerate(zip(row, widths, strict=True))))
     print(
-        f"goals: x floor <= {GOAL_FLOOR} at 9600 baud (the floor includes the 3.5-char silence; "
-        f"a long-idle bus can beat it), x bare <= {GOAL_BARE} at every baud. The scan floor is "
-        f"{BOARDS} back-to-back 24-input reads; its frequency is 1000/ms."
+        f"goals: x floor <= {GOAL_FLOOR} at 9600 baud, x bare <= {GOAL_BARE} at every baud.\n"
+        "The idle floor counts the 3.5-char silence before the request; a bus idle for\n"
+        "longer sends at once, so that row may beat its floor. The scan rows are one pass\n"
+        f"over {BOARDS} boards x {DOORS} inputs (scans per second = 1000 / ms)."
     )
 
 
