@@ -54,7 +54,7 @@ from collections.abc import Callable
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.client.base import ModbusBaseClient
 from pymodbus.exceptions import ModbusException
-from pymodbus.framer import FramerType
+from pymodbus.framer import FramerRTU, FramerType
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
 from pymodbus.pdu.bit_message import (
     ReadCoilsRequest,
@@ -155,12 +155,28 @@ def pulse_units(duration_ms: int) -> int:
 class _Exchange:
     """What happened on the line during one transaction (filled in by pymodbus' hooks)."""
 
-    __slots__ = ("link_lost", "received", "timeout")
+    __slots__ = ("crc_error", "link_lost", "received", "reply_len", "timeout", "unit")
 
-    def __init__(self, timeout: asyncio.Timeout) -> None:
+    def __init__(self, timeout: asyncio.Timeout, unit: int, reply_len: int) -> None:
         self.timeout = timeout
+        self.unit = unit
+        self.reply_len = reply_len  # of a normal RTU reply to this request; 0 = unknown
         self.received = 0
         self.link_lost = False
+        self.crc_error = False
+
+
+def rtu_reply_len(request: ModbusPDU) -> int:
+    """How long the normal RTU reply to one of our requests is (0 if not one of ours)."""
+    if request.function_code == 5:
+        return 8
+    if request.function_code in (1, 2):
+        return 5 + math.ceil(request.count / 8)
+    return 0
+
+
+def rtu_crc_ok(frame: bytes) -> bool:
+    return FramerRTU.compute_CRC(frame[:-2]).to_bytes(2, "big") == frame[-2:]
 
 
 class ModbusBoard(LockBoard):
@@ -204,7 +220,7 @@ class ModbusBoard(LockBoard):
 class _ModbusBus(Bus):
     """What RTU and TCP share: arbitration, checks, stats, reconnection, all-off."""
 
-    def __init__(self, name: str, timeout_s: float, silence_s: float) -> None:
+    def __init__(self, name: str, timeout_s: float, silence_s: float, rtu: bool) -> None:
         super().__init__(name)
         if timeout_s <= 0:
             raise ValueError(f"bus {name}: timeout must be positive, got {timeout_s}")
@@ -217,6 +233,7 @@ class _ModbusBus(Bus):
         self._supervisor: asyncio.Task[None] | None = None
         self._closed = False
         self._exchange: _Exchange | None = None
+        self._rtu = rtu  # RTU frames carry a CRC; over TCP the link checks the bytes
 
     # -- the Bus interface ---------------------------------------------------------------
 
@@ -375,7 +392,9 @@ class _ModbusBus(Bus):
         exchange: _Exchange | None = None
         try:
             async with asyncio.timeout(self.timeout_s) as timeout:
-                exchange = self._exchange = _Exchange(timeout)
+                exchange = self._exchange = _Exchange(
+                    timeout, board.address, rtu_reply_len(request) if self._rtu else 0
+                )
                 reply: ModbusPDU = await self._client.execute(False, request)
                 return reply
         except TimeoutError:
@@ -393,6 +412,8 @@ class _ModbusBus(Bus):
     def _classify_timeout(self, board: ModbusBoard, exchange: _Exchange) -> BoardError:
         if exchange.link_lost or not self.connected:
             return BoardOffline(board.name, f"bus {self.name} lost during the request")
+        if exchange.crc_error:
+            return BadFrame(board.name, "reply failed its CRC check")
         if exchange.received:
             return BadFrame(
                 board.name,
@@ -411,8 +432,19 @@ class _ModbusBus(Bus):
     # -- pymodbus hooks ------------------------------------------------------------------
 
     def _on_packet(self, sending: bool, data: bytes) -> bytes:
-        if not sending and self._exchange is not None:
-            self._exchange.received = len(data)
+        exchange = self._exchange
+        if sending or exchange is None:
+            return data
+        exchange.received = len(data)
+        # pymodbus drops a reply that fails its CRC and waits on until the timeout. The
+        # board has answered and will say nothing more: fail now, so a noisy line costs
+        # one frame time, not a timeout. Only a frame that starts with the unit we asked
+        # is judged here; anything else (a late reply from another board) pymodbus skips.
+        if exchange.reply_len and len(data) >= 2 and data[0] == exchange.unit:
+            length = 5 if data[1] & 0x80 else exchange.reply_len
+            if len(data) >= length and not rtu_crc_ok(data[:length]):
+                exchange.crc_error = True
+                exchange.timeout.reschedule(asyncio.get_running_loop().time())
         return data
 
     def _on_connect(self, up: bool) -> None:
@@ -500,7 +532,7 @@ class ModbusRtuBus(_ModbusBus):
     ) -> None:
         if baudrate <= 0:
             raise ValueError(f"bus {name}: baud rate must be positive, got {baudrate}")
-        super().__init__(name, timeout_s, BusArbiter.rtu_silence_s(baudrate))
+        super().__init__(name, timeout_s, BusArbiter.rtu_silence_s(baudrate), rtu=True)
         self.port = port
         self.baudrate = baudrate
 
@@ -533,7 +565,7 @@ class ModbusTcpBus(_ModbusBus):
     """Modbus TCP (an Ethernet I/O board or an RTU gateway): no line silence needed."""
 
     def __init__(self, name: str, host: str, port: int = 502, timeout_s: float = 0.15) -> None:
-        super().__init__(name, timeout_s, 0.0)
+        super().__init__(name, timeout_s, 0.0, rtu=False)
         self.host = host
         self.port = port
 

@@ -207,6 +207,25 @@ async def test_garbage_is_a_bad_frame_and_the_next_request_works(line: ScriptedL
     await bus.close()
 
 
+@pytest.mark.parametrize(
+    "garbled",
+    [
+        b"\x01\x05\x02\x00\x00\x07\x8d\xb1",  # the pulse echo, last CRC byte wrong
+        b"\x01\x85\x02\xc3\x00",  # an exception reply with a bad CRC
+    ],
+)
+async def test_a_reply_failing_its_crc_fails_at_once_not_at_the_timeout(
+    line: ScriptedLine, garbled: bytes
+) -> None:
+    line.answer = lambda r: garbled if r[2] == 0x02 else r
+    bus = await open_bus(line, B1, timeout_s=60.0)
+    # The deadline is generous; without the CRC check the request would wait 60 s.
+    async with asyncio.timeout(10):
+        with pytest.raises(BadFrame, match="CRC"):
+            await bus.boards[0].pulse(0, 700)
+    await bus.close()
+
+
 async def test_silence_is_a_timeout_and_a_returning_board_gets_all_off_first(
     line: ScriptedLine,
 ) -> None:
