@@ -89,7 +89,8 @@ RECOVERY_ALL_OFF_AFTER = 3
 #: Reconnect backoff: the first retry is quick (a replugged adapter), then it doubles.
 RECONNECT_MIN_S = 0.1
 RECONNECT_MAX_S = 2.0
-#: pymodbus uses its timeout for the connect as well; a request's timeout is ours.
+#: pymodbus uses its timeout for the connect as well; a request's timeout is ours, and
+#: pymodbus' own is kept longer so that ours always fires first.
 CONNECT_TIMEOUT_S = 2.0
 
 EXCEPTION_NAMES = {
@@ -360,10 +361,11 @@ class _ModbusBus(Bus):
                     await asyncio.sleep(self._arbiter.silence_s)
             return await self._transact(board, request, check)
 
-    def _require_link(self, board: ModbusBoard) -> None:
+    def _require_link(self, board: ModbusBoard, record: bool = True) -> None:
         if not self.connected:
             error = BoardOffline(board.name, f"bus {self.name} is not connected")
-            board.stats.record_failure(error)
+            if record:
+                board.stats.record_failure(error)
             raise error
 
     async def _transact(
@@ -372,6 +374,9 @@ class _ModbusBus(Bus):
         """One request and its reply, checked; counted in the board's stats."""
         assert self._client is not None
         try:
+            # Checked right before each frame: pymodbus, finding no transport, would try
+            # to reconnect by itself behind the supervisor's back.
+            self._require_link(board, record=False)
             reply = await self._execute(board, request)
             if isinstance(reply, ExceptionResponse):
                 raise ExceptionReply(board.name, request.function_code, reply.exception_code)
@@ -554,7 +559,7 @@ class ModbusRtuBus(_ModbusBus):
             stopbits=1,
             name=self.name,
             reconnect_delay=0,  # ours: see _supervise
-            timeout=CONNECT_TIMEOUT_S,
+            timeout=max(CONNECT_TIMEOUT_S, 2 * self.timeout_s),
             retries=0,
             trace_packet=trace_packet,
             trace_connect=trace_connect,
@@ -584,7 +589,7 @@ class ModbusTcpBus(_ModbusBus):
             framer=FramerType.SOCKET,
             name=self.name,
             reconnect_delay=0,  # ours: see _supervise
-            timeout=CONNECT_TIMEOUT_S,
+            timeout=max(CONNECT_TIMEOUT_S, 2 * self.timeout_s),
             retries=0,
             trace_packet=trace_packet,
             trace_connect=trace_connect,
