@@ -16,10 +16,10 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from drivers.base import BadFrame, BoardOffline, BoardSpec, BoardTimeout
+from drivers.base import BadFrame, BoardError, BoardOffline, BoardSpec, BoardTimeout
 from drivers.modbus import ExceptionReply, ModbusRtuBus, pulse_units
 
 VECTORS = json.loads((Path(__file__).parents[1] / "vectors" / "modbus-relay.json").read_text())
@@ -335,3 +335,40 @@ async def test_unplugged_adapter_goes_offline_and_comes_back_with_all_off(
     assert second.requests[-1] == frame("pulse relay 0 of unit 1")[0]
     await bus.close()
     second.close()
+
+
+async def _feed_reply(reply: bytes, pulse: bool) -> tuple[bool, ...] | BaseException | None:
+    line = ScriptedLine(lambda r: reply if r[2] != 0x00 or r[1] == 2 else r)
+    bus = ModbusRtuBus("rs485-f", line.path, 9600, 0.05)
+    board = bus.board(B1)
+    try:
+        await bus.open()
+        if pulse:
+            await board.pulse(0, 700)
+            return None
+        return await board.read_inputs()
+    except BoardError as error:
+        return error
+    finally:
+        await bus.close()
+        line.close()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    reply=st.one_of(
+        st.binary(max_size=24),
+        # Mostly well-formed: our unit, a plausible function, a right or wrong CRC.
+        st.tuples(st.sampled_from([1, 2]), st.sampled_from([2, 5, 0x82, 0x85, 7]),
+                  st.binary(max_size=8), st.booleans()).map(
+            lambda t: (body := bytes([t[0], t[1]]) + t[2]) + (crc16(body) if t[3] else b"\0\0")
+        ),
+    ),
+    pulse=st.booleans(),
+)
+def test_any_reply_bytes_give_a_result_or_a_board_error(reply: bytes, pulse: bool) -> None:
+    outcome = asyncio.run(_feed_reply(reply, pulse))
+    if isinstance(outcome, tuple):
+        assert len(outcome) == 8 and all(isinstance(bit, bool) for bit in outcome)
+    else:
+        assert outcome is None or isinstance(outcome, BoardError)
