@@ -34,9 +34,7 @@ def layout(family: str) -> dict[str, Any]:
         bus |= {"host": "127.0.0.1", "tcp_port": 0}
     compartments = []
     for spec in SPECS:
-        bus["boards"].append(
-            {"name": spec.name, "address": spec.address, "relays": 8, "inputs": 8}
-        )
+        bus["boards"].append({"name": spec.name, "address": spec.address, "relays": 8, "inputs": 8})
         for channel in range(4):
             compartments.append(
                 {
