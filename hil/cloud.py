@@ -175,7 +175,8 @@ class ReferenceCloud:
     ) -> None:
         self.host = host
         self.port = port
-        self.lock = threading.Lock()
+        # Re-entrant: wait_for holds it while a condition may call view()/missing().
+        self.lock = threading.RLock()
         self.cabinets: dict[str, CabinetView] = {}
         v5 = protocol == "5"
         self.client = Client(
