@@ -1,0 +1,146 @@
+"""Every payload the cabinet publishes and every command the reference cloud sends fit
+docs/contract/schemas; so do the examples."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+
+from hil.cloud import ReferenceCloud, code_hash
+from lockerd.events import DomainEvent
+from tests.lockerd.sync.harness import Cabinet
+
+CONTRACT = Path(__file__).resolve().parents[3] / "docs" / "contract"
+TOPIC_SCHEMA = {
+    "events": "event",
+    "status": "status",
+    "state": "state",
+    "acks": "ack",
+    "sync": "sync",
+    "telemetry": "telemetry",
+}
+
+
+def _validators() -> dict[str, Draft202012Validator]:
+    schemas = {
+        p.stem: json.loads(p.read_text()) for p in sorted((CONTRACT / "schemas").glob("*.json"))
+    }
+    registry: Registry[Any] = Registry().with_resources(
+        (f"{name}.json", Resource.from_contents(schema)) for name, schema in schemas.items()
+    )
+    validators = {}
+    for name, schema in schemas.items():
+        Draft202012Validator.check_schema(schema)
+        validators[name] = Draft202012Validator(schema, registry=registry)
+    return validators
+
+
+VALIDATORS = _validators()
+
+
+def check(schema: str, payload: Any) -> None:
+    errors = sorted(VALIDATORS[schema].iter_errors(payload), key=lambda e: list(e.path))
+    assert not errors, f"{schema}: {[f'{list(e.path)}: {e.message}' for e in errors]}"
+
+
+@pytest.mark.parametrize(
+    "example", sorted((CONTRACT / "examples").glob("*.json")), ids=lambda p: p.stem
+)
+def test_examples_fit_their_schema(example: Path) -> None:
+    check(example.stem.split(".")[0], json.loads(example.read_text()))
+
+
+def test_schemas_refuse_what_the_contract_forbids() -> None:
+    event = json.loads((CONTRACT / "examples" / "event.parcel-deposited.json").read_text())
+    with pytest.raises(AssertionError):
+        check("event", {**event, "data": {**event["data"], "code": "1234"}})
+    with pytest.raises(AssertionError):
+        check("event", {**event, "seq": 1.5})
+    command = json.loads((CONTRACT / "examples" / "command.door-open.json").read_text())
+    with pytest.raises(AssertionError):
+        check("command", {**command, "data": {**command["data"], "force": True}})
+
+
+def _commands(cabinet: Cabinet) -> list[tuple[str, bytes]]:
+    key = b"k" * 32
+    sign = cabinet.signer.sign
+    now = int(time.time())
+    return [
+        sign(
+            "reservation.upsert",
+            {
+                "reservation_id": "R-1",
+                "version": 1,
+                "kind": "inbound",
+                "size": "S",
+                "compartment": None,
+                "barcodes": ["JB1"],
+                "pickup_code_hash": code_hash(key, "pickup", "123456"),
+                "dropoff_code_hash": None,
+                "reserved_until": now + 3600,
+                "hold_s": None,
+                "sensitive": False,
+                "cod": {"amount": 1000, "currency": "EUR", "pay_url": "https://pay.example/1"},
+                "code_only": False,
+            },
+        ),
+        sign(
+            "credential.upsert",
+            {
+                "credential_id": "C-1",
+                "version": 1,
+                "role": "courier",
+                "code_hash": code_hash(key, "courier", "55555555"),
+                "badge_hash": None,
+                "valid_until": now + 86400,
+            },
+        ),
+        sign(
+            "payment.confirmed",
+            {"reservation_id": "R-1", "amount": 1000, "currency": "EUR", "ref": "P-1"},
+        ),
+        sign("compartment.service", {"compartment": "A02", "in_service": False, "reason": "dirty"}),
+        sign("credential.revoke", {"credential_id": "C-1", "version": 2}),
+        sign("reservation.cancel", {"reservation_id": "R-1", "version": 2}),
+        sign("door.open", {"compartment": "A01", "reason": "test", "reservation_id": None}),
+        sign("state.request", {}),
+    ]
+
+
+async def test_everything_on_the_wire_fits_the_contract(
+    cabinet: Cabinet, cloud: ReferenceCloud
+) -> None:
+    with cabinet.store.transaction() as tx:
+        tx.emit(DomainEvent("door.opened", {"compartment": "A01", "by": "courier"}))
+        tx.emit(DomainEvent("board.offline", {"board": "b1"}))
+    cabinet.sync.events_committed()
+    commands = _commands(cabinet)
+    for jti, token in commands:
+        header = jwt.get_unverified_header(token.decode())
+        check("command-header", header)
+        check("command", jwt.decode(token.decode(), options={"verify_signature": False}))
+        cloud.send(cabinet.id, token)
+        await cloud.wait_ack(cabinet.id, jti)
+    cloud.send(cabinet.id, commands[0][1])  # a duplicate
+    cloud.send(cabinet.id, b"not a token")  # a refusal
+    view = cloud.view(cabinet.id)
+    await cloud.wait_for(lambda: len(view.acks) >= len(commands) + 2, what="all acks")
+    await cloud.wait_for(lambda: len(view.sync) >= 1 and len(view.telemetry) >= 1, what="sync")
+    statuses = {a["status"] for a in view.acks}
+    assert {"applied", "duplicate", "rejected", "failed"} <= statuses, statuses
+    seen: set[str] = set()
+    with cloud.lock:
+        raw = list(view.raw)
+    for kind, payload in raw:
+        if kind == "cmd":
+            continue
+        check(TOPIC_SCHEMA[kind], json.loads(payload))
+        seen.add(kind)
+    assert seen == set(TOPIC_SCHEMA), seen
