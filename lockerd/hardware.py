@@ -38,7 +38,10 @@ from .model import Actor
 log = logging.getLogger("lockerd.hardware")
 
 TICK_S = 0.1  # resolution of door timers (open deadline, left open)
-DISCONNECTED_RETRY_S = 0.25  # how often a poll loop looks again at a bus whose adapter is gone
+DISCONNECTED_RETRY_S = 0.25
+# GPIO reads cost nothing and edges wake the loop early, so "as fast as the bus allows"
+# would spin the CPU; a serial bus is paced by its own wire time instead.
+MIN_POLL_S = {"gpio": 0.05}  # how often a poll loop looks again at a bus whose adapter is gone
 
 
 class EventSink(Protocol):
@@ -123,7 +126,10 @@ class Hardware:
             self._boards_by_bus[bus_config.name] = handles
             for handle in handles:
                 self.boards[handle.name] = handle
-        self._poll_intervals = {b.name: b.poll_interval_ms / 1000 for b in config.buses}
+        self._poll_intervals = {
+            b.name: max(b.poll_interval_ms / 1000, MIN_POLL_S.get(b.family, 0.0))
+            for b in config.buses
+        }
         self._waiters: dict[str, list[asyncio.Future[UnlockOutcome]]] = {}
         self._closed_listeners: list[Callable[[DoorClosed], None]] = []
         self._change_listeners: list[Callable[[], None]] = []

@@ -96,3 +96,42 @@ def lockerd_config(raw: dict[str, Any], sim: Any, state_dir: Path | None = None)
     if state_dir is not None:
         raw["cabinet"]["state_dir"] = str(state_dir)
     return config.parse(raw, Path("test-cabinet.toml"))
+
+
+def gpio_cabinet(
+    boards: int = 2, doors_per_board: int = 3, doors: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """One GPIO bus per board (a board here is a group of Pi pins); pins are distinct BCM numbers."""
+    free_pins = iter(range(2, 28))
+    buses = []
+    compartments = []
+    sizes = ["S", "M", "L", "XL"]
+    for b in range(boards):
+        name = f"b{b + 1}"
+        relay_pins = [next(free_pins) for _ in range(doors_per_board)]
+        input_pins = [next(free_pins) for _ in range(2 * doors_per_board)]
+        buses.append(
+            {
+                "name": f"bus{b + 1}",
+                "family": "gpio",
+                "boards": [{"name": name, "relay_pins": relay_pins, "input_pins": input_pins}],
+            }
+        )
+        for d in range(doors_per_board):
+            compartments.append(
+                {
+                    "id": f"{chr(ord('A') + b)}{d + 1:02d}",
+                    "size": sizes[d % 4],
+                    "lock": {"board": name, "channel": d},
+                    "door": {"board": name, "input": d},
+                    "occupancy": {"board": name, "input": doors_per_board + d},
+                }
+            )
+    raw: dict[str, Any] = {
+        "cabinet": {"id": "CAB-TEST"},
+        "buses": buses,
+        "compartments": compartments,
+    }
+    if doors:
+        raw["doors"] = doors
+    return raw
