@@ -144,6 +144,27 @@ class MqttConfig:
 
 
 @dataclass(frozen=True)
+class PickupConfig:
+    """How long parcels wait, and how long a not-taken parcel's code keeps working."""
+
+    normal_hold_s: int
+    sensitive_hold_s: int
+    not_taken_grace_s: int
+
+
+@dataclass(frozen=True)
+class KeypadConfig:
+    """Code-guessing throttle, per input surface (keypad, kiosk, scanner)."""
+
+    free_failures: int
+    base_delay_s: float
+    max_delay_s: float
+    lockout_after: int
+    lockout_s: float
+    window_s: float
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     cabinet: CabinetConfig
@@ -151,6 +172,8 @@ class Config:
     buses: tuple[BusConfig, ...]
     compartments: tuple[CompartmentConfig, ...]
     mqtt: MqttConfig | None = None
+    pickup: PickupConfig = PickupConfig(72 * 3600, 24 * 3600, 300)
+    keypad: KeypadConfig = KeypadConfig(3, 2.0, 60.0, 10, 900.0, 3600.0)
 
     def board(self, name: str) -> tuple[BusConfig, BoardConfig]:
         for bus in self.buses:
@@ -302,6 +325,8 @@ def parse(raw: dict[str, Any], file: Path) -> Config:
     compartments = tuple(_parse_compartment(t) for t in root.tables("compartments"))
     mqtt_table = root.table("mqtt", required=False)
     mqtt = _parse_mqtt(mqtt_table, file) if mqtt_table is not None else None
+    pickup = _parse_pickup(root.table("pickup", required=False))
+    keypad = _parse_keypad(root.table("keypad", required=False))
     root.done()
 
     # Cross-checks run even when single keys were wrong, so every problem shows at once;
@@ -317,7 +342,34 @@ def parse(raw: dict[str, Any], file: Path) -> Config:
         buses=buses,
         compartments=compartments,
         mqtt=mqtt,
+        pickup=pickup,
+        keypad=keypad,
     )
+
+
+def _parse_pickup(table: _Table | None) -> PickupConfig:
+    t = table or _Table({}, "pickup", [], Path())
+    pickup = PickupConfig(
+        normal_hold_s=t.integer("normal_hold_s", 72 * 3600, lo=60),
+        sensitive_hold_s=t.integer("sensitive_hold_s", 24 * 3600, lo=60),
+        not_taken_grace_s=t.integer("not_taken_grace_s", 300, lo=0, hi=86_400),
+    )
+    t.done()
+    return pickup
+
+
+def _parse_keypad(table: _Table | None) -> KeypadConfig:
+    t = table or _Table({}, "keypad", [], Path())
+    keypad = KeypadConfig(
+        free_failures=t.integer("free_failures", 3, lo=1, hi=100),
+        base_delay_s=t.number("base_delay_s", 2.0, lo=0.0),
+        max_delay_s=t.number("max_delay_s", 60.0, lo=0.0),
+        lockout_after=t.integer("lockout_after", 10, lo=2, hi=1000),
+        lockout_s=t.number("lockout_s", 900.0, lo=1.0),
+        window_s=t.number("window_s", 3600.0, lo=1.0),
+    )
+    t.done()
+    return keypad
 
 
 def _parse_cabinet(table: _Table | None) -> CabinetConfig | None:
