@@ -1,18 +1,220 @@
-"""The supervisor: starts every part of the daemon on one event loop and stops it cleanly."""
+"""The supervisor: opens the store, starts every long-lived part on one event loop, stops cleanly.
+
+Start-up order matters and is deliberate:
+
+1. open the store (migrations), check the code key, note whether the last run
+   ended cleanly;
+2. open the buses: every relay off before anything else, then read every input;
+   unlocks committed before a crash are credited if their door is found open,
+   never pulsed again;
+3. only then serve people, the technician socket and the cloud.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 
 from . import __version__
-from .clock import SystemClock
+from .cabinet import DoorClosed, UnlockOutcome
+from .clock import Clock, SystemClock
+from .codes import CodeKey
 from .config import Config
-from .hardware import Hardware, LogSink
+from .events import DomainEvent
+from .hardware import Hardware
 from .logs import fact
+from .model import Actor
+from .reservations import HoldPolicy
+from .store import Store, Transaction
+from .throttle import ThrottlePolicy
 
 log = logging.getLogger("lockerd")
+
+DATABASE_NAME = "lockerd.db"
+CODE_KEY_NAME = "code.key"
+EXPIRY_CHECK_S = 30.0
+KEEP_ACKNOWLEDGED_EVENTS = 100_000  # history kept for `lockerctl events` once the cloud has it
+
+DoorClosedHandler = Callable[[Transaction, DoorClosed], None]
+Service = Callable[["Daemon"], Awaitable[None]]
+
+
+class StoreSink:
+    """Commits the door supervisor's facts to the store, each batch in one transaction."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.door_closed_handlers: list[DoorClosedHandler] = []
+        self.after_commit: list[Callable[[], None]] = []
+        self._intents: dict[str, list[int]] = {}
+
+    def resume(self, compartment: str, intent_id: int) -> None:
+        self._intents.setdefault(compartment, []).append(intent_id)
+
+    def record_unlock_intent(self, compartment: str, actor: Actor, reason: str) -> None:
+        with self.store.transaction() as tx:
+            intent = tx.record_unlock_intent(compartment, actor.value, reason)
+        self._intents.setdefault(compartment, []).append(intent)
+
+    def commit(
+        self,
+        events: Sequence[DomainEvent],
+        closed: Sequence[DoorClosed],
+        outcomes: Sequence[UnlockOutcome] = (),
+    ) -> None:
+        with self.store.transaction() as tx:
+            for event in events:
+                tx.emit(event)
+            for outcome in outcomes:
+                for intent in self._intents.pop(outcome.compartment, []):
+                    tx.finish_unlock_intent(intent, outcome.result.value)
+            for door in closed:
+                # A crash-time intent whose door was seen open is settled by the close.
+                for intent in self._intents.pop(door.compartment, []):
+                    tx.finish_unlock_intent(intent, "opened")
+                for handler in self.door_closed_handlers:
+                    handler(tx, door)
+        for notify in self.after_commit:
+            notify()
+
+
+class Daemon:
+    """Everything one running lockerd owns; services receive it and use its parts."""
+
+    def __init__(self, config: Config, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock: Clock = clock or SystemClock()
+        self.boot_id = str(uuid.uuid4())
+        self.started_monotonic = time.monotonic()
+        state_dir = config.cabinet.state_dir
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.database_path: Path = state_dir / DATABASE_NAME
+        self.code_key = CodeKey.load_or_create(state_dir / CODE_KEY_NAME)
+        self.store = Store.open(
+            self.database_path,
+            config.cabinet.id,
+            self.clock,
+            holds=HoldPolicy(config.pickup.normal_hold_s, config.pickup.sensitive_hold_s),
+            throttle_policy=ThrottlePolicy(
+                free_failures=config.keypad.free_failures,
+                base_delay_s=config.keypad.base_delay_s,
+                max_delay_s=config.keypad.max_delay_s,
+                lockout_after=config.keypad.lockout_after,
+                lockout_s=config.keypad.lockout_s,
+                window_s=config.keypad.window_s,
+            ),
+        )
+        self.sink = StoreSink(self.store)
+        self.hardware = Hardware(config, self.sink, self.clock)
+        # Services started after the hardware is up (kiosk, maintenance socket, cloud).
+        self.services: list[tuple[str, Service]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ------------------------------------------------------------ start-up
+
+    def _prepare_store(self) -> str:
+        report = self.store.sync_compartments([(c.id, c.size) for c in self.config.compartments])
+        for compartment in getattr(report, "orphaned", ()):
+            fact(
+                log,
+                "compartment.orphaned",
+                logging.WARNING,
+                compartment=compartment,
+                detail="removed from the config but still holds a live reservation",
+            )
+        clean = self.store.get_setting("clean_shutdown") != "0"
+        first_start = self.store.last_seq() == 0
+        reason = "start" if clean or first_start else "crash_recovery"
+        intents = self.store.open_unlock_intents()
+        resumed: dict[str, Actor] = {}
+        for intent in intents:
+            resumed[intent.compartment] = Actor(intent.actor)
+            self.sink.resume(intent.compartment, intent.id)
+        self.hardware.supervisor.resume_intents(resumed)
+        with self.store.transaction() as tx:
+            tx.set_setting("clean_shutdown", "0")
+            tx.emit(
+                DomainEvent(
+                    "cabinet.booted",
+                    {"version": __version__, "boot": self.boot_id, "reason": reason},
+                )
+            )
+        if intents:
+            fact(
+                log,
+                "unlock.interrupted",
+                count=len(intents),
+                detail="credited if found open, never re-pulsed",
+            )
+        return reason
+
+    async def run(self, stop: asyncio.Event) -> None:
+        reason = self._prepare_store()
+        fact(
+            log,
+            "lockerd.starting",
+            version=__version__,
+            cabinet=self.config.cabinet.id,
+            compartments=len(self.config.compartments),
+            buses=len(self.config.buses),
+            reason=reason,
+        )
+        await self.hardware.start()
+        self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
+        for name, service in self.services:
+            self._tasks.append(asyncio.create_task(self._guard(name, service), name=name))
+        if self.config.mqtt is None:
+            fact(log, "cloud.offline", reason="no [mqtt] section: running on the local cache")
+        fact(log, "lockerd.ready")
+        try:
+            await stop.wait()
+        finally:
+            fact(log, "lockerd.stopping")
+            for task in self._tasks:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await self.hardware.stop()
+            with self.store.transaction() as tx:
+                tx.set_setting("clean_shutdown", "1")
+            self.store.close()
+            fact(log, "lockerd.stopped")
+
+    async def _guard(self, name: str, service: Service) -> None:
+        """Run a service; if it crashes, log it and start it again after a pause.
+
+        One failing edge (the broker, the kiosk) degrades that edge only.
+        """
+        while True:
+            try:
+                await service(self)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("service.crashed service=%s", name)
+                await asyncio.sleep(5.0)
+
+    async def _housekeeping(self) -> None:
+        while True:
+            try:
+                with self.store.transaction() as tx:
+                    expired = tx.expire_due()
+                if expired:
+                    fact(log, "reservations.expired", count=len(expired))
+                    for notify in self.sink.after_commit:
+                        notify()
+                self.store.prune_acknowledged(KEEP_ACKNOWLEDGED_EVENTS)
+            except Exception:  # never let a housekeeping bug stop the cabinet
+                log.exception("housekeeping.failed")
+            await asyncio.sleep(EXPIRY_CHECK_S)
 
 
 async def run(config: Config) -> None:
@@ -21,25 +223,8 @@ async def run(config: Config) -> None:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-
-    clock = SystemClock()
-    hardware = Hardware(config, LogSink(), clock)
-    fact(
-        log,
-        "lockerd.starting",
-        version=__version__,
-        cabinet=config.cabinet.id,
-        compartments=len(config.compartments),
-        buses=len(config.buses),
-    )
-    fact(log, "cloud.offline", reason="no cloud configured: running on the local cache")
-    await hardware.start()
-    fact(log, "lockerd.ready")
     try:
-        await stop.wait()
+        await Daemon(config).run(stop)
     finally:
-        fact(log, "lockerd.stopping")
-        await hardware.stop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
-        fact(log, "lockerd.stopped")

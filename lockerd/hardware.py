@@ -41,7 +41,10 @@ TICK_S = 0.1  # resolution of door timers (open deadline, left open)
 DISCONNECTED_RETRY_S = 0.25
 # GPIO reads cost nothing and edges wake the loop early, so "as fast as the bus allows"
 # would spin the CPU; a serial bus is paced by its own wire time instead.
-MIN_POLL_S = {"gpio": 0.05}  # how often a poll loop looks again at a bus whose adapter is gone
+MIN_POLL_S = {"gpio": 0.05}
+# A silent board costs a whole timeout per request; once it is reported offline, ask it
+# only this often so its neighbours on the bus keep their scan rate.
+OFFLINE_RETRY_S = 1.0  # how often a poll loop looks again at a bus whose adapter is gone
 
 
 class EventSink(Protocol):
@@ -50,8 +53,14 @@ class EventSink(Protocol):
     def record_unlock_intent(self, compartment: str, actor: Actor, reason: str) -> None:
         """Commit that a pulse is about to be sent, before it is sent (crash consistency)."""
 
-    def commit(self, events: Sequence[DomainEvent], closed: Sequence[DoorClosed]) -> None:
-        """Commit ``events`` in one transaction; ``closed`` lets flows act in the same one."""
+    def commit(
+        self,
+        events: Sequence[DomainEvent],
+        closed: Sequence[DoorClosed],
+        outcomes: Sequence[UnlockOutcome] = (),
+    ) -> None:
+        """Commit ``events`` in one transaction; ``closed`` lets flows act in the same one,
+        and ``outcomes`` settle the unlock intents recorded before their pulses."""
 
 
 class LogSink:
@@ -63,10 +72,15 @@ class LogSink:
     def record_unlock_intent(self, compartment: str, actor: Actor, reason: str) -> None:
         fact(log, "unlock.intent", compartment=compartment, by=actor.value, reason=reason)
 
-    def commit(self, events: Sequence[DomainEvent], closed: Sequence[DoorClosed]) -> None:
+    def commit(
+        self,
+        events: Sequence[DomainEvent],
+        closed: Sequence[DoorClosed],
+        outcomes: Sequence[UnlockOutcome] = (),
+    ) -> None:
         for event in events:
             self.events.append(event)
-            fact(log, event.type, **{k: v for k, v in event.data.items()})
+            fact(log, event.type, logging.INFO, **event.data)
 
 
 def open_bus(config: BusConfig) -> Bus:
@@ -190,8 +204,14 @@ class Hardware:
     async def _poll(self, bus_name: str, bus: Bus) -> None:
         boards = self._boards_by_bus[bus_name]
         interval = self._poll_intervals[bus_name]
+        next_try: dict[str, float] = {}
         while True:
             for board in boards:
+                now = self.clock.monotonic()
+                if self.supervisor.board_online(board.name) is False:
+                    if now < next_try.get(board.name, 0.0):
+                        continue
+                    next_try[board.name] = now + OFFLINE_RETRY_S
                 try:
                     bits = await board.read_inputs()
                 except BoardError as exc:
@@ -243,8 +263,9 @@ class Hardware:
             return
         events = [e.event for e in effects if isinstance(e, Emit)]
         closed = [e for e in effects if isinstance(e, DoorClosed)]
-        if events or closed:
-            self.sink.commit(events, closed)  # committed before anyone is told
+        outcomes = [e for e in effects if isinstance(e, UnlockOutcome)]
+        if events or closed or outcomes:
+            self.sink.commit(events, closed, outcomes)  # committed before anyone is told
         for effect in effects:
             if isinstance(effect, Pulse):
                 task = asyncio.create_task(

@@ -30,3 +30,6 @@ def setup(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # pymodbus logs every stray or late frame as a multi-line dump; the drivers count and
+    # report those failures themselves, one line per fact.
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
