@@ -165,6 +165,21 @@ class KeypadConfig:
 
 
 @dataclass(frozen=True)
+class MaintenanceConfig:
+    """The [maintenance] section: the technician's socket (lockerctl) and local metrics."""
+
+    socket: Path = Path("/run/lockerd/lockerd.sock")
+    # The socket file is mode 0660 with this group; the daemon also checks each peer.
+    group: str = "lockerd-tech"
+    # Peers let in besides root, the daemon's own user and members of ``group``.
+    allowed_uids: tuple[int, ...] = ()
+    allowed_gids: tuple[int, ...] = ()
+    metrics: bool = True
+    # A loopback port serving the same Prometheus text; 0 means none.
+    metrics_port: int = 0
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     cabinet: CabinetConfig
@@ -174,6 +189,7 @@ class Config:
     mqtt: MqttConfig | None = None
     pickup: PickupConfig = PickupConfig(72 * 3600, 24 * 3600, 300)
     keypad: KeypadConfig = KeypadConfig(3, 2.0, 60.0, 10, 900.0, 3600.0)
+    maintenance: MaintenanceConfig = MaintenanceConfig()
 
     def board(self, name: str) -> tuple[BusConfig, BoardConfig]:
         for bus in self.buses:
@@ -327,6 +343,7 @@ def parse(raw: dict[str, Any], file: Path) -> Config:
     mqtt = _parse_mqtt(mqtt_table, file) if mqtt_table is not None else None
     pickup = _parse_pickup(root.table("pickup", required=False))
     keypad = _parse_keypad(root.table("keypad", required=False))
+    maintenance = _parse_maintenance(root.table("maintenance", required=False), file)
     root.done()
 
     # Cross-checks run even when single keys were wrong, so every problem shows at once;
@@ -344,6 +361,7 @@ def parse(raw: dict[str, Any], file: Path) -> Config:
         mqtt=mqtt,
         pickup=pickup,
         keypad=keypad,
+        maintenance=maintenance,
     )
 
 
@@ -370,6 +388,25 @@ def _parse_keypad(table: _Table | None) -> KeypadConfig:
     )
     t.done()
     return keypad
+
+
+def _parse_maintenance(table: _Table | None, file: Path) -> MaintenanceConfig:
+    t = table or _Table({}, "maintenance", [], Path())
+    default = MaintenanceConfig()
+    socket = t.text("socket", str(default.socket))
+    socket_path = Path(socket) if isinstance(socket, str) else default.socket
+    if not socket_path.is_absolute():
+        socket_path = file.parent / socket_path
+    maintenance = MaintenanceConfig(
+        socket=socket_path,
+        group=t.text("group", default.group) or default.group,
+        allowed_uids=t.int_list("allowed_uids"),
+        allowed_gids=t.int_list("allowed_gids"),
+        metrics=bool(t.flag("metrics", True)),
+        metrics_port=t.integer("metrics_port", 0, lo=0, hi=65535) or 0,
+    )
+    t.done()
+    return maintenance
 
 
 def _parse_cabinet(table: _Table | None) -> CabinetConfig | None:
