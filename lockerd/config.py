@@ -179,6 +179,22 @@ class MaintenanceConfig:
     metrics_port: int = 0
 
 
+KIOSK_LANGUAGES = ("en", "fa", "ru", "zh")
+
+
+@dataclass(frozen=True)
+class KioskConfig:
+    """The [kiosk] section: the touchscreen page and its local HTTP API."""
+
+    enabled: bool = True
+    # Loopback only unless the operator says otherwise: the API opens doors.
+    host: str = "127.0.0.1"
+    port: int = 8080
+    session_timeout_s: float = 60.0
+    languages: tuple[str, ...] = KIOSK_LANGUAGES
+    default_language: str = "en"
+
+
 @dataclass(frozen=True)
 class Config:
     path: Path
@@ -190,6 +206,7 @@ class Config:
     pickup: PickupConfig = PickupConfig(72 * 3600, 24 * 3600, 300)
     keypad: KeypadConfig = KeypadConfig(3, 2.0, 60.0, 10, 900.0, 3600.0)
     maintenance: MaintenanceConfig = MaintenanceConfig()
+    kiosk: KioskConfig = KioskConfig()
 
     def board(self, name: str) -> tuple[BusConfig, BoardConfig]:
         for bus in self.buses:
@@ -344,6 +361,7 @@ def parse(raw: dict[str, Any], file: Path) -> Config:
     pickup = _parse_pickup(root.table("pickup", required=False))
     keypad = _parse_keypad(root.table("keypad", required=False))
     maintenance = _parse_maintenance(root.table("maintenance", required=False), file)
+    kiosk = _parse_kiosk(root.table("kiosk", required=False))
     root.done()
 
     # Cross-checks run even when single keys were wrong, so every problem shows at once;
@@ -362,6 +380,7 @@ def parse(raw: dict[str, Any], file: Path) -> Config:
         pickup=pickup,
         keypad=keypad,
         maintenance=maintenance,
+        kiosk=kiosk,
     )
 
 
@@ -407,6 +426,33 @@ def _parse_maintenance(table: _Table | None, file: Path) -> MaintenanceConfig:
     )
     t.done()
     return maintenance
+
+
+def _parse_kiosk(table: _Table | None) -> KioskConfig:
+    t = table or _Table({}, "kiosk", [], Path())
+    default = KioskConfig()
+    languages = t._get("languages", list(default.languages), (list,), "list of strings")
+    chosen: tuple[str, ...] = default.languages
+    if isinstance(languages, list):
+        unknown = [v for v in languages if v not in KIOSK_LANGUAGES]
+        if unknown or not languages:
+            t.problem(t.key("languages"), f"must be a non-empty list from {list(KIOSK_LANGUAGES)}")
+        else:
+            chosen = tuple(dict.fromkeys(languages))
+    language = t.text("default_language", default.default_language)
+    if isinstance(language, str) and language not in chosen:
+        t.problem(t.key("default_language"), f"{language!r} is not in languages")
+    kiosk = KioskConfig(
+        enabled=bool(t.flag("enabled", default.enabled)),
+        host=t.text("host", default.host) or default.host,
+        port=t.integer("port", default.port, lo=0, hi=65535) or 0,
+        session_timeout_s=t.number("session_timeout_s", default.session_timeout_s, lo=5.0)
+        or default.session_timeout_s,
+        languages=chosen,
+        default_language=language if isinstance(language, str) else default.default_language,
+    )
+    t.done()
+    return kiosk
 
 
 def _parse_cabinet(table: _Table | None) -> CabinetConfig | None:
