@@ -1,0 +1,500 @@
+"""The flows at the cabinet: pickup, cash on delivery, courier sessions, drop-off, technician.
+
+A flow checks its input against the store, opens a door through the cabinet and
+returns a typed result. It never completes a deposit or a pickup on its own: it
+writes down what it expects at that door ("pending") and the door's close does the
+rest, inside the very transaction that commits ``door.closed`` (StoreSink's
+door_closed handlers). The pending table is kept in the store too, so that after a
+crash a deposit whose close was never committed is decided from the sensors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Protocol
+
+from ..cabinet import CompartmentView, DoorClosed, UnlockOutcome, UnlockResult
+from ..clock import Clock
+from ..codes import CodeKey, Purpose
+from ..events import DomainEvent
+from ..logs import fact
+from ..model import Actor, DoorState, Occupancy, Size
+from ..reservations import PickupMethod, ReservationKind, ReservationState, TransitionError
+from ..store import ApplyStatus, CodeOutcome, CodeVerdict, CredentialRole, Store, Transaction
+from .results import (
+    Collection,
+    Done,
+    FlowResult,
+    LockedOut,
+    LockFailed,
+    Opened,
+    PaymentRequired,
+    RefusalReason,
+    Refused,
+    Wait,
+)
+
+if TYPE_CHECKING:
+    from ..app import Daemon
+
+log = logging.getLogger("lockerd.flows")
+
+PENDING_KEY = "flows.pending"
+# Printable ASCII without spaces: what 1D/2D courier barcodes carry; anything else is a misread.
+_BARCODE = re.compile(r"[\x21-\x7e]{1,64}")
+_SIZES = [Size.S, Size.M, Size.L, Size.XL]
+
+
+class Cabinet(Protocol):
+    """What the flows need of the hardware (lockerd.hardware.Hardware)."""
+
+    scans: int
+
+    async def unlock(self, compartment_id: str, actor: Actor, reason: str) -> UnlockOutcome: ...
+
+    def views(self) -> list[CompartmentView]: ...
+
+
+class Expect(StrEnum):
+    """What the close of a door completes."""
+
+    DEPOSIT = "deposit"
+    DROPOFF = "dropoff"
+    PICKUP = "pickup"
+    RETRIEVE = "retrieve"
+    COLLECT = "collect"
+
+
+@dataclass(frozen=True)
+class Pending:
+    expect: Expect
+    reservation_id: str
+    credential_id: str = ""
+    barcode: str = ""
+    method: str = PickupMethod.CODE.value
+    opened: bool = False  # the door was seen open (decides crash recovery without a sensor)
+
+
+class Problem(StrEnum):
+    """What a courier can report about the compartment just opened."""
+
+    DOES_NOT_FIT = "does_not_fit"
+    DAMAGED = "damaged"
+    DIRTY = "compartment_dirty"
+    BROKEN = "compartment_broken"
+    LOCK_FAILED = "lock_failed"  # offered after LockFailed: take it out, open another
+
+
+class Flows:
+    """Every flow of the cabinet over one store and one cabinet."""
+
+    def __init__(
+        self,
+        store: Store,
+        cabinet: Cabinet,
+        clock: Clock,
+        code_key: CodeKey,
+        *,
+        not_taken_grace_s: float = 300.0,
+        session_timeout_s: float = 60.0,
+        online: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.store = store
+        self.cabinet = cabinet
+        self.clock = clock
+        self.code_key = code_key
+        self.not_taken_grace_s = not_taken_grace_s
+        self.session_timeout_s = session_timeout_s
+        self.online = online
+        self.pending: dict[str, Pending] = _load_pending(store.get_setting(PENDING_KEY))
+        # reservation id -> wall time until which a not-taken parcel's code keeps working
+        self.grace_until: dict[str, float] = {}
+
+    @classmethod
+    def for_daemon(cls, daemon: Daemon) -> Flows:
+        """The daemon's flows: closes settle through its StoreSink, recovery runs as a service."""
+        config = daemon.config
+        flows = cls(
+            daemon.store,
+            daemon.hardware,
+            daemon.clock,
+            daemon.code_key,
+            not_taken_grace_s=config.pickup.not_taken_grace_s,
+            session_timeout_s=config.kiosk.session_timeout_s,
+            online=lambda: config.mqtt is not None,
+        )
+        daemon.sink.door_closed_handlers.append(flows.door_closed)
+
+        async def recover(_: Daemon) -> None:
+            await flows.recover()
+
+        daemon.services.append(("flows.recover", recover))
+        return flows
+
+    # ------------------------------------------------------------ recipient
+
+    async def pickup(
+        self, surface: str, typed: str, method: PickupMethod = PickupMethod.CODE
+    ) -> FlowResult:
+        """A recipient types (or scans as QR) a pickup code."""
+        with self.store.transaction() as tx:
+            verdict = tx.verify_code(self.code_key, surface, Purpose.PICKUP, typed)
+            early = self._verdict_refusal(verdict)
+            if early is not None:
+                return early
+            reservation = verdict.reservation
+            assert reservation is not None and reservation.compartment is not None
+            if reservation.code_only and method is not PickupMethod.CODE:
+                return Refused(RefusalReason.CODE_ONLY)
+            if verdict.outcome is CodeOutcome.PAYMENT_REQUIRED and reservation.cod is not None:
+                cod = reservation.cod
+                return PaymentRequired(
+                    cod.amount, cod.currency, reservation.id, cod.pay_url, not self.online()
+                )
+            cid = reservation.compartment
+            if not self._expect(tx, cid, Pending(Expect.PICKUP, reservation.id, method=method)):
+                return Refused(RefusalReason.DOOR_BUSY, cid)
+        return await self._open(cid, Actor.RECIPIENT, "pickup", reservation.id, reservation.size)
+
+    # ------------------------------------------------------------ sender
+
+    async def drop_off(self, surface: str, typed: str) -> FlowResult:
+        """A sender types a drop-off code: a compartment of the booked size opens."""
+        with self.store.transaction() as tx:
+            verdict = tx.verify_code(self.code_key, surface, Purpose.DROPOFF, typed)
+            early = self._verdict_refusal(verdict)
+            if early is not None:
+                return early
+            reservation = verdict.reservation
+            assert reservation is not None
+            try:
+                cid = tx.assign_compartment(reservation.id)
+            except TransitionError:
+                return Refused(RefusalReason.NOT_ALLOWED)
+            if cid is None:
+                return Refused(RefusalReason.NO_FREE_COMPARTMENT)
+            if not self._expect(tx, cid, Pending(Expect.DROPOFF, reservation.id)):
+                return Refused(RefusalReason.DOOR_BUSY, cid)
+        return await self._open(cid, Actor.SENDER, "dropoff", reservation.id, reservation.size)
+
+    # ------------------------------------------------------------ courier
+
+    def courier_login(
+        self, surface: str, *, code: str | None = None, badge: str | None = None
+    ) -> CourierSession | Refused | Wait | LockedOut:
+        """Log a courier in by code or badge UID; the session ends after inactivity."""
+        purpose = Purpose.BADGE if badge is not None else Purpose.COURIER
+        typed = badge if badge is not None else (code or "")
+        with self.store.transaction() as tx:
+            verdict = tx.verify_code(self.code_key, surface, purpose, typed)
+        early = self._verdict_refusal(verdict)
+        if early is not None:
+            return early
+        credential = verdict.credential
+        if credential is None or credential.role is not CredentialRole.COURIER:
+            return Refused(RefusalReason.NOT_A_COURIER)
+        fact(log, "courier.logged_in", credential=credential.id, surface=surface)
+        return CourierSession(self, credential.id, self.clock.monotonic())
+
+    # ------------------------------------------------------------ technician
+
+    async def technician_open(self, compartment: str, reason: str) -> FlowResult:
+        """Open any compartment, recorded with its reason (completes no reservation)."""
+        if compartment not in {v.id for v in self.cabinet.views()}:
+            return Refused(RefusalReason.NO_SUCH_COMPARTMENT, compartment)
+        return await self._open(compartment, Actor.TECHNICIAN, reason or "technician", None, None)
+
+    def set_service(self, compartment: str, in_service: bool, reason: str, by: str) -> FlowResult:
+        with self.store.transaction() as tx:
+            applied = tx.set_service(compartment, in_service, reason, by)
+        if applied.status is not ApplyStatus.APPLIED:
+            return Refused(RefusalReason.NO_SUCH_COMPARTMENT, compartment)
+        return Done(compartment)
+
+    # ------------------------------------------------------------ door closes
+
+    def door_closed(self, tx: Transaction, door: DoorClosed) -> None:
+        """StoreSink handler: runs inside the transaction that commits ``door.closed``."""
+        pending = self.pending.get(door.compartment)
+        if pending is None:
+            return
+        self._settle(tx, door.compartment, pending, door.occupancy, seen_open=True)
+
+    async def recover(self, first_scan_timeout_s: float = 30.0) -> None:
+        """After a crash: decide the pending steps whose door is found closed.
+
+        A door found open is left to its close (the supervisor reports it). A door
+        found closed: a deposit with a parcel sensed inside is deposited, a pickup
+        with the compartment sensed empty is picked up; without a sensor only a door
+        that was seen open before the crash counts.
+        """
+        deadline = self.clock.monotonic() + first_scan_timeout_s
+        while self.cabinet.scans < 1 and self.clock.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        views = {v.id: v for v in self.cabinet.views()}
+        with self.store.transaction() as tx:
+            for cid, pending in list(self.pending.items()):
+                view = views.get(cid)
+                if view is None or view.door is not DoorState.CLOSED:
+                    continue
+                self._settle(tx, cid, pending, view.occupancy, seen_open=pending.opened)
+        fact(log, "flows.recovered", pending=len(self.pending))
+
+    # ------------------------------------------------------------ helpers
+
+    def _settle(
+        self,
+        tx: Transaction,
+        cid: str,
+        pending: Pending,
+        occupancy: Occupancy | None,
+        seen_open: bool,
+    ) -> None:
+        present = occupancy is Occupancy.PRESENT
+        empty = occupancy is Occupancy.EMPTY
+        no_sensor = occupancy is None
+        rid = pending.reservation_id
+        try:
+            if pending.expect in (Expect.DEPOSIT, Expect.DROPOFF):
+                if present or (no_sensor and seen_open):
+                    if pending.expect is Expect.DEPOSIT:
+                        tx.deposit(rid, pending.barcode, pending.credential_id)
+                    else:
+                        tx.drop_off(rid)
+                # empty: the courier closed the door without the parcel; the booking waits
+            elif pending.expect is Expect.PICKUP:
+                if empty or (no_sensor and seen_open):
+                    tx.pick_up(rid, PickupMethod(pending.method))
+                    self.grace_until.pop(rid, None)
+                elif present and seen_open:
+                    tx.not_taken(rid)
+                    self.grace_until[rid] = self.clock.wall() + self.not_taken_grace_s
+            elif not present and (seen_open or empty):
+                if pending.expect is Expect.RETRIEVE:
+                    tx.retrieve(rid, pending.credential_id)
+                else:
+                    tx.collect(rid, pending.credential_id)
+        except TransitionError as exc:
+            # the reservation moved on meanwhile (cancelled, expired): the door is just closed
+            fact(log, "flow.stale", logging.WARNING, compartment=cid, detail=str(exc))
+        self._forget(tx, cid)
+
+    def _verdict_refusal(self, verdict: CodeVerdict) -> Refused | Wait | LockedOut | None:
+        outcome = verdict.outcome
+        if outcome is CodeOutcome.LOCKED_OUT:
+            return LockedOut(verdict.retry_at or self.clock.wall())
+        if outcome is CodeOutcome.WAIT:
+            return Wait(verdict.retry_at or self.clock.wall())
+        if outcome is CodeOutcome.BAD_FORMAT:
+            return Refused(RefusalReason.BAD_FORMAT)
+        if outcome is CodeOutcome.REJECTED:
+            return Refused(RefusalReason.CODE_NOT_VALID)
+        return None
+
+    def _expect(self, tx: Transaction, cid: str, pending: Pending) -> bool:
+        """Note what the close of ``cid`` completes; False if another flow is on it."""
+        current = self.pending.get(cid)
+        if current is not None and current.reservation_id != pending.reservation_id:
+            return False
+        self.pending[cid] = pending
+        self._persist(tx)
+        return True
+
+    def _forget(self, tx: Transaction, cid: str) -> None:
+        if self.pending.pop(cid, None) is not None:
+            self._persist(tx)
+
+    def _persist(self, tx: Transaction) -> None:
+        tx.set_setting(
+            PENDING_KEY, json.dumps({k: asdict(v) for k, v in self.pending.items()}, sort_keys=True)
+        )
+
+    async def _open(
+        self, cid: str, actor: Actor, reason: str, reservation_id: str | None, size: Size | None
+    ) -> Opened | LockFailed:
+        outcome = await self.cabinet.unlock(cid, actor, reason)
+        pending = self.pending.get(cid)
+        if outcome.result is UnlockResult.OPENED:
+            if pending is not None and not pending.opened:
+                # the close may already have settled it; only mark what is still pending
+                with self.store.transaction() as tx:
+                    self.pending[cid] = Pending(**{**asdict(pending), "opened": True})
+                    self._persist(tx)
+            return Opened(cid, reservation_id, size)
+        if pending is not None and not pending.opened:
+            with self.store.transaction() as tx:
+                self._forget(tx, cid)
+        return LockFailed(cid, reservation_id, outcome.result is UnlockResult.UNREACHABLE)
+
+
+def _load_pending(raw: str | None) -> dict[str, Pending]:
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+        return {
+            cid: Pending(**{**item, "expect": Expect(item["expect"])}) for cid, item in data.items()
+        }
+    except (ValueError, TypeError, KeyError) as exc:
+        # a damaged table must not stop the cabinet: the doors still report as forced/closed
+        fact(log, "flows.pending_unreadable", logging.ERROR, error=exc)
+        return {}
+
+
+def next_size(size: Size) -> Size | None:
+    rank = _SIZES.index(size)
+    return _SIZES[rank + 1] if rank + 1 < len(_SIZES) else None
+
+
+def valid_barcode(barcode: str) -> str | None:
+    if not isinstance(barcode, str):
+        return None
+    barcode = barcode.strip()
+    return barcode if _BARCODE.fullmatch(barcode) else None
+
+
+class CourierSession:
+    """A logged-in courier at the cabinet: deposits, exceptions and the collection round."""
+
+    def __init__(self, flows: Flows, credential_id: str, now: float) -> None:
+        self.flows = flows
+        self.credential_id = credential_id
+        self.last_activity = now
+        self.ended = False
+        self.opened: list[Opened] = []
+        self._last: tuple[str, str, str] | None = None  # compartment, reservation, barcode
+
+    @property
+    def active(self) -> bool:
+        idle = self.flows.clock.monotonic() - self.last_activity
+        return not self.ended and idle < self.flows.session_timeout_s
+
+    def end(self) -> None:
+        self.ended = True
+        fact(log, "courier.logged_out", credential=self.credential_id, opened=len(self.opened))
+
+    def _touch(self) -> Refused | None:
+        if not self.active:
+            self.ended = True
+            return Refused(RefusalReason.SESSION_ENDED)
+        self.last_activity = self.flows.clock.monotonic()
+        return None
+
+    async def scan(self, barcode: str) -> FlowResult:
+        """A parcel's barcode: its reserved (or smallest free fitting) compartment opens."""
+        ended = self._touch()
+        if ended is not None:
+            return ended
+        clean = valid_barcode(barcode)
+        if clean is None:
+            return Refused(RefusalReason.BAD_FORMAT)
+        with self.flows.store.transaction() as tx:
+            found = [
+                r for r in tx.reservations_by_barcode(clean) if r.kind is ReservationKind.INBOUND
+            ]
+            waiting = [r for r in found if r.state is ReservationState.RESERVED]
+            if not waiting:
+                if any(r.state.holds_parcel for r in found):
+                    return Refused(RefusalReason.ALREADY_DEPOSITED)
+                return Refused(RefusalReason.NOT_BOOKED_HERE)
+            prepared = self._prepare(tx, waiting[0].id, clean, None, frozenset())
+        return await self._deposit(prepared, waiting[0].id, clean)
+
+    async def report(self, problem: Problem) -> FlowResult:
+        """An exception about the compartment last opened (or that failed to open)."""
+        ended = self._touch()
+        if ended is not None:
+            return ended
+        if self._last is None:
+            return Refused(RefusalReason.NOTHING_OPENED)
+        cid, rid, barcode = self._last
+        flows = self.flows
+        kind = Problem.BROKEN if problem is Problem.LOCK_FAILED else problem
+        with flows.store.transaction() as tx:
+            tx.emit(
+                DomainEvent(
+                    "courier.exception",
+                    {"compartment": cid, "reservation_id": rid, "kind": kind.value},
+                )
+            )
+            if problem is Problem.DAMAGED:
+                return Done(cid)  # reported; the deposit goes on as it is
+            # this door no longer completes the deposit, whatever its close says
+            if (p := flows.pending.get(cid)) is not None and p.reservation_id == rid:
+                flows._forget(tx, cid)
+            at_least: Size | None = None
+            if problem is Problem.DOES_NOT_FIT:
+                size = {c.id: c.size for c in tx.compartments()}.get(cid)
+                at_least = None if size is None else next_size(size)
+                if at_least is None:
+                    return Refused(RefusalReason.NO_FREE_COMPARTMENT)
+            else:
+                tx.set_service(cid, False, kind.value, self.credential_id)
+            prepared = self._prepare(tx, rid, barcode, at_least, frozenset({cid}))
+        return await self._deposit(prepared, rid, barcode)
+
+    async def collect_all(self) -> Collection | Refused:
+        """Open every compartment holding an expired or cancelled parcel or a drop-off."""
+        ended = self._touch()
+        if ended is not None:
+            return ended
+        flows = self.flows
+        targets: list[tuple[str, str]] = []
+        with flows.store.transaction() as tx:
+            for compartment in tx.compartments():
+                rid = compartment.reservation_id
+                reservation = None if rid is None else tx.reservation(rid)
+                if reservation is None or reservation.compartment is None:
+                    continue
+                if reservation.state in (ReservationState.EXPIRED, ReservationState.RECALLED):
+                    expect = Expect.RETRIEVE
+                elif reservation.state is ReservationState.DROPPED_OFF:
+                    expect = Expect.COLLECT
+                else:
+                    continue
+                pending = Pending(expect, reservation.id, self.credential_id)
+                if flows._expect(tx, reservation.compartment, pending):
+                    targets.append((reservation.compartment, reservation.id))
+        results = await asyncio.gather(
+            *(flows._open(cid, Actor.COURIER, "collect", rid, None) for cid, rid in targets)
+        )
+        opened = tuple(r for r in results if isinstance(r, Opened))
+        self.opened.extend(opened)
+        return Collection(opened, tuple(r for r in results if isinstance(r, LockFailed)))
+
+    def _prepare(
+        self,
+        tx: Transaction,
+        rid: str,
+        barcode: str,
+        at_least: Size | None,
+        exclude: frozenset[str],
+    ) -> tuple[str, Size | None] | Refused:
+        try:
+            cid = tx.assign_compartment(rid, at_least, exclude)
+        except TransitionError:
+            return Refused(RefusalReason.NOT_ALLOWED)
+        if cid is None:
+            return Refused(RefusalReason.NO_FREE_COMPARTMENT)
+        pending = Pending(Expect.DEPOSIT, rid, self.credential_id, barcode)
+        if not self.flows._expect(tx, cid, pending):
+            return Refused(RefusalReason.DOOR_BUSY, cid)
+        return cid, {c.id: c.size for c in tx.compartments()}.get(cid)
+
+    async def _deposit(
+        self, prepared: tuple[str, Size | None] | Refused, rid: str, barcode: str
+    ) -> FlowResult:
+        if isinstance(prepared, Refused):
+            return prepared
+        cid, size = prepared
+        self._last = (cid, rid, barcode)
+        result = await self.flows._open(cid, Actor.COURIER, "deposit", rid, size)
+        if isinstance(result, Opened):
+            self.opened.append(result)
+        return result
