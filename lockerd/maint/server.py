@@ -1,0 +1,558 @@
+"""The maintenance socket inside the daemon: technicians' commands over a Unix socket.
+
+Only root, the daemon's own user, members of the configured group and the listed
+uids/gids get in: the socket file is mode 0660 with that group, and every peer's
+credentials are checked again with ``SO_PEERCRED`` (a socket file's mode is easy to
+loosen by mistake). Nothing a technician sends can crash the daemon: each request
+gets an answer, a refusal or an error line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import grp
+import logging
+import os
+import socket
+import sqlite3
+import stat
+import struct
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from drivers.base import BoardError
+
+from .. import __version__
+from ..cabinet import CompartmentView, UnlockResult
+from ..config import Level, MaintenanceConfig
+from ..events import StoredEvent
+from ..logs import fact
+from ..model import Actor, CompartmentState, DoorState, Occupancy
+from . import metrics
+from .protocol import MAX_LINE, ProtocolError, decode, encode
+
+if TYPE_CHECKING:
+    from ..app import Daemon
+
+log = logging.getLogger("lockerd.maint")
+
+MAX_REASON = 200
+EVENTS_PAGE = 500
+FOLLOW_POLL_S = 0.2
+
+
+@dataclass(frozen=True)
+class Peer:
+    pid: int
+    uid: int
+    gid: int
+    groups: frozenset[int]
+
+
+class Refused(Exception):
+    """A request the daemon will not carry out; the message is shown to the technician."""
+
+
+def peer_of(sock: socket.socket) -> Peer:
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    return Peer(pid, uid, gid, _supplementary_groups(pid))
+
+
+def _supplementary_groups(pid: int) -> frozenset[int]:
+    # SO_PEERCRED carries only the primary gid; a technician is usually in the group
+    # as a supplementary one. /proc is racy against pid reuse, but only widens the
+    # check to the groups of a process of the same uid at worst.
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Groups:"):
+                    return frozenset(int(g) for g in line.split()[1:])
+    except (OSError, ValueError):
+        pass
+    return frozenset()
+
+
+class Gate:
+    """Who may use the socket."""
+
+    def __init__(self, config: MaintenanceConfig) -> None:
+        self.uids = {0, os.getuid(), *config.allowed_uids}
+        self.gids = set(config.allowed_gids)
+        with contextlib.suppress(KeyError):
+            self.gids.add(grp.getgrnam(config.group).gr_gid)
+
+    def allows(self, peer: Peer) -> bool:
+        if peer.uid in self.uids:
+            return True
+        return peer.gid in self.gids or bool(peer.groups & self.gids)
+
+
+Handler = Callable[[dict[str, Any], asyncio.StreamWriter], Awaitable[Any]]
+
+
+class MaintenanceServer:
+    """Serves lockerctl for one running :class:`~lockerd.app.Daemon`."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.config = daemon.config.maintenance
+        self.gate = Gate(self.config)
+        self.counter = metrics.EventCounter(daemon.store.last_seq())
+        daemon.sink.after_commit.append(self._count_events)
+        self._handlers: dict[str, Handler] = {
+            "status": self._status,
+            "doors": self._doors,
+            "open": self._open,
+            "service": self._service,
+            "selftest": self._selftest,
+            "events": self._events,
+            "outbox": self._outbox,
+            "reservations": self._reservations,
+            "db.backup": self._db_backup,
+            "db.verify": self._db_verify,
+            "metrics": self._metrics,
+        }
+
+    # ------------------------------------------------------------ serving
+
+    async def serve(self) -> None:
+        path = self.config.socket
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISSOCK(path.lstat().st_mode):
+                path.unlink()  # left by a daemon that did not stop cleanly
+        server = await asyncio.start_unix_server(self._client, path=str(path), limit=MAX_LINE)
+        self._restrict(path)
+        metrics_server: asyncio.Server | None = None
+        if self.config.metrics and self.config.metrics_port:
+            metrics_server = await asyncio.start_server(
+                self._http_metrics, "127.0.0.1", self.config.metrics_port
+            )
+        fact(log, "maint.listening", socket=path)
+        try:
+            async with server:
+                await server.serve_forever()
+        finally:
+            if metrics_server is not None:
+                metrics_server.close()
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def _restrict(self, path: Path) -> None:
+        os.chmod(path, 0o660)
+        try:
+            gid = grp.getgrnam(self.config.group).gr_gid
+        except KeyError:
+            fact(
+                log,
+                "maint.no_group",
+                logging.WARNING,
+                group=self.config.group,
+                detail="socket left in the daemon's own group",
+            )
+            return
+        try:
+            os.chown(path, -1, gid)
+        except PermissionError:
+            fact(
+                log,
+                "maint.chgrp_refused",
+                logging.WARNING,
+                group=self.config.group,
+                detail="the daemon's user must be in that group (SupplementaryGroups=)",
+            )
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            sock = writer.get_extra_info("socket")
+            peer = peer_of(sock)
+            if not self.gate.allows(peer):
+                fact(log, "maint.refused", logging.WARNING, uid=peer.uid, gid=peer.gid)
+                writer.write(
+                    encode(
+                        {
+                            "ok": False,
+                            "error": "not allowed: join the "
+                            f"{self.config.group} group or run as root",
+                        }
+                    )
+                )
+                await writer.drain()
+                return
+            while True:
+                try:
+                    line = await reader.readline()
+                except (ValueError, asyncio.LimitOverrunError):
+                    writer.write(encode({"ok": False, "error": "request too long"}))
+                    await writer.drain()
+                    return
+                if not line:
+                    return
+                writer.write(encode(await self._answer(line, writer)))
+                await writer.drain()
+        except (ConnectionError, BrokenPipeError):
+            pass
+        except Exception:  # one technician's bad request never takes the daemon down
+            log.exception("maint.client_failed")
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _answer(self, line: bytes, writer: asyncio.StreamWriter) -> dict[str, Any]:
+        try:
+            request = decode(line)
+            op = request.get("op")
+            handler = self._handlers.get(op) if isinstance(op, str) else None
+            if handler is None:
+                raise Refused(f"unknown operation {op!r}")
+            return {"ok": True, "result": await handler(request, writer)}
+        except (ProtocolError, Refused) as exc:
+            return {"ok": False, "error": str(exc)}
+        except (ConnectionError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            log.exception("maint.request_failed")
+            return {"ok": False, "error": f"internal error: {type(exc).__name__}"}
+
+    async def _http_metrics(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        try:
+            with contextlib.suppress(ValueError, asyncio.LimitOverrunError):
+                await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
+            body = self.metrics_text().encode()
+            writer.write(
+                b"HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    # ------------------------------------------------------------ reading
+
+    def _count_events(self) -> None:
+        self.counter.add(self.daemon.store.events_after(self.counter.last_seq, 10_000))
+
+    def _view(self, cid: str) -> CompartmentView | None:
+        try:
+            return self.daemon.hardware.supervisor.view(cid)
+        except KeyError:
+            return None
+
+    def _board_online(self) -> list[dict[str, Any]]:
+        hw = self.daemon.hardware
+        return [{"name": name, "online": hw.supervisor.board_online(name)} for name in hw.boards]
+
+    async def _status(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
+        d = self.daemon
+        store = d.store
+        states = Counter(c.state.value for c in store.compartments() if c.configured)
+        return {
+            "version": __version__,
+            "cabinet": d.config.cabinet.id,
+            "boot": d.boot_id,
+            "uptime_s": round(d.clock.monotonic() - d.started_monotonic, 1),
+            "boards": self._board_online(),
+            "compartments": {s.value: states.get(s.value, 0) for s in CompartmentState},
+            "outbox_depth": store.outbox_depth(),
+            "last_seq": store.last_seq(),
+            # written by the cloud sync when it has them; null until then
+            "last_sync": store.get_setting("last_sync"),
+            "clock_skew_s": store.get_setting("clock_skew_s"),
+            "clock_trusted": store.clock_trusted(),
+            "cloud": "offline" if d.config.mqtt is None else "configured",
+            "scans": d.hardware.scans,
+        }
+
+    async def _doors(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
+        stored = {c.id: c for c in self.daemon.store.compartments()}
+        rows = []
+        for cc in self.daemon.config.compartments:
+            comp = stored.get(cc.id)
+            view = self._view(cc.id)
+            faults = []
+            if view is not None:
+                if view.lock.value == "faulted":
+                    faults.append("lock")
+                if view.door_sensor_faulty:
+                    faults.append("door_sensor")
+                if view.occupancy_sensor_faulty:
+                    faults.append("occupancy_sensor")
+            if self.daemon.hardware.supervisor.board_online(cc.lock.board) is False:
+                faults.append("board_offline")
+            rows.append(
+                {
+                    "id": cc.id,
+                    "size": cc.size.value,
+                    "column": cc.column,
+                    "row": cc.row,
+                    "state": comp.state.value if comp else "unknown",
+                    "door": view.door.value if view else "unknown",
+                    "lock": view.lock.value if view else "unknown",
+                    "occupancy": view.occupancy.value if view and view.occupancy else None,
+                    "fault": faults,
+                    # the reservation's id only: never its code or anything derived from it
+                    "reservation": comp.reservation_id if comp else None,
+                }
+            )
+        return rows
+
+    def _compartment(self, request: dict[str, Any]) -> str:
+        cid = request.get("id")
+        if not isinstance(cid, str) or cid not in self.daemon.hardware.supervisor.compartment_ids:
+            raise Refused(f"no compartment {cid!r}")
+        return cid
+
+    @staticmethod
+    def _reason(request: dict[str, Any]) -> str:
+        reason = request.get("reason")
+        if not isinstance(reason, str) or not reason.strip():
+            raise Refused("a reason is required (--reason TEXT)")
+        reason = " ".join(reason.split())
+        if len(reason) > MAX_REASON:
+            raise Refused(f"the reason is longer than {MAX_REASON} characters")
+        return reason
+
+    # ------------------------------------------------------------ acting
+
+    async def _open(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
+        cid = self._compartment(request)
+        reason = self._reason(request)
+        fact(log, "technician.open", compartment=cid, reason=reason)
+        # The unlock intent (committed before the pulse) keeps actor and reason; the
+        # door.opened event that follows says by=technician.
+        outcome = await self.daemon.hardware.unlock(cid, Actor.TECHNICIAN, reason)
+        if outcome.result is not UnlockResult.OPENED:
+            raise Refused(f"{cid} did not open: {outcome.result.value}")
+        return {"compartment": cid, "result": outcome.result.value}
+
+    async def _service(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
+        cid = self._compartment(request)
+        reason = self._reason(request)
+        in_service = request.get("in_service")
+        if not isinstance(in_service, bool):
+            raise Refused("in_service must be true or false")
+        with self.daemon.store.transaction() as tx:
+            applied = tx.set_service(cid, in_service, reason, Actor.TECHNICIAN.value)
+        if applied.status.value != "applied":
+            raise Refused(applied.reason or applied.status.value)
+        for notify in self.daemon.sink.after_commit:
+            notify()
+        fact(log, "technician.service", compartment=cid, in_service=in_service, reason=reason)
+        return {"compartment": cid, "in_service": in_service}
+
+    async def _selftest(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
+        hw = self.daemon.hardware
+        readings: dict[str, list[bool]] = {}
+        silent = []
+        for name, board in hw.boards.items():
+            try:
+                readings[name] = list(await board.read_inputs())
+            except BoardError as exc:
+                silent.append({"board": name, "error": str(exc)})
+        stored = {c.id: c for c in self.daemon.store.compartments()}
+        disagree = []
+        for cc in self.daemon.config.compartments:
+            bits = readings.get(cc.door.board)
+            view = self._view(cc.id)
+            if bits is not None and view is not None:
+                door_open = _active(bits, cc.door.input, cc.door.active)
+                if (
+                    door_open is not None
+                    and view.door is not DoorState.UNKNOWN
+                    and (door_open != (view.door is DoorState.OPEN))
+                ):
+                    disagree.append(
+                        {
+                            "compartment": cc.id,
+                            "sensor": "door",
+                            "read": "open" if door_open else "closed",
+                            "supervisor": view.door.value,
+                        }
+                    )
+            comp = stored.get(cc.id)
+            if cc.occupancy is None or comp is None:
+                continue
+            obits = readings.get(cc.occupancy.board)
+            present = (
+                None if obits is None else _active(obits, cc.occupancy.input, cc.occupancy.active)
+            )
+            if present is None:
+                continue
+            expected = {CompartmentState.OCCUPIED: True, CompartmentState.FREE: False}.get(
+                comp.state
+            )
+            if expected is not None and present != expected:
+                disagree.append(
+                    {
+                        "compartment": cc.id,
+                        "sensor": "occupancy",
+                        "read": Occupancy.PRESENT.value if present else Occupancy.EMPTY.value,
+                        "store": comp.state.value,
+                    }
+                )
+        pulsed = []
+        if request.get("pulse") is True:
+            for cc in self.daemon.config.compartments:
+                comp = stored.get(cc.id)
+                view = self._view(cc.id)
+                if comp is None or comp.state is not CompartmentState.FREE or view is None:
+                    continue
+                if view.door is not DoorState.CLOSED:
+                    continue
+                outcome = await hw.unlock(cc.id, Actor.TECHNICIAN, "selftest")
+                pulsed.append({"compartment": cc.id, "result": outcome.result.value})
+        ok = not silent and not disagree and all(p["result"] == "opened" for p in pulsed)
+        return {"ok": ok, "silent_boards": silent, "disagree": disagree, "pulsed": pulsed}
+
+    # ------------------------------------------------------------ logs and data
+
+    async def _events(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
+        since = request.get("since", 0)
+        limit = request.get("limit", 50)
+        if not isinstance(since, int) or not isinstance(limit, int) or limit < 1:
+            raise Refused("since and limit must be integers, limit at least 1")
+        store = self.daemon.store
+        if since < 0:  # the last -since events
+            since = max(0, store.last_seq() + since)
+        if request.get("follow") is True:
+            while True:
+                batch = store.events_after(since, EVENTS_PAGE)
+                for event in batch:
+                    writer.write(encode({"ok": True, "event": _event(event)}))
+                    since = event.seq
+                await writer.drain()
+                if not batch:
+                    await asyncio.sleep(FOLLOW_POLL_S)
+        return [_event(e) for e in store.events_after(since, min(limit, 10_000))]
+
+    async def _outbox(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
+        store = self.daemon.store
+        pending = store.outbox_after(0, 20)
+        return {
+            "depth": store.outbox_depth(),
+            "oldest": [{"seq": e.seq, "ts": e.ts, "type": e.type} for e in pending],
+        }
+
+    async def _reservations(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
+        store = self.daemon.store
+        reservations, _ = store.sync_summary()
+        rows = []
+        for rid, version, state in reservations:
+            r = store.reservation(rid)
+            rows.append(
+                {
+                    "id": rid,
+                    "version": version,
+                    "state": state,
+                    "kind": r.kind.value if r else None,
+                    "compartment": r.compartment if r else None,
+                    "reserved_until": r.reserved_until if r else None,
+                    "expires_at": r.expires_at if r else None,
+                }
+            )
+        return rows
+
+    async def _db_backup(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
+        target = request.get("path")
+        if not isinstance(target, str) or not os.path.isabs(target):
+            raise Refused("the backup path must be absolute")
+        return backup(self.daemon.database_path, Path(target))
+
+    async def _db_verify(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
+        return verify(self.daemon.database_path, self.daemon.store.verify_chain())
+
+    async def _metrics(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
+        if not self.config.metrics:
+            raise Refused("metrics are switched off ([maintenance] metrics = false)")
+        return self.metrics_text()
+
+    def metrics_text(self) -> str:
+        d = self.daemon
+        hw = d.hardware
+        self._count_events()
+        states = Counter(c.state.value for c in d.store.compartments() if c.configured)
+        boards = [
+            metrics.BoardFigures(
+                name,
+                hw.supervisor.board_online(name),
+                b.stats.requests,
+                b.stats.timeouts,
+                b.stats.bad_frames,
+            )
+            for name, b in hw.boards.items()
+        ]
+        return metrics.render(
+            metrics.Snapshot(
+                uptime_s=d.clock.monotonic() - d.started_monotonic,
+                scans=hw.scans,
+                outbox_depth=d.store.outbox_depth(),
+                compartments_by_state=[(s.value, states.get(s.value, 0)) for s in CompartmentState],
+                boards=boards,
+                events_by_type=sorted(self.counter.by_type.items()),
+            )
+        )
+
+
+def _active(bits: list[bool], index: int, level: Level) -> bool | None:
+    if index >= len(bits):
+        return None
+    return bits[index] if level is Level.HIGH else not bits[index]
+
+
+def _event(event: StoredEvent) -> dict[str, Any]:
+    return {"seq": event.seq, "ts": event.ts, "type": event.type, "data": dict(event.data)}
+
+
+def backup(database: Path, target: Path) -> dict[str, Any]:
+    """An online copy of the store (SQLite's backup API: consistent while writers run)."""
+    if target.exists():
+        raise Refused(f"{target} exists; choose a new file")
+    source = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    try:
+        try:
+            dest = sqlite3.connect(target)
+        except sqlite3.Error as exc:
+            raise Refused(f"cannot create {target}: {exc}") from exc
+        try:
+            source.backup(dest)
+        finally:
+            dest.close()
+    finally:
+        source.close()
+    os.chmod(target, 0o600)  # the store holds code hashes
+    return {"path": str(target), "bytes": target.stat().st_size}
+
+
+def verify(database: Path, chain: Any) -> dict[str, Any]:
+    """SQLite's integrity check plus the event log's hash chain."""
+    conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    try:
+        integrity = [str(r[0]) for r in conn.execute("PRAGMA integrity_check")]
+    finally:
+        conn.close()
+    return {
+        "integrity": integrity,
+        "chain_ok": chain.ok,
+        "events": chain.count,
+        "first_seq": chain.first_seq,
+        "last_seq": chain.last_seq,
+        "first_bad_seq": chain.first_bad_seq,
+        "problem": chain.problem,
+        "ok": integrity == ["ok"] and chain.ok,
+    }
+
+
+async def serve(daemon: Daemon) -> None:
+    """The Daemon service entry: ``daemon.services.append(("maintenance", serve))``."""
+    await MaintenanceServer(daemon).serve()
