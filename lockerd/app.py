@@ -27,6 +27,7 @@ from .clock import Clock, SystemClock
 from .codes import CodeKey
 from .config import Config
 from .events import DomainEvent
+from .flows import Flows
 from .hardware import Hardware
 from .logs import fact
 from .model import Actor
@@ -114,6 +115,8 @@ class Daemon:
         self.hardware = Hardware(config, self.sink, self.clock)
         # Services started after the hardware is up (kiosk, maintenance socket, cloud).
         self.services: list[tuple[str, Service]] = []
+        # The flows at the cabinet; their deposits and pickups settle on door.closed.
+        self.flows = Flows.for_daemon(self)
         self._tasks: list[asyncio.Task[None]] = []
 
     # ------------------------------------------------------------ start-up
