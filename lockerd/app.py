@@ -30,7 +30,9 @@ from .events import DomainEvent
 from .flows import Flows
 from .hardware import Hardware
 from .logs import fact
+from .maint.server import serve as serve_maintenance
 from .model import Actor
+from .notify import Notifier, Watchdog, watchdog_period
 from .reservations import HoldPolicy
 from .store import Store, Transaction
 from .throttle import ThrottlePolicy
@@ -114,7 +116,9 @@ class Daemon:
         self.sink = StoreSink(self.store)
         self.hardware = Hardware(config, self.sink, self.clock)
         # Services started after the hardware is up (kiosk, maintenance socket, cloud).
-        self.services: list[tuple[str, Service]] = []
+        self.services: list[tuple[str, Service]] = [("maintenance", serve_maintenance)]
+        # systemd's notify socket (Type=notify); a no-op when not run by systemd.
+        self.notifier = Notifier.from_environment()
         # The flows at the cabinet; their deposits and pickups settle on door.closed.
         self.flows = Flows.for_daemon(self)
         self._tasks: list[asyncio.Task[None]] = []
@@ -175,10 +179,17 @@ class Daemon:
         if self.config.mqtt is None:
             fact(log, "cloud.offline", reason="no [mqtt] section: running on the local cache")
         fact(log, "lockerd.ready")
+        self.notifier.ready(f"serving {len(self.config.compartments)} compartments")
+        period = watchdog_period()
+        if period is not None:
+            # Fed only while the poll loops complete scans: a stuck bus loop starves it.
+            watchdog = Watchdog(self.notifier, lambda: self.hardware.scans, period)
+            self._tasks.append(asyncio.create_task(watchdog.run(), name="watchdog"))
         try:
             await stop.wait()
         finally:
             fact(log, "lockerd.stopping")
+            self.notifier.stopping("relays off, closing the store")
             for task in self._tasks:
                 task.cancel()
             for task in self._tasks:
