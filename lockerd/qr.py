@@ -1,0 +1,136 @@
+"""QR pickup tokens: a JWT the cloud signs like a command, shown by the recipient's app.
+
+Claims (contract): ``iss`` the cloud, ``aud`` this cabinet, ``sub`` the reservation id,
+``typ`` ``"pickup"``, ``jti``, ``exp``. Checked offline against the same trust store
+as commands (:class:`lockerd.sync.commands.TrustStore`), with the same rules for the
+header (EdDSA only, known ``kid``). Each token opens once: its ``jti`` goes into the
+store's seen-jti table (the commands table) in the transaction that accepts it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import jwt
+
+from .store import Transaction
+from .sync.commands import TrustStore
+
+MAX_TOKEN_BYTES = 2048
+# What a scanned line must look like to be taken for a JWS at all (three base64url parts).
+TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
+_TEXT = re.compile(r"^[\x21-\x7e]{1,128}$")
+_HEADER_KEYS = frozenset({"alg", "kid", "typ"})
+# A pickup token is shown on a phone for minutes, not days.
+MAX_LIFETIME_S = 7 * 24 * 3600
+_USED = json.dumps({"qr": "used"})
+
+
+class QrRefusal(StrEnum):
+    MALFORMED = "malformed"
+    BAD_SIGNATURE = "bad_signature"
+    UNKNOWN_KID = "unknown_kid"
+    WRONG_AUDIENCE = "wrong_audience"
+    WRONG_ISSUER = "wrong_issuer"
+    WRONG_TYPE = "wrong_type"
+    EXPIRED = "expired"
+    ALREADY_USED = "already_used"
+
+
+@dataclass(frozen=True)
+class QrPickup:
+    reservation_id: str
+    jti: str
+    exp: float
+
+
+@dataclass(frozen=True)
+class QrRejected:
+    reason: QrRefusal
+
+
+def looks_like_token(text: str) -> bool:
+    return len(text) <= MAX_TOKEN_BYTES and TOKEN_SHAPE.match(text) is not None
+
+
+@dataclass(frozen=True)
+class QrVerifier:
+    cabinet_id: str
+    issuer: str
+    trust: TrustStore
+    leeway_s: int = 5
+
+    def check(self, token: str, now: float) -> QrPickup | QrRejected:
+        """Signature and claims only (no store); never raises."""
+        if not looks_like_token(token):
+            return QrRejected(QrRefusal.MALFORMED)
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            return QrRejected(QrRefusal.MALFORMED)
+        if set(header) - _HEADER_KEYS or header.get("alg") != "EdDSA":
+            return QrRejected(QrRefusal.MALFORMED)
+        kid = header.get("kid")
+        if not isinstance(kid, str) or kid not in self.trust.keys:
+            return QrRejected(QrRefusal.UNKNOWN_KID)
+        try:
+            # Time and audience are checked below against the cabinet's own clock.
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key=self.trust.keys[kid],
+                algorithms=["EdDSA"],
+                options={
+                    "verify_signature": True,
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                    "verify_aud": False,
+                    "verify_iss": False,
+                    "verify_sub": False,
+                    "verify_jti": False,
+                    "require": [],
+                },
+            )
+        except jwt.InvalidSignatureError:
+            return QrRejected(QrRefusal.BAD_SIGNATURE)
+        except (jwt.PyJWTError, ValueError, TypeError):
+            return QrRejected(QrRefusal.MALFORMED)
+        return self._claims(claims, now)
+
+    def _claims(self, claims: dict[str, Any], now: float) -> QrPickup | QrRejected:
+        if claims.get("typ") != "pickup":
+            return QrRejected(QrRefusal.WRONG_TYPE)
+        if claims.get("aud") != self.cabinet_id:
+            return QrRejected(QrRefusal.WRONG_AUDIENCE)
+        if claims.get("iss") != self.issuer:
+            return QrRejected(QrRefusal.WRONG_ISSUER)
+        sub, jti, exp = claims.get("sub"), claims.get("jti"), claims.get("exp")
+        if not (isinstance(sub, str) and _TEXT.match(sub)):
+            return QrRejected(QrRefusal.MALFORMED)
+        if not (isinstance(jti, str) and _TEXT.match(jti)):
+            return QrRejected(QrRefusal.MALFORMED)
+        if isinstance(exp, bool) or not isinstance(exp, int | float):
+            return QrRejected(QrRefusal.MALFORMED)
+        if exp + self.leeway_s <= now:
+            return QrRejected(QrRefusal.EXPIRED)
+        if exp - now > MAX_LIFETIME_S:
+            return QrRejected(QrRefusal.MALFORMED)
+        return QrPickup(sub, jti, float(exp))
+
+    def redeem(self, tx: Transaction, token: str, now: float) -> QrPickup | QrRejected:
+        """Check ``token`` and mark its jti used, in ``tx``: a second scan is refused.
+
+        The jti is remembered only for a good signature, so a forger cannot burn a
+        real token's id in advance.
+        """
+        checked = self.check(token, now)
+        if isinstance(checked, QrRejected):
+            return checked
+        if tx.command_result(checked.jti) is not None:
+            return QrRejected(QrRefusal.ALREADY_USED)
+        tx.remember_command(checked.jti, checked.exp, _USED)
+        return checked
