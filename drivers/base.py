@@ -169,8 +169,11 @@ class BusArbiter:
     turn here, so the rule lives in one place.
     """
 
-    def __init__(self, silence_s: float = 0.0) -> None:
+    def __init__(self, silence_s: float = 0.0, abandoned_reply_s: float = 0.0) -> None:
         self.silence_s = silence_s
+        # A transaction cancelled half-way (the daemon stopping mid-poll) may still get
+        # its reply; the next request must not go out on top of it.
+        self.abandoned_reply_s = abandoned_reply_s
         self._busy = False
         self._waiters: list[_Waiter] = []
         self._order = itertools.count()
@@ -186,13 +189,17 @@ class BusArbiter:
     @asynccontextmanager
     async def turn(self, priority: Priority) -> AsyncIterator[None]:
         await self._acquire(priority)
+        quiet_s = self.silence_s
         try:
             wait = self._line_quiet_at - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
             yield
+        except asyncio.CancelledError:
+            quiet_s = max(self.silence_s, self.abandoned_reply_s)
+            raise
         finally:
-            self._line_quiet_at = time.monotonic() + self.silence_s
+            self._line_quiet_at = time.monotonic() + quiet_s
             self._release()
 
     async def _acquire(self, priority: Priority) -> None:

@@ -324,7 +324,9 @@ class CuBus(Bus):
         self.retries = retries
         # The CU protocol does not delimit frames by silence, but boards still need the
         # line quiet before the next request; 3.5 characters as on Modbus is plenty.
-        self.arbiter = BusArbiter(BusArbiter.rtu_silence_s(baudrate, BITS_PER_CHAR))
+        self.arbiter = BusArbiter(
+            BusArbiter.rtu_silence_s(baudrate, BITS_PER_CHAR), abandoned_reply_s=timeout_s
+        )
         self._boards: dict[int, CuBoard] = {}
         self.dropped_frames = 0  # bytes/frames on the line that were not an awaited reply
         self.reopens = 0

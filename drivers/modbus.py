@@ -226,7 +226,7 @@ class _ModbusBus(Bus):
         if timeout_s <= 0:
             raise ValueError(f"bus {name}: timeout must be positive, got {timeout_s}")
         self.timeout_s = timeout_s
-        self._arbiter = BusArbiter(silence_s)
+        self._arbiter = BusArbiter(silence_s, abandoned_reply_s=timeout_s)
         self._boards: dict[int, ModbusBoard] = {}
         self._client: ModbusBaseClient | None = None
         self._link_up = False

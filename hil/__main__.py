@@ -14,6 +14,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from . import demo
 from .cabinet import SimulatedCabinet
 from .control import ControlServer
 from .layout import LayoutError, load
@@ -62,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Hardware-in-the-loop simulator: a cabinet of lock boards on real"
         " wire protocols (Modbus RTU on a paced pty, Modbus TCP, CU, GPIO), for lockerd"
         " to drive when there is no cabinet.",
-        epilog="Start with: python -m hil serve --config config.example.toml",
+        epilog="Start with: python -m hil demo",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve_parser = subparsers.add_parser(
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-pace", action="store_true", help="do not pace serial lines at the baud rate"
     )
     serve_parser.set_defaults(run=serve)
+    demo.add_parser(subparsers)
     return parser
 
 

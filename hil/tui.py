@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from .cabinet import SimulatedCabinet
@@ -45,7 +45,7 @@ def cell(sim: SimulatedCabinet, compartment_id: str) -> list[str]:
     ]
 
 
-def render(sim: SimulatedCabinet, last: str = "") -> str:
+def render(sim: SimulatedCabinet, last: str = "", footer: Sequence[str] = ()) -> str:
     """The whole screen: compartments laid out by column/row (in config order otherwise)."""
     compartments = list(sim.physics.compartments.values())
     columns: dict[int, list[str]] = {}
@@ -72,6 +72,9 @@ def render(sim: SimulatedCabinet, last: str = "") -> str:
     lines.append(HELP)
     if last:
         lines.append(f"last: {last}")
+    if footer:
+        lines.append("")
+        lines.extend(footer)
     return "\n".join(lines) + "\n> "
 
 
@@ -130,8 +133,15 @@ def run_command(sim: SimulatedCabinet, text: str) -> str:
 class TerminalView:
     """Redraws the grid on every change (TTY) or prints one line per change (pipe)."""
 
-    def __init__(self, sim: SimulatedCabinet, out: TextIO = sys.stdout, live: bool | None = None):
+    def __init__(
+        self,
+        sim: SimulatedCabinet,
+        out: TextIO = sys.stdout,
+        live: bool | None = None,
+        footer: Callable[[], Sequence[str]] | None = None,
+    ):
         self.sim = sim
+        self.footer = footer
         self.out = out
         self.live = out.isatty() if live is None else live
         self._last = ""
@@ -167,13 +177,18 @@ class TerminalView:
                 waiter.cancel()
                 stopper.cancel()
                 self._dirty.clear()
-                self.out.write(CLEAR + render(self.sim, self._last))
+                footer = self.footer() if self.footer is not None else ()
+                self.out.write(CLEAR + render(self.sim, self._last, footer))
                 self.out.flush()
                 await asyncio.sleep(0.03)
         finally:
             if reading:
                 loop.remove_reader(sys.stdin.fileno())
             self._unsubscribe()
+
+    def redraw(self) -> None:
+        """Ask for a redraw (e.g. the footer changed)."""
+        self._dirty.set()
 
     def _on_key(self, stop: asyncio.Event) -> None:
         line = sys.stdin.readline()

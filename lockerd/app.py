@@ -173,6 +173,13 @@ class Daemon:
             reason=reason,
         )
         await self.hardware.start()
+        if not await self.hardware.first_scan(timeout_s=5.0):
+            fact(
+                log,
+                "hardware.partial",
+                logging.WARNING,
+                detail="not every bus answered at start-up",
+            )
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
         for name, service in self.services:
             self._tasks.append(asyncio.create_task(self._guard(name, service), name=name))

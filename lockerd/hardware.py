@@ -149,7 +149,11 @@ class Hardware:
         self._change_listeners: list[Callable[[], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._pulses: set[asyncio.Task[None]] = set()
+        self._uncommitted: list[
+            tuple[list[DomainEvent], list[DoorClosed], list[UnlockOutcome]]
+        ] = []
         self.scans = 0  # completed scans of all buses, for health and tests
+        self._first_scan = {name: asyncio.Event() for name in self.buses}
 
     # ------------------------------------------------------------ life cycle
 
@@ -162,6 +166,16 @@ class Hardware:
         for name, bus in self.buses.items():
             self._tasks.append(asyncio.create_task(self._poll(name, bus), name=f"poll {name}"))
         self._tasks.append(asyncio.create_task(self._tick(), name="door timers"))
+
+    async def first_scan(self, timeout_s: float) -> bool:
+        """Wait until every bus has been read once (or ``timeout_s``); True if all were."""
+        waits = [asyncio.create_task(e.wait()) for e in self._first_scan.values()]
+        if not waits:
+            return True
+        _, pending = await asyncio.wait(waits, timeout=timeout_s)
+        for task in pending:
+            task.cancel()
+        return not pending
 
     async def stop(self) -> None:
         for task in [*self._tasks, *self._pulses]:
@@ -226,6 +240,7 @@ class Hardware:
                         self.supervisor.board_read(board.name, bits, self.clock.monotonic())
                     )
             self.scans += 1
+            self._first_scan[bus_name].set()
             if not bus.connected:
                 await asyncio.sleep(DISCONNECTED_RETRY_S)
             elif interval > 0:
@@ -258,6 +273,26 @@ class Hardware:
 
     # ------------------------------------------------------------ effects
 
+    def _commit_pending(self) -> bool:
+        """Commit every batch not yet committed, oldest first; keep them if the store fails.
+
+        A failed commit (disk full, a bug in a flow's close handler) must neither kill
+        the poll loop nor lose the facts: they wait here and go in with the next batch.
+        """
+        while self._uncommitted:
+            events, closed, outcomes = self._uncommitted[0]
+            try:
+                self.sink.commit(events, closed, outcomes)
+            except Exception:
+                log.exception(
+                    "commit.failed events=%s pending_batches=%d",
+                    ",".join(e.type for e in events),
+                    len(self._uncommitted),
+                )
+                return False
+            self._uncommitted.pop(0)
+        return True
+
     def _apply(self, effects: list[Effect]) -> None:
         if not effects:
             return
@@ -265,7 +300,8 @@ class Hardware:
         closed = [e for e in effects if isinstance(e, DoorClosed)]
         outcomes = [e for e in effects if isinstance(e, UnlockOutcome)]
         if events or closed or outcomes:
-            self.sink.commit(events, closed, outcomes)  # committed before anyone is told
+            self._uncommitted.append((events, closed, outcomes))
+        self._commit_pending()  # committed before anyone is told
         for effect in effects:
             if isinstance(effect, Pulse):
                 task = asyncio.create_task(

@@ -17,7 +17,7 @@ import hmac
 import json
 import logging
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -124,6 +124,7 @@ class Store:
         self.holds = holds
         self.throttle_policy = throttle_policy
         self._in_transaction = False
+        self.commit_listeners: list[Callable[[Sequence[StoredEvent]], None]] = []
 
     # --- opening ------------------------------------------------------------------
 
@@ -248,6 +249,19 @@ class Store:
         finally:
             self._in_transaction = False
             tx._closed = True
+        if tx.emitted:
+            self._committed(tx.emitted)
+
+    def _committed(self, events: Sequence[StoredEvent]) -> None:
+        """Tell the log (a line per fact) and the listeners (the outbox pump) what is durable."""
+        for event in events:
+            fields = {k: _loggable(v) for k, v in event.data.items()}
+            fact(log, event.type, logging.INFO, seq=event.seq, **fields)
+        for listener in self.commit_listeners:
+            try:
+                listener(events)
+            except Exception:  # a listener's bug must not undo or hide a committed fact
+                log.exception("store.listener_failed")
 
     # --- reading ------------------------------------------------------------------
 
@@ -478,6 +492,7 @@ class Transaction:
         self._conn = store._conn
         self._closed = False
         self.now = store.clock.wall()
+        self.emitted: list[StoredEvent] = []
 
     def _x(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         if self._closed:
@@ -518,6 +533,7 @@ class Transaction:
             "UPDATE chain_head SET seq = ?, hash = ?, trusted_wall = ? WHERE id = 1",
             (stored.seq, stored.hash, trusted),
         )
+        self.emitted.append(stored)
         return stored
 
     # --- commands, settings ----------------------------------------------------------
@@ -1254,3 +1270,10 @@ def _throttle_state(conn: sqlite3.Connection, surface: str) -> ThrottleState:
         (surface,),
     ).fetchone()
     return ThrottleState() if row is None else ThrottleState(*row)
+
+
+def _loggable(value: object) -> object:
+    """Event data as a log field; lists (barcodes) joined so the line stays one key=value each."""
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return value
