@@ -31,7 +31,7 @@ from typing import Any, Protocol
 from .. import __version__
 from ..clock import Clock
 from ..config import Config, MqttConfig
-from ..events import DomainEvent, rfc3339_ms
+from ..events import DomainEvent, StoredEvent, rfc3339_ms
 from ..logs import fact
 from ..reservations import Booking, Cod
 from ..store import Applied, ApplyStatus, CredentialGrant, Store, Transaction
@@ -74,6 +74,9 @@ SnapshotProvider = Callable[[], Mapping[str, Any]]
 STATE_MIN_INTERVAL_S = 0.3
 # The pump looks at the store this often even if nobody said events were committed.
 OUTBOX_POLL_S = 1.0
+# Events read from the store at once, and how often acknowledgements are written down.
+OUTBOX_READ_BATCH = 500
+ACK_FLUSH_S = 0.2
 # command.rejected events per minute at most: garbage on cmd must not flood the outbox.
 REJECTED_EVENTS_PER_MINUTE = 30
 # A connection that lasted this long resets the backoff.
@@ -307,32 +310,62 @@ class CloudSync:
 
         Reading starts from the store every time: nothing waits in memory across
         connections, so a restart or reconnect resends exactly what was not acknowledged.
+        Reads and acknowledgements are batched (one query, one commit per run); a crash
+        before an acknowledgement is written only means those events are sent again.
         """
         window = max(1, self.mqtt.max_inflight)
         inflight: collections.deque[tuple[int, asyncio.Future[Any]]] = collections.deque()
+        unsent: collections.deque[StoredEvent] = collections.deque()
         after = 0
-        while True:
-            if len(inflight) < window:
-                for event in self.store.outbox_after(after, window - len(inflight)):
-                    inflight.append(
-                        (event.seq, session.publish_nowait(self.topics.events, event.payload, 1))
-                    )
-                    after = event.seq
-            if not inflight:
-                self._check_outbox_bound()
-                self._events.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._events.wait(), OUTBOX_POLL_S)
-                continue
-            seq, future = inflight[0]
-            reason = await future
-            inflight.popleft()
-            if reason.is_failure:
-                # paho counts this publish as done; the broker did not take it. It stays in
-                # the outbox and is sent again after a reconnect.
-                fact(log, "outbox.refused", logging.ERROR, seq=seq, reason=str(reason))
-                raise PublishRefused(reason)
-            self.store.outbox_acknowledge(seq)
+        acked_through = 0
+        last_flush = time.monotonic()
+
+        def flush() -> None:
+            nonlocal acked_through, last_flush
+            if acked_through:
+                self.store.outbox_acknowledge_through(acked_through)
+                acked_through = 0
+            last_flush = time.monotonic()
+
+        try:
+            while True:
+                if not unsent:
+                    batch = self.store.outbox_after(after, OUTBOX_READ_BATCH)
+                    unsent.extend(batch)
+                    if batch:
+                        after = batch[-1].seq
+                while unsent and len(inflight) < window:
+                    event = unsent.popleft()
+                    future = session.publish_nowait(self.topics.events, event.payload, 1)
+                    inflight.append((event.seq, future))
+                if not inflight:
+                    flush()
+                    self._check_outbox_bound()
+                    self._events.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._events.wait(), OUTBOX_POLL_S)
+                    continue
+                seq, future = inflight[0]
+                if not future.done():
+                    # Nothing to do but wait: write down what is acknowledged so far.
+                    if acked_through and time.monotonic() - last_flush >= ACK_FLUSH_S:
+                        flush()
+                    reason = await future
+                else:
+                    reason = future.result()
+                inflight.popleft()
+                if reason.is_failure:
+                    # paho counts this publish as done; the broker did not take it. It stays
+                    # in the outbox and is sent again after a reconnect.
+                    fact(log, "outbox.refused", logging.ERROR, seq=seq, reason=str(reason))
+                    raise PublishRefused(reason)
+                acked_through = seq
+                if acked_through and time.monotonic() - last_flush >= ACK_FLUSH_S:
+                    flush()
+        finally:
+            # Whatever was acknowledged before the link went is not sent again.
+            with contextlib.suppress(Exception):
+                flush()
 
     def _check_outbox_bound(self) -> None:
         depth = self.store.outbox_depth()
