@@ -296,6 +296,7 @@ class Session:
             futures.clear()
         if not self._connack.done():
             self._connack.set_exception(ConnectFailed(why))
+            self._connack.exception()  # whoever awaits it sees it; nobody else must care
         # paho closes its socket itself before any on_disconnect; the other paths (no
         # CONNACK, refused, cancelled, a read error) close it here. Never from inside a
         # paho callback: paho holds a non-reentrant lock there.
