@@ -95,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     provision = add("provision", "code key, cabinet id, broker, cloud keys (daemon stopped)")
     provision.add_argument("--cabinet-id")
     provision.add_argument("--broker", help="HOST or HOST:PORT of the MQTT broker")
+    provision.add_argument("--issuer", help="the cloud's command issuer (iss)")
     provision.add_argument("--code-key", type=Path, help="import this code key (else created)")
     provision.add_argument(
         "--import-key",
@@ -395,6 +396,7 @@ def _provision(ctx: Context) -> int:
         path,
         cabinet_id=ctx.args.cabinet_id,
         broker=ctx.args.broker,
+        issuer=ctx.args.issuer,
         code_key=ctx.args.code_key,
         import_keys=tuple(ctx.args.import_key),
     )

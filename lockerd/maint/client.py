@@ -49,7 +49,10 @@ class MaintClient:
         self.close()
 
     def _read(self) -> dict[str, Any]:
-        line = self._file.readline(MAX_LINE + 1)
+        try:
+            line = self._file.readline(MAX_LINE + 1)
+        except TimeoutError as exc:
+            raise CommandFailed("the daemon did not answer in time") from exc
         if not line:
             raise CommandFailed("the daemon closed the connection")
         try:
@@ -57,8 +60,19 @@ class MaintClient:
         except ProtocolError as exc:
             raise CommandFailed(f"garbled answer from the daemon: {exc}") from exc
 
+    def _send(self, message: dict[str, Any]) -> None:
+        try:
+            self._sock.sendall(encode(message))
+        except OSError as exc:
+            # The daemon hung up first (it refused this user): its last line says why.
+            try:
+                reply = self._read()
+            except (OSError, CommandFailed):
+                raise CommandFailed(f"the daemon closed the connection: {exc}") from exc
+            raise CommandFailed(str(reply.get("error", "connection closed"))) from exc
+
     def call(self, op: str, **arguments: Any) -> Any:
-        self._sock.sendall(encode({"op": op, **arguments}))
+        self._send({"op": op, **arguments})
         reply = self._read()
         if not reply.get("ok"):
             raise CommandFailed(str(reply.get("error", "unknown error")))
@@ -67,7 +81,7 @@ class MaintClient:
     def follow(self, since: int) -> Iterator[dict[str, Any]]:
         """Events after ``since``, then each new one as it is committed (until interrupted)."""
         self._sock.settimeout(None)
-        self._sock.sendall(encode({"op": "events", "since": since, "follow": True}))
+        self._send({"op": "events", "since": since, "follow": True})
         while True:
             reply = self._read()
             if not reply.get("ok"):

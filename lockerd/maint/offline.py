@@ -102,6 +102,7 @@ def provision(
     config_path: Path,
     cabinet_id: str | None = None,
     broker: str | None = None,
+    issuer: str | None = None,
     code_key: Path | None = None,
     import_keys: tuple[Path, ...] = (),
 ) -> dict[str, Any]:
@@ -120,6 +121,8 @@ def provision(
         new = _set_key(new, "mqtt", "host", _quoted(host))
         if port:
             new = _set_key(new, "mqtt", "port", port)
+    if issuer is not None:
+        new = _set_key(new, "mqtt", "issuer", _quoted(issuer))
     if import_keys and not re.search(r"(?m)^\s*trusted_keys\s*=", new):
         new = _set_key(new, "mqtt", "trusted_keys", _quoted(TRUSTED_KEYS_DIR))
     try:

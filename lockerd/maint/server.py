@@ -173,6 +173,10 @@ class MaintenanceServer:
             peer = peer_of(sock)
             if not self.gate.allows(peer):
                 fact(log, "maint.refused", logging.WARNING, uid=peer.uid, gid=peer.gid)
+                # Read (and ignore) the first request so the client, still sending, is
+                # not cut off with a broken pipe before it can see why.
+                with contextlib.suppress(TimeoutError, ValueError, asyncio.LimitOverrunError):
+                    await asyncio.wait_for(reader.readline(), 5.0)
                 writer.write(
                     encode(
                         {
