@@ -31,7 +31,7 @@ from ..cabinet import CompartmentView, UnlockResult
 from ..config import Level, MaintenanceConfig
 from ..events import StoredEvent
 from ..logs import fact
-from ..model import Actor, CompartmentState, DoorState, Occupancy
+from ..model import Actor, CompartmentState, DoorState, LockState, Occupancy
 from . import metrics
 from .protocol import MAX_LINE, ProtocolError, decode, encode
 
@@ -122,11 +122,20 @@ class MaintenanceServer:
 
     async def serve(self) -> None:
         path = self.config.socket
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            if stat.S_ISSOCK(path.lstat().st_mode):
-                path.unlink()  # left by a daemon that did not stop cleanly
-        server = await asyncio.start_unix_server(self._client, path=str(path), limit=MAX_LINE)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if _in_use(path):
+                # Another lockerd answers there: never steal its socket.
+                fact(log, "maint.socket_busy", logging.ERROR, socket=path)
+                return
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_ISSOCK(path.lstat().st_mode):
+                    path.unlink()  # left by a daemon that did not stop cleanly
+            server = await asyncio.start_unix_server(self._client, path=str(path), limit=MAX_LINE)
+        except OSError as exc:
+            # The cabinet keeps serving people without its technician socket.
+            fact(log, "maint.unavailable", logging.ERROR, socket=path, error=exc.strerror or exc)
+            return
         self._restrict(path)
         metrics_server: asyncio.Server | None = None
         if self.config.metrics and self.config.metrics_port:
@@ -286,7 +295,7 @@ class MaintenanceServer:
             view = self._view(cc.id)
             faults = []
             if view is not None:
-                if view.lock.value == "faulted":
+                if view.lock is LockState.FAULTED:
                     faults.append("lock")
                 if view.door_sensor_faulty:
                     faults.append("door_sensor")
@@ -506,6 +515,16 @@ class MaintenanceServer:
                 events_by_type=sorted(self.counter.by_type.items()),
             )
         )
+
+
+def _in_use(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
 
 
 def _active(bits: list[bool], index: int, level: Level) -> bool | None:

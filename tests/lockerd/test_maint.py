@@ -504,6 +504,14 @@ def test_set_key_keeps_the_rest_of_the_file() -> None:
     assert added.startswith(text.rstrip("\n")) and added.endswith('[mqtt]\nhost = "h"\n')
 
 
+async def test_a_second_daemon_never_steals_the_socket(rig: Rig) -> None:
+    from lockerd.maint.server import MaintenanceServer
+
+    # A second server on the same path gives up at once; the first keeps answering.
+    await asyncio.wait_for(MaintenanceServer(rig.daemon).serve(), 10)
+    assert (await rig.ctl("status")).rc == 0
+
+
 def test_unix_socket_path_fits(tmp_path: Path) -> None:
     # The rig's socket lives in tmp_path; AF_UNIX paths are capped at 107 bytes.
     with socket.socket(socket.AF_UNIX) as s:
