@@ -369,6 +369,8 @@ class CourierSession:
         self.ended = False
         self.opened: list[Opened] = []
         self._last: tuple[str, str, str] | None = None  # compartment, reservation, barcode
+        # a parcel found too big keeps needing the bigger size when the next one is dirty
+        self._at_least: dict[str, Size] = {}
 
     @property
     def active(self) -> bool:
@@ -428,12 +430,13 @@ class CourierSession:
             # this door no longer completes the deposit, whatever its close says
             if (p := flows.pending.get(cid)) is not None and p.reservation_id == rid:
                 flows._forget(tx, cid)
-            at_least: Size | None = None
+            at_least = self._at_least.get(rid)
             if problem is Problem.DOES_NOT_FIT:
                 size = {c.id: c.size for c in tx.compartments()}.get(cid)
                 at_least = None if size is None else next_size(size)
                 if at_least is None:
                     return Refused(RefusalReason.NO_FREE_COMPARTMENT)
+                self._at_least[rid] = at_least
             else:
                 tx.set_service(cid, False, kind.value, self.credential_id)
             prepared = self._prepare(tx, rid, barcode, at_least, frozenset({cid}))
