@@ -19,9 +19,10 @@ import signal
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 from pathlib import Path
 
-from . import __version__
+from . import __version__, remote, status
 from .cabinet import DoorClosed, UnlockOutcome
 from .clock import Clock, SystemClock
 from .codes import CodeKey
@@ -35,6 +36,7 @@ from .model import Actor
 from .notify import Notifier, Watchdog, watchdog_period
 from .reservations import HoldPolicy
 from .store import Store, Transaction
+from .sync.cloud import CloudSync
 from .throttle import ThrottlePolicy
 
 log = logging.getLogger("lockerd")
@@ -121,7 +123,50 @@ class Daemon:
         self.notifier = Notifier.from_environment()
         # The flows at the cabinet; their deposits and pickups settle on door.closed.
         self.flows = Flows.for_daemon(self)
+        self.cloud: CloudSync | None = None
+        if config.mqtt is not None:
+            self.cloud = self._connect_cloud()
+        remote.apply(self)
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _connect_cloud(self) -> CloudSync:
+        cloud = CloudSync(
+            self.config,
+            self.store,
+            self.clock,
+            self.contract_snapshot,
+            actions=remote.CabinetActions(self),
+            bus_errors=lambda: sum(
+                b.stats.timeouts + b.stats.bad_frames for b in self.hardware.boards.values()
+            ),
+            settable=remote.SETTABLE,
+        )
+        # Wake the outbox pump on every commit, and publish state on every change (the
+        # snapshot carries seq and the outbox depth, so every commit changes it; the
+        # publisher coalesces).
+        self.store.commit_listeners.append(lambda _events: cloud.events_committed())
+        self.store.commit_listeners.append(lambda _events: cloud.state_changed())
+        self.sink.after_commit.append(cloud.state_changed)
+        self.hardware.on_change(cloud.state_changed)
+
+        async def run_cloud(_: Daemon) -> None:
+            await cloud.run()
+
+        self.services.append(("cloud", run_cloud))
+        return cloud
+
+    def contract_snapshot(self) -> dict[str, Any]:
+        """The compartments and boards of the contract's state snapshot."""
+        return {
+            "compartments": [
+                c.contract()
+                for c in status.compartments(self.config, self.store, self.hardware.supervisor)
+            ],
+            "boards": [
+                {"id": b.name, "online": b.online is True}
+                for b in status.boards(self.config, self.hardware.supervisor)
+            ],
+        }
 
     # ------------------------------------------------------------ start-up
 

@@ -1070,6 +1070,7 @@ class ApplyStatus(StrEnum):
     APPLIED = "applied"
     STALE = "stale"
     REJECTED = "rejected"
+    FAILED = "failed"  # valid and accepted, but the cabinet could not carry it out
 
 
 @dataclass(frozen=True)
@@ -1088,6 +1089,10 @@ class Applied:
     @classmethod
     def rejected(cls, reason: str) -> Applied:
         return cls(ApplyStatus.REJECTED, reason)
+
+    @classmethod
+    def failed(cls, reason: str) -> Applied:
+        return cls(ApplyStatus.FAILED, reason)
 
 
 class CredentialRole(StrEnum):

@@ -181,6 +181,7 @@ class CloudSync:
         actions: RemoteActions | None = None,
         bus_errors: Callable[[], int] | None = None,
         verifier: Verifier | None = None,
+        settable: Mapping[str, type] | None = None,
     ) -> None:
         if config.mqtt is None:
             raise ValueError("CloudSync needs an [mqtt] section; without it the cabinet is offline")
@@ -201,6 +202,7 @@ class CloudSync:
                 issuer=self.mqtt.issuer,
                 trust=TrustStore.load(self.mqtt.trusted_keys),
                 max_lifetime_s={**DEFAULT_MAX_LIFETIME_S, **lifetimes},
+                settable=dict(settable or {}),
             )
         self.verifier = verifier
         self.boot = str(uuid.uuid4())

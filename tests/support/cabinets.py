@@ -95,6 +95,9 @@ def lockerd_config(raw: dict[str, Any], sim: Any, state_dir: Path | None = None)
             bus["host"], bus["tcp_port"] = sim.tcp_endpoint(bus["name"])
     if state_dir is not None:
         raw["cabinet"]["state_dir"] = str(state_dir)
+        # Never the system's /run/lockerd socket or port 8080: tests run side by side.
+        raw.setdefault("maintenance", {}).setdefault("socket", str(state_dir / "lockerd.sock"))
+        raw.setdefault("kiosk", {}).setdefault("port", 0)
     return config.parse(raw, Path("test-cabinet.toml"))
 
 

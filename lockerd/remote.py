@@ -1,0 +1,81 @@
+"""What the cloud may ask of the cabinet beyond store writes: open a door, change a setting.
+
+Remotely set values are kept in the store's settings (so they survive restarts and win
+over the file) and applied to the running daemon at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from .cabinet import UnlockResult
+from .logs import fact
+from .model import Actor
+from .store import Applied
+from .sync.commands import ConfigSet, ConfigValue, DoorOpen
+
+if TYPE_CHECKING:
+    from .app import Daemon
+
+log = logging.getLogger("lockerd.remote")
+
+# The keys config.set may change, with their types. Each one takes effect at once.
+SETTABLE: dict[str, type] = {
+    "pickup.not_taken_grace_s": int,
+    "doors.left_open_after_s": float,
+    "doors.open_within_s": float,
+}
+_PREFIX = "remote."
+
+
+class CabinetActions:
+    """The daemon's answer to ``door.open`` and ``config.set``."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+
+    async def open_door(self, command: DoorOpen) -> Applied:
+        if command.compartment not in self.daemon.hardware.supervisor.compartment_ids:
+            return Applied.rejected(f"no compartment {command.compartment!r} in this cabinet")
+        outcome = await self.daemon.hardware.unlock(
+            command.compartment, Actor.REMOTE, command.reason
+        )
+        if outcome.result is UnlockResult.OPENED:
+            return Applied.applied()
+        return Applied.failed(outcome.result.value)
+
+    async def set_config(self, command: ConfigSet) -> Applied:
+        with self.daemon.store.transaction() as tx:
+            for key, value in command.values.items():
+                tx.set_setting(_PREFIX + key, json.dumps(value))
+        apply(self.daemon)
+        return Applied.applied()
+
+
+def apply(daemon: Daemon) -> None:
+    """Apply every remotely set value stored so far to the running daemon."""
+    values: dict[str, ConfigValue] = {}
+    for key, kind in SETTABLE.items():
+        raw = daemon.store.get_setting(_PREFIX + key)
+        if raw is None:
+            continue
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            values[key] = kind(value)
+    supervisor = daemon.hardware.supervisor
+    timing = supervisor.timing
+    if "doors.left_open_after_s" in values:
+        timing = replace(timing, left_open_after_s=float(values["doors.left_open_after_s"]))
+    if "doors.open_within_s" in values:
+        timing = replace(timing, open_within_s=float(values["doors.open_within_s"]))
+    supervisor.timing = timing
+    if "pickup.not_taken_grace_s" in values:
+        daemon.flows.not_taken_grace_s = float(values["pickup.not_taken_grace_s"])
+    if values:
+        fact(log, "config.remote_applied", keys=",".join(sorted(values)))
