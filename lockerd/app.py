@@ -19,8 +19,8 @@ import signal
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from . import __version__, remote, status
 from .cabinet import DoorClosed, UnlockOutcome

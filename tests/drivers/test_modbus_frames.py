@@ -359,10 +359,12 @@ async def _feed_reply(reply: bytes, pulse: bool) -> tuple[bool, ...] | BaseExcep
     reply=st.one_of(
         st.binary(max_size=24),
         # Mostly well-formed: our unit, a plausible function, a right or wrong CRC.
-        st.tuples(st.sampled_from([1, 2]), st.sampled_from([2, 5, 0x82, 0x85, 7]),
-                  st.binary(max_size=8), st.booleans()).map(
-            lambda t: (body := bytes([t[0], t[1]]) + t[2]) + (crc16(body) if t[3] else b"\0\0")
-        ),
+        st.tuples(
+            st.sampled_from([1, 2]),
+            st.sampled_from([2, 5, 0x82, 0x85, 7]),
+            st.binary(max_size=8),
+            st.booleans(),
+        ).map(lambda t: (body := bytes([t[0], t[1]]) + t[2]) + (crc16(body) if t[3] else b"\0\0")),
     ),
     pulse=st.booleans(),
 )

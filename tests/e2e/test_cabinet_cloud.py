@@ -24,7 +24,8 @@ from lockerd.app import Daemon
 from lockerd.flows.core import CourierSession
 from lockerd.flows.results import Opened
 from lockerd.model import DoorState
-from tests.support.cabinets import lockerd_config as pointed_at, modbus_cabinet
+from tests.support.cabinets import lockerd_config as pointed_at
+from tests.support.cabinets import modbus_cabinet
 from tests.support.mosquitto import Mosquitto, mosquitto_binary
 
 if mosquitto_binary() is None:

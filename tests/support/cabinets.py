@@ -104,7 +104,7 @@ def lockerd_config(raw: dict[str, Any], sim: Any, state_dir: Path | None = None)
 def gpio_cabinet(
     boards: int = 2, doors_per_board: int = 3, doors: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """One GPIO bus per board (a board here is a group of Pi pins); pins are distinct BCM numbers."""
+    """One GPIO bus per board (a board is a group of Pi pins); pins are distinct BCM numbers."""
     free_pins = iter(range(2, 28))
     buses = []
     compartments = []
