@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING, Any
 
 from drivers.base import BoardError
 
-from .. import __version__
+from .. import __version__, status
 from ..cabinet import CompartmentView, UnlockResult
 from ..config import Level, MaintenanceConfig
-from ..events import StoredEvent
+from ..events import StoredEvent, rfc3339_ms
 from ..logs import fact
-from ..model import Actor, CompartmentState, DoorState, LockState, Occupancy
+from ..model import Actor, CompartmentState, DoorState, Occupancy
 from . import metrics
 from .protocol import MAX_LINE, ProtocolError, decode, encode
 
@@ -269,6 +269,7 @@ class MaintenanceServer:
     async def _status(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
         d = self.daemon
         store = d.store
+        cloud = d.cloud
         states = Counter(c.state.value for c in store.compartments() if c.configured)
         return {
             "version": __version__,
@@ -279,46 +280,42 @@ class MaintenanceServer:
             "compartments": {s.value: states.get(s.value, 0) for s in CompartmentState},
             "outbox_depth": store.outbox_depth(),
             "last_seq": store.last_seq(),
-            # written by the cloud sync when it has them; null until then
-            "last_sync": store.get_setting("last_sync"),
-            "clock_skew_s": store.get_setting("clock_skew_s"),
+            # from the cloud link while it runs; null until it has them
+            "last_sync": (
+                rfc3339_ms(cloud.last_acknowledged_at)
+                if cloud is not None and cloud.last_acknowledged_at is not None
+                else None
+            ),
+            "clock_skew_s": cloud.clock_skew_s if cloud is not None else None,
             "clock_trusted": store.clock_trusted(),
-            "cloud": "offline" if d.config.mqtt is None else "configured",
+            "cloud": (
+                "not configured"
+                if cloud is None
+                else "connected"
+                if cloud.connected.is_set()
+                else "disconnected"
+            ),
             "scans": d.hardware.scans,
         }
 
     async def _doors(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
-        stored = {c.id: c for c in self.daemon.store.compartments()}
-        rows = []
-        for cc in self.daemon.config.compartments:
-            comp = stored.get(cc.id)
-            view = self._view(cc.id)
-            faults = []
-            if view is not None:
-                if view.lock is LockState.FAULTED:
-                    faults.append("lock")
-                if view.door_sensor_faulty:
-                    faults.append("door_sensor")
-                if view.occupancy_sensor_faulty:
-                    faults.append("occupancy_sensor")
-            if self.daemon.hardware.supervisor.board_online(cc.lock.board) is False:
-                faults.append("board_offline")
-            rows.append(
-                {
-                    "id": cc.id,
-                    "size": cc.size.value,
-                    "column": cc.column,
-                    "row": cc.row,
-                    "state": comp.state.value if comp else "unknown",
-                    "door": view.door.value if view else "unknown",
-                    "lock": view.lock.value if view else "unknown",
-                    "occupancy": view.occupancy.value if view and view.occupancy else None,
-                    "fault": faults,
-                    # the reservation's id only: never its code or anything derived from it
-                    "reservation": comp.reservation_id if comp else None,
-                }
-            )
-        return rows
+        d = self.daemon
+        return [
+            {
+                "id": c.id,
+                "size": c.size.value,
+                "column": c.column,
+                "row": c.row,
+                "state": c.state.value,
+                "door": c.door.value,
+                "lock": c.lock.value,
+                "occupancy": None if c.occupancy is None else c.occupancy.value,
+                "fault": list(c.faults),
+                # the reservation's id only: never its code or anything derived from it
+                "reservation": c.reservation_id,
+            }
+            for c in status.compartments(d.config, d.store, d.hardware.supervisor)
+        ]
 
     def _compartment(self, request: dict[str, Any]) -> str:
         cid = request.get("id")

@@ -215,6 +215,10 @@ class CloudSync:
         self._recent_offsets: collections.deque[float] = collections.deque(maxlen=8)
         self._outbox_full = False
         self.connected = asyncio.Event()
+        # For `lockerctl status`: when the broker last acknowledged our events (wall
+        # time), and our clock minus the cloud's as last estimated from signed iats.
+        self.last_acknowledged_at: float | None = None
+        self.clock_skew_s: int | None = None
 
     # -- what the rest of the daemon calls
 
@@ -326,6 +330,7 @@ class CloudSync:
             nonlocal acked_through, last_flush
             if acked_through:
                 self.store.outbox_acknowledge_through(acked_through)
+                self.last_acknowledged_at = self.clock.wall()
                 acked_through = 0
             last_flush = time.monotonic()
 
@@ -562,6 +567,7 @@ class CloudSync:
         """
         self._recent_offsets.append(now - result.iat)
         skew = int(min(self._recent_offsets))
+        self.clock_skew_s = skew
         threshold = self.mqtt.clock_skew_s
         if abs(skew) <= threshold:
             self._skew_reported = None
