@@ -189,6 +189,13 @@ class Daemon:
             resumed[intent.compartment] = Actor(intent.actor)
             self.sink.resume(intent.compartment, intent.id)
         self.hardware.supervisor.resume_intents(resumed)
+        self.hardware.supervisor.resume_doors(
+            {
+                cid: Actor(by) if by in Actor._value2member_map_ else Actor.NONE
+                for cid, (kind, by) in self.store.last_door_facts().items()
+                if kind == "door.opened"
+            }
+        )
         with self.store.transaction() as tx:
             tx.set_setting("clean_shutdown", "0")
             tx.emit(

@@ -96,6 +96,7 @@ class _Door:
     last_known_door: DoorState = DoorState.UNKNOWN  # survives board outages and sensor faults
     raw_door: DoorState = DoorState.UNKNOWN  # the last reading, trusted or not
     raw_occupancy: Occupancy = Occupancy.UNKNOWN
+    resumed: bool = False  # state carried over a restart: the first reading is not "seen"
     door_changes: deque[float] = field(default_factory=deque)
     occupancy_changes: deque[float] = field(default_factory=deque)
     door_sensor_faulty: bool = False
@@ -170,6 +171,21 @@ class DoorSupervisor:
         return list(self._doors)
 
     # ------------------------------------------------------------ start-up
+
+    def resume_doors(self, open_doors: Mapping[str, Actor]) -> None:
+        """Doors whose last committed fact is ``door.opened`` (by whom), from before a restart.
+
+        If the first reading finds such a door closed, the close is reported: it
+        happened while nobody was watching, and the log must not leave it open for ever.
+        """
+        for cid, actor in open_doors.items():
+            d = self._doors.get(cid)
+            if d is None:
+                continue
+            d.last_known_door = DoorState.OPEN
+            d.phase = Phase.OPEN
+            d.actor = actor
+            d.resumed = True
 
     def resume_intents(self, intents: Mapping[str, Actor]) -> None:
         """Unlocks committed before a crash whose outcome was never seen.
@@ -326,11 +342,14 @@ class DoorSupervisor:
             d.raw_door = reading
             return []
         previous = d.door if d.door is not DoorState.UNKNOWN else d.last_known_door
+        resumed, d.resumed = d.resumed, False
         d.raw_door = reading
         if reading is previous:
             d.door = reading
+            if resumed and reading is DoorState.OPEN:
+                d.opened_at = now  # open since before the restart: time it from now
             return []
-        if previous is not DoorState.UNKNOWN:
+        if previous is not DoorState.UNKNOWN and not resumed:
             d.last_door_change = now
             if self._flapping(d.door_changes, now):
                 d.door_sensor_faulty = True
@@ -345,7 +364,7 @@ class DoorSupervisor:
         d.door = reading
         d.last_known_door = reading
         if reading is DoorState.OPEN:
-            return self._door_opened(d, now, first_sight=previous is DoorState.UNKNOWN)
+            return self._door_opened(d, now, first_sight=previous is DoorState.UNKNOWN or resumed)
         if d.phase is Phase.OPEN or previous is DoorState.OPEN:
             return self._door_closed(d, now)
         return []

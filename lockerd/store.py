@@ -384,6 +384,25 @@ class Store:
         row = self._conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
+    def last_door_facts(self) -> dict[str, tuple[str, str]]:
+        """compartment -> (the type of its last door.opened/door.closed event, its ``by``).
+
+        Start-up uses it so a door logged open that closed while lockerd was down is
+        reported closed, instead of the close being lost.
+        """
+        rows = self._conn.execute(
+            "SELECT e.type, e.data FROM events e JOIN ("
+            " SELECT MAX(seq) AS seq FROM events"
+            " WHERE type IN ('door.opened', 'door.closed')"
+            " GROUP BY json_extract(data, '$.compartment')"
+            ") last ON e.seq = last.seq"
+        ).fetchall()
+        facts: dict[str, tuple[str, str]] = {}
+        for kind, data in rows:
+            fields = json.loads(data)
+            facts[str(fields["compartment"])] = (kind, str(fields.get("by", "none")))
+        return facts
+
     def open_unlock_intents(self) -> list[UnlockIntent]:
         """Pulses whose intent was committed but whose outcome never was (a crash)."""
         rows = self._rows("SELECT * FROM unlock_intents WHERE outcome IS NULL ORDER BY id")

@@ -201,11 +201,7 @@ async def test_sigkill_loses_nothing_and_pulses_nothing(tmp_path: Path) -> None:
             store.close()
         assert report.ok, report
         assert log.read_text().count("reason=crash_recovery") >= KILLS - 1
-        if unreported:
-            # Known defect (start-up reconciliation, lockerd/cabinet.py + hardware.py): a door
-            # logged open that closed while lockerd was down is first seen closed after the
-            # restart and no door.closed is ever committed. Every other check above has passed.
-            pytest.xfail(f"door.closed never reported after restart: {sorted(unreported)}")
+        assert not unreported, f"door.closed never reported after restart: {sorted(unreported)}"
     finally:
         for process in (daemon, sim):
             if process is not None and process.returncode is None:

@@ -361,3 +361,22 @@ def test_no_pulse_nobody_asked_for_and_every_door_change_reported_once(
             reported[str(data["compartment"])] += 1
     assert reported == changes_seen
     assert online is not None
+
+
+def test_a_door_logged_open_that_closed_while_down_is_reported_closed(tmp_path: Path) -> None:
+    bench = Bench(load(tmp_path))
+    bench.supervisor.resume_doors({"A01": Actor.COURIER})
+    assert events(bench.read()) == [("door.closed", {"compartment": "A01", "by": "courier"})]
+    assert bench.supervisor.view("A01").phase is Phase.IDLE
+
+
+def test_a_door_logged_open_and_still_open_is_not_reported_again(tmp_path: Path) -> None:
+    bench = Bench(load(tmp_path))
+    bench.supervisor.resume_doors({"A01": Actor.COURIER})
+    bench.open["A01"] = True
+    assert events(bench.read()) == []
+    # The left-open timer runs from the restart (when it was open is unknown).
+    assert events(bench.later(59)) == []
+    assert events(bench.later(2)) == [("door.left_open", {"compartment": "A01", "open_s": 61})]
+    bench.open["A01"] = False
+    assert events(bench.read()) == [("door.closed", {"compartment": "A01", "by": "courier"})]
