@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
+from drivers.scanner import Scan, SerialScanner
+
 from ..cabinet import CompartmentView, DoorClosed
 from ..codes import Purpose
 from ..logs import fact
@@ -131,7 +133,8 @@ class KioskServer:
         hardware.on_door_closed(self._door_closed)
         hardware.on_change(self._hardware_changed)
         self.daemon.sink.after_commit.append(self._committed)
-        self._runner = web.AppRunner(self.app(), access_log=None)
+        # A stuck client connection must not hold the daemon's shutdown for a minute.
+        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
@@ -242,6 +245,17 @@ class KioskServer:
         screen = await self._scan_in(session, text, SCANNER_SURFACE)
         self._push(session, {"type": "screen", **screen.json()})
         return screen
+
+    async def feed_scanner(self, scanner: SerialScanner) -> None:
+        """Run a serial scanner into the kiosk: every line goes to the screen in front of it."""
+        async for result in scanner.scans():
+            try:
+                if isinstance(result, Scan):
+                    await self.physical_scan(result.text)
+                else:
+                    self.physical_bad_scan(result.reason.value)
+            except Exception:  # one bad scan never stops the scanner, nor opens a door
+                log.exception("kiosk.scan_failed")
 
     def physical_bad_scan(self, reason: str) -> None:
         fact(log, "scan.rejected", logging.WARNING, reason=reason)

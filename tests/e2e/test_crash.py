@@ -25,8 +25,6 @@ import sqlite3
 import sys
 from pathlib import Path
 
-import pytest
-
 from hil.control import ControlClient
 
 KILLS = 50
