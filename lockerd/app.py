@@ -122,8 +122,8 @@ class Daemon:
         # systemd's notify socket (Type=notify); a no-op when not run by systemd.
         self.notifier = Notifier.from_environment()
         # The flows at the cabinet; their deposits and pickups settle on door.closed.
-        self.flows = Flows.for_daemon(self)
         self.cloud: CloudSync | None = None
+        self.flows = Flows.for_daemon(self)
         if config.mqtt is not None:
             self.cloud = self._connect_cloud()
         remote.apply(self)

@@ -127,7 +127,8 @@ class Flows:
             daemon.code_key,
             not_taken_grace_s=config.pickup.not_taken_grace_s,
             session_timeout_s=config.kiosk.session_timeout_s,
-            online=lambda: config.mqtt is not None,
+            # Payments need the cloud link up now, not merely configured.
+            online=lambda: daemon.cloud is not None and daemon.cloud.connected.is_set(),
         )
         daemon.sink.door_closed_handlers.append(flows.door_closed)
 
