@@ -40,6 +40,8 @@ from .layout import BusLayout
 from .physics import SimBoard, SimCabinet
 from .wire import corrupt
 
+STOP_WITHIN_S = 2.0  # how long stop() waits for pymodbus' server to shut down
+
 log = logging.getLogger("hil.modbus")
 
 PULSE_BASE = 0x0200
@@ -292,5 +294,10 @@ class ModbusTcpBoards:
             for connection in list(server.active_connections.values()):
                 with contextlib.suppress(Exception):
                     connection.close()
-            with contextlib.suppress(Exception):
-                await server.shutdown()  # type: ignore[no-untyped-call]
+            # pymodbus' shutdown can wait for ever on a client connection that never
+            # closes; a simulator that cannot stop would hang whoever stops it.
+            shutdown = asyncio.ensure_future(server.shutdown())  # type: ignore[no-untyped-call]
+            _, pending = await asyncio.wait({shutdown}, timeout=STOP_WITHIN_S)
+            for task in pending:
+                task.cancel()
+                log.warning("bus=%s server.shutdown_stuck", self.bus.name)

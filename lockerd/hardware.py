@@ -12,7 +12,6 @@ a fact that is not yet committed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -44,7 +43,8 @@ DISCONNECTED_RETRY_S = 0.25
 MIN_POLL_S = {"gpio": 0.05}
 # A silent board costs a whole timeout per request; once it is reported offline, ask it
 # only this often so its neighbours on the bus keep their scan rate.
-OFFLINE_RETRY_S = 1.0  # how often a poll loop looks again at a bus whose adapter is gone
+OFFLINE_RETRY_S = 1.0
+STOP_TASKS_WITHIN_S = 2.0  # how often a poll loop looks again at a bus whose adapter is gone
 
 
 class EventSink(Protocol):
@@ -178,11 +178,15 @@ class Hardware:
         return not pending
 
     async def stop(self) -> None:
-        for task in [*self._tasks, *self._pulses]:
+        tasks = [*self._tasks, *self._pulses]
+        for task in tasks:
             task.cancel()
-        for task in [*self._tasks, *self._pulses]:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if tasks:
+            # Bounded: a driver stuck in a call that ignores cancellation must not keep
+            # the relays from being switched off below.
+            _, stuck = await asyncio.wait(tasks, timeout=STOP_TASKS_WITHIN_S)
+            for task in stuck:
+                fact(log, "stop.task_stuck", logging.WARNING, task=task.get_name())
         self._tasks.clear()
         for bus in self.buses.values():
             await bus.close()  # relays off, port closed
