@@ -7,26 +7,17 @@ shows and what the simulator's doors did. Screens are saved under build/screensh
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from hil.cabinet import SimulatedCabinet
-from hil.layout import load as load_layout
-from lockerd.app import Daemon
-from lockerd.codes import Purpose
-from lockerd.kiosk.server import KioskServer
-from lockerd.model import Size
-from lockerd.reservations import Booking, Cod, ReservationKind, ReservationState
-from lockerd.store import CredentialGrant, CredentialRole
+from lockerd.reservations import Cod, ReservationState
 from tests.e2e.conftest import SCREENSHOTS
-from tests.support.cabinets import lockerd_config, modbus_cabinet
+from tests.support.kiosk_rig import COURIER_CODE, TECH_CODE, Cabinet, cabinet, wait_for
 
 playwright_api = pytest.importorskip("playwright.async_api")
 
@@ -41,116 +32,13 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-COURIER_CODE = "55554444"
-TECH_CODE = "99998888"
-FAST_DOORS = {"open_within_s": 1.0, "left_open_after_s": 30.0}
 WAIT_MS = 15_000
+__all__ = ["cabinet"]  # the fixture, imported so pytest finds it here
 
 pytestmark = pytest.mark.skipif(
     shutil.which(CHROMIUM) is None and not Path(CHROMIUM).exists(),
     reason="Debian chromium is not installed (scripts/test installs it)",
 )
-
-
-async def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
-
-
-@dataclass
-class Cabinet:
-    sim: SimulatedCabinet
-    daemon: Daemon
-    kiosk: KioskServer
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.kiosk.port}/"
-
-    def door_open(self, cid: str) -> bool:
-        return bool(self.sim.state()["compartments"][cid]["door_open"])
-
-    def pulsed(self) -> set[str]:
-        return {cid for cid, pulses in self.sim.pulses().items() if pulses}
-
-    def state(self, rid: str) -> ReservationState:
-        reservation = self.daemon.store.reservation(rid)
-        assert reservation is not None
-        return reservation.state
-
-    def book(
-        self, rid: str, code: str, barcode: str, size: Size = Size.S, cod: Cod | None = None
-    ) -> None:
-        booking = Booking(
-            reservation_id=rid,
-            version=1,
-            kind=ReservationKind.INBOUND,
-            size=size,
-            compartment=None,
-            barcodes=(barcode,),
-            code_hash=self.daemon.code_key.hash(Purpose.PICKUP, code),
-            reserved_until=self.daemon.clock.wall() + 86_400,
-            cod=cod,
-        )
-        with self.daemon.store.transaction() as tx:
-            assert tx.upsert_reservation(booking).status.value == "applied"
-
-    async def close(self, cid: str, *, parcel: bool | None) -> None:
-        await wait_for(lambda: self.door_open(cid))
-        if parcel is True:
-            self.sim.put_parcel(cid)
-        elif parcel is False:
-            self.sim.take_parcel(cid)
-        scans = self.daemon.hardware.scans
-        await wait_for(lambda: self.daemon.hardware.scans >= scans + 2)
-        self.sim.close_door(cid)
-        await wait_for(lambda: not self.door_open(cid))
-
-    async def ready(self, rid: str, code: str, barcode: str, cod: Cod | None = None) -> str:
-        """A parcel deposited by a courier through the flows (not the page)."""
-        self.book(rid, code, barcode, cod=cod)
-        session = self.daemon.flows.courier_login("setup", code=COURIER_CODE)
-        opened = await session.scan(barcode)
-        cid: str = opened.compartment
-        await self.close(cid, parcel=True)
-        await wait_for(lambda: self.state(rid) is ReservationState.READY)
-        self.sim.clear_pulses() if hasattr(self.sim, "clear_pulses") else None
-        return cid
-
-
-@pytest.fixture
-async def cabinet(tmp_path: Path) -> AsyncIterator[Cabinet]:
-    raw = modbus_cabinet("modbus-tcp", boards=1, doors_per_board=8, doors=FAST_DOORS)
-    for index, compartment in enumerate(raw["compartments"]):
-        compartment.update(column=index % 4 + 1, row=index // 4 + 1)
-    sim = SimulatedCabinet(load_layout(raw), pace=True)
-    await sim.start()
-    daemon = Daemon(lockerd_config(raw, sim, state_dir=tmp_path / "state"))
-    daemon._prepare_store()
-    await daemon.hardware.start()
-    with daemon.store.transaction() as tx:
-        for cid, role, code in (
-            ("courier-1", CredentialRole.COURIER, COURIER_CODE),
-            ("tech-1", CredentialRole.TECHNICIAN, TECH_CODE),
-        ):
-            purpose = Purpose.COURIER if role is CredentialRole.COURIER else Purpose.TECHNICIAN
-            tx.upsert_credential(
-                CredentialGrant(cid, 1, role, daemon.code_key.hash(purpose, code), None, None)
-            )
-    await wait_for(lambda: daemon.hardware.scans > 1)
-    kiosk = KioskServer(daemon, host="127.0.0.1", port=0)
-    await kiosk.start()
-    try:
-        yield Cabinet(sim, daemon, kiosk)
-    finally:
-        await kiosk.stop()
-        await asyncio.wait_for(daemon.hardware.stop(), 10)
-        daemon.store.close()
-        await asyncio.wait_for(sim.stop(), 10)
 
 
 @pytest.fixture
@@ -175,7 +63,9 @@ async def shot(page: Any, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     lang = await page.evaluate("document.documentElement.lang")
     size = page.viewport_size
-    await page.screenshot(path=str(SCREENSHOTS / f"{name}-{lang}-{size['width']}x{size['height']}.png"))
+    await page.screenshot(
+        path=str(SCREENSHOTS / f"{name}-{lang}-{size['width']}x{size['height']}.png")
+    )
 
 
 async def type_code(page: Any, code: str) -> None:
