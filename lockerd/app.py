@@ -124,6 +124,11 @@ class Daemon:
         # The flows at the cabinet; their deposits and pickups settle on door.closed.
         self.cloud: CloudSync | None = None
         self.flows = Flows.for_daemon(self)
+        if config.kiosk.enabled:
+            # The touchscreen's API and page, on loopback unless [kiosk] host says otherwise.
+            from .kiosk import serve as serve_kiosk
+
+            self.services.append(("kiosk", serve_kiosk))
         if config.mqtt is not None:
             self.cloud = self._connect_cloud()
         remote.apply(self)
