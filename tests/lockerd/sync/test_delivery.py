@@ -29,7 +29,7 @@ async def test_events_arrive_in_order_and_leave_the_outbox(
 ) -> None:
     emit(cabinet.store, 25)
     cabinet.sync.events_committed()
-    await cloud.wait_for(lambda: cloud.cabinets[cabinet.id].last_seq >= 25, what="25 events")
+    await cloud.wait_for(lambda: cloud.view(cabinet.id).last_seq >= 25, what="25 events")
     view = cloud.view(cabinet.id)
     assert cloud.missing(cabinet.id, 25) == []
     assert view.chain_errors == [] and view.gaps == []
@@ -42,11 +42,11 @@ async def test_events_arrive_in_order_and_leave_the_outbox(
 async def test_state_is_retained_and_telemetry_counts_the_outbox(
     cabinet: Cabinet, cloud: ReferenceCloud
 ) -> None:
-    await cloud.wait_for(lambda: cloud.cabinets[cabinet.id].state is not None, what="state")
+    await cloud.wait_for(lambda: cloud.view(cabinet.id).state is not None, what="state")
     view = cloud.view(cabinet.id)
     assert view.state is not None
     assert [c["id"] for c in view.state["compartments"]] == ["A01", "A02"]
-    await cloud.wait_for(lambda: len(cloud.cabinets[cabinet.id].telemetry) >= 1, what="telemetry")
+    await cloud.wait_for(lambda: len(cloud.view(cabinet.id).telemetry) >= 1, what="telemetry")
     figures = view.telemetry[-1]
     assert figures["outbox"] >= 0 and figures["rss_bytes"] > 0 and figures["db_bytes"] > 0
     # A retained state is what a cloud that connects later sees first.
@@ -77,7 +77,7 @@ async def test_events_made_while_the_broker_is_down_all_arrive_in_order(
         await cab.wait_connected()
         emit(cab.store, 5)
         cab.sync.events_committed()
-        await cloud.wait_for(lambda: cloud.cabinets["CAB-OUT"].last_seq >= 5, what="first 5")
+        await cloud.wait_for(lambda: cloud.view("CAB-OUT").last_seq >= 5, what="first 5")
         own_broker.stop()
         await cloud.wait_for(lambda: not cab.sync.connected.is_set(), what="link down")
         for _ in range(40):
@@ -86,7 +86,7 @@ async def test_events_made_while_the_broker_is_down_all_arrive_in_order(
         assert cab.store.outbox_depth() == 40
         own_broker.start()  # same ports; the cloud's persistent session survived the stop
         await cloud.wait_for(
-            lambda: cloud.cabinets["CAB-OUT"].last_seq >= 45, timeout_s=90, what="all 45"
+            lambda: cloud.view("CAB-OUT").last_seq >= 45, timeout_s=90, what="all 45"
         )
         view = cloud.view("CAB-OUT")
         assert cloud.missing("CAB-OUT", 45) == []
@@ -129,7 +129,7 @@ async def test_the_will_says_offline_when_the_cabinet_dies(
         await cloud.wait_for(
             lambda: (
                 (cloud.cabinets.get(cabinet_id) or _empty()).status is not None
-                and cloud.cabinets[cabinet_id].status["online"] is True
+                and cloud.view(cabinet_id).status["online"] is True
             ),  # type: ignore[index]
             what="online",
         )
@@ -137,7 +137,7 @@ async def test_the_will_says_offline_when_the_cabinet_dies(
         child.wait(timeout=10)
         # keepalive_s = 5: the broker gives up after 1.5 x keepalive.
         await cloud.wait_for(
-            lambda: cloud.cabinets[cabinet_id].status == {"v": 1, "online": False},
+            lambda: cloud.view(cabinet_id).status == {"v": 1, "online": False},
             timeout_s=30,
             what="will",
         )
@@ -165,7 +165,7 @@ async def test_sigkill_mid_drain_loses_nothing(
         assert received_before < total, "the drain finished before the kill; raise the total"
         child = _spawn_cabinet(tmp_path, broker, cabinet_id, events=0)
         await cloud.wait_for(
-            lambda: len(cloud.cabinets[cabinet_id].events) >= total,
+            lambda: len(cloud.view(cabinet_id).events) >= total,
             timeout_s=90,
             what="every event after the restart",
         )
