@@ -15,16 +15,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-import jwt
-
 from .store import Transaction
-from .sync.commands import TrustStore
+from .sync.commands import SignatureProblem, TrustStore, check_signature
 
 MAX_TOKEN_BYTES = 2048
 # What a scanned line must look like to be taken for a JWS at all (three base64url parts).
 TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
 _TEXT = re.compile(r"^[\x21-\x7e]{1,128}$")
-_HEADER_KEYS = frozenset({"alg", "kid", "typ"})
 # A pickup token is shown on a phone for minutes, not days.
 MAX_LIFETIME_S = 7 * 24 * 3600
 _USED = json.dumps({"qr": "used"})
@@ -39,6 +36,12 @@ class QrRefusal(StrEnum):
     WRONG_TYPE = "wrong_type"
     EXPIRED = "expired"
     ALREADY_USED = "already_used"
+
+
+_REFUSALS: dict[SignatureProblem, QrRefusal] = {
+    SignatureProblem.UNKNOWN_KID: QrRefusal.UNKNOWN_KID,
+    SignatureProblem.BAD_SIGNATURE: QrRefusal.BAD_SIGNATURE,
+}
 
 
 @dataclass(frozen=True)
@@ -68,37 +71,10 @@ class QrVerifier:
         """Signature and claims only (no store); never raises."""
         if not looks_like_token(token):
             return QrRejected(QrRefusal.MALFORMED)
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            return QrRejected(QrRefusal.MALFORMED)
-        if set(header) - _HEADER_KEYS or header.get("alg") != "EdDSA":
-            return QrRejected(QrRefusal.MALFORMED)
-        kid = header.get("kid")
-        if not isinstance(kid, str) or kid not in self.trust.keys:
-            return QrRejected(QrRefusal.UNKNOWN_KID)
-        try:
-            # Time and audience are checked below against the cabinet's own clock.
-            claims: dict[str, Any] = jwt.decode(
-                token,
-                key=self.trust.keys[kid],
-                algorithms=["EdDSA"],
-                options={
-                    "verify_signature": True,
-                    "verify_exp": False,
-                    "verify_nbf": False,
-                    "verify_iat": False,
-                    "verify_aud": False,
-                    "verify_iss": False,
-                    "verify_sub": False,
-                    "verify_jti": False,
-                    "require": [],
-                },
-            )
-        except jwt.InvalidSignatureError:
-            return QrRejected(QrRefusal.BAD_SIGNATURE)
-        except (jwt.PyJWTError, ValueError, TypeError):
-            return QrRejected(QrRefusal.MALFORMED)
+        checked = check_signature(token, self.trust)
+        if isinstance(checked, SignatureProblem):
+            return QrRejected(_REFUSALS.get(checked, QrRefusal.MALFORMED))
+        claims = checked.claims
         return self._claims(claims, now)
 
     def _claims(self, claims: dict[str, Any], now: float) -> QrPickup | QrRejected:

@@ -22,11 +22,14 @@ from typing import TYPE_CHECKING, Protocol
 from ..cabinet import CompartmentView, DoorClosed, UnlockOutcome, UnlockResult
 from ..clock import Clock
 from ..codes import CodeKey, Purpose
+from ..config import Config
 from ..events import DomainEvent
 from ..logs import fact
 from ..model import Actor, DoorState, Occupancy, Size
 from ..reservations import PickupMethod, ReservationKind, ReservationState, TransitionError
+from ..qr import QrRejected, QrVerifier
 from ..store import ApplyStatus, CodeOutcome, CodeVerdict, CredentialRole, Store, Transaction
+from ..sync.commands import TrustStore
 from .results import (
     Collection,
     Done,
@@ -104,6 +107,7 @@ class Flows:
         not_taken_grace_s: float = 300.0,
         session_timeout_s: float = 60.0,
         online: Callable[[], bool] = lambda: False,
+        qr: QrVerifier | None = None,
     ) -> None:
         self.store = store
         self.cabinet = cabinet
@@ -112,6 +116,7 @@ class Flows:
         self.not_taken_grace_s = not_taken_grace_s
         self.session_timeout_s = session_timeout_s
         self.online = online
+        self.qr = qr
         self.pending: dict[str, Pending] = _load_pending(store.get_setting(PENDING_KEY))
         # reservation id -> wall time until which a not-taken parcel's code keeps working
         self.grace_until: dict[str, float] = {}
@@ -129,6 +134,7 @@ class Flows:
             session_timeout_s=config.kiosk.session_timeout_s,
             # Payments need the cloud link up now, not merely configured.
             online=lambda: daemon.cloud is not None and daemon.cloud.connected.is_set(),
+            qr=qr_verifier(config),
         )
         daemon.sink.door_closed_handlers.append(flows.door_closed)
 
@@ -160,6 +166,41 @@ class Flows:
                 )
             cid = reservation.compartment
             if not self._expect(tx, cid, Pending(Expect.PICKUP, reservation.id, method=method)):
+                return Refused(RefusalReason.DOOR_BUSY, cid)
+        return await self._open(cid, Actor.RECIPIENT, "pickup", reservation.id, reservation.size)
+
+    async def pickup_qr(self, surface: str, token: str) -> FlowResult:
+        """A recipient shows the app's QR pickup token to the scanner.
+
+        The token is checked offline (signature, audience, expiry) and used up in the
+        same transaction that starts the pickup, so it opens once.
+        """
+        if self.qr is None:
+            return Refused(RefusalReason.QR_UNAVAILABLE)
+        with self.store.transaction() as tx:
+            redeemed = self.qr.redeem(tx, token, self.clock.wall())
+            if isinstance(redeemed, QrRejected):
+                fact(log, "qr.rejected", surface=surface, reason=redeemed.reason.value)
+                return Refused(RefusalReason.QR_NOT_VALID)
+            reservation = tx.reservation(redeemed.reservation_id)
+            if (
+                reservation is None
+                or reservation.kind is not ReservationKind.INBOUND
+                or reservation.state is not ReservationState.READY
+                or reservation.compartment is None
+            ):
+                return Refused(RefusalReason.CODE_NOT_VALID)
+            if reservation.code_only:
+                return Refused(RefusalReason.CODE_ONLY)
+            if reservation.awaiting_payment and reservation.cod is not None:
+                cod = reservation.cod
+                tx.emit(DomainEvent("payment.requested", {"reservation_id": reservation.id}))
+                return PaymentRequired(
+                    cod.amount, cod.currency, reservation.id, cod.pay_url, not self.online()
+                )
+            cid = reservation.compartment
+            pending = Pending(Expect.PICKUP, reservation.id, method=PickupMethod.QR)
+            if not self._expect(tx, cid, pending):
                 return Refused(RefusalReason.DOOR_BUSY, cid)
         return await self._open(cid, Actor.RECIPIENT, "pickup", reservation.id, reservation.size)
 
@@ -346,6 +387,15 @@ def _load_pending(raw: str | None) -> dict[str, Pending]:
         # a damaged table must not stop the cabinet: the doors still report as forced/closed
         fact(log, "flows.pending_unreadable", logging.ERROR, error=exc)
         return {}
+
+
+def qr_verifier(config: Config) -> QrVerifier | None:
+    """QR tokens are signed by the cloud: without its trusted keys they cannot be checked."""
+    if config.mqtt is None:
+        return None
+    return QrVerifier(
+        config.cabinet.id, config.mqtt.issuer, TrustStore.load(config.mqtt.trusted_keys)
+    )
 
 
 def next_size(size: Size) -> Size | None:

@@ -24,6 +24,8 @@ class RefusalReason(StrEnum):
     LOCK_FAILED = "lock_failed"
     UNREACHABLE = "unreachable"
     NOT_ALLOWED = "not_allowed"  # the store refused the step (state changed meanwhile)
+    QR_NOT_VALID = "qr_not_valid"  # forged, expired, for another cabinet, or already used
+    QR_UNAVAILABLE = "qr_unavailable"  # no trusted cloud keys: QR pickup cannot be checked
 
     @property
     def message_key(self) -> str:

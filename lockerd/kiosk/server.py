@@ -33,6 +33,7 @@ from ..cabinet import CompartmentView, DoorClosed
 from ..codes import Purpose
 from ..logs import fact
 from ..model import LockState
+from ..qr import looks_like_token
 from ..reservations import PickupMethod
 from .screens import Screen, screen_for
 
@@ -268,20 +269,11 @@ class KioskServer:
         flows = self._flows()
         if session.role is Role.COURIER and session.courier is not None:
             return await self._shown(session, await session.courier.scan(text))
-        from ..qr import looks_like_token
-
         if looks_like_token(text):
-            return await self._qr_pickup(session, text)
+            return await self._shown(session, await flows.pickup_qr(SCANNER_SURFACE, text))
         if text.isdigit():
             return await self._shown(session, await flows.pickup(surface, text, PickupMethod.CODE))
         return Screen("error", "scan.not_a_pickup")
-
-    async def _qr_pickup(self, session: KioskSession, token: str) -> Screen:
-        flows = self._flows()
-        pickup_qr = getattr(flows, "pickup_qr", None)
-        if pickup_qr is None:
-            return Screen("error", "scan.qr_unavailable")
-        return await self._shown(session, await pickup_qr(SCANNER_SURFACE, token))
 
     # ------------------------------------------------------------ handlers
 

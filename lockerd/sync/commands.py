@@ -215,6 +215,65 @@ class Rejection:
         return f"{self.reason.value}: {self.detail}" if self.detail else self.reason.value
 
 
+class SignatureProblem(StrEnum):
+    """Why a JWS was not accepted as signed by a trusted cloud key."""
+
+    MALFORMED = "malformed"
+    BAD_HEADER = "bad_header"
+    ALG_NOT_ALLOWED = "alg_not_allowed"
+    UNKNOWN_KID = "unknown_kid"
+    BAD_SIGNATURE = "bad_signature"
+    NOT_AN_OBJECT = "not_an_object"
+
+
+@dataclass(frozen=True)
+class SignedClaims:
+    kid: str
+    claims: dict[str, Any]
+
+
+def check_signature(token: str, trust: TrustStore) -> SignedClaims | SignatureProblem:
+    """The claims of ``token`` if a trusted key signed it with EdDSA; never raises.
+
+    Only the header and signature are checked here (PyJWT, never a hand-written JWS):
+    time, issuer, audience and the rest are each caller's rules, checked against the
+    cabinet's own clock. Cloud commands and QR pickup tokens both come through here.
+    """
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        return SignatureProblem.MALFORMED
+    if set(header) - _HEADER_KEYS:
+        return SignatureProblem.BAD_HEADER
+    if header.get("alg") != "EdDSA":
+        return SignatureProblem.ALG_NOT_ALLOWED
+    kid = header.get("kid")
+    if not isinstance(kid, str) or kid not in trust.keys:
+        return SignatureProblem.UNKNOWN_KID
+    try:
+        decoded = jwt.api_jwt.decode_complete(
+            token,
+            key=trust.keys[kid],
+            algorithms=["EdDSA"],
+            options={
+                "verify_signature": True,
+                "verify_exp": False,
+                "verify_nbf": False,
+                "verify_iat": False,
+                "verify_aud": False,
+                "verify_iss": False,
+                "verify_sub": False,
+                "verify_jti": False,
+                "require": [],
+            },
+        )
+    except jwt.InvalidSignatureError:
+        return SignatureProblem.BAD_SIGNATURE
+    except (jwt.PyJWTError, ValueError, TypeError):
+        return SignatureProblem.NOT_AN_OBJECT
+    return SignedClaims(kid, decoded["payload"])
+
+
 class TrustStoreError(Exception):
     """The trusted cloud keys cannot be loaded."""
 
@@ -248,6 +307,19 @@ class TrustStore:
         return cls(keys)
 
 
+_SIGNATURE_REJECTIONS: dict[SignatureProblem, tuple[RejectReason, str]] = {
+    SignatureProblem.MALFORMED: (RejectReason.MALFORMED, "not a JWS compact serialization"),
+    SignatureProblem.BAD_HEADER: (RejectReason.BAD_HEADER, "unexpected header field"),
+    SignatureProblem.ALG_NOT_ALLOWED: (RejectReason.ALG_NOT_ALLOWED, "only EdDSA is accepted"),
+    SignatureProblem.UNKNOWN_KID: (RejectReason.UNKNOWN_KID, ""),
+    SignatureProblem.BAD_SIGNATURE: (RejectReason.BAD_SIGNATURE, ""),
+    SignatureProblem.NOT_AN_OBJECT: (
+        RejectReason.MALFORMED,
+        "the signed payload is not a JSON object",
+    ),
+}
+
+
 @dataclass(frozen=True)
 class Verifier:
     """Checks commands for one cabinet against its trust store, issuer and lifetime caps."""
@@ -277,43 +349,11 @@ class Verifier:
             token = payload.decode("ascii").strip()
         except UnicodeDecodeError:
             return Rejection(RejectReason.MALFORMED, "not a JWS compact serialization")
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            return Rejection(RejectReason.MALFORMED, "not a JWS compact serialization")
-        unknown = set(header) - _HEADER_KEYS
-        if unknown:
-            return Rejection(RejectReason.BAD_HEADER, "unexpected header field")
-        if header.get("alg") != "EdDSA":
-            return Rejection(RejectReason.ALG_NOT_ALLOWED, "only EdDSA is accepted")
-        kid = header.get("kid")
-        if not isinstance(kid, str) or kid not in self.trust.keys:
-            return Rejection(RejectReason.UNKNOWN_KID)
-        try:
-            decoded = jwt.api_jwt.decode_complete(
-                token,
-                key=self.trust.keys[kid],
-                algorithms=["EdDSA"],
-                # Time, issuer and audience are checked below against our own clock and
-                # rules; PyJWT checks the signature and that the payload is a JSON object.
-                options={
-                    "verify_signature": True,
-                    "verify_exp": False,
-                    "verify_nbf": False,
-                    "verify_iat": False,
-                    "verify_aud": False,
-                    "verify_iss": False,
-                    "verify_sub": False,
-                    "verify_jti": False,
-                    "require": [],
-                },
-            )
-        except jwt.InvalidSignatureError:
-            return Rejection(RejectReason.BAD_SIGNATURE)
-        except (jwt.PyJWTError, ValueError, TypeError):
-            return Rejection(RejectReason.MALFORMED, "the signed payload is not a JSON object")
-        claims: dict[str, Any] = decoded["payload"]
-        return self._check_claims(claims, kid, now)
+        checked = check_signature(token, self.trust)
+        if isinstance(checked, SignatureProblem):
+            reason, detail = _SIGNATURE_REJECTIONS[checked]
+            return Rejection(reason, detail)
+        return self._check_claims(checked.claims, checked.kid, now)
 
     def _check_claims(self, claims: dict[str, Any], kid: str, now: float) -> VerifiedCommand:
         jti = claims.get("jti")

@@ -423,3 +423,56 @@ async def test_garbage_codes_and_barcodes_open_nothing(rig: Rig, codes: list[str
         ):
             assert isinstance(answer, (Refused, Wait, LockedOut)), answer
     assert all(not p for p in rig.sim.pulses().values())
+
+
+# ---------------------------------------------------------------- QR pickup
+
+
+async def test_qr_token_opens_once_and_forgeries_open_nothing(rig: Rig, tmp_path: Path) -> None:
+    import time as _time
+
+    import jwt as pyjwt
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from hil.cloud import provision
+    from lockerd.qr import QrVerifier
+    from lockerd.sync.commands import TrustStore
+
+    cloud = provision("CAB-TEST", tmp_path / "cloud")
+    rig.flows.qr = QrVerifier("CAB-TEST", "cloud", TrustStore.load(cloud.trusted_keys))
+
+    def token(sub: str, key: Ed25519PrivateKey = cloud.signing_key, **claims: Any) -> str:
+        body = {
+            "iss": "cloud",
+            "aud": "CAB-TEST",
+            "sub": sub,
+            "typ": "pickup",
+            "jti": f"qr-{sub}-{_time.monotonic_ns()}",
+            "exp": int(_time.time()) + 300,
+        }
+        body.update(claims)
+        return pyjwt.encode(body, key, algorithm="EdDSA", headers={"kid": cloud.kid})
+
+    rig.book("R-QR", "5555", barcodes=("QR1",))
+    session = login(rig, code=COURIER_CODE)
+    cid = await rig.deposit(session, "QR1")
+    pulses = lambda: sum(len(p) for p in rig.sim.pulses().values())  # noqa: E731
+    before = pulses()
+
+    forged = token("R-QR", key=Ed25519PrivateKey.generate())
+    assert await rig.flows.pickup_qr("scanner", forged) == Refused(RefusalReason.QR_NOT_VALID)
+    other_cabinet = token("R-QR", aud="CAB-OTHER")
+    assert await rig.flows.pickup_qr("scanner", other_cabinet) == Refused(
+        RefusalReason.QR_NOT_VALID
+    )
+    expired = token("R-QR", exp=int(_time.time()) - 60)
+    assert await rig.flows.pickup_qr("scanner", expired) == Refused(RefusalReason.QR_NOT_VALID)
+    assert pulses() == before
+
+    good = token("R-QR")
+    opened = await rig.flows.pickup_qr("scanner", good)
+    assert isinstance(opened, Opened) and opened.compartment == cid
+    await rig.close(cid, parcel=False)
+    assert rig.state("R-QR") is ReservationState.PICKED_UP
+    assert rig.events("parcel.picked_up")[-1]["method"] == "qr"
+    assert await rig.flows.pickup_qr("scanner", good) == Refused(RefusalReason.QR_NOT_VALID)
