@@ -107,12 +107,12 @@ class Daemon:
             self.clock,
             holds=HoldPolicy(config.pickup.normal_hold_s, config.pickup.sensitive_hold_s),
             throttle_policy=ThrottlePolicy(
-                free_failures=config.keypad.free_failures,
-                base_delay_s=config.keypad.base_delay_s,
-                max_delay_s=config.keypad.max_delay_s,
-                lockout_after=config.keypad.lockout_after,
-                lockout_s=config.keypad.lockout_s,
-                window_s=config.keypad.window_s,
+                free_failures=config.throttle.free_failures,
+                base_delay_s=config.throttle.base_delay_s,
+                max_delay_s=config.throttle.max_delay_s,
+                lockout_after=config.throttle.lockout_after,
+                lockout_s=config.throttle.lockout_s,
+                window_s=config.throttle.window_s,
             ),
         )
         self.sink = StoreSink(self.store)

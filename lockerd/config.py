@@ -153,7 +153,17 @@ class PickupConfig:
 
 
 @dataclass(frozen=True)
-class KeypadConfig:
+class InputsConfig:
+    """Physical inputs beside the touchscreen; an empty path means not fitted."""
+
+    scanner_port: str = ""  # a serial/USB-CDC barcode scanner (one code per line)
+    scanner_baudrate: int = 9600
+    scanner_device: str = ""  # a keyboard-emulation scanner (evdev, grabbed)
+    keypad_device: str = ""  # a USB keypad (evdev, grabbed)
+
+
+@dataclass(frozen=True)
+class ThrottleConfig:
     """Code-guessing throttle, per input surface (keypad, kiosk, scanner)."""
 
     free_failures: int
@@ -204,7 +214,8 @@ class Config:
     compartments: tuple[CompartmentConfig, ...]
     mqtt: MqttConfig | None = None
     pickup: PickupConfig = PickupConfig(72 * 3600, 24 * 3600, 300)
-    keypad: KeypadConfig = KeypadConfig(3, 2.0, 60.0, 10, 900.0, 3600.0)
+    throttle: ThrottleConfig = ThrottleConfig(3, 2.0, 60.0, 10, 900.0, 3600.0)
+    inputs: InputsConfig = InputsConfig()
     maintenance: MaintenanceConfig = MaintenanceConfig()
     kiosk: KioskConfig = KioskConfig()
 
@@ -359,7 +370,8 @@ def parse(raw: dict[str, Any], file: Path) -> Config:
     mqtt_table = root.table("mqtt", required=False)
     mqtt = _parse_mqtt(mqtt_table, file) if mqtt_table is not None else None
     pickup = _parse_pickup(root.table("pickup", required=False))
-    keypad = _parse_keypad(root.table("keypad", required=False))
+    throttle = _parse_throttle(root.table("throttle", required=False))
+    inputs = _parse_inputs(root.table("inputs", required=False))
     maintenance = _parse_maintenance(root.table("maintenance", required=False), file)
     kiosk = _parse_kiosk(root.table("kiosk", required=False))
     root.done()
@@ -378,7 +390,8 @@ def parse(raw: dict[str, Any], file: Path) -> Config:
         compartments=compartments,
         mqtt=mqtt,
         pickup=pickup,
-        keypad=keypad,
+        throttle=throttle,
+        inputs=inputs,
         maintenance=maintenance,
         kiosk=kiosk,
     )
@@ -395,9 +408,9 @@ def _parse_pickup(table: _Table | None) -> PickupConfig:
     return pickup
 
 
-def _parse_keypad(table: _Table | None) -> KeypadConfig:
-    t = table or _Table({}, "keypad", [], Path())
-    keypad = KeypadConfig(
+def _parse_throttle(table: _Table | None) -> ThrottleConfig:
+    t = table or _Table({}, "throttle", [], Path())
+    throttle = ThrottleConfig(
         free_failures=t.integer("free_failures", 3, lo=1, hi=100),
         base_delay_s=t.number("base_delay_s", 2.0, lo=0.0),
         max_delay_s=t.number("max_delay_s", 60.0, lo=0.0),
@@ -406,7 +419,19 @@ def _parse_keypad(table: _Table | None) -> KeypadConfig:
         window_s=t.number("window_s", 3600.0, lo=1.0),
     )
     t.done()
-    return keypad
+    return throttle
+
+
+def _parse_inputs(table: _Table | None) -> InputsConfig:
+    t = table or _Table({}, "inputs", [], Path())
+    inputs = InputsConfig(
+        scanner_port=t.text("scanner_port", ""),
+        scanner_baudrate=t.integer("scanner_baudrate", 9600, lo=1200, hi=921_600),
+        scanner_device=t.text("scanner_device", ""),
+        keypad_device=t.text("keypad_device", ""),
+    )
+    t.done()
+    return inputs
 
 
 def _parse_maintenance(table: _Table | None, file: Path) -> MaintenanceConfig:

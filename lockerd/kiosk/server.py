@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
+from drivers.keypad import Entry, EvdevInput
 from drivers.scanner import Scan, SerialScanner
 
 from ..cabinet import CompartmentView, DoorClosed
@@ -48,6 +49,7 @@ MAX_BODY = 8 * 1024
 MAX_FIELD = 2048
 SESSION_HEADER = "X-Kiosk-Session"
 REAP_EVERY_S = 1.0
+INPUT_RETRY_S = 2.0  # a keypad or scanner that is unplugged is looked for again this often
 _STATIC = ("index.html", "kiosk.css", "kiosk.js")
 
 
@@ -241,11 +243,7 @@ class KioskServer:
 
     async def physical_scan(self, text: str) -> Screen:
         """A line from a physical scanner, for the session in front of it (or a new one)."""
-        session = self.sessions.get(self.current or "") or self.new_session()
-        session.last_active = self.monotonic()
-        screen = await self._scan_in(session, text, SCANNER_SURFACE)
-        self._push(session, {"type": "screen", **screen.json()})
-        return screen
+        return await self.physical_entry(text, SCANNER_SURFACE)
 
     async def feed_scanner(self, scanner: SerialScanner) -> None:
         """Run a serial scanner into the kiosk: every line goes to the screen in front of it."""
@@ -257,6 +255,42 @@ class KioskServer:
                     self.physical_bad_scan(result.reason.value)
             except Exception:  # one bad scan never stops the scanner, nor opens a door
                 log.exception("kiosk.scan_failed")
+
+    async def feed_keys(self, device: EvdevInput, surface: str) -> None:
+        """Run a keypad or keyboard-emulation scanner into the kiosk, entry by entry.
+
+        A device that is missing or unreadable is retried; evdev not installed is said
+        once and the input stays off (the page and the serial scanner still work).
+        """
+        while True:
+            try:
+                async for result in device.entries():
+                    if isinstance(result, Entry) and result.complete:
+                        await self.physical_entry(result.text, surface)
+                    elif isinstance(result, Entry):
+                        self.physical_bad_scan("too_long")
+            except ModuleNotFoundError:
+                fact(
+                    log,
+                    "input.unavailable",
+                    logging.ERROR,
+                    device=device.path,
+                    detail="evdev is not installed (pip install 'lockerd[inputs]')",
+                )
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # unplugged, no permission: try again, never crash
+                fact(log, "input.failed", logging.WARNING, device=device.path, error=exc)
+            await asyncio.sleep(INPUT_RETRY_S)
+
+    async def physical_entry(self, text: str, surface: str) -> Screen:
+        """What a keypad or keyboard scanner typed up to Enter: the same logic as a scan."""
+        session = self.sessions.get(self.current or "") or self.new_session()
+        session.last_active = self.monotonic()
+        screen = await self._scan_in(session, text, surface)
+        self._push(session, {"type": "screen", **screen.json()})
+        return screen
 
     def physical_bad_scan(self, reason: str) -> None:
         fact(log, "scan.rejected", logging.WARNING, reason=reason)
@@ -622,7 +656,23 @@ async def serve(daemon: Daemon) -> None:
         return
     server = KioskServer(daemon)
     await server.start()
+    inputs = daemon.config.inputs
+    feeds: list[asyncio.Task[None]] = []
+    if inputs.scanner_port:
+        scanner = SerialScanner(inputs.scanner_port, inputs.scanner_baudrate)
+        feeds.append(asyncio.create_task(server.feed_scanner(scanner), name="scanner"))
+    for path, surface in (
+        (inputs.scanner_device, SCANNER_SURFACE),
+        (inputs.keypad_device, "keypad"),
+    ):
+        if path:
+            feeds.append(
+                asyncio.create_task(server.feed_keys(EvdevInput(path), surface), name=surface)
+            )
     try:
         await asyncio.Event().wait()
     finally:
+        for feed in feeds:
+            feed.cancel()
+        await asyncio.gather(*feeds, return_exceptions=True)
         await server.stop()

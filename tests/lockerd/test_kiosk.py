@@ -173,3 +173,32 @@ async def test_scanner_on_a_pty_feeds_the_kiosk(cabinet: Cabinet, tmp_path: Path
             feed.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await feed
+
+
+async def test_keypad_entries_feed_the_same_session_logic(cabinet: Cabinet) -> None:
+    """A USB keypad (evdev cannot run here: a stand-in yields what its key mapper would)."""
+    from collections.abc import AsyncIterator
+
+    from drivers.keypad import Entry, KeyResult
+
+    cid = await cabinet.ready("R-K", "135790", "PARCEL-K")
+
+    class TypedOnKeypad:
+        path = "/dev/input/by-id/keypad"
+
+        async def entries(self) -> AsyncIterator[KeyResult]:
+            yield Entry("1" * 5000, complete=False)  # cut off: refused, opens nothing
+            yield Entry("000000")  # wrong code: refused
+            yield Entry("135790")
+            await asyncio.Event().wait()
+
+    session = cabinet.kiosk.new_session()
+    feed = asyncio.create_task(cabinet.kiosk.feed_keys(TypedOnKeypad(), "keypad"))  # type: ignore[arg-type]
+    try:
+        await wait_for(lambda: cabinet.door_open(cid))
+        assert cid in session.open_doors
+        assert cabinet.pulsed() == {cid}
+    finally:
+        feed.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await feed
