@@ -26,8 +26,8 @@ from ..config import Config
 from ..events import DomainEvent
 from ..logs import fact
 from ..model import Actor, DoorState, Occupancy, Size
-from ..reservations import PickupMethod, ReservationKind, ReservationState, TransitionError
 from ..qr import QrRejected, QrVerifier
+from ..reservations import PickupMethod, ReservationKind, ReservationState, TransitionError
 from ..store import ApplyStatus, CodeOutcome, CodeVerdict, CredentialRole, Store, Transaction
 from ..sync.commands import TrustStore
 from .results import (
