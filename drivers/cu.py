@@ -43,8 +43,6 @@ from enum import IntEnum
 
 import serial
 
-from lockerd.logs import fact
-
 from .base import (
     BadFrame,
     BoardError,
@@ -57,6 +55,7 @@ from .base import (
     LockBoard,
     Priority,
 )
+from .facts import fact
 
 logger = logging.getLogger(__name__)
 

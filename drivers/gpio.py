@@ -31,9 +31,8 @@ from typing import Any
 
 from gpiozero import DigitalInputDevice, DigitalOutputDevice
 
-from lockerd.logs import fact
-
 from .base import BoardError, BoardIdentity, BoardOffline, BoardSpec, Bus, LockBoard
+from .facts import fact
 
 logger = logging.getLogger(__name__)
 

@@ -75,7 +75,8 @@ from drivers.base import (
     LockBoard,
     Priority,
 )
-from lockerd.logs import fact
+
+from .facts import fact
 
 log = logging.getLogger(__name__)
 

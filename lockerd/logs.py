@@ -7,21 +7,10 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
 
+from drivers.facts import fact
 
-def _quote(value: Any) -> str:
-    text = str(value)
-    if text == "" or any(c in text for c in ' ="\n'):
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-    return text
-
-
-def fact(logger: logging.Logger, what: str, level: int = logging.INFO, **fields: Any) -> None:
-    """Log ``what`` (a dotted fact name such as ``door.opened``) with its fields."""
-    if logger.isEnabledFor(level):
-        parts = [what, *(f"{key}={_quote(value)}" for key, value in fields.items())]
-        logger.log(level, " ".join(parts))
+__all__ = ["fact", "setup"]
 
 
 def setup(level: str = "INFO") -> None:
