@@ -30,6 +30,7 @@ from aiohttp import WSMsgType, web
 from drivers.keypad import Entry, EvdevInput
 from drivers.scanner import Scan, SerialScanner
 
+from .. import status
 from ..cabinet import CompartmentView, DoorClosed
 from ..codes import Purpose
 from ..logs import fact
@@ -531,31 +532,24 @@ class KioskServer:
 
     def cabinet_picture(self) -> list[dict[str, Any]]:
         """Every compartment with door, lock, occupancy, faults and service, for service mode."""
-        views = {v.id: v for v in self.daemon.hardware.views()}
-        stored = {c.id: c for c in self.daemon.store.compartments()}
-        picture: list[dict[str, Any]] = []
-        for c in self.daemon.config.compartments:
-            view = views.get(c.id)
-            row = stored.get(c.id)
-            picture.append(
-                {
-                    "id": c.id,
-                    "size": c.size.value,
-                    "column": c.column,
-                    "row": c.row,
-                    "low": c.low,
-                    "door": view.door.value if view else "unknown",
-                    "lock": view.lock.value if view else "unknown",
-                    "occupancy": view.occupancy.value if view and view.occupancy else None,
-                    "fault": bool(
-                        view and (view.door_sensor_faulty or view.occupancy_sensor_faulty)
-                    )
-                    or bool(view and view.lock.value == "faulted"),
-                    "in_service": row.in_service if row else True,
-                    "state": row.state.value if row else "unknown",
-                }
-            )
-        return picture
+        d = self.daemon
+        return [
+            {
+                "id": c.id,
+                "size": c.size.value,
+                "column": c.column,
+                "row": c.row,
+                "low": c.low,
+                "door": c.door.value,
+                "lock": c.lock.value,
+                "occupancy": None if c.occupancy is None else c.occupancy.value,
+                "fault": bool(c.faults),
+                "faults": list(c.faults),
+                "in_service": c.in_service,
+                "state": c.state.value,
+            }
+            for c in status.compartments(d.config, d.store, d.hardware.supervisor)
+        ]
 
     # ------------------------------------------------------------ errors
 
