@@ -38,7 +38,7 @@ from lockerd.flows import (
 from lockerd.model import Size
 from lockerd.reservations import Booking, Cod, ReservationKind, ReservationState
 from lockerd.store import CredentialGrant, CredentialRole
-from tests.support.cabinets import lockerd_config, modbus_cabinet
+from tests.support.cabinets import FAMILIES, family_cabinet, lockerd_config
 
 FAST_DOORS = {"open_within_s": 1.0, "left_open_after_s": 30.0}
 COURIER_CODE = "55554444"
@@ -126,11 +126,12 @@ class Rig:
         return result.compartment
 
 
-@pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    raw = modbus_cabinet(
-        "modbus-rtu", baudrate=115200, boards=1, doors_per_board=8, doors=FAST_DOORS
-    )
+@pytest.fixture(params=FAMILIES)
+async def rig(
+    request: pytest.FixtureRequest, tmp_path: Path, mock_pins: None
+) -> AsyncIterator[Rig]:
+    # Every flow runs on every board family: the same scenarios prove each driver.
+    raw = family_cabinet(request.param, boards=1, doors_per_board=8, doors=FAST_DOORS)
     sim = SimulatedCabinet(load_layout(raw), pace=True)
     await sim.start()
     daemon = Daemon(lockerd_config(raw, sim, state_dir=tmp_path / "state"))

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from gpiozero import Device
-from gpiozero.pins.mock import MockFactory
 
 from hil.cabinet import SimulatedCabinet
 from hil.layout import load as load_layout
@@ -17,7 +15,7 @@ from lockerd.cabinet import UnlockResult
 from lockerd.clock import SystemClock
 from lockerd.hardware import Hardware, LogSink
 from lockerd.model import Actor, DoorState, LockState, Occupancy
-from tests.support.cabinets import cu_cabinet, gpio_cabinet, lockerd_config, modbus_cabinet
+from tests.support.cabinets import FAMILIES, family_cabinet, lockerd_config
 
 FAST_DOORS = {
     "open_within_s": 1.0,
@@ -25,15 +23,10 @@ FAST_DOORS = {
     "flap_changes": 6,
     "flap_window_s": 5.0,
 }
-FAMILIES = ["modbus-rtu", "modbus-tcp", "cu", "gpio"]
 
 
 def describe(family: str) -> dict[str, Any]:
-    if family == "cu":
-        return cu_cabinet(boards=2, doors_per_board=3, doors=FAST_DOORS)
-    if family == "gpio":
-        return gpio_cabinet(boards=2, doors_per_board=3, doors=FAST_DOORS)
-    return modbus_cabinet(family, boards=2, doors_per_board=3, doors=FAST_DOORS)
+    return family_cabinet(family, boards=2, doors_per_board=3, doors=FAST_DOORS)
 
 
 async def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -81,18 +74,6 @@ async def stop_rig(sim: SimulatedCabinet, hardware: Hardware) -> None:
             for task in asyncio.all_tasks():
                 task.print_stack(limit=12, file=sys.stderr)
             raise
-
-
-@pytest.fixture
-def mock_pins() -> Iterator[None]:
-    """gpiozero's mock pin factory: the real tool for a Pi's pins where there is no Pi."""
-    previous = Device.pin_factory
-    Device.pin_factory = MockFactory()
-    try:
-        yield
-    finally:
-        Device.pin_factory.close()
-        Device.pin_factory = previous
 
 
 @pytest.fixture(params=FAMILIES)

@@ -138,3 +138,17 @@ def gpio_cabinet(
     if doors:
         raw["doors"] = doors
     return raw
+
+
+FAMILIES = ("modbus-rtu", "modbus-tcp", "cu", "gpio")
+
+
+def family_cabinet(
+    family: str, boards: int, doors_per_board: int, doors: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The same cabinet (ids A01.., sizes S M L XL repeating, occupancy sensors) on any family."""
+    if family == "cu":
+        return cu_cabinet(boards, doors_per_board, doors)
+    if family == "gpio":
+        return gpio_cabinet(boards, doors_per_board, doors)
+    return modbus_cabinet(family, boards, doors_per_board, doors=doors)
