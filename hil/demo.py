@@ -65,7 +65,13 @@ async def demo(args: argparse.Namespace) -> int:
         live=live,
         footer=lambda: [f"lockerd (full log: {log_path}):", *recent],
     )
-    print(f"config: {config_path}\nlockerd log: {log_path}", flush=True)
+    print(
+        f"config: {config_path}\nlockerd log: {log_path}\n"
+        f"kiosk page: http://127.0.0.1:8080/  (if that port was free)\n"
+        f"technician: lockerctl --socket {run_dir / 'lockerd.sock'} doors"
+        f" | open A01 --reason demo",
+        flush=True,
+    )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -443,7 +443,8 @@ def _parse_maintenance(table: _Table | None, file: Path) -> MaintenanceConfig:
         socket_path = file.parent / socket_path
     maintenance = MaintenanceConfig(
         socket=socket_path,
-        group=t.text("group", default.group) or default.group,
+        # "" keeps the daemon's own group (a development machine has no lockerd-tech).
+        group=t.text("group", default.group),
         allowed_uids=t.int_list("allowed_uids"),
         allowed_gids=t.int_list("allowed_gids"),
         metrics=bool(t.flag("metrics", True)),

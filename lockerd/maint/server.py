@@ -154,6 +154,8 @@ class MaintenanceServer:
 
     def _restrict(self, path: Path) -> None:
         os.chmod(path, 0o660)
+        if not self.config.group:
+            return  # configured to stay in the daemon's own group
         try:
             gid = grp.getgrnam(self.config.group).gr_gid
         except KeyError:

@@ -39,6 +39,12 @@ state_dir = "{state}"
 open_within_s = 1.0
 left_open_after_s = 600.0
 
+[maintenance]
+socket = "{state}/lockerd.sock"
+
+[kiosk]
+enabled = false
+
 [[buses]]
 name = "rs485"
 family = "modbus-rtu"

@@ -19,6 +19,12 @@ CABINET = """
 id = "CAB-E2E"
 state_dir = "{dir}/state"
 
+[maintenance]
+socket = "{dir}/lockerd.sock"
+
+[kiosk]
+port = 0
+
 [[buses]]
 name = "rs485"
 family = "modbus-rtu"
