@@ -177,7 +177,6 @@ async def test_scanner_on_a_pty_feeds_the_kiosk(cabinet: Cabinet, tmp_path: Path
 
 async def test_keypad_entries_feed_the_same_session_logic(cabinet: Cabinet) -> None:
     """A USB keypad (evdev cannot run here: a stand-in yields what its key mapper would)."""
-    from collections.abc import AsyncIterator
 
     from drivers.keypad import Entry, KeyResult
 
