@@ -53,6 +53,9 @@ EVENT_FIELDS: Mapping[str, frozenset[str]] = {
     "command.rejected": frozenset({"cmd", "reason"}),
     "courier.exception": frozenset({"compartment", "reservation_id", "kind"}),
     "clock.skew": frozenset({"skew_s"}),
+    # Not in the contract's table (it is silent on a full outbox): the project's contract
+    # copy adds it, so the alarm reaches the cloud in order like every other fact.
+    "outbox.full": frozenset({"depth", "limit"}),
 }
 
 

@@ -81,6 +81,7 @@ ACK_FLUSH_S = 0.2
 REJECTED_EVENTS_PER_MINUTE = 30
 # A connection that lasted this long resets the backoff.
 STABLE_CONNECTION_S = 10.0
+OUTBOX_BOUND_CHECK_S = 1.0
 
 
 class AckStatus(StrEnum):
@@ -214,6 +215,7 @@ class CloudSync:
         self._skew_reported: int | None = None
         self._recent_offsets: collections.deque[float] = collections.deque(maxlen=8)
         self._outbox_full = False
+        self._bound_checked_at = float("-inf")
         self.connected = asyncio.Event()
         # For `lockerctl status`: when the broker last acknowledged our events (wall
         # time), and our clock minus the cloud's as last estimated from signed iats.
@@ -224,6 +226,12 @@ class CloudSync:
 
     def events_committed(self) -> None:
         self._events.set()
+        # The outbox grows fastest while the link is down, when the pump is not running:
+        # look at its bound from here too, at most once a second (a count is not free).
+        now = time.monotonic()
+        if now - self._bound_checked_at >= OUTBOX_BOUND_CHECK_S:
+            self._bound_checked_at = now
+            self._check_outbox_bound()
 
     def state_changed(self) -> None:
         self._state_dirty.set()
@@ -378,9 +386,13 @@ class CloudSync:
         depth = self.store.outbox_depth()
         full = depth >= self.mqtt.outbox_max_events
         if full and not self._outbox_full:
-            # Policy (docs/contract/mqtt-contract.md): keep every event, oldest first; an
-            # alarm in the log and in telemetry. Events carry state changes that happened.
-            fact(log, "outbox.full", logging.ERROR, depth=depth, limit=self.mqtt.outbox_max_events)
+            # Policy (docs/contract/mqtt-contract.md): keep every event, oldest first, and
+            # raise the alarm once per crossing: an outbox.full event (it waits its turn
+            # in the outbox like any fact), the log, and telemetry.
+            limit = self.mqtt.outbox_max_events
+            fact(log, "outbox.full", logging.ERROR, depth=depth, limit=limit)
+            with self.store.transaction() as tx:
+                tx.emit(DomainEvent("outbox.full", {"depth": depth, "limit": limit}))
         self._outbox_full = full
 
     # -- state and telemetry

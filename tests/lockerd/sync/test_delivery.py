@@ -216,3 +216,38 @@ def _spawn_cabinet(
     return subprocess.Popen(
         [sys.executable, "-c", _CHILD, arguments], cwd=root, env=env, stderr=subprocess.DEVNULL
     )
+
+
+async def test_a_full_outbox_raises_the_alarm_keeps_every_event_and_tells_the_cloud(
+    tmp_path: Path,
+) -> None:
+    """The broker is down: the outbox passes its bound; nothing is dropped, and the
+    outbox.full event reaches the cloud in order with the rest once the broker is back."""
+    broker = Mosquitto(tmp_path / "mosquitto")
+    broker.start()
+    cab = make_cabinet(
+        tmp_path / "cab", broker.port, "CAB-FULL", extra_mqtt="outbox_max_events = 100\n"
+    )
+    watcher = ReferenceCloud("127.0.0.1", broker.port, client_id="cloud-full")
+    try:
+        broker.stop()
+        emit(cab.store, 99)
+        cab.sync.events_committed()
+        assert cab.store.outbox_depth() == 99
+        emit(cab.store, 3)
+        cab.sync._bound_checked_at = float("-inf")  # no need to wait out the once-a-second check
+        cab.sync.events_committed()
+        kinds = [e.type for e in cab.store.outbox_after(0, 1000)]
+        assert kinds.count("outbox.full") == 1 and len(kinds) == 103  # all kept, plus the alarm
+        broker.start()
+        watcher.start()
+        await watcher.wait_ready()
+        cab.start()
+        await watcher.wait_for(lambda: watcher.view("CAB-FULL").last_seq >= 103, what="all")
+        assert watcher.missing("CAB-FULL", 103) == []
+        full = [e for e in watcher.view("CAB-FULL").events.values() if e["type"] == "outbox.full"]
+        assert full[0]["data"] == {"depth": 102, "limit": 100}
+    finally:
+        await cab.stop()
+        watcher.stop()
+        broker.kill()
