@@ -56,8 +56,17 @@ def _run(path: str, log_level: str) -> int:
     if loaded is None:
         return 2
     from .app import run
+    from .codes import CodeKeyError
+    from .store import StoreError
+    from .sync.commands import TrustStoreError
 
-    asyncio.run(run(loaded))
+    try:
+        asyncio.run(run(loaded))
+    except (StoreError, CodeKeyError, TrustStoreError, OSError) as exc:
+        # Something a technician must fix on the cabinet (a foreign database, a code key
+        # readable by others, a missing trust store): say what, once, and stop.
+        print(f"lockerd: cannot start: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -163,3 +163,21 @@ def test_demo_command_runs_lockerd_against_the_simulator(tmp_path: Path) -> None
     assert "lockerd.stopped" in result.stdout
     assert "board.all_off bus=rs485 board=b2" in result.stdout
     assert "WARNING drivers" not in result.stdout, result.stdout  # a clean bus, start to stop
+
+
+def test_a_code_key_readable_by_others_stops_the_daemon_with_a_clear_message(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "cabinet.toml"
+    config.write_text(CABINET.format(dir=tmp_path))
+    key = tmp_path / "state" / "code.key"
+    key.parent.mkdir()
+    key.write_bytes(bytes(32))
+    key.chmod(0o644)
+    result = subprocess.run(
+        [sys.executable, "-m", "lockerd", "run", "--config", str(config)],
+        capture_output=True, text=True, timeout=30, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "cannot start" in result.stderr and "chmod 600" in result.stderr
+    assert "Traceback" not in result.stderr
