@@ -300,7 +300,10 @@ class Flows:
     ) -> None:
         present = occupancy is Occupancy.PRESENT
         empty = occupancy is Occupancy.EMPTY
-        no_sensor = occupancy is None
+        # A sensor that cannot be read says nothing: decide as if none were fitted (the
+        # close ends the step), so a faulty sensor never leaves a deposited parcel
+        # unregistered, its recipient never told.
+        no_sensor = occupancy is None or occupancy is Occupancy.UNKNOWN
         rid = pending.reservation_id
         try:
             if pending.expect in (Expect.DEPOSIT, Expect.DROPOFF):

@@ -477,3 +477,20 @@ async def test_qr_token_opens_once_and_forgeries_open_nothing(rig: Rig, tmp_path
     assert rig.state("R-QR") is ReservationState.PICKED_UP
     assert rig.events("parcel.picked_up")[-1]["method"] == "qr"
     assert await rig.flows.pickup_qr("scanner", good) == Refused(RefusalReason.QR_NOT_VALID)
+
+
+async def test_an_unreadable_occupancy_sensor_still_registers_the_deposit(rig: Rig) -> None:
+    """The close decides as if no sensor were fitted: the parcel is not left unregistered."""
+    from lockerd.cabinet import DoorClosed
+    from lockerd.model import Actor, Occupancy
+
+    rig.book("R-U", "4242", barcodes=("PU1",))
+    session = login(rig, code=COURIER_CODE)
+    opened = await session.scan("PU1")
+    assert isinstance(opened, Opened)
+    with rig.daemon.store.transaction() as tx:
+        rig.flows.door_closed(
+            tx, DoorClosed(opened.compartment, Actor.COURIER, Occupancy.UNKNOWN, 2.0)
+        )
+    assert rig.state("R-U") is ReservationState.READY
+    assert rig.events("parcel.deposited")[-1]["reservation_id"] == "R-U"
