@@ -124,7 +124,9 @@ async def test_daemon_notifies_and_starves_the_watchdog_when_polling_sticks(
             return await real_read()
 
         monkeypatch.setattr(board, "read_inputs", stuck_read)
-        await wait_for(stalled(lambda: daemon.hardware.scans, 0.1))
+        # Stalled for longer than two watchdog rounds (0.2 s), so the round that could
+        # still see the last scan's progress has passed before we start listening.
+        await wait_for(stalled(lambda: daemon.hardware.scans, 0.5))
         systemd.drain()
         systemd.messages.clear()
         await asyncio.sleep(1.0)  # five watchdog rounds
