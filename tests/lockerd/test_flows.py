@@ -7,7 +7,7 @@ pickups complete only when the simulated door closes and the daemon commits door
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,19 +39,11 @@ from lockerd.model import Size
 from lockerd.reservations import Booking, Cod, ReservationKind, ReservationState
 from lockerd.store import CredentialGrant, CredentialRole
 from tests.support.cabinets import FAMILIES, family_cabinet, lockerd_config
+from tests.support.waiting import wait_for
 
 FAST_DOORS = {"open_within_s": 1.0, "left_open_after_s": 30.0}
 COURIER_CODE = "55554444"
 COURIER_BADGE = "04A1B2C3"
-
-
-async def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 @dataclass

@@ -16,6 +16,7 @@ from lockerd.clock import SystemClock
 from lockerd.hardware import Hardware, LogSink
 from lockerd.model import Actor, DoorState, LockState, Occupancy
 from tests.support.cabinets import FAMILIES, family_cabinet, lockerd_config
+from tests.support.waiting import wait_for
 
 FAST_DOORS = {
     "open_within_s": 1.0,
@@ -27,14 +28,6 @@ FAST_DOORS = {
 
 def describe(family: str) -> dict[str, Any]:
     return family_cabinet(family, boards=2, doors_per_board=3, doors=FAST_DOORS)
-
-
-async def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 @dataclass

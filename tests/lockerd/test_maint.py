@@ -10,7 +10,7 @@ import re
 import socket
 import sqlite3
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,19 +28,12 @@ from lockerd.maint import metrics
 from lockerd.maint.offline import _set_key
 from lockerd.maint.protocol import ProtocolError, decode
 from tests.support.cabinets import lockerd_config, modbus_cabinet
+from tests.support.waiting import wait_for
 
 FAST_DOORS = {"open_within_s": 1.5, "left_open_after_s": 30.0}
 # Scanning flat out would starve the lockerctl subprocesses of CPU on a small machine.
 POLL_MS = 20
 REPO = Path(__file__).resolve().parents[2]
-
-
-async def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 @dataclass

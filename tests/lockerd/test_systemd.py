@@ -18,6 +18,7 @@ from hil.layout import load as load_layout
 from lockerd.app import Daemon
 from lockerd.notify import Notifier, Watchdog, watchdog_period
 from tests.support.cabinets import lockerd_config, modbus_cabinet
+from tests.support.waiting import wait_for
 
 UNIT_DIR = Path(__file__).resolve().parents[2] / "systemd"
 MAX_EXPOSURE = 2.0
@@ -43,14 +44,6 @@ class FakeSystemd:
 
     def close(self) -> None:
         self.sock.close()
-
-
-async def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 def test_notifier_speaks_the_protocol(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,19 +18,11 @@ from lockerd.model import Size
 from lockerd.reservations import Booking, Cod, ReservationKind, ReservationState
 from lockerd.store import CredentialGrant, CredentialRole
 from tests.support.cabinets import lockerd_config, modbus_cabinet
+from tests.support.waiting import wait_for
 
 COURIER_CODE = "55554444"
 TECH_CODE = "99998888"
 FAST_DOORS = {"open_within_s": 1.0, "left_open_after_s": 30.0}
-
-
-async def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 @dataclass

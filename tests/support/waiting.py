@@ -1,0 +1,16 @@
+"""Waiting on a condition in tests: poll it, with a generous deadline, never a fixed sleep."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
+    """Return once ``condition()`` holds; fail the test after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
