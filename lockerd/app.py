@@ -56,7 +56,6 @@ class StoreSink:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.door_closed_handlers: list[DoorClosedHandler] = []
-        self.after_commit: list[Callable[[], None]] = []
         self._intents: dict[str, list[int]] = {}
 
     def resume(self, compartment: str, intent_id: int) -> None:
@@ -85,8 +84,6 @@ class StoreSink:
                     tx.finish_unlock_intent(intent, "opened")
                 for handler in self.door_closed_handlers:
                     handler(tx, door)
-        for notify in self.after_commit:
-            notify()
 
 
 class Daemon:
@@ -146,12 +143,12 @@ class Daemon:
             ),
             settable=remote.SETTABLE,
         )
-        # Wake the outbox pump on every commit, and publish state on every change (the
-        # snapshot carries seq and the outbox depth, so every commit changes it; the
-        # publisher coalesces).
+        # Wake the outbox pump on every commit, and publish state on every change: the
+        # snapshot carries seq and the outbox depth, so every commit changes it, and the
+        # hardware tells of door, lock, occupancy and board changes (the publisher
+        # coalesces).
         self.store.commit_listeners.append(lambda _events: cloud.events_committed())
         self.store.commit_listeners.append(lambda _events: cloud.state_changed())
-        self.sink.after_commit.append(cloud.state_changed)
         self.hardware.on_change(cloud.state_changed)
 
         async def run_cloud(_: Daemon) -> None:
@@ -177,7 +174,7 @@ class Daemon:
 
     def _prepare_store(self) -> str:
         report = self.store.sync_compartments([(c.id, c.size) for c in self.config.compartments])
-        for compartment in getattr(report, "orphaned", ()):
+        for compartment in report.orphaned:
             fact(
                 log,
                 "compartment.orphaned",
@@ -191,12 +188,12 @@ class Daemon:
         intents = self.store.open_unlock_intents()
         resumed: dict[str, Actor] = {}
         for intent in intents:
-            resumed[intent.compartment] = Actor(intent.actor)
+            resumed[intent.compartment] = _actor(intent.actor)
             self.sink.resume(intent.compartment, intent.id)
         self.hardware.supervisor.resume_intents(resumed)
         self.hardware.supervisor.resume_doors(
             {
-                cid: Actor(by) if by in Actor._value2member_map_ else Actor.NONE
+                cid: _actor(by)
                 for cid, (kind, by) in self.store.last_door_facts().items()
                 if kind == "door.opened"
             }
@@ -287,12 +284,18 @@ class Daemon:
                     expired = tx.expire_due()
                 if expired:
                     fact(log, "reservations.expired", count=len(expired))
-                    for notify in self.sink.after_commit:
-                        notify()
                 self.store.prune_acknowledged(KEEP_ACKNOWLEDGED_EVENTS)
             except Exception:  # never let a housekeeping bug stop the cabinet
                 log.exception("housekeeping.failed")
             await asyncio.sleep(EXPIRY_CHECK_S)
+
+
+def _actor(by: str) -> Actor:
+    """The ``by`` of a logged event as an Actor; a word this version does not know is none."""
+    try:
+        return Actor(by)
+    except ValueError:
+        return Actor.NONE
 
 
 async def run(config: Config) -> None:

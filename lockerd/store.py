@@ -249,11 +249,14 @@ class Store:
         finally:
             self._in_transaction = False
             tx._closed = True
-        if tx.emitted:
-            self._committed(tx.emitted)
+        self._committed(tx.emitted)
 
     def _committed(self, events: Sequence[StoredEvent]) -> None:
-        """Tell the log (a line per fact) and the listeners (the outbox pump) what is durable."""
+        """Tell the log (a line per fact) and the listeners what is now durable.
+
+        Listeners hear of every commit, with its events (maybe none: a payment
+        confirmed, a throttle updated), so nobody has to remember to tell them.
+        """
         for event in events:
             fields = {k: _loggable(v) for k, v in event.data.items()}
             fact(log, event.type, logging.INFO, seq=event.seq, **fields)

@@ -19,7 +19,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib import resources
@@ -33,6 +33,7 @@ from drivers.scanner import Scan, SerialScanner
 from .. import status
 from ..cabinet import CompartmentView, DoorClosed
 from ..codes import Purpose
+from ..events import StoredEvent
 from ..logs import fact
 from ..model import LockState
 from ..qr import looks_like_token
@@ -136,7 +137,7 @@ class KioskServer:
         hardware = self.daemon.hardware
         hardware.on_door_closed(self._door_closed)
         hardware.on_change(self._hardware_changed)
-        self.daemon.sink.after_commit.append(self._committed)
+        self.daemon.store.commit_listeners.append(self._committed)
         # A stuck client connection must not hold the daemon's shutdown for a minute.
         self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
@@ -150,6 +151,12 @@ class KioskServer:
         fact(log, "kiosk.listening", host=self.host, port=self.port)
 
     async def stop(self) -> None:
+        # A restarted kiosk (the supervisor's guard) must not be told everything twice.
+        hardware = self.daemon.hardware
+        hardware.off(self._door_closed)
+        hardware.off(self._hardware_changed)
+        if self._committed in self.daemon.store.commit_listeners:
+            self.daemon.store.commit_listeners.remove(self._committed)
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -230,7 +237,8 @@ class KioskServer:
             if session.role is Role.TECHNICIAN and session.sockets:
                 self._push(session, {"type": "cabinet", "cabinet": self.cabinet_picture()})
 
-    def _committed(self) -> None:
+    def _committed(self, _events: Sequence[StoredEvent]) -> None:
+        """After any commit: a cash-on-delivery parcel just paid opens for who waits."""
         for session in self.sessions.values():
             rid = session.payment_reservation
             if rid is None:

@@ -103,7 +103,7 @@ class MaintenanceServer:
         self.config = daemon.config.maintenance
         self.gate = Gate(self.config)
         self.counter = metrics.EventCounter(daemon.store.last_seq())
-        daemon.sink.after_commit.append(self._count_events)
+        daemon.store.commit_listeners.append(self.counter.add)
         self._handlers: dict[str, Handler] = {
             "status": self._status,
             "doors": self._doors,
@@ -147,6 +147,9 @@ class MaintenanceServer:
             async with server:
                 await server.serve_forever()
         finally:
+            # A restarted service (the supervisor's guard) must not count events twice.
+            if self.counter.add in self.daemon.store.commit_listeners:
+                self.daemon.store.commit_listeners.remove(self.counter.add)
             if metrics_server is not None:
                 metrics_server.close()
             with contextlib.suppress(FileNotFoundError):
@@ -255,9 +258,6 @@ class MaintenanceServer:
 
     # ------------------------------------------------------------ reading
 
-    def _count_events(self) -> None:
-        self.counter.add(self.daemon.store.events_after(self.counter.last_seq, 10_000))
-
     def _view(self, cid: str) -> CompartmentView | None:
         try:
             return self.daemon.hardware.supervisor.view(cid)
@@ -358,8 +358,6 @@ class MaintenanceServer:
             applied = tx.set_service(cid, in_service, reason, Actor.TECHNICIAN.value)
         if applied.status.value != "applied":
             raise Refused(applied.reason or applied.status.value)
-        for notify in self.daemon.sink.after_commit:
-            notify()
         fact(log, "technician.service", compartment=cid, in_service=in_service, reason=reason)
         return {"compartment": cid, "in_service": in_service}
 
@@ -492,7 +490,6 @@ class MaintenanceServer:
     def metrics_text(self) -> str:
         d = self.daemon
         hw = d.hardware
-        self._count_events()
         states = Counter(c.state.value for c in d.store.compartments() if c.configured)
         boards = [
             metrics.BoardFigures(

@@ -187,8 +187,6 @@ async def test_cod_pickup_waits_for_payment(cabinet: Cabinet, browser: Any) -> N
     assert not cabinet.door_open(cid)
     with cabinet.daemon.store.transaction() as tx:
         tx.confirm_payment("R-5", 1250, "EUR", "pay-ref-1")
-    for notify in cabinet.daemon.sink.after_commit:
-        notify()
     await page.wait_for_selector("body[data-screen=door_open]")
     assert await page.text_content("#door-compartment") == cid
     await wait_for(lambda: cabinet.door_open(cid))
