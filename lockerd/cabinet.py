@@ -163,6 +163,16 @@ class DoorSupervisor:
     def views(self) -> list[CompartmentView]:
         return [self.view(cid) for cid in self._doors]
 
+    def board_state(self, board: str) -> tuple[object, ...]:
+        """Everything visible of ``board`` and its doors, to tell whether a reading changed it."""
+        return (
+            self._board_online.get(board),
+            *(
+                (d.door, d.lock, d.occupancy, d.door_sensor_faulty, d.occupancy_sensor_faulty)
+                for d in self._by_board.get(board, [])
+            ),
+        )
+
     def board_online(self, board: str) -> bool | None:
         return self._board_online.get(board)
 

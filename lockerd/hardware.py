@@ -214,6 +214,12 @@ class Hardware:
         """Called after any committed change of door, lock, occupancy or board state."""
         self._change_listeners.append(listener)
 
+    def off(self, listener: Callable[..., None]) -> None:
+        """Stop telling ``listener`` (given to on_door_closed or on_change)."""
+        for listeners in (self._closed_listeners, self._change_listeners):
+            if listener in listeners:
+                listeners.remove(listener)
+
     def views(self) -> list[CompartmentView]:
         return self.supervisor.views()
 
@@ -230,6 +236,7 @@ class Hardware:
                     if now < next_try.get(board.name, 0.0):
                         continue
                     next_try[board.name] = now + OFFLINE_RETRY_S
+                before = self.supervisor.board_state(board.name)
                 try:
                     bits = await board.read_inputs()
                 except BoardError as exc:
@@ -243,6 +250,10 @@ class Hardware:
                     self._apply(
                         self.supervisor.board_read(board.name, bits, self.clock.monotonic())
                     )
+                if self.supervisor.board_state(board.name) != before:
+                    # An occupancy change, say, is no event but is part of the state the
+                    # cloud, the kiosk and lockerctl show: tell them too.
+                    self._changed()
             self.scans += 1
             self._first_scan[bus_name].set()
             if not bus.connected:
@@ -322,5 +333,8 @@ class Hardware:
             elif isinstance(effect, DoorClosed):
                 for listener in self._closed_listeners:
                     listener(effect)
+        self._changed()
+
+    def _changed(self) -> None:
         for change in self._change_listeners:
             change()

@@ -186,3 +186,13 @@ async def test_the_adapter_disappears_and_comes_back(family: str) -> None:
     finally:
         await hardware.stop()
         await sim.stop()
+
+
+async def test_a_change_without_an_event_is_still_announced(rig: Rig) -> None:
+    """A parcel put in is no event, but the state the cloud and the kiosk show changed."""
+    told: list[int] = []
+    rig.hardware.on_change(lambda: told.append(1))
+    rig.sim.put_parcel("A01")
+    await wait_for(lambda: rig.view("A01").occupancy is Occupancy.PRESENT)
+    await wait_for(lambda: bool(told))
+    assert rig.events() == []
