@@ -29,6 +29,7 @@ from collections import Counter
 from pathlib import Path
 
 from hil.control import ControlClient
+from tests.support.simulator import served_simulator
 
 KILLS = 50
 COMPARTMENTS = ["A01", "A02", "A03", "A04"]
@@ -125,114 +126,108 @@ async def test_sigkill_loses_nothing_and_pulses_only_what_was_asked(tmp_path: Pa
     )
     control = tmp_path / "hil.sock"
     socket = state / "lockerd.sock"
-    sim = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "hil", "serve", "--config", str(config),
-        "--control", str(control), "--no-tui",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
     log = tmp_path / "lockerd.log"
     db = state / "lockerd.db"
     daemon: asyncio.subprocess.Process | None = None
-    try:
-        assert sim.stdout is not None
-        assert await asyncio.wait_for(sim.stdout.readline(), 30) == b"ready\n"
-        async with ControlClient(control) as cabinet:
-
-            async def doors() -> dict[str, bool]:
-                state = await cabinet.call("state")
-                return {cid: state["compartments"][cid]["door_sensed_open"] for cid in COMPARTMENTS}
-
-            unreported: set[str] = set()  # closes the log never got (see the xfail below)
-
-            async def agrees() -> bool:
-                if not db.exists():
-                    return False
-                _, last = door_log(db)
-                now = await doors()
-                agrees.why = f"log says {last}, doors are {now}"  # type: ignore[attr-defined]
-                missing = set()
-                for cid, is_open in now.items():
-                    # never seen open and closed now is agreement too (nothing to report)
-                    logged = last.get(cid, "door.closed")
-                    if logged == "door.closed" and is_open:
-                        return False  # an opening not (yet) reported: that is never excused
-                    if logged == "door.opened" and not is_open:
-                        missing.add(cid)
-                if missing:
-                    unreported.update(f"{cid}@run{kill_no[0]}" for cid in missing)
-                return True
-
-            requested: Counter[str] = Counter()  # unlocks asked through lockerctl
-
-            async def unlock(cid: str) -> None:
-                requested[cid] += 1  # counted even if the kill lands before the pulse
-                process = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "lockerd.maint.cli", "--socket", str(socket),
-                    "open", cid, "--reason", "crash test",
-                    stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-                )  # fmt: skip
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(process.wait(), 10)
-                if process.returncode is None:
-                    process.kill()
-                    await process.wait()
-
-            async def move(count: int, daemon_up: bool = False) -> None:
-                for _ in range(count):
-                    cid = rng.choice(COMPARTMENTS)
-                    if daemon_up and rng.random() < 0.3 and not (await doors())[cid]:
-                        await unlock(cid)
-                    elif (await doors())[cid]:
-                        await cabinet.call("close_door", compartment=cid)
-                        await cabinet.call("repair", compartment=cid)
-                    else:
-                        await cabinet.call("force_open", compartment=cid)
-                    await asyncio.sleep(rng.uniform(0.0, 0.05))
-
-            kill_no = [0]
-            for kill in range(KILLS):
-                kill_no[0] = kill
-                daemon = await start_lockerd(config, log)
-                # settle: after a restart the net change since the last run is in the log
-                await wait_until(lambda k=kill: log.read_text().count("lockerd.ready") > k)
-                await wait_until(agrees, timeout=20)
-                await move(rng.randint(0, 4), daemon_up=True)
-                await asyncio.sleep(rng.uniform(0.0, 0.3))
-                daemon.send_signal(signal.SIGKILL)
-                await daemon.wait()
-                daemon = None
-                if rng.random() < 0.5:
-                    await move(rng.randint(1, 2))  # while lockerd is down
-
-            daemon = await start_lockerd(config, log)
-            await wait_until(lambda: log.read_text().count("lockerd.ready") > KILLS)
-            await wait_until(agrees, timeout=20)
-            daemon.send_signal(signal.SIGTERM)
-            assert await asyncio.wait_for(daemon.wait(), 20) == 0
-            daemon = None
-            pulses = await cabinet.call("pulses")
-        pulses.pop("ok", None)
-        # Each unlock asked may pulse twice (one retry when the door does not open), and
-        # an unlock committed before a kill is never pulsed again after the restart.
-        for cid, seen in pulses.items():
-            assert len(seen) <= 2 * requested[cid], (cid, len(seen), requested[cid])
-        assert sum(requested.values()) >= 10, "the script should have asked for unlocks"
-
-        seqs, _ = door_log(db)
-        assert seqs == list(range(1, len(seqs) + 1))
-        from lockerd.clock import SystemClock
-        from lockerd.store import Store
-
-        store = Store.open(db, "CAB-CRASH", SystemClock())
+    async with served_simulator(config, control):
         try:
-            report = store.verify_chain()
+            async with ControlClient(control) as cabinet:
+
+                async def doors() -> dict[str, bool]:
+                    state = await cabinet.call("state")
+                    seen = state["compartments"]
+                    return {cid: seen[cid]["door_sensed_open"] for cid in COMPARTMENTS}
+
+                unreported: set[str] = set()  # closes the log never got (must stay empty)
+
+                async def agrees() -> bool:
+                    if not db.exists():
+                        return False
+                    _, last = door_log(db)
+                    now = await doors()
+                    agrees.why = f"log says {last}, doors are {now}"  # type: ignore[attr-defined]
+                    missing = set()
+                    for cid, is_open in now.items():
+                        # never seen open and closed now is agreement too (nothing to report)
+                        logged = last.get(cid, "door.closed")
+                        if logged == "door.closed" and is_open:
+                            return False  # an opening not (yet) reported: that is never excused
+                        if logged == "door.opened" and not is_open:
+                            missing.add(cid)
+                    if missing:
+                        unreported.update(f"{cid}@run{kill_no[0]}" for cid in missing)
+                    return True
+
+                requested: Counter[str] = Counter()  # unlocks asked through lockerctl
+
+                async def unlock(cid: str) -> None:
+                    requested[cid] += 1  # counted even if the kill lands before the pulse
+                    process = await asyncio.create_subprocess_exec(
+                        sys.executable, "-m", "lockerd.maint.cli", "--socket", str(socket),
+                        "open", cid, "--reason", "crash test",
+                        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+                    )  # fmt: skip
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(process.wait(), 10)
+                    if process.returncode is None:
+                        process.kill()
+                        await process.wait()
+
+                async def move(count: int, daemon_up: bool = False) -> None:
+                    for _ in range(count):
+                        cid = rng.choice(COMPARTMENTS)
+                        if daemon_up and rng.random() < 0.3 and not (await doors())[cid]:
+                            await unlock(cid)
+                        elif (await doors())[cid]:
+                            await cabinet.call("close_door", compartment=cid)
+                            await cabinet.call("repair", compartment=cid)
+                        else:
+                            await cabinet.call("force_open", compartment=cid)
+                        await asyncio.sleep(rng.uniform(0.0, 0.05))
+
+                kill_no = [0]
+                for kill in range(KILLS):
+                    kill_no[0] = kill
+                    daemon = await start_lockerd(config, log)
+                    # settle: after a restart the net change since the last run is in the log
+                    await wait_until(lambda k=kill: log.read_text().count("lockerd.ready") > k)
+                    await wait_until(agrees, timeout=20)
+                    await move(rng.randint(0, 4), daemon_up=True)
+                    await asyncio.sleep(rng.uniform(0.0, 0.3))
+                    daemon.send_signal(signal.SIGKILL)
+                    await daemon.wait()
+                    daemon = None
+                    if rng.random() < 0.5:
+                        await move(rng.randint(1, 2))  # while lockerd is down
+
+                daemon = await start_lockerd(config, log)
+                await wait_until(lambda: log.read_text().count("lockerd.ready") > KILLS)
+                await wait_until(agrees, timeout=20)
+                daemon.send_signal(signal.SIGTERM)
+                assert await asyncio.wait_for(daemon.wait(), 20) == 0
+                daemon = None
+                pulses = await cabinet.call("pulses")
+            pulses.pop("ok", None)
+            # Each unlock asked may pulse twice (one retry when the door does not open), and
+            # an unlock committed before a kill is never pulsed again after the restart.
+            for cid, seen in pulses.items():
+                assert len(seen) <= 2 * requested[cid], (cid, len(seen), requested[cid])
+            assert sum(requested.values()) >= 10, "the script should have asked for unlocks"
+
+            seqs, _ = door_log(db)
+            assert seqs == list(range(1, len(seqs) + 1))
+            from lockerd.clock import SystemClock
+            from lockerd.store import Store
+
+            store = Store.open(db, "CAB-CRASH", SystemClock())
+            try:
+                report = store.verify_chain()
+            finally:
+                store.close()
+            assert report.ok, report
+            assert log.read_text().count("reason=crash_recovery") >= KILLS - 1
+            assert not unreported, f"door.closed never reported after restart: {sorted(unreported)}"
         finally:
-            store.close()
-        assert report.ok, report
-        assert log.read_text().count("reason=crash_recovery") >= KILLS - 1
-        assert not unreported, f"door.closed never reported after restart: {sorted(unreported)}"
-    finally:
-        for process in (daemon, sim):
-            if process is not None and process.returncode is None:
-                process.kill()
-                await process.wait()
+            if daemon is not None and daemon.returncode is None:
+                daemon.kill()
+                await daemon.wait()

@@ -11,6 +11,7 @@ from pathlib import Path
 from hil.control import ControlClient
 from lockerd.clock import SystemClock
 from lockerd.store import Store
+from tests.support.simulator import served_simulator
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,56 +74,34 @@ async def test_lockerd_runs_on_the_simulated_wire_and_stops_cleanly_on_sigterm(
     config = tmp_path / "cabinet.toml"
     config.write_text(CABINET.format(dir=tmp_path))
     control = tmp_path / "control.sock"
-    sim = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "hil",
-        "serve",
-        "--config",
-        str(config),
-        "--control",
-        str(control),
-        "--no-tui",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-        cwd=ROOT,
-    )
     daemon = None
-    try:
-        assert sim.stdout is not None
-        await read_until(sim.stdout, "ready", [])
-        client = ControlClient(control)
-        await client.call("set_relay", board="b1", channel=1, on=True)  # left on by a power cut
-        daemon = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "lockerd",
-            "run",
-            "--config",
-            str(config),
-            stderr=asyncio.subprocess.PIPE,
-            cwd=ROOT,
-        )
-        assert daemon.stderr is not None
-        log: list[str] = []
-        await read_until(daemon.stderr, "lockerd.ready", log)
-        state = await client.call("state")
-        assert not any(state["boards"]["b1"]["relays"]), "relays must all be off after start-up"
-        await client.call("force_open", compartment="A01")
+    async with served_simulator(config, control):
         try:
-            await read_until(daemon.stderr, "door.forced seq=", log)
-        except TimeoutError:
-            raise AssertionError("\n".join(log)) from None
-        daemon.send_signal(signal.SIGTERM)
-        await read_until(daemon.stderr, "lockerd.stopped", log)
-        assert await asyncio.wait_for(daemon.wait(), 10) == 0
-        pulses = await client.call("pulses")
-        assert all(not p for cid, p in pulses.items() if cid != "ok"), "nothing unlocked by itself"
-    finally:
-        for process in (daemon, sim):
-            if process is not None and process.returncode is None:
-                process.kill()
-                await process.wait()
+            client = ControlClient(control)
+            await client.call("set_relay", board="b1", channel=1, on=True)  # left by a power cut
+            daemon = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "lockerd", "run", "--config", str(config),
+                stderr=asyncio.subprocess.PIPE, cwd=ROOT,
+            )  # fmt: skip
+            assert daemon.stderr is not None
+            log: list[str] = []
+            await read_until(daemon.stderr, "lockerd.ready", log)
+            state = await client.call("state")
+            assert not any(state["boards"]["b1"]["relays"]), "relays must all be off at start-up"
+            await client.call("force_open", compartment="A01")
+            try:
+                await read_until(daemon.stderr, "door.forced seq=", log)
+            except TimeoutError:
+                raise AssertionError("\n".join(log)) from None
+            daemon.send_signal(signal.SIGTERM)
+            await read_until(daemon.stderr, "lockerd.stopped", log)
+            assert await asyncio.wait_for(daemon.wait(), 10) == 0
+            pulses = await client.call("pulses")
+            assert all(not p for cid, p in pulses.items() if cid != "ok"), "nothing unlocked"
+        finally:
+            if daemon is not None and daemon.returncode is None:
+                daemon.kill()
+                await daemon.wait()
 
     store = Store.open(tmp_path / "state" / "lockerd.db", "CAB-E2E", SystemClock())
     try:

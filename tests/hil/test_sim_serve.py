@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 from hil.control import ControlClient, ControlError
 from hil.modbus import crc_ok
 from tests.hil.simclient import PtyClient
+from tests.support.simulator import served_simulator
 
 CONFIG = """
 [cabinet]
@@ -62,32 +62,8 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[Path, Path, asyncio.subp
     config = tmp_path / "cabinet.toml"
     config.write_text(CONFIG.format(port=port))
     control = tmp_path / "hil.sock"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "hil",
-        "serve",
-        "--config",
-        str(config),
-        "--control",
-        str(control),
-        "--no-tui",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        assert process.stdout is not None
-        line = await asyncio.wait_for(process.stdout.readline(), 20)
-        assert line == b"ready\n", line
+    async with served_simulator(config, control) as process:
         yield port, control, process
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), 10)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
 
 
 async def test_control_round_trip_and_the_configured_port(
