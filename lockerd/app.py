@@ -16,26 +16,28 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sqlite3
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from . import __version__, remote, status
-from .cabinet import DoorClosed, UnlockOutcome
+from .cabinet import DoorClosed
 from .clock import Clock, SystemClock
 from .codes import CodeKey
 from .config import Config
 from .events import DomainEvent
 from .flows import Flows
-from .hardware import Hardware
+from .hardware import FactBatch, Hardware
 from .logs import fact
 from .maint.server import serve as serve_maintenance
 from .model import Actor
 from .notify import Notifier, Watchdog, watchdog_period
 from .reservations import HoldPolicy
 from .store import Store, Transaction
+from .store_worker import AsyncStore
 from .sync.cloud import CloudSync
 from .throttle import ThrottlePolicy
 
@@ -51,39 +53,38 @@ Service = Callable[["Daemon"], Awaitable[None]]
 
 
 class StoreSink:
-    """Commits the door supervisor's facts to the store, each batch in one transaction."""
+    """Commits the door supervisor's facts to the store, each batch in one transaction.
 
-    def __init__(self, store: Store) -> None:
+    It keeps nothing of its own: the open unlock intents of a door are rows, settled
+    inside the transaction that commits the door's outcome (or its close, for an
+    intent found open after a crash), so a commit that fails leaves them as they were.
+    """
+
+    def __init__(self, store: AsyncStore) -> None:
         self.store = store
         self.door_closed_handlers: list[DoorClosedHandler] = []
-        self._intents: dict[str, list[int]] = {}
 
-    def resume(self, compartment: str, intent_id: int) -> None:
-        self._intents.setdefault(compartment, []).append(intent_id)
+    async def record_unlock_intent(self, compartment: str, actor: Actor, reason: str) -> None:
+        await self.store.write(lambda tx: tx.record_unlock_intent(compartment, actor.value, reason))
 
-    def record_unlock_intent(self, compartment: str, actor: Actor, reason: str) -> None:
-        with self.store.transaction() as tx:
-            intent = tx.record_unlock_intent(compartment, actor.value, reason)
-        self._intents.setdefault(compartment, []).append(intent)
-
-    def commit(
-        self,
-        events: Sequence[DomainEvent],
-        closed: Sequence[DoorClosed],
-        outcomes: Sequence[UnlockOutcome] = (),
-    ) -> None:
-        with self.store.transaction() as tx:
-            for event in events:
+    async def commit(self, batch: FactBatch) -> None:
+        def transact(tx: Transaction) -> None:
+            for event in batch.events:
                 tx.emit(event)
-            for outcome in outcomes:
-                for intent in self._intents.pop(outcome.compartment, []):
-                    tx.finish_unlock_intent(intent, outcome.result.value)
-            for door in closed:
-                # A crash-time intent whose door was seen open is settled by the close.
-                for intent in self._intents.pop(door.compartment, []):
-                    tx.finish_unlock_intent(intent, "opened")
-                for handler in self.door_closed_handlers:
-                    handler(tx, door)
+            for outcome in batch.outcomes:
+                tx.finish_unlock_intents(outcome.compartment, outcome.result.value)
+            for door in batch.closed:
+                tx.finish_unlock_intents(door.compartment, "opened")
+                if batch.with_handlers:
+                    for handler in self.door_closed_handlers:
+                        handler(tx, door)
+
+        await self.store.write(transact)
+
+    def is_disk_failure(self, error: Exception) -> bool:
+        # SQLITE_FULL, SQLITE_IOERR, SQLITE_READONLY, SQLITE_CANTOPEN all arrive as
+        # OperationalError; a bug in a handler arrives as anything else.
+        return isinstance(error, sqlite3.OperationalError | OSError)
 
 
 class Daemon:
@@ -112,7 +113,12 @@ class Daemon:
                 window_s=config.throttle.window_s,
             ),
         )
-        self.sink = StoreSink(self.store)
+        # The store's own thread: the door facts, the flows, housekeeping and remote
+        # settings go through it. The edges (kiosk, technician socket, cloud) still
+        # read and write ``store`` directly, serialized with that thread by the store's
+        # lock; moving them over is the next step (docs/adr/0007).
+        self.async_store = AsyncStore(self.store)
+        self.sink = StoreSink(self.async_store)
         self.hardware = Hardware(config, self.sink, self.clock)
         # Services started after the hardware is up (kiosk, maintenance socket, cloud).
         self.services: list[tuple[str, Service]] = [("maintenance", serve_maintenance)]
@@ -128,7 +134,6 @@ class Daemon:
             self.services.append(("kiosk", serve_kiosk))
         if config.mqtt is not None:
             self.cloud = self._connect_cloud()
-        remote.apply(self)
         self._tasks: list[asyncio.Task[None]] = []
 
     def _connect_cloud(self) -> CloudSync:
@@ -147,8 +152,8 @@ class Daemon:
         # snapshot carries seq and the outbox depth, so every commit changes it, and the
         # hardware tells of door, lock, occupancy and board changes (the publisher
         # coalesces).
-        self.store.commit_listeners.append(lambda _events: cloud.events_committed())
-        self.store.commit_listeners.append(lambda _events: cloud.state_changed())
+        self.async_store.subscribe(lambda _events: cloud.events_committed())
+        self.async_store.subscribe(lambda _events: cloud.state_changed())
         self.hardware.on_change(cloud.state_changed)
 
         async def run_cloud(_: Daemon) -> None:
@@ -186,11 +191,9 @@ class Daemon:
         first_start = self.store.last_seq() == 0
         reason = "start" if clean or first_start else "crash_recovery"
         intents = self.store.open_unlock_intents()
-        resumed: dict[str, Actor] = {}
-        for intent in intents:
-            resumed[intent.compartment] = _actor(intent.actor)
-            self.sink.resume(intent.compartment, intent.id)
-        self.hardware.supervisor.resume_intents(resumed)
+        self.hardware.supervisor.resume_intents(
+            {intent.compartment: _actor(intent.actor) for intent in intents}
+        )
         self.hardware.supervisor.resume_doors(
             {
                 cid: _actor(by)
@@ -216,7 +219,9 @@ class Daemon:
         return reason
 
     async def run(self, stop: asyncio.Event) -> None:
-        reason = self._prepare_store()
+        self.async_store.bind(asyncio.get_running_loop())
+        reason = await self.async_store.read(lambda _store: self._prepare_store())
+        await remote.apply(self)
         fact(
             log,
             "lockerd.starting",
@@ -257,9 +262,8 @@ class Daemon:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await self.hardware.stop()
-            with self.store.transaction() as tx:
-                tx.set_setting("clean_shutdown", "1")
-            self.store.close()
+            await self.async_store.write(lambda tx: tx.set_setting("clean_shutdown", "1"))
+            await self.async_store.close()
             fact(log, "lockerd.stopped")
 
     async def _guard(self, name: str, service: Service) -> None:
@@ -280,11 +284,10 @@ class Daemon:
     async def _housekeeping(self) -> None:
         while True:
             try:
-                with self.store.transaction() as tx:
-                    expired = tx.expire_due()
+                expired = await self.async_store.write(lambda tx: tx.expire_due())
                 if expired:
                     fact(log, "reservations.expired", count=len(expired))
-                self.store.prune_acknowledged(KEEP_ACKNOWLEDGED_EVENTS)
+                await self.async_store.prune_acknowledged(KEEP_ACKNOWLEDGED_EVENTS)
             except Exception:  # never let a housekeeping bug stop the cabinet
                 log.exception("housekeeping.failed")
             await asyncio.sleep(EXPIRY_CHECK_S)

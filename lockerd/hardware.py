@@ -4,16 +4,22 @@ Every bus gets one poll task that scans its boards back to back (the bus's own
 rate) and hands each reading to the :class:`~lockerd.cabinet.DoorSupervisor`.
 Unlocks are separate tasks that take the bus before the next poll (the drivers'
 arbiter orders them). Whatever the supervisor answers is carried out here:
-events are committed through the :class:`EventSink` first, then outcomes are
-delivered and listeners told, so nothing is shown or reported on the strength of
-a fact that is not yet committed.
+facts are committed through the :class:`EventSink` first, in the order they were
+decided, by one committer task; only then are outcomes delivered and listeners
+told, so nothing is shown or reported on the strength of a fact that is not yet
+committed. A store that cannot write does not stop the polling: the facts wait, in
+order, and the committer tries again on a timer with backoff (not at the next
+hardware change) until they are in.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from drivers.base import BoardError, BoardSpec, Bus, LockBoard
@@ -45,42 +51,65 @@ MIN_POLL_S = {"gpio": 0.05}
 # only this often so its neighbours on the bus keep their scan rate.
 OFFLINE_RETRY_S = 1.0
 STOP_TASKS_WITHIN_S = 2.0  # how often a poll loop looks again at a bus whose adapter is gone
+# A failed commit is tried again after this, doubling up to the maximum: soon enough
+# that a full disk freed by the reserve (or a technician) loses no time, rare enough
+# that a dead disk does not spin a core.
+COMMIT_RETRY_FIRST_S = 0.05
+COMMIT_RETRY_MAX_S = 2.0
+# A batch whose commit fails this often for a reason other than the disk (a bug in a
+# flow's close handler) goes in without the handlers: the door facts must not wait on
+# a bug forever. The step's row stays, and start-up recovery settles it.
+HANDLER_FAILURES_BEFORE_BYPASS = 3
+
+
+@dataclass(frozen=True)
+class FactBatch:
+    """What one decision of the supervisor asks to commit, in one transaction."""
+
+    events: Sequence[DomainEvent]
+    closed: Sequence[DoorClosed]
+    outcomes: Sequence[UnlockOutcome]
+    # False after repeated failures that were not the disk's: commit the facts alone
+    with_handlers: bool = True
 
 
 class EventSink(Protocol):
-    """Where the supervisor's facts are committed (the store; the log before it existed)."""
+    """Where the supervisor's facts are committed (the store; the log in tests)."""
 
-    def record_unlock_intent(self, compartment: str, actor: Actor, reason: str) -> None:
+    async def record_unlock_intent(self, compartment: str, actor: Actor, reason: str) -> None:
         """Commit that a pulse is about to be sent, before it is sent (crash consistency)."""
 
-    def commit(
-        self,
-        events: Sequence[DomainEvent],
-        closed: Sequence[DoorClosed],
-        outcomes: Sequence[UnlockOutcome] = (),
-    ) -> None:
-        """Commit ``events`` in one transaction; ``closed`` lets flows act in the same one,
-        and ``outcomes`` settle the unlock intents recorded before their pulses."""
+    async def commit(self, batch: FactBatch) -> None:
+        """Commit the batch's events in one transaction; its ``closed`` doors let flows act
+        in the same one, and its ``outcomes`` settle the unlock intents of their doors."""
+
+    def is_disk_failure(self, error: Exception) -> bool:
+        """Whether ``error`` is the disk's (full, read-only, I/O), not a bug."""
 
 
 class LogSink:
-    """Writes every fact to the log only; used where no store is configured (and in tests)."""
+    """Writes every fact to the log only; used in tests of the hardware alone."""
 
     def __init__(self) -> None:
         self.events: list[DomainEvent] = []
 
-    def record_unlock_intent(self, compartment: str, actor: Actor, reason: str) -> None:
+    async def record_unlock_intent(self, compartment: str, actor: Actor, reason: str) -> None:
         fact(log, "unlock.intent", compartment=compartment, by=actor.value, reason=reason)
 
-    def commit(
-        self,
-        events: Sequence[DomainEvent],
-        closed: Sequence[DoorClosed],
-        outcomes: Sequence[UnlockOutcome] = (),
-    ) -> None:
-        for event in events:
+    async def commit(self, batch: FactBatch) -> None:
+        for event in batch.events:
             self.events.append(event)
             fact(log, event.type, logging.INFO, **event.data)
+
+    def is_disk_failure(self, error: Exception) -> bool:
+        return False
+
+
+@dataclass
+class _Queued:
+    batch: FactBatch
+    effects: list[Effect]  # carried out once the batch is committed
+    failures: int = 0
 
 
 def open_bus(config: BusConfig) -> Bus:
@@ -149,9 +178,10 @@ class Hardware:
         self._change_listeners: list[Callable[[], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._pulses: set[asyncio.Task[None]] = set()
-        self._uncommitted: list[
-            tuple[list[DomainEvent], list[DoorClosed], list[UnlockOutcome]]
-        ] = []
+        self._uncommitted: deque[_Queued] = deque()
+        self._commit_wakeup = asyncio.Event()
+        # why the store last refused a commit, while facts wait for it; None when all is in
+        self.store_failure: str | None = None
         self.scans = 0  # completed scans of all buses, for health and tests
         self._first_scan = {name: asyncio.Event() for name in self.buses}
 
@@ -166,6 +196,7 @@ class Hardware:
         for name, bus in self.buses.items():
             self._tasks.append(asyncio.create_task(self._poll(name, bus), name=f"poll {name}"))
         self._tasks.append(asyncio.create_task(self._tick(), name="door timers"))
+        self._tasks.append(asyncio.create_task(self._commit_loop(), name="commit facts"))
 
     async def first_scan(self, timeout_s: float) -> bool:
         """Wait until every bus has been read once (or ``timeout_s``); True if all were."""
@@ -178,6 +209,11 @@ class Hardware:
         return not pending
 
     async def stop(self) -> None:
+        # Facts decided before the stop go in first (bounded: a failing store must not
+        # keep the relays from being switched off below).
+        if self._uncommitted:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained(), timeout=STOP_TASKS_WITHIN_S)
         tasks = [*self._tasks, *self._pulses]
         for task in tasks:
             task.cancel()
@@ -197,13 +233,20 @@ class Hardware:
 
     # ------------------------------------------------------------ commands
 
-    async def unlock(self, compartment_id: str, actor: Actor, reason: str) -> UnlockOutcome:
-        """Open one compartment's door and wait until it reads open or the lock has failed."""
+    async def unlock(
+        self, compartment_id: str, actor: Actor, reason: str, *, recorded: bool = False
+    ) -> UnlockOutcome:
+        """Open one compartment's door and wait until it reads open or the lock has failed.
+
+        The unlock intent is committed before the pulse: here, or by the caller in the
+        transaction that decided the opening (``recorded``), so one fsync comes first.
+        """
         if compartment_id not in self.supervisor.compartment_ids:
             raise KeyError(compartment_id)
+        if not recorded:
+            await self.sink.record_unlock_intent(compartment_id, actor, reason)
         waiter: asyncio.Future[UnlockOutcome] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(compartment_id, []).append(waiter)
-        self.sink.record_unlock_intent(compartment_id, actor, reason)
         self._apply(self.supervisor.request_unlock(compartment_id, actor, self.clock.monotonic()))
         return await waiter
 
@@ -288,35 +331,80 @@ class Hardware:
 
     # ------------------------------------------------------------ effects
 
-    def _commit_pending(self) -> bool:
-        """Commit every batch not yet committed, oldest first; keep them if the store fails.
-
-        A failed commit (disk full, a bug in a flow's close handler) must neither kill
-        the poll loop nor lose the facts: they wait here and go in with the next batch.
-        """
-        while self._uncommitted:
-            events, closed, outcomes = self._uncommitted[0]
-            try:
-                self.sink.commit(events, closed, outcomes)
-            except Exception:
-                log.exception(
-                    "commit.failed events=%s pending_batches=%d",
-                    ",".join(e.type for e in events),
-                    len(self._uncommitted),
-                )
-                return False
-            self._uncommitted.pop(0)
-        return True
-
     def _apply(self, effects: list[Effect]) -> None:
+        """Carry out the supervisor's answer: facts go to the committer, the rest after them.
+
+        Never waits: a poll loop goes on reading its boards while the store writes. A
+        decision with nothing to commit (the pulse of an unlock whose intent is already
+        committed) is carried out at once.
+        """
         if not effects:
             return
         events = [e.event for e in effects if isinstance(e, Emit)]
         closed = [e for e in effects if isinstance(e, DoorClosed)]
         outcomes = [e for e in effects if isinstance(e, UnlockOutcome)]
         if events or closed or outcomes:
-            self._uncommitted.append((events, closed, outcomes))
-        self._commit_pending()  # committed before anyone is told
+            self._uncommitted.append(_Queued(FactBatch(events, closed, outcomes), effects))
+            self._commit_wakeup.set()
+        else:
+            self._carry_out(effects)
+
+    async def _commit_loop(self) -> None:
+        """Commit queued facts oldest first; on failure keep them and retry on a timer."""
+        delay = COMMIT_RETRY_FIRST_S
+        while True:
+            await self._commit_wakeup.wait()
+            self._commit_wakeup.clear()
+            while self._uncommitted:
+                queued = self._uncommitted[0]
+                try:
+                    await self.sink.commit(queued.batch)
+                except Exception as exc:
+                    self._commit_failed(queued, exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, COMMIT_RETRY_MAX_S)
+                    continue
+                self._uncommitted.popleft()
+                delay = COMMIT_RETRY_FIRST_S
+                if self.store_failure is not None:
+                    fact(log, "commit.recovered", waiting=len(self._uncommitted))
+                    self.store_failure = None
+                self._carry_out(queued.effects)
+
+    def _commit_failed(self, queued: _Queued, error: Exception) -> None:
+        queued.failures += 1
+        reason = f"{type(error).__name__}: {error}"
+        if reason != self.store_failure:  # one line per fact, not per retry
+            fact(
+                log,
+                "commit.failed",
+                logging.ERROR,
+                events=",".join(e.type for e in queued.batch.events) or "none",
+                waiting=len(self._uncommitted),
+                error=reason,
+            )
+        self.store_failure = reason
+        if (
+            not self.sink.is_disk_failure(error)
+            and queued.batch.with_handlers
+            and queued.failures >= HANDLER_FAILURES_BEFORE_BYPASS
+        ):
+            # a bug, not the disk: the facts go in alone; the step's row stays for recovery
+            fact(log, "flow.settle_failed", logging.ERROR, error=reason)
+            queued.batch = FactBatch(
+                queued.batch.events, queued.batch.closed, queued.batch.outcomes, False
+            )
+
+    async def _drained(self) -> None:
+        while self._uncommitted:
+            await asyncio.sleep(COMMIT_RETRY_FIRST_S)
+
+    @property
+    def facts_waiting(self) -> int:
+        """Decided facts not yet committed (the store is failing while this is above 0)."""
+        return len(self._uncommitted)
+
+    def _carry_out(self, effects: list[Effect]) -> None:
         for effect in effects:
             if isinstance(effect, Pulse):
                 task = asyncio.create_task(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -58,3 +59,26 @@ class Actor(StrEnum):
     TECHNICIAN = "technician"
     REMOTE = "remote"
     NONE = "none"
+
+
+class Expect(StrEnum):
+    """What the close of a door completes."""
+
+    DEPOSIT = "deposit"
+    DROPOFF = "dropoff"
+    PICKUP = "pickup"
+    RETRIEVE = "retrieve"
+    COLLECT = "collect"
+
+
+@dataclass(frozen=True)
+class PendingStep:
+    """A step under way at one compartment, settled by its door's close (a store row)."""
+
+    compartment: str
+    expect: Expect
+    reservation_id: str
+    credential_id: str = ""
+    barcode: str = ""
+    method: str = "code"  # the PickupMethod of a pickup
+    opened: bool = False  # the door was seen open (decides crash recovery without a sensor)

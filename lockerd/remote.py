@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from .cabinet import UnlockResult
 from .logs import fact
 from .model import Actor
-from .store import Applied
+from .store import Applied, Transaction
 from .sync.commands import ConfigSet, ConfigValue, DoorOpen
 
 if TYPE_CHECKING:
@@ -48,18 +48,23 @@ class CabinetActions:
         return Applied.failed(outcome.result.value)
 
     async def set_config(self, command: ConfigSet) -> Applied:
-        with self.daemon.store.transaction() as tx:
+        def store_values(tx: Transaction) -> None:
             for key, value in command.values.items():
                 tx.set_setting(_PREFIX + key, json.dumps(value))
-        apply(self.daemon)
+
+        await self.daemon.async_store.write(store_values)
+        await apply(self.daemon)
         return Applied.applied()
 
 
-def apply(daemon: Daemon) -> None:
+async def apply(daemon: Daemon) -> None:
     """Apply every remotely set value stored so far to the running daemon."""
+    stored = await daemon.async_store.read(
+        lambda store: {key: store.get_setting(_PREFIX + key) for key in SETTABLE}
+    )
     values: dict[str, ConfigValue] = {}
     for key, kind in SETTABLE.items():
-        raw = daemon.store.get_setting(_PREFIX + key)
+        raw = stored[key]
         if raw is None:
             continue
         try:

@@ -13,16 +13,18 @@ introspection helpers; transactions are ours, explicit, and never nested.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import logging
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import sqlite_utils
 
@@ -41,7 +43,7 @@ from .events import (
 )
 from .logs import fact
 from .migrations import APPLICATION_ID, MIGRATIONS
-from .model import CompartmentState, Size
+from .model import CompartmentState, Expect, PendingStep, Size
 from .reservations import (
     Booking,
     Compartment,
@@ -86,11 +88,26 @@ class UnlockIntent:
     created_at: float
 
 
-class UnlockOutcome(StrEnum):
-    OPENED = "opened"
-    NOT_OPENED = "not_opened"
-    FAILED = "failed"  # the board refused or timed out
-    ABANDONED = "abandoned"  # found unfinished at start-up
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _serialized(method: Callable[_P, _T]) -> Callable[_P, _T]:
+    """Run a Store method under the store's lock: one connection, one caller at a time.
+
+    The daemon reaches the store through one thread of its own (lockerd.store_worker);
+    the lock keeps the rare direct caller (an offline tool, a test) from interleaving
+    its statements with that thread's open transaction.
+    """
+
+    @functools.wraps(method)
+    def locked(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        store = args[0]
+        assert isinstance(store, Store)
+        with store._lock:
+            return method(*args, **kwargs)
+
+    return locked
 
 
 @dataclass(frozen=True)
@@ -124,6 +141,7 @@ class Store:
         self.holds = holds
         self.throttle_policy = throttle_policy
         self._in_transaction = False
+        self._lock = threading.RLock()
         self.commit_listeners: list[Callable[[Sequence[StoredEvent]], None]] = []
 
     # --- opening ------------------------------------------------------------------
@@ -145,7 +163,8 @@ class Store:
         """
         path = Path(path)
         try:
-            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=True)
+            # Used from the store's own thread and, under the lock, by direct callers.
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: cannot open the database: {exc}") from exc
         try:
@@ -221,6 +240,7 @@ class Store:
             raise
         fact(log, "store.migrated", schema=number)
 
+    @_serialized
     def close(self) -> None:
         self._conn.close()
 
@@ -229,6 +249,11 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
         """One domain action: ``BEGIN IMMEDIATE`` .. ``COMMIT``; rolled back on any exception."""
+        with self._lock, self._transaction() as tx:
+            yield tx
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Transaction]:
         if self._in_transaction:
             raise StoreError("transactions do not nest; finish the current one first")
         self._conn.execute("BEGIN IMMEDIATE")
@@ -277,14 +302,17 @@ class Store:
         rows = self._rows(sql, params)
         return rows[0] if rows else None
 
+    @_serialized
     def last_seq(self) -> int:
         row = self._conn.execute("SELECT seq FROM chain_head WHERE id = 1").fetchone()
         return int(row[0])
 
+    @_serialized
     def events_after(self, seq: int, limit: int) -> list[StoredEvent]:
         rows = self._rows("SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit))
         return [_stored_event(row) for row in rows]
 
+    @_serialized
     def outbox_after(self, seq: int, limit: int) -> list[StoredEvent]:
         """Events not yet acknowledged by the broker, in seq order."""
         rows = self._rows(
@@ -293,10 +321,12 @@ class Store:
         )
         return [_stored_event(row) for row in rows]
 
+    @_serialized
     def outbox_acknowledge(self, seq: int) -> None:
         """The broker has this event (PUBACK); it leaves the outbox, stays in the log."""
         self._write("UPDATE events SET acked = 1 WHERE seq = ?", (seq,))
 
+    @_serialized
     def outbox_acknowledge_through(self, seq: int) -> int:
         """Every outbox event up to ``seq`` is acknowledged (PUBACKs arrive in order).
 
@@ -307,31 +337,40 @@ class Store:
             self._write("UPDATE events SET acked = 1 WHERE acked = 0 AND seq <= ?", (seq,)).rowcount
         )
 
+    @_serialized
     def outbox_depth(self) -> int:
         row = self._conn.execute("SELECT count(*) FROM events WHERE acked = 0").fetchone()
         return int(row[0])
 
-    def prune_acknowledged(self, keep: int) -> int:
+    @_serialized
+    def prune_acknowledged(self, keep: int, limit: int = -1) -> int:
         """Delete acknowledged events beyond the newest ``keep`` of them; never the outbox.
 
-        The chain head survives, so ``seq`` carries on; :meth:`verify_chain` then starts
-        from the oldest kept event. Returns how many were deleted.
+        At most ``limit`` (oldest first) when given, so a large prune can run in chunks
+        that let other transactions in between. The chain head survives, so ``seq``
+        carries on; :meth:`verify_chain` then starts from the oldest kept event.
+        Returns how many were deleted.
         """
         if keep < 0:
             raise ValueError("keep must be >= 0")
         cursor = self._write(
-            "DELETE FROM events WHERE acked = 1 AND seq <= ("
+            "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE acked = 1 AND seq <= ("
             " SELECT coalesce(max(seq), 0) FROM events WHERE acked = 1)"
-            " - ? AND seq < (SELECT coalesce(min(seq), 1 << 62) FROM events WHERE acked = 0)",
-            (keep,),
+            " - ? AND seq < (SELECT coalesce(min(seq), 1 << 62) FROM events WHERE acked = 0)"
+            " ORDER BY seq LIMIT ?)",
+            (keep, limit),
         )
         return int(cursor.rowcount)
 
+    @_serialized
     def verify_chain(self) -> ChainReport:
         """Recompute every kept event's hash and link; report the first broken one."""
-        cursor = self._conn.execute(
-            "SELECT seq, hash, prev, type, payload FROM events ORDER BY seq"
-        )
+        return self.verify_chain_on(self._conn)
+
+    @staticmethod
+    def verify_chain_on(conn: sqlite3.Connection) -> ChainReport:
+        """:meth:`verify_chain` on ``conn`` (a read connection of its own, for a long walk)."""
+        cursor = conn.execute("SELECT seq, hash, prev, type, payload FROM events ORDER BY seq")
         count = 0
         first_seq: int | None = None
         expect_prev: str | None = None
@@ -363,7 +402,7 @@ class Store:
             expect_prev = digest
             expect_seq = seq + 1
             last = seq
-        head_seq, head_hash = self._conn.execute(
+        head_seq, head_hash = conn.execute(
             "SELECT seq, hash FROM chain_head WHERE id = 1"
         ).fetchone()
         if count and (head_seq != last or head_hash != expect_prev):
@@ -375,18 +414,22 @@ class Store:
             pass
         return ChainReport(True, None, count, first_seq, last)
 
+    @_serialized
     def command_result(self, jti: str) -> str | None:
         row = self._conn.execute("SELECT ack_json FROM commands WHERE jti = ?", (jti,)).fetchone()
         return None if row is None else str(row[0])
 
+    @_serialized
     def prune_commands(self, now: float) -> int:
         """Forget command ids whose ``exp`` has passed (they would be refused anyway)."""
         return int(self._write("DELETE FROM commands WHERE exp < ?", (now,)).rowcount)
 
+    @_serialized
     def get_setting(self, key: str) -> str | None:
         row = self._conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
+    @_serialized
     def last_door_facts(self) -> dict[str, tuple[str, str]]:
         """compartment -> (the type of its last door.opened/door.closed event, its ``by``).
 
@@ -406,6 +449,12 @@ class Store:
             facts[str(fields["compartment"])] = (kind, str(fields.get("by", "none")))
         return facts
 
+    @_serialized
+    def pending_steps(self) -> list[PendingStep]:
+        """Every step under way (what each door's close completes)."""
+        return [_pending_step(r) for r in self._rows("SELECT * FROM pending_steps")]
+
+    @_serialized
     def open_unlock_intents(self) -> list[UnlockIntent]:
         """Pulses whose intent was committed but whose outcome never was (a crash)."""
         rows = self._rows("SELECT * FROM unlock_intents WHERE outcome IS NULL ORDER BY id")
@@ -414,6 +463,7 @@ class Store:
             for r in rows
         ]
 
+    @_serialized
     def clock_trusted(self, now: float | None = None) -> bool:
         """Whether the wall clock can be believed for deadlines (ADR 0014)."""
         wall = self.clock.wall() if now is None else now
@@ -424,21 +474,27 @@ class Store:
 
     # --- reading the domain ----------------------------------------------------------------
 
+    @_serialized
     def reservation(self, reservation_id: str) -> Reservation | None:
         return _reservation(self._conn, reservation_id)
 
+    @_serialized
     def reservations_by_barcode(self, barcode: str) -> list[Reservation]:
         return _reservations_by_barcode(self._conn, barcode)
 
+    @_serialized
     def compartments(self) -> list[Compartment]:
         return _compartments(self._conn)
 
+    @_serialized
     def credential(self, credential_id: str) -> Credential | None:
         return _credential(self._conn, credential_id)
 
+    @_serialized
     def throttle_state(self, surface: str) -> ThrottleState:
         return _throttle_state(self._conn, surface)
 
+    @_serialized
     def sync_summary(self) -> tuple[list[tuple[str, int, str]], list[tuple[str, int]]]:
         """For the ``sync`` topic: (reservation id, version, state) and (credential id, version)."""
         reservations = [
@@ -495,6 +551,18 @@ def _stored_event(row: sqlite3.Row) -> StoredEvent:
         prev=row["prev"],
         hash=row["hash"],
         payload=bytes(row["payload"]),
+    )
+
+
+def _pending_step(row: sqlite3.Row) -> PendingStep:
+    return PendingStep(
+        compartment=row["compartment"],
+        expect=Expect(row["expect"]),
+        reservation_id=row["reservation_id"],
+        credential_id=row["credential_id"],
+        barcode=row["barcode"],
+        method=row["method"],
+        opened=bool(row["opened"]),
     )
 
 
@@ -593,14 +661,65 @@ class Transaction:
         assert cursor.lastrowid is not None
         return int(cursor.lastrowid)
 
-    def finish_unlock_intent(self, intent_id: int, outcome: UnlockOutcome | str) -> None:
-        value = outcome.value if isinstance(outcome, UnlockOutcome) else str(outcome)
+    def finish_unlock_intents(self, compartment: str, outcome: str) -> int:
+        """Settle every open intent of ``compartment`` with the door's outcome.
+
+        The intents table is the one place that knows an unlock is in flight: what
+        settles them is read and written here, inside the transaction that commits the
+        outcome, so a rolled-back commit leaves them open for its retry.
+        """
         cursor = self._x(
-            "UPDATE unlock_intents SET outcome = ?, finished_at = ? WHERE id = ?",
-            (value, self.now, intent_id),
+            "UPDATE unlock_intents SET outcome = ?, finished_at = ?"
+            " WHERE compartment = ? AND outcome IS NULL",
+            (outcome, self.now, compartment),
         )
-        if cursor.rowcount != 1:
-            raise StoreError(f"no unlock intent {intent_id}")
+        return int(cursor.rowcount)
+
+    # --- pending steps (what a door's close completes) ------------------------------------
+
+    def pending_step(self, compartment: str) -> PendingStep | None:
+        rows = self._rows("SELECT * FROM pending_steps WHERE compartment = ?", (compartment,))
+        return _pending_step(rows[0]) if rows else None
+
+    def pending_steps(self) -> list[PendingStep]:
+        return [_pending_step(r) for r in self._rows("SELECT * FROM pending_steps")]
+
+    def expect_step(self, step: PendingStep) -> bool:
+        """Note what the close of the step's door completes; False if another booking's
+        step is under way there (the same booking's step is replaced)."""
+        current = self.pending_step(step.compartment)
+        if current is not None and current.reservation_id != step.reservation_id:
+            return False
+        self._x(
+            "INSERT OR REPLACE INTO pending_steps"
+            " (compartment, expect, reservation_id, credential_id, barcode, method, opened)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                step.compartment,
+                step.expect.value,
+                step.reservation_id,
+                step.credential_id,
+                step.barcode,
+                step.method,
+                int(step.opened),
+            ),
+        )
+        return True
+
+    def mark_step_opened(self, compartment: str) -> None:
+        """The step's door was seen open (crash recovery without a sensor counts on it)."""
+        self._x("UPDATE pending_steps SET opened = 1 WHERE compartment = ?", (compartment,))
+
+    def forget_step(self, compartment: str, reservation_id: str | None = None) -> bool:
+        """The step at ``compartment`` (of ``reservation_id``, if given) is over."""
+        if reservation_id is None:
+            cursor = self._x("DELETE FROM pending_steps WHERE compartment = ?", (compartment,))
+        else:
+            cursor = self._x(
+                "DELETE FROM pending_steps WHERE compartment = ? AND reservation_id = ?",
+                (compartment, reservation_id),
+            )
+        return cursor.rowcount > 0
 
     # --- compartments -----------------------------------------------------------------
 

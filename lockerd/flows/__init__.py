@@ -1,6 +1,7 @@
 """The flows at the cabinet (pickup, cash on delivery, courier, drop-off, technician)."""
 
-from .core import Cabinet, CourierSession, Expect, Flows, Pending, Problem, next_size, valid_barcode
+from ..model import Expect, PendingStep
+from .core import Cabinet, CourierSession, Flows, Problem, next_size, valid_barcode
 from .results import (
     Collection,
     Done,
@@ -26,7 +27,7 @@ __all__ = [
     "LockedOut",
     "Opened",
     "PaymentRequired",
-    "Pending",
+    "PendingStep",
     "Problem",
     "RefusalReason",
     "Refused",

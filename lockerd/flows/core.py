@@ -2,20 +2,22 @@
 
 A flow checks its input against the store, opens a door through the cabinet and
 returns a typed result. It never completes a deposit or a pickup on its own: it
-writes down what it expects at that door ("pending") and the door's close does the
-rest, inside the very transaction that commits ``door.closed`` (StoreSink's
-door_closed handlers). The pending table is kept in the store too, so that after a
-crash a deposit whose close was never committed is decided from the sensors.
+writes down what it expects at that door (a ``pending_steps`` row) and the door's
+close does the rest, inside the very transaction that commits ``door.closed``
+(StoreSink's door_closed handlers). Each decision is one transaction on the store's
+thread: the code check, the pending step and the unlock intent of one pickup commit
+together, one fsync before the pulse. Nothing of a step is kept in memory, so a
+commit that fails and is retried finds the step where it was, and after a crash a
+deposit whose close was never committed is decided from the sensors.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
@@ -25,10 +27,11 @@ from ..codes import CodeKey, Purpose
 from ..config import Config
 from ..events import DomainEvent
 from ..logs import fact
-from ..model import Actor, DoorState, Occupancy, Size
+from ..model import Actor, DoorState, Expect, Occupancy, PendingStep, Size
 from ..qr import QrRejected, QrVerifier
 from ..reservations import PickupMethod, ReservationKind, ReservationState, TransitionError
-from ..store import ApplyStatus, CodeOutcome, CodeVerdict, CredentialRole, Store, Transaction
+from ..store import ApplyStatus, CodeOutcome, CodeVerdict, CredentialRole, Transaction
+from ..store_worker import AsyncStore
 from ..sync.commands import TrustStore
 from .results import (
     Collection,
@@ -48,7 +51,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lockerd.flows")
 
-PENDING_KEY = "flows.pending"
 # Printable ASCII without spaces: what 1D/2D courier barcodes carry; anything else is a misread.
 _BARCODE = re.compile(r"[\x21-\x7e]{1,64}")
 _SIZES = [Size.S, Size.M, Size.L, Size.XL]
@@ -59,29 +61,28 @@ class Cabinet(Protocol):
 
     scans: int
 
-    async def unlock(self, compartment_id: str, actor: Actor, reason: str) -> UnlockOutcome: ...
+    async def unlock(
+        self, compartment_id: str, actor: Actor, reason: str, *, recorded: bool = False
+    ) -> UnlockOutcome: ...
 
     def views(self) -> list[CompartmentView]: ...
 
 
-class Expect(StrEnum):
-    """What the close of a door completes."""
-
-    DEPOSIT = "deposit"
-    DROPOFF = "dropoff"
-    PICKUP = "pickup"
-    RETRIEVE = "retrieve"
-    COLLECT = "collect"
-
-
 @dataclass(frozen=True)
-class Pending:
-    expect: Expect
-    reservation_id: str
-    credential_id: str = ""
-    barcode: str = ""
-    method: str = PickupMethod.CODE.value
-    opened: bool = False  # the door was seen open (decides crash recovery without a sensor)
+class _Open:
+    """A decision to open a door whose unlock intent is committed with the decision."""
+
+    compartment: str
+    actor: Actor
+    reason: str
+    reservation_id: str | None
+    size: Size | None
+
+
+def _intend(tx: Transaction, opening: _Open) -> _Open:
+    """Record the unlock intent in the deciding transaction (one fsync before the pulse)."""
+    tx.record_unlock_intent(opening.compartment, opening.actor.value, opening.reason)
+    return opening
 
 
 class Problem(StrEnum):
@@ -99,7 +100,7 @@ class Flows:
 
     def __init__(
         self,
-        store: Store,
+        store: AsyncStore,
         cabinet: Cabinet,
         clock: Clock,
         code_key: CodeKey,
@@ -117,16 +118,13 @@ class Flows:
         self.session_timeout_s = session_timeout_s
         self.online = online
         self.qr = qr
-        self.pending: dict[str, Pending] = _load_pending(store.get_setting(PENDING_KEY))
-        # reservation id -> wall time until which a not-taken parcel's code keeps working
-        self.grace_until: dict[str, float] = {}
 
     @classmethod
     def for_daemon(cls, daemon: Daemon) -> Flows:
         """The daemon's flows: closes settle through its StoreSink, recovery runs as a service."""
         config = daemon.config
         flows = cls(
-            daemon.store,
+            daemon.async_store,
             daemon.hardware,
             daemon.clock,
             daemon.code_key,
@@ -150,7 +148,9 @@ class Flows:
         self, surface: str, typed: str, method: PickupMethod = PickupMethod.CODE
     ) -> FlowResult:
         """A recipient types (or scans as QR) a pickup code."""
-        with self.store.transaction() as tx:
+        offline = not self.online()
+
+        def decide(tx: Transaction) -> FlowResult | _Open:
             verdict = tx.verify_code(self.code_key, surface, Purpose.PICKUP, typed)
             early = self._verdict_refusal(verdict)
             if early is not None:
@@ -162,12 +162,17 @@ class Flows:
             if verdict.outcome is CodeOutcome.PAYMENT_REQUIRED and reservation.cod is not None:
                 cod = reservation.cod
                 return PaymentRequired(
-                    cod.amount, cod.currency, reservation.id, cod.pay_url, not self.online()
+                    cod.amount, cod.currency, reservation.id, cod.pay_url, offline
                 )
             cid = reservation.compartment
-            if not self._expect(tx, cid, Pending(Expect.PICKUP, reservation.id, method=method)):
+            step = PendingStep(cid, Expect.PICKUP, reservation.id, method=method.value)
+            if not tx.expect_step(step):
                 return Refused(RefusalReason.DOOR_BUSY, cid)
-        return await self._open(cid, Actor.RECIPIENT, "pickup", reservation.id, reservation.size)
+            return _intend(
+                tx, _Open(cid, Actor.RECIPIENT, "pickup", reservation.id, reservation.size)
+            )
+
+        return await self._carry_out(await self.store.write(decide))
 
     async def pickup_qr(self, surface: str, token: str) -> FlowResult:
         """A recipient shows the app's QR pickup token to the scanner.
@@ -177,8 +182,11 @@ class Flows:
         """
         if self.qr is None:
             return Refused(RefusalReason.QR_UNAVAILABLE)
-        with self.store.transaction() as tx:
-            redeemed = self.qr.redeem(tx, token, self.clock.wall())
+        qr = self.qr
+        offline = not self.online()
+
+        def decide(tx: Transaction) -> FlowResult | _Open:
+            redeemed = qr.redeem(tx, token, self.clock.wall())
             if isinstance(redeemed, QrRejected):
                 fact(log, "qr.rejected", surface=surface, reason=redeemed.reason.value)
                 return Refused(RefusalReason.QR_NOT_VALID)
@@ -196,19 +204,24 @@ class Flows:
                 cod = reservation.cod
                 tx.emit(DomainEvent("payment.requested", {"reservation_id": reservation.id}))
                 return PaymentRequired(
-                    cod.amount, cod.currency, reservation.id, cod.pay_url, not self.online()
+                    cod.amount, cod.currency, reservation.id, cod.pay_url, offline
                 )
             cid = reservation.compartment
-            pending = Pending(Expect.PICKUP, reservation.id, method=PickupMethod.QR)
-            if not self._expect(tx, cid, pending):
+            step = PendingStep(cid, Expect.PICKUP, reservation.id, method=PickupMethod.QR.value)
+            if not tx.expect_step(step):
                 return Refused(RefusalReason.DOOR_BUSY, cid)
-        return await self._open(cid, Actor.RECIPIENT, "pickup", reservation.id, reservation.size)
+            return _intend(
+                tx, _Open(cid, Actor.RECIPIENT, "pickup", reservation.id, reservation.size)
+            )
+
+        return await self._carry_out(await self.store.write(decide))
 
     # ------------------------------------------------------------ sender
 
     async def drop_off(self, surface: str, typed: str) -> FlowResult:
         """A sender types a drop-off code: a compartment of the booked size opens."""
-        with self.store.transaction() as tx:
+
+        def decide(tx: Transaction) -> FlowResult | _Open:
             verdict = tx.verify_code(self.code_key, surface, Purpose.DROPOFF, typed)
             early = self._verdict_refusal(verdict)
             if early is not None:
@@ -221,20 +234,25 @@ class Flows:
                 return Refused(RefusalReason.NOT_ALLOWED)
             if cid is None:
                 return Refused(RefusalReason.NO_FREE_COMPARTMENT)
-            if not self._expect(tx, cid, Pending(Expect.DROPOFF, reservation.id)):
+            if not tx.expect_step(PendingStep(cid, Expect.DROPOFF, reservation.id)):
                 return Refused(RefusalReason.DOOR_BUSY, cid)
-        return await self._open(cid, Actor.SENDER, "dropoff", reservation.id, reservation.size)
+            return _intend(
+                tx, _Open(cid, Actor.SENDER, "dropoff", reservation.id, reservation.size)
+            )
+
+        return await self._carry_out(await self.store.write(decide))
 
     # ------------------------------------------------------------ courier
 
-    def courier_login(
+    async def courier_login(
         self, surface: str, *, code: str | None = None, badge: str | None = None
     ) -> CourierSession | Refused | Wait | LockedOut:
         """Log a courier in by code or badge UID; the session ends after inactivity."""
         purpose = Purpose.BADGE if badge is not None else Purpose.COURIER
         typed = badge if badge is not None else (code or "")
-        with self.store.transaction() as tx:
-            verdict = tx.verify_code(self.code_key, surface, purpose, typed)
+        verdict = await self.store.write(
+            lambda tx: tx.verify_code(self.code_key, surface, purpose, typed)
+        )
         early = self._verdict_refusal(verdict)
         if early is not None:
             return early
@@ -250,11 +268,15 @@ class Flows:
         """Open any compartment, recorded with its reason (completes no reservation)."""
         if compartment not in {v.id for v in self.cabinet.views()}:
             return Refused(RefusalReason.NO_SUCH_COMPARTMENT, compartment)
-        return await self._open(compartment, Actor.TECHNICIAN, reason or "technician", None, None)
+        opening = _Open(compartment, Actor.TECHNICIAN, reason or "technician", None, None)
+        return await self._carry_out(await self.store.write(lambda tx: _intend(tx, opening)))
 
-    def set_service(self, compartment: str, in_service: bool, reason: str, by: str) -> FlowResult:
-        with self.store.transaction() as tx:
-            applied = tx.set_service(compartment, in_service, reason, by)
+    async def set_service(
+        self, compartment: str, in_service: bool, reason: str, by: str
+    ) -> FlowResult:
+        applied = await self.store.write(
+            lambda tx: tx.set_service(compartment, in_service, reason, by)
+        )
         if applied.status is not ApplyStatus.APPLIED:
             return Refused(RefusalReason.NO_SUCH_COMPARTMENT, compartment)
         return Done(compartment)
@@ -263,10 +285,9 @@ class Flows:
 
     def door_closed(self, tx: Transaction, door: DoorClosed) -> None:
         """StoreSink handler: runs inside the transaction that commits ``door.closed``."""
-        pending = self.pending.get(door.compartment)
-        if pending is None:
-            return
-        self._settle(tx, door.compartment, pending, door.occupancy, seen_open=True)
+        step = tx.pending_step(door.compartment)
+        if step is not None:
+            self._settle(tx, step, door.occupancy, seen_open=True)
 
     async def recover(self, first_scan_timeout_s: float = 30.0) -> None:
         """After a crash: decide the pending steps whose door is found closed.
@@ -280,23 +301,22 @@ class Flows:
         while self.cabinet.scans < 1 and self.clock.monotonic() < deadline:
             await asyncio.sleep(0.05)
         views = {v.id: v for v in self.cabinet.views()}
-        with self.store.transaction() as tx:
-            for cid, pending in list(self.pending.items()):
-                view = views.get(cid)
+
+        def settle_closed(tx: Transaction) -> int:
+            for step in tx.pending_steps():
+                view = views.get(step.compartment)
                 if view is None or view.door is not DoorState.CLOSED:
                     continue
-                self._settle(tx, cid, pending, view.occupancy, seen_open=pending.opened)
-        fact(log, "flows.recovered", pending=len(self.pending))
+                self._settle(tx, step, view.occupancy, seen_open=step.opened)
+            return len(tx.pending_steps())
+
+        fact(log, "flows.recovered", pending=await self.store.write(settle_closed))
 
     # ------------------------------------------------------------ helpers
 
+    @staticmethod
     def _settle(
-        self,
-        tx: Transaction,
-        cid: str,
-        pending: Pending,
-        occupancy: Occupancy | None,
-        seen_open: bool,
+        tx: Transaction, pending: PendingStep, occupancy: Occupancy | None, seen_open: bool
     ) -> None:
         present = occupancy is Occupancy.PRESENT
         empty = occupancy is Occupancy.EMPTY
@@ -304,6 +324,7 @@ class Flows:
         # close ends the step), so a faulty sensor never leaves a deposited parcel
         # unregistered, its recipient never told.
         no_sensor = occupancy is None or occupancy is Occupancy.UNKNOWN
+        cid = pending.compartment
         rid = pending.reservation_id
         try:
             if pending.expect in (Expect.DEPOSIT, Expect.DROPOFF):
@@ -316,10 +337,8 @@ class Flows:
             elif pending.expect is Expect.PICKUP:
                 if empty or (no_sensor and seen_open):
                     tx.pick_up(rid, PickupMethod(pending.method))
-                    self.grace_until.pop(rid, None)
                 elif present and seen_open:
                     tx.not_taken(rid)
-                    self.grace_until[rid] = self.clock.wall() + self.not_taken_grace_s
             elif not present and (seen_open or empty):
                 if pending.expect is Expect.RETRIEVE:
                     tx.retrieve(rid, pending.credential_id)
@@ -328,7 +347,7 @@ class Flows:
         except TransitionError as exc:
             # the reservation moved on meanwhile (cancelled, expired): the door is just closed
             fact(log, "flow.stale", logging.WARNING, compartment=cid, detail=str(exc))
-        self._forget(tx, cid)
+        tx.forget_step(cid)
 
     def _verdict_refusal(self, verdict: CodeVerdict) -> Refused | Wait | LockedOut | None:
         outcome = verdict.outcome
@@ -342,54 +361,34 @@ class Flows:
             return Refused(RefusalReason.CODE_NOT_VALID)
         return None
 
-    def _expect(self, tx: Transaction, cid: str, pending: Pending) -> bool:
-        """Note what the close of ``cid`` completes; False if another flow is on it."""
-        current = self.pending.get(cid)
-        if current is not None and current.reservation_id != pending.reservation_id:
-            return False
-        self.pending[cid] = pending
-        self._persist(tx)
-        return True
+    async def _carry_out(self, decided: FlowResult | _Open) -> FlowResult:
+        """Open the door a committed decision asked for; a refusal is answered as it is."""
+        if isinstance(decided, _Open):
+            return await self._open(decided)
+        return decided
 
-    def _forget(self, tx: Transaction, cid: str) -> None:
-        if self.pending.pop(cid, None) is not None:
-            self._persist(tx)
+    async def _open(self, opening: _Open) -> Opened | LockFailed:
+        """Pulse a door whose unlock intent is committed; wait until it opens or fails."""
+        cid = opening.compartment
+        outcome = await self.cabinet.unlock(cid, opening.actor, opening.reason, recorded=True)
+        rid = opening.reservation_id
+        opened = outcome.result is UnlockResult.OPENED
 
-    def _persist(self, tx: Transaction) -> None:
-        tx.set_setting(
-            PENDING_KEY, json.dumps({k: asdict(v) for k, v in self.pending.items()}, sort_keys=True)
-        )
+        def note(tx: Transaction) -> None:
+            step = tx.pending_step(cid)
+            # the close may already have settled it; only what is still pending is marked
+            if step is None or step.reservation_id != rid or step.opened:
+                return
+            if opened:
+                tx.mark_step_opened(cid)
+            else:
+                tx.forget_step(cid, rid)
 
-    async def _open(
-        self, cid: str, actor: Actor, reason: str, reservation_id: str | None, size: Size | None
-    ) -> Opened | LockFailed:
-        outcome = await self.cabinet.unlock(cid, actor, reason)
-        pending = self.pending.get(cid)
-        if outcome.result is UnlockResult.OPENED:
-            if pending is not None and not pending.opened:
-                # the close may already have settled it; only mark what is still pending
-                with self.store.transaction() as tx:
-                    self.pending[cid] = Pending(**{**asdict(pending), "opened": True})
-                    self._persist(tx)
-            return Opened(cid, reservation_id, size)
-        if pending is not None and not pending.opened:
-            with self.store.transaction() as tx:
-                self._forget(tx, cid)
-        return LockFailed(cid, reservation_id, outcome.result is UnlockResult.UNREACHABLE)
-
-
-def _load_pending(raw: str | None) -> dict[str, Pending]:
-    if not raw:
-        return {}
-    try:
-        data = json.loads(raw)
-        return {
-            cid: Pending(**{**item, "expect": Expect(item["expect"])}) for cid, item in data.items()
-        }
-    except (ValueError, TypeError, KeyError) as exc:
-        # a damaged table must not stop the cabinet: the doors still report as forced/closed
-        fact(log, "flows.pending_unreadable", logging.ERROR, error=exc)
-        return {}
+        if rid is not None:
+            await self.store.write(note)
+        if opened:
+            return Opened(cid, rid, opening.size)
+        return LockFailed(cid, rid, outcome.result is UnlockResult.UNREACHABLE)
 
 
 def qr_verifier(config: Config) -> QrVerifier | None:
@@ -450,7 +449,8 @@ class CourierSession:
         clean = valid_barcode(barcode)
         if clean is None:
             return Refused(RefusalReason.BAD_FORMAT)
-        with self.flows.store.transaction() as tx:
+
+        def decide(tx: Transaction) -> FlowResult | _Open:
             found = [
                 r for r in tx.reservations_by_barcode(clean) if r.kind is ReservationKind.INBOUND
             ]
@@ -459,8 +459,9 @@ class CourierSession:
                 if any(r.state.holds_parcel for r in found):
                     return Refused(RefusalReason.ALREADY_DEPOSITED)
                 return Refused(RefusalReason.NOT_BOOKED_HERE)
-            prepared = self._prepare(tx, waiting[0].id, clean, None, frozenset())
-        return await self._deposit(prepared, waiting[0].id, clean)
+            return self._prepare(tx, waiting[0].id, clean, None, frozenset())
+
+        return await self._deposit(await self.flows.store.write(decide), clean)
 
     async def report(self, problem: Problem) -> FlowResult:
         """An exception about the compartment last opened (or that failed to open)."""
@@ -470,9 +471,10 @@ class CourierSession:
         if self._last is None:
             return Refused(RefusalReason.NOTHING_OPENED)
         cid, rid, barcode = self._last
-        flows = self.flows
         kind = Problem.BROKEN if problem is Problem.LOCK_FAILED else problem
-        with flows.store.transaction() as tx:
+        bigger: list[Size] = []  # the size the parcel needs now, once it is found too big
+
+        def decide(tx: Transaction) -> FlowResult | _Open:
             tx.emit(
                 DomainEvent(
                     "courier.exception",
@@ -482,19 +484,23 @@ class CourierSession:
             if problem is Problem.DAMAGED:
                 return Done(cid)  # reported; the deposit goes on as it is
             # this door no longer completes the deposit, whatever its close says
-            if (p := flows.pending.get(cid)) is not None and p.reservation_id == rid:
-                flows._forget(tx, cid)
+            tx.forget_step(cid, rid)
             at_least = self._at_least.get(rid)
             if problem is Problem.DOES_NOT_FIT:
                 size = {c.id: c.size for c in tx.compartments()}.get(cid)
                 at_least = None if size is None else next_size(size)
                 if at_least is None:
                     return Refused(RefusalReason.NO_FREE_COMPARTMENT)
-                self._at_least[rid] = at_least
+                bigger.append(at_least)
             else:
                 tx.set_service(cid, False, kind.value, self.credential_id)
-            prepared = self._prepare(tx, rid, barcode, at_least, frozenset({cid}))
-        return await self._deposit(prepared, rid, barcode)
+            return self._prepare(tx, rid, barcode, at_least, frozenset({cid}))
+
+        decided = await self.flows.store.write(decide)
+        if bigger:
+            # a parcel found too big keeps needing the bigger size (known once committed)
+            self._at_least[rid] = bigger[0]
+        return await self._deposit(decided, barcode)
 
     async def collect_all(self) -> Collection | Refused:
         """Open every compartment holding an expired or cancelled parcel or a drop-off."""
@@ -502,8 +508,9 @@ class CourierSession:
         if ended is not None:
             return ended
         flows = self.flows
-        targets: list[tuple[str, str]] = []
-        with flows.store.transaction() as tx:
+
+        def decide(tx: Transaction) -> list[_Open]:
+            targets: list[_Open] = []
             for compartment in tx.compartments():
                 rid = compartment.reservation_id
                 reservation = None if rid is None else tx.reservation(rid)
@@ -515,12 +522,15 @@ class CourierSession:
                     expect = Expect.COLLECT
                 else:
                     continue
-                pending = Pending(expect, reservation.id, self.credential_id)
-                if flows._expect(tx, reservation.compartment, pending):
-                    targets.append((reservation.compartment, reservation.id))
-        results = await asyncio.gather(
-            *(flows._open(cid, Actor.COURIER, "collect", rid, None) for cid, rid in targets)
-        )
+                cid = reservation.compartment
+                step = PendingStep(cid, expect, reservation.id, self.credential_id)
+                if tx.expect_step(step):
+                    opening = _Open(cid, Actor.COURIER, "collect", reservation.id, None)
+                    targets.append(_intend(tx, opening))
+            return targets
+
+        targets = await flows.store.write(decide)
+        results = await asyncio.gather(*(flows._open(opening) for opening in targets))
         opened = tuple(r for r in results if isinstance(r, Opened))
         self.opened.extend(opened)
         return Collection(opened, tuple(r for r in results if isinstance(r, LockFailed)))
@@ -532,26 +542,24 @@ class CourierSession:
         barcode: str,
         at_least: Size | None,
         exclude: frozenset[str],
-    ) -> tuple[str, Size | None] | Refused:
+    ) -> Refused | _Open:
         try:
             cid = tx.assign_compartment(rid, at_least, exclude)
         except TransitionError:
             return Refused(RefusalReason.NOT_ALLOWED)
         if cid is None:
             return Refused(RefusalReason.NO_FREE_COMPARTMENT)
-        pending = Pending(Expect.DEPOSIT, rid, self.credential_id, barcode)
-        if not self.flows._expect(tx, cid, pending):
+        if not tx.expect_step(PendingStep(cid, Expect.DEPOSIT, rid, self.credential_id, barcode)):
             return Refused(RefusalReason.DOOR_BUSY, cid)
-        return cid, {c.id: c.size for c in tx.compartments()}.get(cid)
+        size = {c.id: c.size for c in tx.compartments()}.get(cid)
+        return _intend(tx, _Open(cid, Actor.COURIER, "deposit", rid, size))
 
-    async def _deposit(
-        self, prepared: tuple[str, Size | None] | Refused, rid: str, barcode: str
-    ) -> FlowResult:
-        if isinstance(prepared, Refused):
-            return prepared
-        cid, size = prepared
-        self._last = (cid, rid, barcode)
-        result = await self.flows._open(cid, Actor.COURIER, "deposit", rid, size)
+    async def _deposit(self, decided: FlowResult | _Open, barcode: str) -> FlowResult:
+        if not isinstance(decided, _Open):
+            return decided
+        assert decided.reservation_id is not None
+        self._last = (decided.compartment, decided.reservation_id, barcode)
+        result = await self.flows._open(decided)
         if isinstance(result, Opened):
             self.opened.append(result)
         return result

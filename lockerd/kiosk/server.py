@@ -103,6 +103,7 @@ class KioskServer:
         self.current: str | None = None
         self._runner: web.AppRunner | None = None
         self._reaper: asyncio.Task[None] | None = None
+        self._unsubscribe: Callable[[], None] | None = None
         self._catalogues = {lang: _catalogue(lang) for lang in self.config.languages}
 
     # ------------------------------------------------------------ life
@@ -137,7 +138,7 @@ class KioskServer:
         hardware = self.daemon.hardware
         hardware.on_door_closed(self._door_closed)
         hardware.on_change(self._hardware_changed)
-        self.daemon.store.commit_listeners.append(self._committed)
+        self._unsubscribe = self.daemon.async_store.subscribe(self._committed)
         # A stuck client connection must not hold the daemon's shutdown for a minute.
         self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
@@ -155,8 +156,9 @@ class KioskServer:
         hardware = self.daemon.hardware
         hardware.off(self._door_closed)
         hardware.off(self._hardware_changed)
-        if self._committed in self.daemon.store.commit_listeners:
-            self.daemon.store.commit_listeners.remove(self._committed)
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -408,7 +410,7 @@ class KioskServer:
         code, badge = _opt_text(body, "code"), _opt_text(body, "badge")
         if code is None and badge is None:
             raise BadRequest("code or badge required")
-        answer = self._flows().courier_login(KIOSK_SURFACE, code=code, badge=badge)
+        answer = await self._flows().courier_login(KIOSK_SURFACE, code=code, badge=badge)
         if hasattr(answer, "scan"):
             session.role, session.courier = Role.COURIER, answer
             return _json(Screen("courier", "courier.welcome"))
@@ -501,7 +503,7 @@ class KioskServer:
         if not isinstance(in_service, bool):
             raise BadRequest("in_service must be true or false")
         reason = _opt_text(body, "reason") or "kiosk service mode"
-        result = self._flows().set_service(compartment, in_service, reason, who)
+        result = await self._flows().set_service(compartment, in_service, reason, who)
         return _json(await self._shown(session, result))
 
     async def _payment_status(self, request: web.Request) -> web.StreamResponse:

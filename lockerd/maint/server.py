@@ -103,7 +103,7 @@ class MaintenanceServer:
         self.config = daemon.config.maintenance
         self.gate = Gate(self.config)
         self.counter = metrics.EventCounter(daemon.store.last_seq())
-        daemon.store.commit_listeners.append(self.counter.add)
+        self._unsubscribe = daemon.async_store.subscribe(self.counter.add)
         self._handlers: dict[str, Handler] = {
             "status": self._status,
             "doors": self._doors,
@@ -148,8 +148,7 @@ class MaintenanceServer:
                 await server.serve_forever()
         finally:
             # A restarted service (the supervisor's guard) must not count events twice.
-            if self.counter.add in self.daemon.store.commit_listeners:
-                self.daemon.store.commit_listeners.remove(self.counter.add)
+            self._unsubscribe()
             if metrics_server is not None:
                 metrics_server.close()
             with contextlib.suppress(FileNotFoundError):
@@ -477,10 +476,14 @@ class MaintenanceServer:
         target = request.get("path")
         if not isinstance(target, str) or not os.path.isabs(target):
             raise Refused("the backup path must be absolute")
-        return backup(self.daemon.database_path, Path(target))
+        # Off the loop: a copy of a large store takes seconds, and doors keep being polled.
+        return await asyncio.to_thread(backup, self.daemon.database_path, Path(target))
 
     async def _db_verify(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
-        return verify(self.daemon.database_path, self.daemon.store.verify_chain())
+        # The chain walk and the integrity check read on connections of their own, off the
+        # loop and beside the store's writer: a million events must not stall a door poll.
+        chain = await self.daemon.async_store.verify_chain()
+        return await asyncio.to_thread(verify, self.daemon.database_path, chain)
 
     async def _metrics(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
         if not self.config.metrics:
@@ -544,7 +547,8 @@ def backup(database: Path, target: Path) -> dict[str, Any]:
         except sqlite3.Error as exc:
             raise Refused(f"cannot create {target}: {exc}") from exc
         try:
-            source.backup(dest)
+            # In steps, so the copy never holds the database for long at a time.
+            source.backup(dest, pages=1024)
         finally:
             dest.close()
     finally:

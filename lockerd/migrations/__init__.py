@@ -127,4 +127,39 @@ CREATE TABLE unlock_intents (
 CREATE INDEX unlock_intents_open ON unlock_intents (id) WHERE outcome IS NULL;
 """
 
-MIGRATIONS: tuple[str, ...] = (_0001_INITIAL,)
+_0002_PENDING_STEPS = """
+-- What the close of a door completes (a deposit, a pickup, a collection): one row per
+-- compartment with a step under way, written by the transaction that decides the step
+-- and deleted by the one that settles it (docs/adr/0007). It replaces the JSON blob
+-- the flows kept under settings 'flows.pending', whose rows are carried over here.
+CREATE TABLE pending_steps (
+    compartment TEXT PRIMARY KEY,
+    expect TEXT NOT NULL,
+    reservation_id TEXT NOT NULL,
+    credential_id TEXT NOT NULL DEFAULT '',
+    barcode TEXT NOT NULL DEFAULT '',
+    method TEXT NOT NULL DEFAULT 'code',
+    -- 1 once the door was seen open: decides crash recovery where no sensor is fitted
+    opened INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO pending_steps
+    (compartment, expect, reservation_id, credential_id, barcode, method, opened)
+SELECT j.key,
+       json_extract(j.value, '$.expect'),
+       json_extract(j.value, '$.reservation_id'),
+       coalesce(json_extract(j.value, '$.credential_id'), ''),
+       coalesce(json_extract(j.value, '$.barcode'), ''),
+       coalesce(json_extract(j.value, '$.method'), 'code'),
+       coalesce(json_extract(j.value, '$.opened'), 0)
+FROM settings AS s, json_each(s.value) AS j
+WHERE s.key = 'flows.pending' AND json_valid(s.value) AND json_type(s.value) = 'object'
+  AND json_extract(j.value, '$.expect') IS NOT NULL
+  AND json_extract(j.value, '$.reservation_id') IS NOT NULL;
+DELETE FROM settings WHERE key = 'flows.pending';
+-- The unlock intents still open for a compartment are looked up by compartment when
+-- the door's outcome settles them.
+CREATE INDEX unlock_intents_open_by_compartment ON unlock_intents (compartment)
+    WHERE outcome IS NULL;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_0001_INITIAL, _0002_PENDING_STEPS)

@@ -139,7 +139,7 @@ async def test_book_deposit_pick_up_and_remote_open_through_the_cloud(world: Wor
     assert ack["status"] == "applied", ack
 
     # The courier logs in and scans: the smallest free M-or-bigger compartment opens.
-    session = daemon.flows.courier_login("kiosk", code="246810")
+    session = await daemon.flows.courier_login("kiosk", code="246810")
     assert isinstance(session, CourierSession)
     opened = await session.scan("JB0000001")
     assert isinstance(opened, Opened), opened

@@ -159,8 +159,8 @@ async def rig(
         await asyncio.wait_for(sim.stop(), 10)
 
 
-def login(rig: Rig, **kw: str) -> CourierSession:
-    session = rig.flows.courier_login("kiosk", **kw)
+async def login(rig: Rig, **kw: str) -> CourierSession:
+    session = await rig.flows.courier_login("kiosk", **kw)
     assert isinstance(session, CourierSession), session
     return session
 
@@ -172,7 +172,7 @@ async def test_courier_deposits_many_then_recipient_picks_up(rig: Rig) -> None:
     rig.book("R1", "123456", size=Size.S, barcodes=("PKG-1",))
     rig.book("R2", "234567", size=Size.M, barcodes=("PKG-2",))
     rig.book("R3", "345678", compartment="A03", size=None, barcodes=("PKG-3",))
-    session = login(rig, code=COURIER_CODE)
+    session = await login(rig, code=COURIER_CODE)
     c1 = await rig.deposit(session, "PKG-1")
     c2 = await rig.deposit(session, " PKG-2 ")
     c3 = await rig.deposit(session, "PKG-3")
@@ -196,7 +196,6 @@ async def test_courier_deposits_many_then_recipient_picks_up(rig: Rig) -> None:
     await rig.close("A01", parcel=None)
     assert rig.state("R1") is ReservationState.READY
     assert [e["reservation_id"] for e in rig.events("parcel.not_taken")] == ["R1"]
-    assert rig.flows.grace_until["R1"] > rig.daemon.clock.wall()
     opened = await rig.flows.pickup("kiosk", "123456")
     assert isinstance(opened, Opened)
     await rig.close("A01", parcel=False)
@@ -207,20 +206,20 @@ async def test_courier_deposits_many_then_recipient_picks_up(rig: Rig) -> None:
     pulses = len(rig.sim.pulses()["A01"])
     assert await rig.flows.pickup("kiosk", "123456") == Refused(RefusalReason.CODE_NOT_VALID)
     assert len(rig.sim.pulses()["A01"]) == pulses
-    assert rig.flows.pending == {}
+    assert rig.daemon.store.pending_steps() == []
     assert rig.daemon.store.verify_chain().ok
 
 
 async def test_courier_badge_login_and_refusals(rig: Rig) -> None:
-    assert rig.flows.courier_login("kiosk", code="11112222") == Refused(
+    assert await rig.flows.courier_login("kiosk", code="11112222") == Refused(
         RefusalReason.CODE_NOT_VALID
     )
     # a technician's badge-less code is not a courier
-    assert rig.flows.courier_login("kiosk2", code="99998888") == Refused(
+    assert await rig.flows.courier_login("kiosk2", code="99998888") == Refused(
         RefusalReason.CODE_NOT_VALID
     )
-    assert rig.flows.courier_login("kiosk3", code="12ab") == Refused(RefusalReason.BAD_FORMAT)
-    session = login(rig, badge=COURIER_BADGE.lower())
+    assert await rig.flows.courier_login("kiosk3", code="12ab") == Refused(RefusalReason.BAD_FORMAT)
+    session = await login(rig, badge=COURIER_BADGE.lower())
     assert await session.scan("NOT-BOOKED") == Refused(RefusalReason.NOT_BOOKED_HERE)
     assert await session.scan("bad code\n with space") == Refused(RefusalReason.BAD_FORMAT)
     assert await session.scan("") == Refused(RefusalReason.BAD_FORMAT)
@@ -234,7 +233,7 @@ async def test_courier_badge_login_and_refusals(rig: Rig) -> None:
 
 async def test_session_times_out(rig: Rig) -> None:
     rig.flows.session_timeout_s = 0.05
-    session = login(rig, code=COURIER_CODE)
+    session = await login(rig, code=COURIER_CODE)
     await asyncio.sleep(0.1)
     assert not session.active
     assert await session.scan("X") == Refused(RefusalReason.SESSION_ENDED)
@@ -251,7 +250,7 @@ async def test_keypad_throttle_answers_wait_then_locked_out(rig: Rig) -> None:
 
 async def test_does_not_fit_broken_and_damaged(rig: Rig) -> None:
     rig.book("R1", "123456", size=Size.S, barcodes=("PKG-1",))
-    session = login(rig, code=COURIER_CODE)
+    session = await login(rig, code=COURIER_CODE)
     first = await session.scan("PKG-1")
     assert first == Opened("A01", "R1", Size.S)
     bigger = await session.report(Problem.DOES_NOT_FIT)
@@ -278,10 +277,10 @@ async def test_does_not_fit_broken_and_damaged(rig: Rig) -> None:
 async def test_lock_failed_offers_another(rig: Rig) -> None:
     rig.book("R1", "123456", size=Size.S, barcodes=("PKG-1",))
     rig.sim.jam_lock("A01")
-    session = login(rig, code=COURIER_CODE)
+    session = await login(rig, code=COURIER_CODE)
     failed = await session.scan("PKG-1")
     assert failed == LockFailed("A01", "R1")
-    assert "A01" not in rig.flows.pending
+    assert "A01" not in {step.compartment for step in rig.daemon.store.pending_steps()}
     other = await session.report(Problem.LOCK_FAILED)
     assert isinstance(other, Opened) and other.compartment != "A01"
     await rig.close(other.compartment, parcel=True)
@@ -292,10 +291,10 @@ async def test_lock_failed_offers_another(rig: Rig) -> None:
 async def test_full_cabinet_refuses(rig: Rig) -> None:
     rig.book("R1", "123456", size=Size.XL, barcodes=("PKG-1",))
     for cid in ("A04", "A08"):  # both XL out of service
-        assert rig.flows.set_service(cid, False, "broken", "tech-1") == Done(cid)
-    session = login(rig, code=COURIER_CODE)
+        assert await rig.flows.set_service(cid, False, "broken", "tech-1") == Done(cid)
+    session = await login(rig, code=COURIER_CODE)
     assert await session.scan("PKG-1") == Refused(RefusalReason.NO_FREE_COMPARTMENT)
-    assert rig.flows.set_service("Z99", False, "x", "tech-1") == Refused(
+    assert await rig.flows.set_service("Z99", False, "x", "tech-1") == Refused(
         RefusalReason.NO_SUCH_COMPARTMENT, "Z99"
     )
 
@@ -309,7 +308,7 @@ async def test_collection_round_and_sender_drop_off(rig: Rig) -> None:
     assert rig.events("dropoff.received") == [{"reservation_id": "D1", "compartment": "A02"}]
 
     rig.book("R1", "123456", size=Size.S, barcodes=("PKG-1",))
-    session = login(rig, code=COURIER_CODE)
+    session = await login(rig, code=COURIER_CODE)
     await rig.deposit(session, "PKG-1")
     with rig.daemon.store.transaction() as tx:  # the cloud cancels after deposit: recalled
         tx.cancel_reservation("R1", 2)
@@ -330,7 +329,7 @@ async def test_collection_round_and_sender_drop_off(rig: Rig) -> None:
 async def test_cash_on_delivery_and_code_only(rig: Rig) -> None:
     cod = Cod(1250, "EUR", "https://pay.example/r/C1")
     rig.book("C1", "424242", size=Size.S, barcodes=("PKG-C",), cod=cod, code_only=True)
-    session = login(rig, code=COURIER_CODE)
+    session = await login(rig, code=COURIER_CODE)
     await rig.deposit(session, "PKG-C")
     pulses = len(rig.sim.pulses()["A01"])
     answer = await rig.flows.pickup("kiosk", "424242")
@@ -360,8 +359,8 @@ async def test_technician_open_and_service(rig: Rig) -> None:
     assert opened == Opened("A05")
     await rig.close("A05", parcel=None)
     assert rig.events("door.opened")[-1] == {"compartment": "A05", "by": "technician"}
-    assert rig.flows.set_service("A05", False, "hinge", "tech-1") == Done("A05")
-    assert rig.flows.set_service("A05", True, "fixed", "tech-1") == Done("A05")
+    assert await rig.flows.set_service("A05", False, "hinge", "tech-1") == Done("A05")
+    assert await rig.flows.set_service("A05", True, "fixed", "tech-1") == Done("A05")
     assert [e["in_service"] for e in rig.events("compartment.service")] == [False, True]
 
 
@@ -369,7 +368,7 @@ async def test_recovery_decides_a_deposit_from_the_sensors(rig: Rig, tmp_path: P
     """A deposit whose close was never committed (crash) is decided by the occupancy sensor."""
     rig.book("R1", "123456", size=Size.S, barcodes=("PKG-1",))
     rig.book("R2", "234567", size=Size.M, barcodes=("PKG-2",))
-    session = login(rig, code=COURIER_CODE)
+    session = await login(rig, code=COURIER_CODE)
     for barcode in ("PKG-1", "PKG-2"):
         assert isinstance(await session.scan(barcode), Opened)
     # the daemon "dies" here: a fresh Flows reads the pending table back from the store
@@ -378,16 +377,14 @@ async def test_recovery_decides_a_deposit_from_the_sensors(rig: Rig, tmp_path: P
     rig.sim.close_door("A01")
     rig.sim.close_door("A02")  # closed empty: the courier kept the parcel
     await wait_for(lambda: len(rig.events("door.closed")) == 2)
-    reborn = Flows(rig.daemon.store, rig.daemon.hardware, rig.daemon.clock, rig.daemon.code_key)
-    assert set(reborn.pending) == {"A01", "A02"}
+    pending = {step.compartment for step in rig.daemon.store.pending_steps()}
+    assert pending == {"A01", "A02"}
+    d = rig.daemon
+    reborn = Flows(d.async_store, d.hardware, d.clock, d.code_key)
     await reborn.recover()
     assert rig.state("R1") is ReservationState.READY
     assert rig.state("R2") is ReservationState.RESERVED
-    assert reborn.pending == {}
-    assert (
-        Flows(rig.daemon.store, rig.daemon.hardware, rig.daemon.clock, rig.daemon.code_key).pending
-        == {}
-    )
+    assert rig.daemon.store.pending_steps() == []
 
 
 # ---------------------------------------------------------------- outside input
@@ -447,7 +444,7 @@ async def test_qr_token_opens_once_and_forgeries_open_nothing(rig: Rig, tmp_path
         return pyjwt.encode(body, key, algorithm="EdDSA", headers={"kid": cloud.kid})
 
     rig.book("R-QR", "5555", barcodes=("QR1",))
-    session = login(rig, code=COURIER_CODE)
+    session = await login(rig, code=COURIER_CODE)
     cid = await rig.deposit(session, "QR1")
     pulses = lambda: sum(len(p) for p in rig.sim.pulses().values())  # noqa: E731
     before = pulses()
@@ -477,7 +474,7 @@ async def test_an_unreadable_occupancy_sensor_still_registers_the_deposit(rig: R
     from lockerd.model import Actor, Occupancy
 
     rig.book("R-U", "4242", barcodes=("PU1",))
-    session = login(rig, code=COURIER_CODE)
+    session = await login(rig, code=COURIER_CODE)
     opened = await session.scan("PU1")
     assert isinstance(opened, Opened)
     with rig.daemon.store.transaction() as tx:

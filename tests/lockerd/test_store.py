@@ -15,7 +15,7 @@ from lockerd.clock import ManualClock
 from lockerd.events import GENESIS_PREV, DomainEvent, EventError
 from lockerd.migrations import MIGRATIONS
 from lockerd.model import Size
-from lockerd.store import Store, StoreError, UnlockOutcome
+from lockerd.store import Store, StoreError
 
 CABINET = "CAB-0001"
 
@@ -222,10 +222,10 @@ def test_settings_survive(tmp_path: Path, clock: ManualClock) -> None:
 def test_unlock_intents_left_open_by_a_crash_are_found(tmp_path: Path, clock: ManualClock) -> None:
     store = Store.open(tmp_path / "db", CABINET, clock)
     with store.transaction() as tx:
-        done = tx.record_unlock_intent("A01", "courier", "deposit")
+        tx.record_unlock_intent("A01", "courier", "deposit")
         pending = tx.record_unlock_intent("A02", "technician", "inspection")
     with store.transaction() as tx:
-        tx.finish_unlock_intent(done, UnlockOutcome.OPENED)
+        assert tx.finish_unlock_intents("A01", "opened") == 1
     store.close()  # "crash" before A02's outcome is written
     store = Store.open(tmp_path / "db", CABINET, clock)
     intents = store.open_unlock_intents()

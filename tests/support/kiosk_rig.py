@@ -77,7 +77,7 @@ class Cabinet:
     async def ready(self, rid: str, code: str, barcode: str, cod: Cod | None = None) -> str:
         """A parcel deposited by a courier through the flows (not the page)."""
         self.book(rid, code, barcode, cod=cod)
-        session = self.daemon.flows.courier_login("setup", code=COURIER_CODE)
+        session = await self.daemon.flows.courier_login("setup", code=COURIER_CODE)
         opened = await session.scan(barcode)
         cid: str = opened.compartment
         await self.close(cid, parcel=True)

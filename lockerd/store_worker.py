@@ -1,0 +1,130 @@
+"""The store behind a thread of its own, so the event loop never waits on the disk.
+
+Every SQLite call the daemon makes (each transaction with its fsync, each read) runs
+on one worker thread, one at a time, in the order it was asked for: one connection,
+one order, as if it ran on the loop, but a slow disk delays only what waits for it.
+The door poll loops, the watchdog and the kiosk keep their pace meanwhile
+(docs/adr/0007-the-store-owns-every-step.md).
+
+Long walks (the chain check of ``lockerctl db verify``, a backup) do not queue on
+this thread: they read on a connection of their own (WAL lets a reader run beside
+the writer). Pruning deletes in chunks, each a transaction of its own, so door facts
+interleave with it.
+
+Who wants to hear of commits subscribes here; listeners are called on the loop,
+after the commit succeeded, never from the worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from .events import StoredEvent
+from .store import ChainReport, Store, Transaction
+
+log = logging.getLogger("lockerd.store")
+
+T = TypeVar("T")
+CommitListener = Callable[[Sequence[StoredEvent]], None]
+PRUNE_CHUNK = 2_000  # events deleted per transaction when pruning
+
+
+class AsyncStore:
+    """Awaitable access to a :class:`Store` through its own thread."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.path = store.path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lockerd-store")
+        self._loop = asyncio.get_event_loop_policy().get_event_loop()
+        self._listeners: list[CommitListener] = []
+        # Any commit, by the worker or by a direct caller, reaches the loop's listeners.
+        store.commit_listeners.append(self._committed_in_thread)
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The loop whose listeners hear of commits (the running one, once it runs)."""
+        self._loop = loop
+
+    # ------------------------------------------------------------------ calls
+
+    async def read(self, work: Callable[[Store], T]) -> T:
+        """Run ``work(store)`` on the store's thread and return what it returns."""
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        return await loop.run_in_executor(self._executor, work, self.store)
+
+    async def write(self, work: Callable[[Transaction], T]) -> T:
+        """Run ``work(tx)`` in one transaction on the store's thread.
+
+        The transaction commits when ``work`` returns and rolls back if it raises (the
+        exception is raised here). Listeners hear of the commit after it succeeded.
+        """
+
+        def transact(store: Store) -> T:
+            with store.transaction() as tx:
+                return work(tx)
+
+        return await self.read(transact)
+
+    def subscribe(self, listener: CommitListener) -> Callable[[], None]:
+        """Call ``listener(events)`` on the loop after every commit; returns the unsubscribe."""
+        self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def _committed_in_thread(self, events: Sequence[StoredEvent]) -> None:
+        loop = self._loop
+        if loop.is_closed():
+            return
+        # RuntimeError: the loop has just closed, nobody is left to tell
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._tell, tuple(events))
+
+    def _tell(self, events: Sequence[StoredEvent]) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(events)
+            except Exception:  # a listener's bug must not undo or hide a committed fact
+                log.exception("store.listener_failed")
+
+    # ------------------------------------------------------------------ long work
+
+    async def prune_acknowledged(self, keep: int) -> int:
+        """Delete acknowledged events beyond the newest ``keep``, a chunk per transaction."""
+        deleted = 0
+        while True:
+            count = await self.read(lambda s: s.prune_acknowledged(keep, limit=PRUNE_CHUNK))
+            deleted += count
+            if count < PRUNE_CHUNK:
+                return deleted
+
+    async def verify_chain(self) -> ChainReport:
+        """The chain check on a read connection of its own, beside the writer."""
+        return await asyncio.to_thread(_verify_on_own_connection, self.path, self.store)
+
+    async def close(self) -> None:
+        """Finish what was asked, then close the connection and the thread."""
+        try:
+            await self.read(lambda s: s.close())
+        finally:
+            self._executor.shutdown(wait=False)
+
+
+def _verify_on_own_connection(path: Path, store: Store) -> ChainReport:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+    try:
+        conn.execute("BEGIN")  # one snapshot for the whole walk
+        return store.verify_chain_on(conn)
+    finally:
+        conn.close()
