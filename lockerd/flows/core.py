@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -385,7 +386,13 @@ class Flows:
                 tx.forget_step(cid, rid)
 
         if rid is not None:
-            await self.store.write(note)
+            try:
+                await self.store.write(note)
+            except sqlite3.Error as exc:
+                # The door has answered already: the person is told so. Only crash
+                # recovery without a sensor would miss the mark; a lock failure's step
+                # is forgotten when the courier reports it, or replaced on a retry.
+                fact(log, "flow.note_failed", logging.ERROR, compartment=cid, error=exc)
         if opened:
             return Opened(cid, rid, opening.size)
         return LockFailed(cid, rid, outcome.result is UnlockResult.UNREACHABLE)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +15,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hil.cabinet import SimulatedCabinet
-from hil.layout import load as load_layout
-from lockerd.app import Daemon
-from lockerd.codes import Purpose
 from lockerd.flows import (
     Collection,
     CourierSession,
@@ -36,86 +31,10 @@ from lockerd.flows import (
     valid_barcode,
 )
 from lockerd.model import Size
-from lockerd.reservations import Booking, Cod, ReservationKind, ReservationState
-from lockerd.store import CredentialGrant, CredentialRole
-from tests.support.cabinets import FAMILIES, family_cabinet, lockerd_config
+from lockerd.reservations import Cod, ReservationKind, ReservationState
+from tests.support.cabinets import FAMILIES
+from tests.support.flow_rig import COURIER_BADGE, COURIER_CODE, Rig, flow_rig
 from tests.support.waiting import wait_for
-
-FAST_DOORS = {"open_within_s": 1.0, "left_open_after_s": 30.0}
-COURIER_CODE = "55554444"
-COURIER_BADGE = "04A1B2C3"
-
-
-@dataclass
-class Rig:
-    sim: SimulatedCabinet
-    daemon: Daemon
-
-    @property
-    def flows(self) -> Flows:
-        return self.daemon.flows
-
-    def state(self, rid: str) -> ReservationState:
-        reservation = self.daemon.store.reservation(rid)
-        assert reservation is not None
-        return reservation.state
-
-    def events(self, kind: str) -> list[dict[str, Any]]:
-        import json
-
-        return [
-            json.loads(e.payload)["data"]
-            for e in self.daemon.store.events_after(0, 100_000)
-            if e.type == kind
-        ]
-
-    def book(
-        self,
-        rid: str,
-        code: str,
-        *,
-        size: Size | None = Size.S,
-        compartment: str | None = None,
-        barcodes: tuple[str, ...] = (),
-        kind: ReservationKind = ReservationKind.INBOUND,
-        cod: Cod | None = None,
-        code_only: bool = False,
-    ) -> None:
-        purpose = Purpose.PICKUP if kind is ReservationKind.INBOUND else Purpose.DROPOFF
-        booking = Booking(
-            reservation_id=rid,
-            version=1,
-            kind=kind,
-            size=size,
-            compartment=compartment,
-            barcodes=barcodes,
-            code_hash=self.daemon.code_key.hash(purpose, code),
-            reserved_until=self.daemon.clock.wall() + 86_400,
-            cod=cod,
-            code_only=code_only,
-        )
-        with self.daemon.store.transaction() as tx:
-            assert tx.upsert_reservation(booking).status.value == "applied"
-
-    async def close(self, cid: str, *, parcel: bool | None) -> None:
-        """A person closes the door having put (True), taken (False) or left alone the parcel."""
-        await wait_for(lambda: self.sim.state()["compartments"][cid]["door_open"])
-        if parcel is True:
-            self.sim.put_parcel(cid)
-        elif parcel is False:
-            self.sim.take_parcel(cid)
-        # let the poll see the occupancy first, as a real sensor would settle before the door
-        scans = self.daemon.hardware.scans
-        await wait_for(lambda: self.daemon.hardware.scans >= scans + 2)
-        before = len(self.events("door.closed"))
-        self.sim.close_door(cid)
-        await wait_for(lambda: len(self.events("door.closed")) > before)
-
-    async def deposit(self, session: CourierSession, barcode: str) -> str:
-        result = await session.scan(barcode)
-        assert isinstance(result, Opened), result
-        await self.close(result.compartment, parcel=True)
-        return result.compartment
 
 
 @pytest.fixture(params=FAMILIES)
@@ -123,40 +42,8 @@ async def rig(
     request: pytest.FixtureRequest, tmp_path: Path, mock_pins: None
 ) -> AsyncIterator[Rig]:
     # Every flow runs on every board family: the same scenarios prove each driver.
-    raw = family_cabinet(request.param, boards=1, doors_per_board=8, doors=FAST_DOORS)
-    sim = SimulatedCabinet(load_layout(raw), pace=True)
-    await sim.start()
-    daemon = Daemon(lockerd_config(raw, sim, state_dir=tmp_path / "state"))
-    daemon._prepare_store()
-    await daemon.hardware.start()
-    with daemon.store.transaction() as tx:
-        tx.upsert_credential(
-            CredentialGrant(
-                "courier-1",
-                1,
-                CredentialRole.COURIER,
-                daemon.code_key.hash(Purpose.COURIER, COURIER_CODE),
-                daemon.code_key.hash(Purpose.BADGE, COURIER_BADGE),
-                None,
-            )
-        )
-        tx.upsert_credential(
-            CredentialGrant(
-                "tech-1",
-                1,
-                CredentialRole.TECHNICIAN,
-                daemon.code_key.hash(Purpose.TECHNICIAN, "99998888"),
-                None,
-                None,
-            )
-        )
-    await wait_for(lambda: daemon.hardware.scans > 1)
-    try:
-        yield Rig(sim, daemon)
-    finally:
-        await asyncio.wait_for(daemon.hardware.stop(), 10)
-        daemon.store.close()
-        await asyncio.wait_for(sim.stop(), 10)
+    async with flow_rig(request.param, tmp_path / "state") as rig:
+        yield rig
 
 
 async def login(rig: Rig, **kw: str) -> CourierSession:
