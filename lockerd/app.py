@@ -36,6 +36,7 @@ from .maint.server import serve as serve_maintenance
 from .model import Actor
 from .notify import Notifier, Watchdog, watchdog_period
 from .reservations import HoldPolicy
+from .reserve import DiskReserve
 from .store import Store, Transaction
 from .store_worker import AsyncStore
 from .sync.cloud import CloudSync
@@ -46,6 +47,7 @@ log = logging.getLogger("lockerd")
 DATABASE_NAME = "lockerd.db"
 CODE_KEY_NAME = "code.key"
 EXPIRY_CHECK_S = 30.0
+RESERVE_CHECK_S = 5.0  # how soon a degraded store notices the disk has room again
 KEEP_ACKNOWLEDGED_EVENTS = 100_000  # history kept for `lockerctl events` once the cloud has it
 
 DoorClosedHandler = Callable[[Transaction, DoorClosed], None]
@@ -117,7 +119,7 @@ class Daemon:
         # settings go through it. The edges (kiosk, technician socket, cloud) still
         # read and write ``store`` directly, serialized with that thread by the store's
         # lock; moving them over is the next step (docs/adr/0007).
-        self.async_store = AsyncStore(self.store)
+        self.async_store = AsyncStore(self.store, DiskReserve(state_dir))
         self.sink = StoreSink(self.async_store)
         self.hardware = Hardware(config, self.sink, self.clock)
         # Services started after the hardware is up (kiosk, maintenance socket, cloud).
@@ -194,13 +196,21 @@ class Daemon:
         self.hardware.supervisor.resume_intents(
             {intent.compartment: _actor(intent.actor) for intent in intents}
         )
+        last_door_facts = self.store.last_door_facts()
         self.hardware.supervisor.resume_doors(
             {
                 cid: _actor(by)
-                for cid, (kind, by) in self.store.last_door_facts().items()
+                for cid, (kind, by) in last_door_facts.items()
                 if kind == "door.opened"
             }
         )
+        if not first_start:
+            # Watched before: a door not logged open was closed when lockerd last looked.
+            self.hardware.supervisor.resume_closed(
+                c.id
+                for c in self.config.compartments
+                if last_door_facts.get(c.id, ("door.closed", ""))[0] != "door.opened"
+            )
         with self.store.transaction() as tx:
             tx.set_setting("clean_shutdown", "0")
             tx.emit(
@@ -221,6 +231,7 @@ class Daemon:
     async def run(self, stop: asyncio.Event) -> None:
         self.async_store.bind(asyncio.get_running_loop())
         reason = await self.async_store.read(lambda _store: self._prepare_store())
+        await self.async_store.keep_reserve()
         await remote.apply(self)
         fact(
             log,
@@ -240,6 +251,7 @@ class Daemon:
                 detail="not every bus answered at start-up",
             )
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
+        self._tasks.append(asyncio.create_task(self._reserve_watch(), name="disk reserve"))
         for name, service in self.services:
             self._tasks.append(asyncio.create_task(self._guard(name, service), name=name))
         if self.config.mqtt is None:
@@ -291,6 +303,17 @@ class Daemon:
             except Exception:  # never let a housekeeping bug stop the cabinet
                 log.exception("housekeeping.failed")
             await asyncio.sleep(EXPIRY_CHECK_S)
+
+    async def _reserve_watch(self) -> None:
+        """While degraded, put the disk reserve back as soon as the disk has room."""
+        while True:
+            await asyncio.sleep(RESERVE_CHECK_S)
+            if self.async_store.degraded is None:
+                continue
+            try:
+                await self.async_store.keep_reserve()
+            except Exception:  # never let a check stop the cabinet
+                log.exception("reserve.check_failed")
 
 
 def _actor(by: str) -> Actor:

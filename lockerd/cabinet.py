@@ -197,6 +197,20 @@ class DoorSupervisor:
             d.actor = actor
             d.resumed = True
 
+    def resume_closed(self, compartment_ids: Iterable[str]) -> None:
+        """Doors known closed when lockerd last looked, from before a restart.
+
+        Such a door found open at the first reading was opened while nobody was
+        watching, with no unlock asked (an open intent is credited instead): that is
+        ``door.forced``, as it would have been had lockerd been running. On a new
+        cabinet's first start no door is known, and one found open is only reported
+        opened.
+        """
+        for cid in compartment_ids:
+            d = self._doors.get(cid)
+            if d is not None and d.phase is Phase.IDLE:
+                d.last_known_door = DoorState.CLOSED
+
     def resume_intents(self, intents: Mapping[str, Actor]) -> None:
         """Unlocks committed before a crash whose outcome was never seen.
 

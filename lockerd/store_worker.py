@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from .events import StoredEvent
+from .reserve import DiskReserve, is_disk_full
 from .store import ChainReport, Store, Transaction
 
 log = logging.getLogger("lockerd.store")
@@ -39,8 +40,9 @@ PRUNE_CHUNK = 2_000  # events deleted per transaction when pruning
 class AsyncStore:
     """Awaitable access to a :class:`Store` through its own thread."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, reserve: DiskReserve | None = None) -> None:
         self.store = store
+        self.reserve = reserve
         self.path = store.path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lockerd-store")
         self._loop = asyncio.get_event_loop_policy().get_event_loop()
@@ -65,13 +67,44 @@ class AsyncStore:
 
         The transaction commits when ``work`` returns and rolls back if it raises (the
         exception is raised here). Listeners hear of the commit after it succeeded.
+
+        When the disk is full, the reserve is released and the transaction run once
+        more: ``work`` changes nothing but the store, so running it again is safe.
         """
 
         def transact(store: Store) -> T:
+            try:
+                with store.transaction() as tx:
+                    return work(tx)
+            except sqlite3.OperationalError as exc:
+                reserve = self.reserve
+                if reserve is None or not is_disk_full(exc) or not reserve.release("disk_full"):
+                    raise
             with store.transaction() as tx:
                 return work(tx)
 
         return await self.read(transact)
+
+    @property
+    def degraded(self) -> str | None:
+        """Why the store runs on its reserve (refusing new work), or None."""
+        return None if self.reserve is None else self.reserve.degraded
+
+    async def keep_reserve(self) -> bool:
+        """Put the reserve in place (at start) or back (once the disk has room again)."""
+        reserve = self.reserve
+        if reserve is None:
+            return True
+
+        def ensure(_store: Store) -> bool:
+            if reserve.degraded is not None:
+                return reserve.restore()
+            if reserve.ensure():
+                return True
+            reserve.release("no_room_for_reserve")
+            return False
+
+        return await self.read(ensure)
 
     def subscribe(self, listener: CommitListener) -> Callable[[], None]:
         """Call ``listener(events)`` on the loop after every commit; returns the unsubscribe."""

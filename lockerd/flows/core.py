@@ -110,6 +110,7 @@ class Flows:
         session_timeout_s: float = 60.0,
         online: Callable[[], bool] = lambda: False,
         qr: QrVerifier | None = None,
+        degraded: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.store = store
         self.cabinet = cabinet
@@ -119,6 +120,8 @@ class Flows:
         self.session_timeout_s = session_timeout_s
         self.online = online
         self.qr = qr
+        # why the store runs on its disk reserve: new parcels are refused meanwhile
+        self.degraded = degraded
 
     @classmethod
     def for_daemon(cls, daemon: Daemon) -> Flows:
@@ -134,6 +137,7 @@ class Flows:
             # Payments need the cloud link up now, not merely configured.
             online=lambda: daemon.cloud is not None and daemon.cloud.connected.is_set(),
             qr=qr_verifier(config),
+            degraded=lambda: daemon.async_store.degraded,
         )
         daemon.sink.door_closed_handlers.append(flows.door_closed)
 
@@ -221,6 +225,8 @@ class Flows:
 
     async def drop_off(self, surface: str, typed: str) -> FlowResult:
         """A sender types a drop-off code: a compartment of the booked size opens."""
+        if self.degraded() is not None:
+            return Refused(RefusalReason.OUT_OF_SERVICE)
 
         def decide(tx: Transaction) -> FlowResult | _Open:
             verdict = tx.verify_code(self.code_key, surface, Purpose.DROPOFF, typed)
@@ -456,6 +462,8 @@ class CourierSession:
         clean = valid_barcode(barcode)
         if clean is None:
             return Refused(RefusalReason.BAD_FORMAT)
+        if self.flows.degraded() is not None:
+            return Refused(RefusalReason.OUT_OF_SERVICE)
 
         def decide(tx: Transaction) -> FlowResult | _Open:
             found = [

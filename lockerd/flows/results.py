@@ -26,6 +26,8 @@ class RefusalReason(StrEnum):
     NOT_ALLOWED = "not_allowed"  # the store refused the step (state changed meanwhile)
     QR_NOT_VALID = "qr_not_valid"  # forged, expired, for another cabinet, or already used
     QR_UNAVAILABLE = "qr_unavailable"  # no trusted cloud keys: QR pickup cannot be checked
+    # the disk is full: the cabinet gives parcels out but takes no new ones for now
+    OUT_OF_SERVICE = "out_of_service"
 
     @property
     def message_key(self) -> str:

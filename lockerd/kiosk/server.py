@@ -18,6 +18,7 @@ import io
 import json
 import logging
 import secrets
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -579,6 +580,13 @@ class KioskServer:
             )
         except web.HTTPException:
             raise
+        except sqlite3.Error as exc:
+            # The store cannot write (a full or failing disk): out of service, said once
+            # per fact in the log, never a traceback; no door opens on an unrecorded step.
+            fact(log, "kiosk.store_failed", logging.ERROR, path=request.path, error=exc)
+            return web.json_response(
+                {"screen": "error", "message": "error.out_of_service"}, status=503
+            )
         except Exception:
             # A bug in one request never takes the kiosk down, and never opens a door.
             log.exception("kiosk.request_failed path=%s", request.path)

@@ -195,12 +195,23 @@ def _status(ctx: Context) -> int:
                 f"last sync     {s['last_sync'] or 'never'}",
                 f"clock         {'trusted' if s['clock_trusted'] else 'NOT TRUSTED'}"
                 f"  skew {s['clock_skew_s'] or 'unknown'}",
+                f"store         {_store_line(s.get('store', {'state': 'ok'}))}",
             ]
         )
 
     _out(ctx, result, human)
     offline = [b for b in result["boards"] if b["online"] is False]
-    return EXIT_FAILED if offline else 0
+    # a daemon older than this lockerctl reports no store health: nothing to fail on
+    store_ok = result.get("store", {"state": "ok"})["state"] == "ok"
+    return EXIT_FAILED if offline or not store_ok else 0
+
+
+def _store_line(store: dict[str, Any]) -> str:
+    if store["state"] == "ok":
+        return "ok"
+    if store["state"] == "failing":
+        return f"CANNOT WRITE ({store['failure']}); {store['facts_waiting']} door fact(s) waiting"
+    return f"DEGRADED ({store['degraded']}): running on the disk reserve, no new parcels taken"
 
 
 def _doors(ctx: Context) -> int:
@@ -287,6 +298,9 @@ def _selftest(ctx: Context) -> int:
             for d in r["disagree"]
         ]
         lines += [f"  pulsed {p['compartment']}: {p['result']}" for p in r["pulsed"]]
+        store = r.get("store", {"state": "ok"})
+        if store["state"] != "ok":
+            lines.append(f"  store: {_store_line(store)}")
         return "\n".join(lines)
 
     _out(ctx, result, human)

@@ -233,6 +233,10 @@ class MaintenanceServer:
             return {"ok": False, "error": str(exc)}
         except (ConnectionError, asyncio.CancelledError):
             raise
+        except sqlite3.Error as exc:
+            fact(log, "maint.store_failed", logging.ERROR, error=exc)
+            where = self.daemon.config.cabinet.state_dir
+            return {"ok": False, "error": f"the store cannot write ({exc}): free space in {where}"}
         except Exception as exc:
             log.exception("maint.request_failed")
             return {"ok": False, "error": f"internal error: {type(exc).__name__}"}
@@ -297,6 +301,8 @@ class MaintenanceServer:
                 else "disconnected"
             ),
             "scans": d.hardware.scans,
+            # "ok", or why the store runs on its disk reserve or cannot write at all
+            "store": _store_health(d),
         }
 
     async def _doors(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
@@ -421,8 +427,20 @@ class MaintenanceServer:
                     continue
                 outcome = await hw.unlock(cc.id, Actor.TECHNICIAN, "selftest")
                 pulsed.append({"compartment": cc.id, "result": outcome.result.value})
-        ok = not silent and not disagree and all(p["result"] == "opened" for p in pulsed)
-        return {"ok": ok, "silent_boards": silent, "disagree": disagree, "pulsed": pulsed}
+        store = _store_health(self.daemon)
+        ok = (
+            not silent
+            and not disagree
+            and all(p["result"] == "opened" for p in pulsed)
+            and store["state"] == "ok"
+        )
+        return {
+            "ok": ok,
+            "silent_boards": silent,
+            "disagree": disagree,
+            "pulsed": pulsed,
+            "store": store,
+        }
 
     # ------------------------------------------------------------ logs and data
 
@@ -530,6 +548,18 @@ def _active(bits: list[bool], index: int, level: Level) -> bool | None:
     if index >= len(bits):
         return None
     return bits[index] if level is Level.HIGH else not bits[index]
+
+
+def _store_health(daemon: Daemon) -> dict[str, Any]:
+    failure = daemon.hardware.store_failure
+    degraded = daemon.async_store.degraded
+    state = "failing" if failure is not None else "degraded" if degraded is not None else "ok"
+    return {
+        "state": state,
+        "degraded": degraded,
+        "failure": failure,
+        "facts_waiting": daemon.hardware.facts_waiting,
+    }
 
 
 def _event(event: StoredEvent) -> dict[str, Any]:

@@ -380,3 +380,29 @@ def test_a_door_logged_open_and_still_open_is_not_reported_again(tmp_path: Path)
     assert events(bench.later(2)) == [("door.left_open", {"compartment": "A01", "open_s": 61})]
     bench.open["A01"] = False
     assert events(bench.read()) == [("door.closed", {"compartment": "A01", "by": "courier"})]
+
+
+def test_a_door_logged_closed_and_found_open_at_start_is_forced(tmp_path: Path) -> None:
+    """Opened while lockerd was down with no unlock asked: the alarm is not swallowed."""
+    bench = Bench(load(tmp_path))
+    bench.supervisor.resume_closed(["A01", "A02"])
+    bench.open["A01"] = True
+    assert events(bench.read()) == [
+        ("door.opened", {"compartment": "A01", "by": "none"}),
+        ("door.forced", {"compartment": "A01"}),
+    ]
+
+
+def test_a_door_with_no_fact_found_open_at_start_is_only_opened(tmp_path: Path) -> None:
+    """A new cabinet's door standing open at first start is no break-in."""
+    bench = Bench(load(tmp_path))
+    bench.open["A01"] = True
+    assert events(bench.read()) == [("door.opened", {"compartment": "A01", "by": "none"})]
+
+
+def test_an_unlock_left_open_by_a_crash_is_credited_not_forced(tmp_path: Path) -> None:
+    bench = Bench(load(tmp_path))
+    bench.supervisor.resume_closed(["A01"])
+    bench.supervisor.resume_intents({"A01": Actor.COURIER})
+    bench.open["A01"] = True
+    assert events(bench.read()) == [("door.opened", {"compartment": "A01", "by": "courier"})]
