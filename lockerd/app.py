@@ -36,9 +36,9 @@ from .maint.server import serve as serve_maintenance
 from .model import Actor
 from .notify import Notifier, Watchdog, watchdog_period
 from .reservations import HoldPolicy
-from .reserve import DiskReserve
 from .store import Store, Transaction
-from .store_worker import AsyncStore
+from .store.reserve import DiskReserve
+from .store.worker import AsyncStore
 from .sync.cloud import CloudSync
 from .throttle import ThrottlePolicy
 

@@ -32,7 +32,7 @@ from ..model import Actor, DoorState, Expect, Occupancy, PendingStep, Size
 from ..qr import QrRejected, QrVerifier
 from ..reservations import PickupMethod, ReservationKind, ReservationState, TransitionError
 from ..store import ApplyStatus, CodeOutcome, CodeVerdict, CredentialRole, Transaction
-from ..store_worker import AsyncStore
+from ..store.worker import AsyncStore
 from ..sync.commands import TrustStore
 from .results import (
     Collection,

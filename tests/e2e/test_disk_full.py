@@ -38,8 +38,8 @@ from lockerd.codes import CodeKey, Purpose
 from lockerd.kiosk.server import SESSION_HEADER
 from lockerd.model import Size
 from lockerd.reservations import Booking, ReservationKind
-from lockerd.reserve import RESERVE_BYTES, RESERVE_NAME
 from lockerd.store import CredentialGrant, CredentialRole, Store
+from lockerd.store.reserve import RESERVE_BYTES, RESERVE_NAME
 from tests.e2e.test_crash import door_log, start_lockerd, wait_until
 from tests.support.mosquitto import free_port
 from tests.support.simulator import served_simulator

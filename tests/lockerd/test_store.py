@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 from lockerd.clock import ManualClock
 from lockerd.events import GENESIS_PREV, DomainEvent, EventError
-from lockerd.migrations import MIGRATIONS
 from lockerd.model import Size
 from lockerd.store import Store, StoreError
+from lockerd.store.migrations import MIGRATIONS
 
 CABINET = "CAB-0001"
 

@@ -26,9 +26,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from .events import StoredEvent
+from ..events import StoredEvent
+from .database import Store
 from .reserve import DiskReserve, is_disk_full
-from .store import ChainReport, Store, Transaction
+from .results import ChainReport
+from .transaction import Transaction
 
 log = logging.getLogger("lockerd.store")
 

@@ -19,7 +19,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from .logs import fact
+from ..logs import fact
 
 log = logging.getLogger("lockerd.store")
 

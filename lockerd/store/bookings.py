@@ -1,0 +1,353 @@
+"""The cloud's commands and the reservation life cycle at the cabinet, inside a transaction.
+
+Version rules: a version not above the stored one is stale. A booking's life is decided
+by the pure module lockerd.reservations; this part reads and writes its rows."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+from .. import reservations as life
+from ..codes import CodeFormatError, validate_hash
+from ..events import DomainEvent, StoredEvent, rfc3339_ms
+from ..logs import fact
+from ..model import Size
+from ..reservations import Booking, PickupMethod, Reservation, ReservationKind, ReservationState
+from .chain import TransactionBase
+from .results import Applied, CredentialGrant, StoreError
+from .rows import reservation_of
+
+log = logging.getLogger("lockerd.store")
+
+
+class BookingRows(TransactionBase):
+    """Bookings, credentials and their steps, inside the caller's transaction."""
+
+    # --- the cloud's commands (version rules: a version not above the stored one is stale) ---
+
+    def upsert_reservation(self, booking: Booking) -> Applied:
+        """``reservation.upsert``: create or replace a booking (no event: the cloud made it)."""
+        current = self.reservation(booking.reservation_id)
+        if current is not None and booking.version <= current.version:
+            return Applied.stale()
+        problem = _check_booking(booking)
+        if problem is not None:
+            return Applied.rejected(problem)
+        if current is None:
+            after = life.new_reservation(booking)
+        else:
+            try:
+                after = life.rebook(current, booking, self._store.holds)
+            except life.TransitionError as exc:
+                return Applied.rejected(str(exc))
+            if (
+                after.state.awaiting_parcel
+                and booking.compartment is None
+                and current.compartment is not None
+                and not current.compartment_named
+                and booking.size is not None
+                and current.size is not None
+                and booking.size == current.size
+            ):
+                # keep the compartment chosen for a courier who may be at the door now
+                after = replace(after, compartment=current.compartment)
+        if after.compartment is not None and after.state.awaiting_parcel:
+            problem = self._compartment_problem(after.compartment, after.size, after.id)
+            if problem is not None:
+                return Applied.rejected(problem)
+        self._save(after, insert=current is None)
+        return Applied.applied()
+
+    def cancel_reservation(self, reservation_id: str, version: int) -> Applied:
+        """``reservation.cancel``; an unknown id leaves a tombstone so a late upsert is stale."""
+        current = self.reservation(reservation_id)
+        if current is None:
+            tombstone = Reservation(
+                id=reservation_id,
+                version=version,
+                kind=ReservationKind.INBOUND,
+                state=ReservationState.CANCELLED,
+                size=None,
+                compartment=None,
+                compartment_named=False,
+                barcodes=(),
+                code_hash=None,
+                reserved_until=None,
+                hold_s=None,
+                sensitive=False,
+                cod=None,
+                paid=False,
+                code_only=False,
+                deposited_at=None,
+                deposited_by=None,
+                expires_at=None,
+            )
+            self._save(tombstone, insert=True)
+            return Applied.applied()
+        if version <= current.version:
+            return Applied.stale()
+        self._step(life.cancel(current, version))
+        return Applied.applied()
+
+    def upsert_credential(self, grant: CredentialGrant) -> Applied:
+        current = self.credential(grant.credential_id)
+        if current is not None and grant.version <= current.version:
+            return Applied.stale()
+        try:
+            validate_hash(grant.code_hash)
+            if grant.badge_hash is not None:
+                validate_hash(grant.badge_hash)
+        except CodeFormatError as exc:
+            return Applied.rejected(str(exc))
+        self._x(
+            "INSERT INTO credentials"
+            " (id, version, role, code_hash, badge_hash, valid_until, revoked, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, 0, ?) ON CONFLICT (id) DO UPDATE SET"
+            " version = excluded.version, role = excluded.role, code_hash = excluded.code_hash,"
+            " badge_hash = excluded.badge_hash, valid_until = excluded.valid_until,"
+            " revoked = 0, updated_at = excluded.updated_at",
+            (
+                grant.credential_id,
+                grant.version,
+                grant.role.value,
+                grant.code_hash,
+                grant.badge_hash,
+                grant.valid_until,
+                self.now,
+            ),
+        )
+        return Applied.applied()
+
+    def revoke_credential(self, credential_id: str, version: int) -> Applied:
+        current = self.credential(credential_id)
+        if current is not None and version <= current.version:
+            return Applied.stale()
+        # The hashes go: a revoked login keeps nothing that could still match.
+        self._x(
+            "INSERT INTO credentials (id, version, revoked, updated_at) VALUES (?, ?, 1, ?)"
+            " ON CONFLICT (id) DO UPDATE SET version = excluded.version, revoked = 1,"
+            " code_hash = NULL, badge_hash = NULL, updated_at = excluded.updated_at",
+            (credential_id, version, self.now),
+        )
+        return Applied.applied()
+
+    def confirm_payment(self, reservation_id: str, amount: int, currency: str, ref: str) -> Applied:
+        """``payment.confirmed``: the parcel may now be opened with its code."""
+        current = self.reservation(reservation_id)
+        if current is None:
+            return Applied.rejected("unknown reservation")
+        if current.cod is None:
+            return Applied.rejected("reservation is not cash on delivery")
+        if (amount, currency) != (current.cod.amount, current.cod.currency):
+            return Applied.rejected("amount or currency differs from the booking")
+        if current.state.finished:
+            return Applied.rejected(f"reservation is {current.state.value}")
+        if not current.paid:
+            self._save(replace(current, paid=True))
+        return Applied.applied()
+
+    def set_service(self, compartment: str, in_service: bool, reason: str, by: str) -> Applied:
+        """``compartment.service`` (cloud, technician or courier report); emits its event."""
+        row = self._x(
+            "SELECT in_service FROM compartments WHERE id = ? AND configured = 1", (compartment,)
+        ).fetchone()
+        if row is None:
+            return Applied.rejected(f"no compartment {compartment}")
+        self._x(
+            "UPDATE compartments SET in_service = ?, service_reason = ? WHERE id = ?",
+            (int(in_service), None if in_service else reason, compartment),
+        )
+        self.emit(
+            DomainEvent(
+                "compartment.service",
+                {"compartment": compartment, "in_service": in_service, "reason": reason, "by": by},
+            )
+        )
+        return Applied.applied()
+
+    # --- the reservation life cycle at the cabinet -----------------------------------------------
+
+    def assign_compartment(
+        self,
+        reservation_id: str,
+        at_least: Size | None = None,
+        exclude: frozenset[str] = frozenset(),
+    ) -> str | None:
+        """The compartment to open for this deposit: the named one, the one already chosen,
+        or the smallest free one that fits (``at_least`` after "does not fit"). None: full.
+        """
+        current = self._require(reservation_id)
+        if not current.state.awaiting_parcel:
+            raise life.TransitionError(
+                f"reservation {reservation_id} is {current.state.value}, not awaiting a parcel"
+            )
+        # "does not fit" asks for a bigger compartment, never a smaller one than booked
+        size = current.size
+        if at_least is not None and (size is None or size.rank < at_least.rank):
+            size = at_least
+        keep = current.compartment
+        if keep is not None and keep not in exclude:
+            if current.compartment_named:
+                return keep  # the cloud's choice; only it can move the booking
+            held = {c.id: c for c in self.compartments()}.get(keep)
+            if (
+                held is not None
+                and held.in_service
+                and held.configured
+                and (size is None or size.fits_in(held.size))
+            ):
+                return keep
+        if size is None:
+            return None
+        choice = life.choose_compartment(size, self.compartments(), exclude)
+        if choice is None:
+            return None
+        after = replace(life.assign(current, choice), compartment_named=False)
+        self._save(after)
+        return choice
+
+    def deposit(self, reservation_id: str, barcode: str, credential_id: str) -> StoredEvent:
+        current = self._require(reservation_id)
+        return self._step(
+            life.deposit(current, barcode, credential_id, self.now, self._store.holds)
+        )[0]
+
+    def drop_off(self, reservation_id: str) -> StoredEvent:
+        return self._step(life.drop_off(self._require(reservation_id), self.now))[0]
+
+    def pick_up(self, reservation_id: str, method: PickupMethod) -> StoredEvent:
+        return self._step(life.pick_up(self._require(reservation_id), method))[0]
+
+    def not_taken(self, reservation_id: str) -> StoredEvent:
+        return self._step(life.not_taken(self._require(reservation_id)))[0]
+
+    def retrieve(self, reservation_id: str, credential_id: str) -> StoredEvent:
+        return self._step(life.retrieve(self._require(reservation_id), credential_id))[0]
+
+    def collect(self, reservation_id: str, credential_id: str) -> StoredEvent:
+        return self._step(life.collect(self._require(reservation_id), credential_id))[0]
+
+    def expire_due(self) -> list[StoredEvent]:
+        """Expire held parcels past their hold and release bookings past ``reserved_until``.
+
+        Nothing lapses on a clock that cannot be right (earlier than the last trusted
+        event, before 2024, or years ahead): a wrong clock must not throw parcels out.
+        """
+        if not self._store.clock_trusted(self.now):
+            fact(
+                log,
+                "clock.untrusted",
+                logging.WARNING,
+                wall=rfc3339_ms(max(self.now, 0.0)),
+                effect="no deadlines enforced",
+            )
+            return []
+        rows = self._rows(
+            "SELECT * FROM reservations WHERE"
+            " (state = 'ready' AND expires_at <= ?)"
+            " OR (state IN ('reserved', 'booked') AND reserved_until <= ?)"
+            " ORDER BY id",
+            (self.now, self.now),
+        )
+        events: list[StoredEvent] = []
+        for row in rows:
+            current = reservation_of(self._conn, row)
+            if life.due(current, self.now):
+                events.extend(self._step(life.lapse(current, self.now)))
+        return events
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _require(self, reservation_id: str) -> Reservation:
+        current = self.reservation(reservation_id)
+        if current is None:
+            raise life.TransitionError(f"no reservation {reservation_id}")
+        return current
+
+    def _step(self, step: life.Step) -> list[StoredEvent]:
+        self._save(step.reservation)
+        return [self.emit(event) for event in step.events]
+
+    def _compartment_problem(self, compartment: str, size: Size | None, owner: str) -> str | None:
+        known = {c.id: c for c in self.compartments()}.get(compartment)
+        if known is None or not known.configured:
+            return f"no compartment {compartment} in this cabinet"
+        if size is not None and not size.fits_in(known.size):
+            return (
+                f"a {size.value} parcel does not fit compartment {compartment} ({known.size.value})"
+            )
+        holder = self._holder_id(compartment)
+        if holder is not None and holder != owner:
+            return f"compartment {compartment} is held by another reservation"
+        if not known.in_service:
+            return f"compartment {compartment} is out of service"
+        return None
+
+    def _save(self, reservation: Reservation, insert: bool = False) -> None:
+        if reservation.compartment is not None and reservation.holds_compartment:
+            holder = self._holder_id(reservation.compartment)
+            if holder is not None and holder != reservation.id:
+                # the invariant of the whole store: one live reservation per compartment
+                raise StoreError(
+                    f"compartment {reservation.compartment} already holds reservation {holder}"
+                )
+        cod = reservation.cod
+        values = (
+            reservation.version,
+            reservation.kind.value,
+            reservation.state.value,
+            None if reservation.size is None else reservation.size.value,
+            reservation.compartment,
+            int(reservation.compartment_named),
+            reservation.code_hash,
+            reservation.reserved_until,
+            reservation.hold_s,
+            int(reservation.sensitive),
+            None if cod is None else cod.amount,
+            None if cod is None else cod.currency,
+            None if cod is None else cod.pay_url,
+            int(reservation.paid),
+            int(reservation.code_only),
+            reservation.deposited_at,
+            reservation.deposited_by,
+            reservation.expires_at,
+            self.now,
+        )
+        columns = (
+            "version, kind, state, size, compartment, compartment_named, code_hash,"
+            " reserved_until, hold_s, sensitive, cod_amount, cod_currency, cod_pay_url, paid,"
+            " code_only, deposited_at, deposited_by, expires_at, updated_at"
+        )
+        if insert:
+            self._x(
+                f"INSERT INTO reservations (id, {columns}) VALUES ({', '.join('?' * 20)})",
+                (reservation.id, *values),
+            )
+        else:
+            assignments = ", ".join(f"{c.strip()} = ?" for c in columns.split(","))
+            self._x(
+                f"UPDATE reservations SET {assignments} WHERE id = ?", (*values, reservation.id)
+            )
+        self._x("DELETE FROM barcodes WHERE reservation_id = ?", (reservation.id,))
+        for barcode in dict.fromkeys(reservation.barcodes):
+            self._x(
+                "INSERT INTO barcodes (barcode, reservation_id) VALUES (?, ?)",
+                (barcode, reservation.id),
+            )
+
+
+def _check_booking(booking: Booking) -> str | None:
+    if booking.version < 0:
+        return "version must not be negative"
+    if booking.size is None and booking.compartment is None:
+        return "a booking needs a size or a compartment"
+    if booking.hold_s is not None and booking.hold_s <= 0:
+        return "hold_s must be positive"
+    if booking.cod is not None and booking.cod.amount < 0:
+        return "cod amount must not be negative"
+    try:
+        validate_hash(booking.code_hash)
+    except CodeFormatError as exc:
+        return str(exc)
+    return None

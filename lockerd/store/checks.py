@@ -1,0 +1,138 @@
+"""Typed codes and badges checked at the keypad, throttled, inside a transaction."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Sequence
+from dataclasses import replace
+
+from .. import throttle
+from ..codes import CodeFormatError, CodeKey, Purpose
+from ..events import DomainEvent, rfc3339_ms
+from ..logs import fact
+from ..reservations import Reservation, ReservationKind, ReservationState
+from ..throttle import ThrottleState
+from .chain import TransactionBase
+from .results import CodeOutcome, CodeVerdict, CredentialRole
+from .rows import find_throttle_state, reservation_of
+
+log = logging.getLogger("lockerd.store")
+
+
+class CodeChecks(TransactionBase):
+    """Code and badge checks, inside the caller's transaction."""
+
+    # --- codes at the keypad ------------------------------------------------------------------
+
+    def verify_code(self, key: CodeKey, surface: str, purpose: Purpose, typed: str) -> CodeVerdict:
+        """Check a typed code (or badge UID) at ``surface``, throttled, in one transaction.
+
+        The work does not depend on how much of the code was right (the HMAC scrambles
+        it before any lookup) nor on whether a booking exists (a miss still runs one
+        constant-time comparison). A failure emits ``code.rejected`` and, when it starts
+        a lockout, ``keypad.locked_out``; neither carries the code or its hash.
+        """
+        policy = self._store.throttle_policy
+        state = find_throttle_state(self._conn, surface)
+        wait = throttle.wait_until(state, policy, self.now)
+        if wait is not None:
+            locked = state.locked_until > self.now
+            outcome = CodeOutcome.LOCKED_OUT if locked else CodeOutcome.WAIT
+            return CodeVerdict(outcome, retry_at=wait)
+        try:
+            computed = key.hash(purpose, typed)
+        except CodeFormatError:
+            return self._code_failed(surface, state, purpose, CodeOutcome.BAD_FORMAT)
+        verdict = self._match(purpose, computed)
+        if verdict.outcome in (CodeOutcome.REJECTED,):
+            return self._code_failed(surface, state, purpose, CodeOutcome.REJECTED)
+        self._save_throttle(surface, throttle.record_success(state))
+        if verdict.outcome is CodeOutcome.PAYMENT_REQUIRED and verdict.reservation is not None:
+            event = self.emit(
+                DomainEvent("payment.requested", {"reservation_id": verdict.reservation.id})
+            )
+            return replace(verdict, events=(event,))
+        return verdict
+
+    def _match(self, purpose: Purpose, computed: str) -> CodeVerdict:
+        if purpose in (Purpose.PICKUP, Purpose.DROPOFF):
+            kind = ReservationKind.INBOUND if purpose is Purpose.PICKUP else ReservationKind.DROPOFF
+            rows = self._rows(
+                "SELECT * FROM reservations WHERE code_hash = ? AND kind = ?",
+                (computed, kind.value),
+            )
+            found: Reservation | None = None
+            matched = _compare_all(computed, [r["code_hash"] for r in rows])
+            for row, same in zip(rows, matched, strict=True):
+                candidate = reservation_of(self._conn, row)
+                if same and found is None and self._code_opens(candidate):
+                    found = candidate
+            if found is None:
+                return CodeVerdict(CodeOutcome.REJECTED)
+            if found.awaiting_payment:
+                return CodeVerdict(CodeOutcome.PAYMENT_REQUIRED, reservation=found)
+            return CodeVerdict(CodeOutcome.ACCEPTED, reservation=found)
+        column = "badge_hash" if purpose is Purpose.BADGE else "code_hash"
+        rows = self._rows(f"SELECT id FROM credentials WHERE {column} = ?", (computed,))
+        credentials = [c for c in (self.credential(r["id"]) for r in rows) if c is not None]
+        matched = _compare_all(computed, [getattr(c, column) or "" for c in credentials])
+        trusted = self._store.clock_trusted(self.now)
+        for credential, same in zip(credentials, matched, strict=True):
+            role_ok = purpose is Purpose.BADGE or credential.role is CredentialRole(purpose.value)
+            in_date = (
+                not trusted or credential.valid_until is None or (self.now < credential.valid_until)
+            )
+            if same and role_ok and in_date and not credential.revoked:
+                return CodeVerdict(CodeOutcome.ACCEPTED, credential=credential)
+        return CodeVerdict(CodeOutcome.REJECTED)
+
+    def _code_opens(self, reservation: Reservation) -> bool:
+        if reservation.kind is ReservationKind.INBOUND:
+            return reservation.state is ReservationState.READY
+        return reservation.state is ReservationState.BOOKED
+
+    def _code_failed(
+        self, surface: str, state: ThrottleState, purpose: Purpose, outcome: CodeOutcome
+    ) -> CodeVerdict:
+        policy = self._store.throttle_policy
+        failure = throttle.record_failure(state, policy, self.now)
+        self._save_throttle(surface, failure.state)
+        events = [
+            self.emit(
+                DomainEvent(
+                    "code.rejected",
+                    {"purpose": purpose.value, "failures_in_window": failure.failures_in_window},
+                )
+            )
+        ]
+        if failure.locked_out:
+            until = failure.state.locked_until
+            events.append(self.emit(DomainEvent("keypad.locked_out", {"until": rfc3339_ms(until)})))
+            fact(
+                log, "keypad.locked_out", logging.WARNING, surface=surface, until=rfc3339_ms(until)
+            )
+            return CodeVerdict(CodeOutcome.LOCKED_OUT, retry_at=until, events=tuple(events))
+        retry = throttle.wait_until(failure.state, policy, self.now)
+        return CodeVerdict(outcome, retry_at=retry, events=tuple(events))
+
+    def _save_throttle(self, surface: str, state: ThrottleState) -> None:
+        self._x(
+            "INSERT INTO throttle (surface, failures, window_start, blocked_until, locked_until)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (surface) DO UPDATE SET"
+            " failures = excluded.failures, window_start = excluded.window_start,"
+            " blocked_until = excluded.blocked_until, locked_until = excluded.locked_until",
+            (surface, state.failures, state.window_start, state.blocked_until, state.locked_until),
+        )
+
+
+# A stand-in compared against when no stored hash matched, so a miss costs one
+# constant-time comparison just like a hit.
+_NO_HASH = "A" * 43
+
+
+def _compare_all(computed: str, stored: Sequence[str]) -> list[bool]:
+    if not stored:
+        hmac.compare_digest(computed, _NO_HASH)
+        return []
+    return [hmac.compare_digest(computed, candidate) for candidate in stored]
