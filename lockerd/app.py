@@ -47,7 +47,10 @@ log = logging.getLogger("lockerd")
 DATABASE_NAME = "lockerd.db"
 CODE_KEY_NAME = "code.key"
 EXPIRY_CHECK_S = 30.0
+SERVICE_RETRY_FIRST_S = 1.0  # a failed service is started again after this, doubling...
+SERVICE_RETRY_MAX_S = 60.0  # ...up to this
 RESERVE_CHECK_S = 5.0  # how soon a degraded store notices the disk has room again
+FIRST_SCAN_S = 5.0  # how long start-up waits for every board to answer before READY
 KEEP_ACKNOWLEDGED_EVENTS = 100_000  # history kept for `lockerctl events` once the cloud has it
 
 DoorClosedHandler = Callable[[Transaction, DoorClosed], None]
@@ -243,12 +246,16 @@ class Daemon:
             reason=reason,
         )
         await self.hardware.start()
-        if not await self.hardware.first_scan(timeout_s=5.0):
+        unread = await self.hardware.first_scan(timeout_s=FIRST_SCAN_S)
+        if unread:
+            # Ready all the same: the boards that answered serve their doors, and the
+            # others' doors stay unknown (never guessed) until they answer.
             fact(
                 log,
                 "hardware.partial",
                 logging.WARNING,
-                detail="not every bus answered at start-up",
+                buses=",".join(unread),
+                detail="not read at start-up: their doors are unknown until they answer",
             )
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
         self._tasks.append(asyncio.create_task(self._reserve_watch(), name="disk reserve"))
@@ -257,7 +264,10 @@ class Daemon:
         if self.config.mqtt is None:
             fact(log, "cloud.offline", reason="no [mqtt] section: running on the local cache")
         fact(log, "lockerd.ready")
-        self.notifier.ready(f"serving {len(self.config.compartments)} compartments")
+        self.notifier.ready(
+            f"serving {len(self.config.compartments)} compartments"
+            + (f"; not read yet: {', '.join(unread)}" if unread else "")
+        )
         period = watchdog_period()
         if period is not None:
             # Fed only while the poll loops complete scans: a stuck bus loop starves it.
@@ -279,19 +289,38 @@ class Daemon:
             fact(log, "lockerd.stopped")
 
     async def _guard(self, name: str, service: Service) -> None:
-        """Run a service; if it crashes, log it and start it again after a pause.
+        """Run a service; if it fails, say so in one line and start it again, backing off.
 
-        One failing edge (the broker, the kiosk) degrades that edge only.
+        One failing edge (the broker, the kiosk) degrades that edge only. An error of the
+        system (a port in use, a path not allowed) is one line per try; an unexpected
+        error gets its traceback once, then one line per try like the rest.
         """
+        delay = SERVICE_RETRY_FIRST_S
+        seen: set[str] = set()
         while True:
+            started = time.monotonic()
             try:
                 await service(self)
                 return
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("service.crashed service=%s", name)
-                await asyncio.sleep(5.0)
+            except Exception as exc:
+                if time.monotonic() - started > SERVICE_RETRY_MAX_S:
+                    delay = SERVICE_RETRY_FIRST_S  # it ran well for a while: a new failure
+                what = f"{type(exc).__name__}: {exc}"
+                if not isinstance(exc, OSError) and what not in seen:
+                    log.exception("service.crashed service=%s", name)
+                seen.add(what)
+                fact(
+                    log,
+                    "service.failed",
+                    logging.ERROR,
+                    service=name,
+                    error=what,
+                    retry_in_s=round(delay, 1),
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, SERVICE_RETRY_MAX_S)
 
     async def _housekeeping(self) -> None:
         while True:

@@ -20,7 +20,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from drivers.base import BoardError, BoardSpec, Bus, LockBoard
 
@@ -41,6 +41,7 @@ from .logs import fact
 from .model import Actor
 
 log = logging.getLogger("lockerd.hardware")
+L = TypeVar("L", bound=Callable[..., None])
 
 TICK_S = 0.1  # resolution of door timers (open deadline, left open)
 DISCONNECTED_RETRY_S = 0.25
@@ -110,6 +111,16 @@ class _Queued:
     batch: FactBatch
     effects: list[Effect]  # carried out once the batch is committed
     failures: int = 0
+
+
+def _subscribe(listeners: list[L], listener: L) -> Callable[[], None]:
+    listeners.append(listener)
+
+    def unsubscribe() -> None:
+        with contextlib.suppress(ValueError):
+            listeners.remove(listener)
+
+    return unsubscribe
 
 
 def open_bus(config: BusConfig) -> Bus:
@@ -183,7 +194,11 @@ class Hardware:
         # why the store last refused a commit, while facts wait for it; None when all is in
         self.store_failure: str | None = None
         self.scans = 0  # completed scans of all buses, for health and tests
+        # a bus counts as read once every board on it has answered (not merely asked)
         self._first_scan = {name: asyncio.Event() for name in self.buses}
+        self._unread = {
+            name: {b.name for b in boards} for name, boards in self._boards_by_bus.items()
+        }
 
     # ------------------------------------------------------------ life cycle
 
@@ -198,15 +213,17 @@ class Hardware:
         self._tasks.append(asyncio.create_task(self._tick(), name="door timers"))
         self._tasks.append(asyncio.create_task(self._commit_loop(), name="commit facts"))
 
-    async def first_scan(self, timeout_s: float) -> bool:
-        """Wait until every bus has been read once (or ``timeout_s``); True if all were."""
+    async def first_scan(self, timeout_s: float) -> list[str]:
+        """Wait until every board of every bus has answered once (or ``timeout_s``).
+
+        Returns the buses some board of which has not answered yet (none: all read).
+        """
         waits = [asyncio.create_task(e.wait()) for e in self._first_scan.values()]
-        if not waits:
-            return True
-        _, pending = await asyncio.wait(waits, timeout=timeout_s)
-        for task in pending:
-            task.cancel()
-        return not pending
+        if waits:
+            _, pending = await asyncio.wait(waits, timeout=timeout_s)
+            for task in pending:
+                task.cancel()
+        return [name for name, read in self._first_scan.items() if not read.is_set()]
 
     async def stop(self) -> None:
         # Facts decided before the stop go in first (bounded: a failing store must not
@@ -250,18 +267,14 @@ class Hardware:
         self._apply(self.supervisor.request_unlock(compartment_id, actor, self.clock.monotonic()))
         return await waiter
 
-    def on_door_closed(self, listener: Callable[[DoorClosed], None]) -> None:
-        self._closed_listeners.append(listener)
+    def on_door_closed(self, listener: Callable[[DoorClosed], None]) -> Callable[[], None]:
+        """Call ``listener`` after each committed close; returns the unsubscribe."""
+        return _subscribe(self._closed_listeners, listener)
 
-    def on_change(self, listener: Callable[[], None]) -> None:
-        """Called after any committed change of door, lock, occupancy or board state."""
-        self._change_listeners.append(listener)
-
-    def off(self, listener: Callable[..., None]) -> None:
-        """Stop telling ``listener`` (given to on_door_closed or on_change)."""
-        for listeners in (self._closed_listeners, self._change_listeners):
-            if listener in listeners:
-                listeners.remove(listener)
+    def on_change(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener`` after any committed change of door, lock, occupancy or board
+        state; returns the unsubscribe."""
+        return _subscribe(self._change_listeners, listener)
 
     def views(self) -> list[CompartmentView]:
         return self.supervisor.views()
@@ -293,12 +306,16 @@ class Hardware:
                     self._apply(
                         self.supervisor.board_read(board.name, bits, self.clock.monotonic())
                     )
+                    unread = self._unread[bus_name]
+                    if unread:
+                        unread.discard(board.name)
+                        if not unread:
+                            self._first_scan[bus_name].set()
                 if self.supervisor.board_state(board.name) != before:
                     # An occupancy change, say, is no event but is part of the state the
                     # cloud, the kiosk and lockerctl show: tell them too.
                     self._changed()
             self.scans += 1
-            self._first_scan[bus_name].set()
             if not bus.connected:
                 await asyncio.sleep(DISCONNECTED_RETRY_S)
             elif interval > 0:

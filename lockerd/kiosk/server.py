@@ -104,7 +104,7 @@ class KioskServer:
         self.current: str | None = None
         self._runner: web.AppRunner | None = None
         self._reaper: asyncio.Task[None] | None = None
-        self._unsubscribe: Callable[[], None] | None = None
+        self._unsubscribers: list[Callable[[], None]] = []
         self._catalogues = {lang: _catalogue(lang) for lang in self.config.languages}
 
     # ------------------------------------------------------------ life
@@ -137,14 +137,20 @@ class KioskServer:
 
     async def start(self) -> None:
         hardware = self.daemon.hardware
-        hardware.on_door_closed(self._door_closed)
-        hardware.on_change(self._hardware_changed)
-        self._unsubscribe = self.daemon.async_store.subscribe(self._committed)
+        self._unsubscribers = [
+            hardware.on_door_closed(self._door_closed),
+            hardware.on_change(self._hardware_changed),
+            self.daemon.async_store.subscribe(self._committed),
+        ]
         # A stuck client connection must not hold the daemon's shutdown for a minute.
         self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=2.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
+        try:
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, self.host, self.port)
+            await site.start()
+        except BaseException:
+            await self.stop()  # a kiosk that could not start leaves nothing behind
+            raise
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         if sockets:
@@ -154,12 +160,9 @@ class KioskServer:
 
     async def stop(self) -> None:
         # A restarted kiosk (the supervisor's guard) must not be told everything twice.
-        hardware = self.daemon.hardware
-        hardware.off(self._door_closed)
-        hardware.off(self._hardware_changed)
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
+        for unsubscribe in self._unsubscribers:
+            unsubscribe()
+        self._unsubscribers = []
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

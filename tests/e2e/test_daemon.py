@@ -86,6 +86,7 @@ async def test_lockerd_runs_on_the_simulated_wire_and_stops_cleanly_on_sigterm(
             assert daemon.stderr is not None
             log: list[str] = []
             await read_until(daemon.stderr, "lockerd.ready", log)
+            assert not any("hardware.partial" in line for line in log), log  # all boards read
             state = await client.call("state")
             assert not any(state["boards"]["b1"]["relays"]), "relays must all be off at start-up"
             await client.call("force_open", compartment="A01")
@@ -160,3 +161,26 @@ def test_a_code_key_readable_by_others_stops_the_daemon_with_a_clear_message(
     assert result.returncode == 1
     assert "cannot start" in result.stderr and "chmod 600" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_ready_without_its_adapter_says_which_bus_was_not_read(tmp_path: Path) -> None:
+    """No RS-485 adapter plugged in: lockerd still starts (other buses would serve), but
+    says first, as a warning naming the bus, that its doors are unknown."""
+    config = tmp_path / "cabinet.toml"
+    config.write_text(CABINET.format(dir=tmp_path))  # no simulator: the port is absent
+    daemon = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "lockerd", "run", "--config", str(config),
+        stderr=asyncio.subprocess.PIPE, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        assert daemon.stderr is not None
+        log: list[str] = []
+        await read_until(daemon.stderr, "lockerd.ready", log, timeout=30)
+        partial = [line for line in log if "hardware.partial" in line]
+        assert partial and "WARNING" in partial[0] and "buses=rs485" in partial[0], log
+        daemon.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(daemon.wait(), 15) == 0
+    finally:
+        if daemon.returncode is None:
+            daemon.kill()
+            await daemon.wait()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -203,3 +204,45 @@ async def test_keypad_entries_feed_the_same_session_logic(cabinet: Cabinet) -> N
         feed.cancel()
         with pytest.raises(asyncio.CancelledError):
             await feed
+
+
+async def test_a_busy_kiosk_port_is_one_line_per_try_and_leaks_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Port taken by another program: the kiosk retries, backing off, without tracebacks,
+    and a start that failed leaves no listener behind (they would pile up per retry)."""
+    import socket
+
+    from hil.cabinet import SimulatedCabinet
+    from hil.layout import load as load_layout
+    from lockerd.app import Daemon
+    from lockerd.kiosk import serve as serve_kiosk
+    from tests.support.cabinets import family_cabinet, lockerd_config
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    raw = family_cabinet("modbus-tcp", boards=1, doors_per_board=2)
+    raw["kiosk"] = {"port": busy.getsockname()[1]}
+    sim = SimulatedCabinet(load_layout(raw), pace=True)
+    await sim.start()
+    daemon = Daemon(lockerd_config(raw, sim, state_dir=tmp_path / "state"))
+    hardware = daemon.hardware
+    listeners = (len(hardware._change_listeners), len(hardware._closed_listeners))
+    caplog.set_level("INFO", logger="lockerd")
+    guard = asyncio.create_task(daemon._guard("kiosk", serve_kiosk))
+    try:
+        await wait_for(lambda: sum("service.failed" in r.getMessage() for r in caplog.records) >= 2)
+    finally:
+        guard.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await guard
+        busy.close()
+        daemon.store.close()
+        await sim.stop()
+    failed = [r.getMessage() for r in caplog.records if "service.failed" in r.getMessage()]
+    assert "service=kiosk" in failed[0] and "retry_in_s=1.0" in failed[0]
+    assert "retry_in_s=2.0" in failed[1]  # backing off
+    assert not any(r.exc_info for r in caplog.records)  # no traceback per try
+    assert (len(hardware._change_listeners), len(hardware._closed_listeners)) == listeners
+    assert len(daemon.async_store._listeners) == 0
