@@ -32,6 +32,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from bench.soak import door_log, start_lockerd, wait_until
 from hil.control import ControlClient
 from lockerd.clock import SystemClock
 from lockerd.codes import CodeKey, Purpose
@@ -40,7 +41,6 @@ from lockerd.model import Size
 from lockerd.reservations import Booking, ReservationKind
 from lockerd.store import CredentialGrant, CredentialRole, Store
 from lockerd.store.reserve import RESERVE_BYTES, RESERVE_NAME
-from tests.e2e.test_crash import door_log, start_lockerd, wait_until
 from tests.support.mosquitto import free_port
 from tests.support.simulator import served_simulator
 
