@@ -26,7 +26,7 @@ from typing import Any
 from . import __version__, remote, status
 from .cabinet import DoorClosed
 from .clock import Clock, SystemClock
-from .codes import CodeKey
+from .codes import CODE_KEY_NAME, CodeKey
 from .config import Config
 from .events import DomainEvent
 from .flows import Flows
@@ -36,7 +36,7 @@ from .maint.server import serve as serve_maintenance
 from .model import Actor
 from .notify import Notifier, Watchdog, watchdog_period
 from .reservations import HoldPolicy
-from .store import Store, Transaction
+from .store import DATABASE_NAME, Store, Transaction
 from .store.reserve import DiskReserve
 from .store.worker import AsyncStore
 from .sync.cloud import CloudSync
@@ -44,8 +44,6 @@ from .throttle import ThrottlePolicy
 
 log = logging.getLogger("lockerd")
 
-DATABASE_NAME = "lockerd.db"
-CODE_KEY_NAME = "code.key"
 EXPIRY_CHECK_S = 30.0
 SERVICE_RETRY_FIRST_S = 1.0  # a failed service is started again after this, doubling...
 SERVICE_RETRY_MAX_S = 60.0  # ...up to this

@@ -27,6 +27,8 @@ _BADGE = re.compile(r"[0-9A-Fa-f]{4,64}")
 # Hashes are always 43 base64url characters (32 bytes, no padding).
 _HASH = re.compile(r"[A-Za-z0-9_-]{43}")
 
+CODE_KEY_NAME = "code.key"  # in the cabinet's state_dir, mode 0600
+
 
 class Purpose(StrEnum):
     PICKUP = "pickup"

@@ -37,3 +37,83 @@ def test_package_imports_point_inward(package: str) -> None:
         for path in sorted((ROOT / package).rglob("*.py"))
     }
     assert {f: bad for f, bad in offenders.items() if bad} == {}
+
+
+# -- inside lockerd: a pure core, edges at the rim, the supervisor above them all ----------
+
+# The pure core: decisions only. It reads no clock, file, socket or database of its own.
+PURE_CORE = [
+    "lockerd/cabinet.py",
+    "lockerd/reservations.py",
+    "lockerd/throttle.py",
+    "lockerd/events.py",
+    "lockerd/model.py",
+    "lockerd/flows/results.py",
+]
+IO_MODULES = {
+    "asyncio",
+    "sqlite3",
+    "sqlite_utils",
+    "socket",
+    "serial",
+    "pymodbus",
+    "paho",
+    "aiohttp",
+    "subprocess",
+    "threading",
+    "drivers",
+    "lockerd.app",
+    "lockerd.store",
+    "lockerd.hardware",
+    "lockerd.sync",
+    "lockerd.kiosk",
+    "lockerd.maint",
+    "lockerd.notify",
+    "lockerd.remote",
+    "lockerd.flows.core",
+}
+# The edges translate between the world and the flows; the supervisor (app) wires them.
+EDGES = ["lockerd/kiosk", "lockerd/maint", "lockerd/sync", "lockerd/flows", "lockerd/store"]
+
+
+def runtime_imports(path: Path) -> set[str]:
+    """Dotted modules ``path`` imports when it runs (not under ``if TYPE_CHECKING``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    typing_only: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            typing_only.update(id(child) for child in ast.walk(node))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join([*base, node.module] if node.module else base)
+            else:
+                module = node.module or ""
+            found.add(module)
+            found.update(f"{module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _hits(imports: set[str], forbidden: set[str]) -> list[str]:
+    return sorted(m for m in imports if any(m == f or m.startswith(f + ".") for f in forbidden))
+
+
+@pytest.mark.parametrize("module", PURE_CORE)
+def test_the_pure_core_imports_no_io(module: str) -> None:
+    assert _hits(runtime_imports(ROOT / module), IO_MODULES) == []
+
+
+@pytest.mark.parametrize("edge", EDGES)
+def test_edges_never_import_the_supervisor(edge: str) -> None:
+    offenders = {
+        str(path.relative_to(ROOT)): _hits(runtime_imports(path), {"lockerd.app"})
+        for path in sorted((ROOT / edge).rglob("*.py"))
+    }
+    assert {f: bad for f, bad in offenders.items() if bad} == {}

@@ -18,11 +18,10 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from .. import config as config_module
-from ..app import CODE_KEY_NAME, DATABASE_NAME
 from ..clock import SystemClock
-from ..codes import CodeKey, CodeKeyError
+from ..codes import CODE_KEY_NAME, CodeKey, CodeKeyError
 from ..config import Config
-from ..store import Store, StoreError
+from ..store import DATABASE_NAME, Store, StoreError
 from .server import Refused, backup, verify
 
 TRUSTED_KEYS_DIR = "trusted-keys"

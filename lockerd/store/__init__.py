@@ -11,7 +11,7 @@ The connection is opened in autocommit mode and wrapped by sqlite-utils for its
 introspection helpers; transactions are ours, explicit, and never nested.
 """
 
-from .database import Store
+from .database import DATABASE_NAME, Store
 from .results import (
     Applied,
     ApplyStatus,
@@ -28,6 +28,7 @@ from .results import (
 from .transaction import Transaction
 
 __all__ = [
+    "DATABASE_NAME",
     "Applied",
     "ApplyStatus",
     "ChainReport",

@@ -37,6 +37,8 @@ from .transaction import Transaction
 
 log = logging.getLogger("lockerd.store")
 
+DATABASE_NAME = "lockerd.db"  # in the cabinet's state_dir
+
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
