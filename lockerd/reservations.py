@@ -440,3 +440,42 @@ def choose_compartment(
     if not fitting:
         return None
     return min(fitting, key=lambda c: (c.size.rank, c.id)).id
+
+
+def compartment_for_deposit(
+    reservation: Reservation,
+    compartments: Iterable[Compartment],
+    at_least: Size | None = None,
+    exclude: frozenset[str] = frozenset(),
+) -> tuple[str | None, bool]:
+    """Where this deposit goes: (compartment or None when full, whether newly chosen).
+
+    The compartment the cloud named stays (only the cloud can move a booking); one
+    chosen earlier stays while it is in service and big enough; otherwise the smallest
+    free one that fits. ``at_least`` ("does not fit") asks for a bigger one, never a
+    smaller one than booked; ``exclude`` are compartments just found unusable.
+    """
+    if not reservation.state.awaiting_parcel:
+        raise TransitionError(
+            f"reservation {reservation.id} is {reservation.state.value}, not awaiting a parcel"
+        )
+    size = reservation.size
+    if at_least is not None and (size is None or size.rank < at_least.rank):
+        size = at_least
+    compartments = list(compartments)
+    keep = reservation.compartment
+    if keep is not None and keep not in exclude:
+        if reservation.compartment_named:
+            return keep, False
+        held = {c.id: c for c in compartments}.get(keep)
+        if (
+            held is not None
+            and held.in_service
+            and held.configured
+            and (size is None or size.fits_in(held.size))
+        ):
+            return keep, False
+    if size is None:
+        return None, False
+    choice = choose_compartment(size, compartments, exclude)
+    return choice, choice is not None

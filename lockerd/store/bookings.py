@@ -178,33 +178,12 @@ class BookingRows(TransactionBase):
         or the smallest free one that fits (``at_least`` after "does not fit"). None: full.
         """
         current = self._require(reservation_id)
-        if not current.state.awaiting_parcel:
-            raise life.TransitionError(
-                f"reservation {reservation_id} is {current.state.value}, not awaiting a parcel"
-            )
-        # "does not fit" asks for a bigger compartment, never a smaller one than booked
-        size = current.size
-        if at_least is not None and (size is None or size.rank < at_least.rank):
-            size = at_least
-        keep = current.compartment
-        if keep is not None and keep not in exclude:
-            if current.compartment_named:
-                return keep  # the cloud's choice; only it can move the booking
-            held = {c.id: c for c in self.compartments()}.get(keep)
-            if (
-                held is not None
-                and held.in_service
-                and held.configured
-                and (size is None or size.fits_in(held.size))
-            ):
-                return keep
-        if size is None:
-            return None
-        choice = life.choose_compartment(size, self.compartments(), exclude)
-        if choice is None:
-            return None
-        after = replace(life.assign(current, choice), compartment_named=False)
-        self._save(after)
+        choice, chosen = life.compartment_for_deposit(
+            current, self.compartments(), at_least, exclude
+        )
+        if chosen:
+            assert choice is not None
+            self._save(replace(life.assign(current, choice), compartment_named=False))
         return choice
 
     def deposit(self, reservation_id: str, barcode: str, credential_id: str) -> StoredEvent:

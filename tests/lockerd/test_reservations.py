@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -26,10 +26,12 @@ from lockerd.reservations import (
     Compartment,
     HoldPolicy,
     PickupMethod,
+    Reservation,
     ReservationKind,
     ReservationState,
     TransitionError,
     choose_compartment,
+    compartment_for_deposit,
 )
 from lockerd.store import ApplyStatus, CodeOutcome, Store
 
@@ -505,3 +507,77 @@ def test_compartment_removed_from_config_is_reported_not_dropped(store: Store) -
         tx.pick_up("R-1", PickupMethod.TECHNICIAN)
         tx.upsert_reservation(booking("R-3", 1, ReservationKind.INBOUND, Size.S, None, wall + 60))
         assert tx.assign_compartment("R-3") == "A03"  # A02 is no longer configured
+
+
+# --- where a deposit goes (pure) -----------------------------------------------------------
+
+_SIZES = list(Size)
+_compartments = st.lists(
+    st.builds(
+        Compartment,
+        id=st.sampled_from([f"A{n}" for n in range(1, 9)]),
+        size=st.sampled_from(_SIZES),
+        in_service=st.booleans(),
+        configured=st.booleans(),
+        reservation_id=st.none(),
+        state=st.sampled_from(list(CompartmentState)),
+    ),
+    max_size=8,
+    unique_by=lambda c: c.id,
+)
+
+
+@given(
+    compartments=_compartments,
+    size=st.none() | st.sampled_from(_SIZES),
+    kept=st.none() | st.sampled_from([f"A{n}" for n in range(1, 9)]),
+    named=st.booleans(),
+    at_least=st.none() | st.sampled_from(_SIZES),
+    exclude=st.frozensets(st.sampled_from([f"A{n}" for n in range(1, 9)]), max_size=3),
+)
+def test_a_deposit_goes_where_it_fits_and_only_the_cloud_names_a_place(
+    compartments: list[Compartment],
+    size: Size | None,
+    kept: str | None,
+    named: bool,
+    at_least: Size | None,
+    exclude: frozenset[str],
+) -> None:
+    reservation = Reservation(
+        "R1", 1, ReservationKind.INBOUND, ReservationState.RESERVED, size, kept,
+        named and kept is not None, (), None, None, None, False, None, False, False,
+        None, None, None,
+    )  # fmt: skip
+    choice, chosen = compartment_for_deposit(reservation, compartments, at_least, exclude)
+    needed = [s for s in (size, at_least) if s is not None]
+    by_id = {c.id: c for c in compartments}
+    if named and kept is not None and kept not in exclude:
+        assert (choice, chosen) == (kept, False)  # the cloud's choice is never moved
+    elif chosen:
+        found = by_id[choice]  # type: ignore[index]
+        assert found.state is CompartmentState.FREE and found.configured
+        assert choice not in exclude
+        assert all(s.fits_in(found.size) for s in needed)
+        # the smallest that fits: no free, usable, smaller one was passed over
+        assert not any(
+            c.state is CompartmentState.FREE
+            and c.configured
+            and c.id not in exclude
+            and all(s.fits_in(c.size) for s in needed)
+            and c.size.rank < found.size.rank
+            for c in compartments
+        )
+    elif choice is not None:
+        assert choice == kept and choice not in exclude
+        held = by_id[choice]
+        assert held.in_service and held.configured
+        assert all(s.fits_in(held.size) for s in needed)
+
+
+def test_a_deposit_of_a_parcel_already_in_place_is_refused() -> None:
+    ready = Reservation(
+        "R1", 1, ReservationKind.INBOUND, ReservationState.READY, Size.S, "A1", False, (),
+        None, None, None, False, None, False, False, None, None, None,
+    )  # fmt: skip
+    with pytest.raises(TransitionError):
+        compartment_for_deposit(ready, [])
