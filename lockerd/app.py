@@ -28,7 +28,7 @@ from .cabinet import DoorClosed
 from .clock import Clock, SystemClock
 from .codes import CODE_KEY_NAME, CodeKey
 from .config import Config
-from .events import DomainEvent
+from .events import DomainEvent, EventType
 from .flows import Flows
 from .hardware import FactBatch, Hardware
 from .logs import fact
@@ -216,7 +216,7 @@ class Daemon:
             tx.set_setting("clean_shutdown", "0")
             tx.emit(
                 DomainEvent(
-                    "cabinet.booted",
+                    EventType.CABINET_BOOTED,
                     {"version": __version__, "boot": self.boot_id, "reason": reason},
                 )
             )

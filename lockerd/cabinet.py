@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from .config import CompartmentConfig, DoorTiming, InputRef, Level
-from .events import DomainEvent
+from .events import DomainEvent, EventType
 from .model import Actor, DoorState, LockState, Occupancy
 
 # ---------------------------------------------------------------- effects
@@ -260,7 +260,7 @@ class DoorSupervisor:
         effects: list[Effect] = []
         self._board_failures[board] = 0
         if self._board_online.get(board) is False:
-            effects.append(Emit(DomainEvent("board.online", {"board": board})))
+            effects.append(Emit(DomainEvent(EventType.BOARD_ONLINE, {"board": board})))
         self._board_online[board] = True
         for d in self._by_board.get(board, []):
             if d.config.door.board == board:
@@ -288,7 +288,7 @@ class DoorSupervisor:
                 d.occupancy = Occupancy.UNKNOWN
             if d.config.lock.board == board and d.lock is not LockState.FAULTED:
                 d.lock = LockState.UNKNOWN
-        return [Emit(DomainEvent("board.offline", {"board": board}))]
+        return [Emit(DomainEvent(EventType.BOARD_OFFLINE, {"board": board}))]
 
     def tick(self, now: float) -> list[Effect]:
         """Timers: unlock deadlines, doors left open, sensors that stopped flapping."""
@@ -303,7 +303,8 @@ class DoorSupervisor:
                     effects.append(
                         Emit(
                             DomainEvent(
-                                "lock.failed", {"compartment": d.config.id, "attempts": d.attempts}
+                                EventType.LOCK_FAILED,
+                                {"compartment": d.config.id, "attempts": d.attempts},
                             )
                         )
                     )
@@ -321,7 +322,7 @@ class DoorSupervisor:
                 effects.append(
                     Emit(
                         DomainEvent(
-                            "door.left_open", {"compartment": d.config.id, "open_s": open_s}
+                            EventType.DOOR_LEFT_OPEN, {"compartment": d.config.id, "open_s": open_s}
                         )
                     )
                 )
@@ -382,7 +383,9 @@ class DoorSupervisor:
                 d.door = DoorState.UNKNOWN
                 return [
                     Emit(
-                        DomainEvent("sensor.fault", {"compartment": d.config.id, "sensor": "door"})
+                        DomainEvent(
+                            EventType.SENSOR_FAULT, {"compartment": d.config.id, "sensor": "door"}
+                        )
                     )
                 ]
         d.door = reading
@@ -408,10 +411,12 @@ class DoorSupervisor:
                 # Seen closed, now open, and nobody asked: the one alarm that must never
                 # be swallowed. (A door already open at start-up is reported as opened
                 # by nobody; the left-open timer takes it from there.)
-                effects.append(Emit(DomainEvent("door.forced", {"compartment": cid})))
+                effects.append(Emit(DomainEvent(EventType.DOOR_FORCED, {"compartment": cid})))
         if d.lock is LockState.FAULTED and actor is not Actor.NONE:
             d.lock = LockState.LOCKED  # the lock worked after all
-        effects.insert(0, Emit(DomainEvent("door.opened", {"compartment": cid, "by": actor.value})))
+        effects.insert(
+            0, Emit(DomainEvent(EventType.DOOR_OPENED, {"compartment": cid, "by": actor.value}))
+        )
         d.phase = Phase.OPEN
         d.actor = actor
         d.opened_at = now
@@ -427,7 +432,7 @@ class DoorSupervisor:
         d.actor = Actor.NONE
         d.opened_at = 0.0
         return [
-            Emit(DomainEvent("door.closed", {"compartment": cid, "by": actor.value})),
+            Emit(DomainEvent(EventType.DOOR_CLOSED, {"compartment": cid, "by": actor.value})),
             DoorClosed(cid, actor, d.occupancy, open_s),
         ]
 
@@ -453,7 +458,9 @@ class DoorSupervisor:
             d.occupancy = Occupancy.UNKNOWN
             return [
                 Emit(
-                    DomainEvent("sensor.fault", {"compartment": d.config.id, "sensor": "occupancy"})
+                    DomainEvent(
+                        EventType.SENSOR_FAULT, {"compartment": d.config.id, "sensor": "occupancy"}
+                    )
                 )
             ]
         return []

@@ -17,6 +17,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 # JSON scalars only: the contract forbids floats in events.
@@ -25,37 +26,70 @@ EventValue = str | int | bool | None | list[str]
 GENESIS_PREV = "0" * 64
 EVENT_VERSION = 1
 
+
+class EventType(StrEnum):
+    """Every event the cabinet publishes: the contract's ``type`` (docs/contract/)."""
+
+    CABINET_BOOTED = "cabinet.booted"
+    PARCEL_DEPOSITED = "parcel.deposited"
+    PARCEL_PICKED_UP = "parcel.picked_up"
+    PARCEL_NOT_TAKEN = "parcel.not_taken"
+    PARCEL_RETRIEVED = "parcel.retrieved"
+    DROPOFF_RECEIVED = "dropoff.received"
+    DROPOFF_COLLECTED = "dropoff.collected"
+    RESERVATION_EXPIRED = "reservation.expired"
+    RESERVATION_RELEASED = "reservation.released"
+    PAYMENT_REQUESTED = "payment.requested"
+    DOOR_OPENED = "door.opened"
+    DOOR_CLOSED = "door.closed"
+    DOOR_LEFT_OPEN = "door.left_open"
+    DOOR_FORCED = "door.forced"
+    LOCK_FAILED = "lock.failed"
+    SENSOR_FAULT = "sensor.fault"
+    BOARD_OFFLINE = "board.offline"
+    BOARD_ONLINE = "board.online"
+    COMPARTMENT_SERVICE = "compartment.service"
+    CODE_REJECTED = "code.rejected"
+    KEYPAD_LOCKED_OUT = "keypad.locked_out"
+    COMMAND_REJECTED = "command.rejected"
+    COURIER_EXCEPTION = "courier.exception"
+    CLOCK_SKEW = "clock.skew"
+    OUTBOX_FULL = "outbox.full"
+
+
 # Every event type of the contract with exactly the data fields it carries. An
 # event with a missing or an extra field is a programming error caught at emit
 # time, before it can reach the cloud (or leak something that is not in the list).
-EVENT_FIELDS: Mapping[str, frozenset[str]] = {
-    "cabinet.booted": frozenset({"version", "boot", "reason"}),
-    "parcel.deposited": frozenset({"reservation_id", "compartment", "barcode", "credential_id"}),
-    "parcel.picked_up": frozenset({"reservation_id", "compartment", "method"}),
-    "parcel.not_taken": frozenset({"reservation_id", "compartment"}),
-    "parcel.retrieved": frozenset({"reservation_id", "compartment", "credential_id"}),
-    "dropoff.received": frozenset({"reservation_id", "compartment"}),
-    "dropoff.collected": frozenset({"reservation_id", "compartment", "credential_id"}),
-    "reservation.expired": frozenset({"reservation_id", "compartment"}),
-    "reservation.released": frozenset({"reservation_id", "compartment", "reason"}),
-    "payment.requested": frozenset({"reservation_id"}),
-    "door.opened": frozenset({"compartment", "by"}),
-    "door.closed": frozenset({"compartment", "by"}),
-    "door.left_open": frozenset({"compartment", "open_s"}),
-    "door.forced": frozenset({"compartment"}),
-    "lock.failed": frozenset({"compartment", "attempts"}),
-    "sensor.fault": frozenset({"compartment", "sensor"}),
-    "board.offline": frozenset({"board"}),
-    "board.online": frozenset({"board"}),
-    "compartment.service": frozenset({"compartment", "in_service", "reason", "by"}),
-    "code.rejected": frozenset({"purpose", "failures_in_window"}),
-    "keypad.locked_out": frozenset({"until"}),
-    "command.rejected": frozenset({"cmd", "reason"}),
-    "courier.exception": frozenset({"compartment", "reservation_id", "kind"}),
-    "clock.skew": frozenset({"skew_s"}),
+EVENT_FIELDS: Mapping[EventType, frozenset[str]] = {
+    EventType.CABINET_BOOTED: frozenset({"version", "boot", "reason"}),
+    EventType.PARCEL_DEPOSITED: frozenset(
+        {"reservation_id", "compartment", "barcode", "credential_id"}
+    ),
+    EventType.PARCEL_PICKED_UP: frozenset({"reservation_id", "compartment", "method"}),
+    EventType.PARCEL_NOT_TAKEN: frozenset({"reservation_id", "compartment"}),
+    EventType.PARCEL_RETRIEVED: frozenset({"reservation_id", "compartment", "credential_id"}),
+    EventType.DROPOFF_RECEIVED: frozenset({"reservation_id", "compartment"}),
+    EventType.DROPOFF_COLLECTED: frozenset({"reservation_id", "compartment", "credential_id"}),
+    EventType.RESERVATION_EXPIRED: frozenset({"reservation_id", "compartment"}),
+    EventType.RESERVATION_RELEASED: frozenset({"reservation_id", "compartment", "reason"}),
+    EventType.PAYMENT_REQUESTED: frozenset({"reservation_id"}),
+    EventType.DOOR_OPENED: frozenset({"compartment", "by"}),
+    EventType.DOOR_CLOSED: frozenset({"compartment", "by"}),
+    EventType.DOOR_LEFT_OPEN: frozenset({"compartment", "open_s"}),
+    EventType.DOOR_FORCED: frozenset({"compartment"}),
+    EventType.LOCK_FAILED: frozenset({"compartment", "attempts"}),
+    EventType.SENSOR_FAULT: frozenset({"compartment", "sensor"}),
+    EventType.BOARD_OFFLINE: frozenset({"board"}),
+    EventType.BOARD_ONLINE: frozenset({"board"}),
+    EventType.COMPARTMENT_SERVICE: frozenset({"compartment", "in_service", "reason", "by"}),
+    EventType.CODE_REJECTED: frozenset({"purpose", "failures_in_window"}),
+    EventType.KEYPAD_LOCKED_OUT: frozenset({"until"}),
+    EventType.COMMAND_REJECTED: frozenset({"cmd", "reason"}),
+    EventType.COURIER_EXCEPTION: frozenset({"compartment", "reservation_id", "kind"}),
+    EventType.CLOCK_SKEW: frozenset({"skew_s"}),
     # Not in the contract's table (it is silent on a full outbox): the project's contract
     # copy adds it, so the alarm reaches the cloud in order like every other fact.
-    "outbox.full": frozenset({"depth", "limit"}),
+    EventType.OUTBOX_FULL: frozenset({"depth", "limit"}),
 }
 
 
@@ -67,7 +101,7 @@ class EventError(ValueError):
 class DomainEvent:
     """An event before it is given its ``seq``, timestamp and place in the hash chain."""
 
-    type: str
+    type: EventType
     data: Mapping[str, EventValue]
 
     def check(self) -> None:

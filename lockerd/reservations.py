@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from .events import DomainEvent
+from .events import DomainEvent, EventType
 from .model import CompartmentState, Size
 
 
@@ -258,7 +258,7 @@ def deposit(
         expires_at=now + hold,
     )
     event = DomainEvent(
-        "parcel.deposited",
+        EventType.PARCEL_DEPOSITED,
         {
             "reservation_id": reservation.id,
             "compartment": compartment,
@@ -274,7 +274,7 @@ def drop_off(reservation: Reservation, now: float) -> Step:
     compartment = _compartment(reservation)
     after = replace(reservation, state=ReservationState.DROPPED_OFF, deposited_at=now)
     event = DomainEvent(
-        "dropoff.received", {"reservation_id": reservation.id, "compartment": compartment}
+        EventType.DROPOFF_RECEIVED, {"reservation_id": reservation.id, "compartment": compartment}
     )
     return Step(after, (event,))
 
@@ -285,7 +285,7 @@ def pick_up(reservation: Reservation, method: PickupMethod) -> Step:
         raise TransitionError(f"reservation {reservation.id}: payment not confirmed")
     compartment = _compartment(reservation)
     event = DomainEvent(
-        "parcel.picked_up",
+        EventType.PARCEL_PICKED_UP,
         {"reservation_id": reservation.id, "compartment": compartment, "method": method.value},
     )
     return Step(replace(reservation, state=ReservationState.PICKED_UP), (event,))
@@ -295,7 +295,7 @@ def not_taken(reservation: Reservation) -> Step:
     """Door opened and closed, parcel still there: the reservation stays as it is."""
     _require(reservation, "report not taken", ReservationState.READY)
     event = DomainEvent(
-        "parcel.not_taken",
+        EventType.PARCEL_NOT_TAKEN,
         {"reservation_id": reservation.id, "compartment": _compartment(reservation)},
     )
     return Step(reservation, (event,))
@@ -304,7 +304,7 @@ def not_taken(reservation: Reservation) -> Step:
 def retrieve(reservation: Reservation, credential_id: str) -> Step:
     _require(reservation, "retrieve", ReservationState.EXPIRED, ReservationState.RECALLED)
     event = DomainEvent(
-        "parcel.retrieved",
+        EventType.PARCEL_RETRIEVED,
         {
             "reservation_id": reservation.id,
             "compartment": _compartment(reservation),
@@ -317,7 +317,7 @@ def retrieve(reservation: Reservation, credential_id: str) -> Step:
 def collect(reservation: Reservation, credential_id: str) -> Step:
     _require(reservation, "collect", ReservationState.DROPPED_OFF)
     event = DomainEvent(
-        "dropoff.collected",
+        EventType.DROPOFF_COLLECTED,
         {
             "reservation_id": reservation.id,
             "compartment": _compartment(reservation),
@@ -336,7 +336,7 @@ def cancel(reservation: Reservation, version: int) -> Step:
     state = reservation.state
     if state.awaiting_parcel:
         event = DomainEvent(
-            "reservation.released",
+            EventType.RESERVATION_RELEASED,
             {
                 "reservation_id": reservation.id,
                 "compartment": reservation.compartment,
@@ -357,7 +357,7 @@ def expire(reservation: Reservation, now: float) -> Step:
     if reservation.expires_at is None or now < reservation.expires_at:
         raise TransitionError(f"reservation {reservation.id}: not due to expire")
     event = DomainEvent(
-        "reservation.expired",
+        EventType.RESERVATION_EXPIRED,
         {"reservation_id": reservation.id, "compartment": _compartment(reservation)},
     )
     return Step(replace(reservation, state=ReservationState.EXPIRED), (event,))
@@ -368,7 +368,7 @@ def release_not_deposited(reservation: Reservation, now: float) -> Step:
     if reservation.reserved_until is None or now < reservation.reserved_until:
         raise TransitionError(f"reservation {reservation.id}: not due for release")
     event = DomainEvent(
-        "reservation.released",
+        EventType.RESERVATION_RELEASED,
         {
             "reservation_id": reservation.id,
             "compartment": reservation.compartment,

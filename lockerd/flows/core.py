@@ -26,7 +26,7 @@ from ..cabinet import CompartmentView, DoorClosed, UnlockOutcome, UnlockResult
 from ..clock import Clock
 from ..codes import CodeKey, Purpose
 from ..config import Config
-from ..events import DomainEvent
+from ..events import DomainEvent, EventType
 from ..logs import fact
 from ..model import Actor, DoorState, Expect, Occupancy, PendingStep, Size
 from ..qr import QrRejected, QrVerifier
@@ -207,7 +207,9 @@ class Flows:
                 return Refused(RefusalReason.CODE_ONLY)
             if reservation.awaiting_payment and reservation.cod is not None:
                 cod = reservation.cod
-                tx.emit(DomainEvent("payment.requested", {"reservation_id": reservation.id}))
+                tx.emit(
+                    DomainEvent(EventType.PAYMENT_REQUESTED, {"reservation_id": reservation.id})
+                )
                 return PaymentRequired(
                     cod.amount, cod.currency, reservation.id, cod.pay_url, offline
                 )
@@ -492,7 +494,7 @@ class CourierSession:
         def decide(tx: Transaction) -> FlowResult | _Open:
             tx.emit(
                 DomainEvent(
-                    "courier.exception",
+                    EventType.COURIER_EXCEPTION,
                     {"compartment": cid, "reservation_id": rid, "kind": kind.value},
                 )
             )

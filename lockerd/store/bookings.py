@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from .. import reservations as life
 from ..codes import CodeFormatError, validate_hash
-from ..events import DomainEvent, StoredEvent, rfc3339_ms
+from ..events import DomainEvent, EventType, StoredEvent, rfc3339_ms
 from ..logs import fact
 from ..model import Size
 from ..reservations import Booking, PickupMethod, Reservation, ReservationKind, ReservationState
@@ -160,7 +160,7 @@ class BookingRows(TransactionBase):
         )
         self.emit(
             DomainEvent(
-                "compartment.service",
+                EventType.COMPARTMENT_SERVICE,
                 {"compartment": compartment, "in_service": in_service, "reason": reason, "by": by},
             )
         )

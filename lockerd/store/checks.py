@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from .. import throttle
 from ..codes import CodeFormatError, CodeKey, Purpose
-from ..events import DomainEvent, rfc3339_ms
+from ..events import DomainEvent, EventType, rfc3339_ms
 from ..logs import fact
 from ..reservations import Reservation, ReservationKind, ReservationState
 from ..throttle import ThrottleState
@@ -50,7 +50,7 @@ class CodeChecks(TransactionBase):
         self._save_throttle(surface, throttle.record_success(state))
         if verdict.outcome is CodeOutcome.PAYMENT_REQUIRED and verdict.reservation is not None:
             event = self.emit(
-                DomainEvent("payment.requested", {"reservation_id": verdict.reservation.id})
+                DomainEvent(EventType.PAYMENT_REQUESTED, {"reservation_id": verdict.reservation.id})
             )
             return replace(verdict, events=(event,))
         return verdict
@@ -101,14 +101,16 @@ class CodeChecks(TransactionBase):
         events = [
             self.emit(
                 DomainEvent(
-                    "code.rejected",
+                    EventType.CODE_REJECTED,
                     {"purpose": purpose.value, "failures_in_window": failure.failures_in_window},
                 )
             )
         ]
         if failure.locked_out:
             until = failure.state.locked_until
-            events.append(self.emit(DomainEvent("keypad.locked_out", {"until": rfc3339_ms(until)})))
+            events.append(
+                self.emit(DomainEvent(EventType.KEYPAD_LOCKED_OUT, {"until": rfc3339_ms(until)}))
+            )
             fact(
                 log, "keypad.locked_out", logging.WARNING, surface=surface, until=rfc3339_ms(until)
             )

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 from .. import __version__
 from ..clock import Clock
 from ..config import Config, MqttConfig
-from ..events import DomainEvent, StoredEvent, rfc3339_ms
+from ..events import DomainEvent, EventType, StoredEvent, rfc3339_ms
 from ..logs import fact
 from ..reservations import Booking, Cod
 from ..store import Applied, ApplyStatus, CredentialGrant, Store, Transaction
@@ -392,7 +392,7 @@ class CloudSync:
             limit = self.mqtt.outbox_max_events
             fact(log, "outbox.full", logging.ERROR, depth=depth, limit=limit)
             with self.store.transaction() as tx:
-                tx.emit(DomainEvent("outbox.full", {"depth": depth, "limit": limit}))
+                tx.emit(DomainEvent(EventType.OUTBOX_FULL, {"depth": depth, "limit": limit}))
         self._outbox_full = full
 
     # -- state and telemetry
@@ -569,7 +569,7 @@ class CloudSync:
             fact(log, "command.rejected_not_recorded", logging.WARNING, reason="rate limit")
             return
         self._rejections.append(now)
-        tx.emit(DomainEvent("command.rejected", {"cmd": jti, "reason": reason[:200]}))
+        tx.emit(DomainEvent(EventType.COMMAND_REJECTED, {"cmd": jti, "reason": reason[:200]}))
 
     def _observe_skew(self, result: VerifiedCommand, now: float) -> None:
         """Estimate our clock minus the cloud's from signed ``iat``s.
@@ -589,7 +589,7 @@ class CloudSync:
         self._skew_reported = skew
         fact(log, "clock.skew", logging.WARNING, skew_s=skew)
         with self.store.transaction() as tx:
-            tx.emit(DomainEvent("clock.skew", {"skew_s": skew}))
+            tx.emit(DomainEvent(EventType.CLOCK_SKEW, {"skew_s": skew}))
         self.events_committed()
 
     def _sync_summary(self) -> bytes:

@@ -144,3 +144,15 @@ async def test_everything_on_the_wire_fits_the_contract(
         check(TOPIC_SCHEMA[kind], json.loads(payload))
         seen.add(kind)
     assert seen == set(TOPIC_SCHEMA), seen
+
+
+def test_every_event_type_is_the_contracts_and_has_its_fields() -> None:
+    """EventType, the fields checked before commit, and the schema name the same events."""
+    import re
+
+    from lockerd.events import EVENT_FIELDS, EventType
+
+    schema = (CONTRACT / "schemas" / "event.json").read_text()
+    in_schema = set(re.findall(r'"const": "([a-z_]+\.[a-z_]+)"', schema))
+    assert {t.value for t in EventType} == in_schema
+    assert set(EVENT_FIELDS) == set(EventType)
