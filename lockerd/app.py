@@ -30,6 +30,7 @@ from .codes import CODE_KEY_NAME, CodeKey
 from .config import Config
 from .events import DomainEvent, EventType
 from .flows import Flows
+from .flows.core import qr_verifier
 from .hardware import FactBatch, Hardware
 from .logs import fact
 from .maint.server import serve as serve_maintenance
@@ -129,7 +130,7 @@ class Daemon:
         self.notifier = Notifier.from_environment()
         # The flows at the cabinet; their deposits and pickups settle on door.closed.
         self.cloud: CloudSync | None = None
-        self.flows = Flows.for_daemon(self)
+        self.flows = self._flows()
         if config.kiosk.enabled:
             # The touchscreen's API and page, on loopback unless [kiosk] host says otherwise.
             from .kiosk import serve as serve_kiosk
@@ -138,6 +139,29 @@ class Daemon:
         if config.mqtt is not None:
             self.cloud = self._connect_cloud()
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _flows(self) -> Flows:
+        """The flows at the cabinet: closes settle through the sink, recovery is a service."""
+        config = self.config
+        flows = Flows(
+            self.async_store,
+            self.hardware,
+            self.clock,
+            self.code_key,
+            not_taken_grace_s=config.pickup.not_taken_grace_s,
+            session_timeout_s=config.kiosk.session_timeout_s,
+            # Payments need the cloud link up now, not merely configured.
+            online=lambda: self.cloud is not None and self.cloud.connected.is_set(),
+            qr=qr_verifier(config),
+            degraded=lambda: self.async_store.degraded,
+        )
+        self.sink.door_closed_handlers.append(flows.door_closed)
+
+        async def recover(_: Daemon) -> None:
+            await flows.recover()
+
+        self.services.append(("flows.recover", recover))
+        return flows
 
     def _connect_cloud(self) -> CloudSync:
         cloud = CloudSync(

@@ -20,7 +20,7 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from ..cabinet import CompartmentView, DoorClosed, UnlockOutcome, UnlockResult
 from ..clock import Clock
@@ -46,9 +46,6 @@ from .results import (
     Refused,
     Wait,
 )
-
-if TYPE_CHECKING:
-    from ..app import Daemon
 
 log = logging.getLogger("lockerd.flows")
 
@@ -122,30 +119,6 @@ class Flows:
         self.qr = qr
         # why the store runs on its disk reserve: new parcels are refused meanwhile
         self.degraded = degraded
-
-    @classmethod
-    def for_daemon(cls, daemon: Daemon) -> Flows:
-        """The daemon's flows: closes settle through its StoreSink, recovery runs as a service."""
-        config = daemon.config
-        flows = cls(
-            daemon.async_store,
-            daemon.hardware,
-            daemon.clock,
-            daemon.code_key,
-            not_taken_grace_s=config.pickup.not_taken_grace_s,
-            session_timeout_s=config.kiosk.session_timeout_s,
-            # Payments need the cloud link up now, not merely configured.
-            online=lambda: daemon.cloud is not None and daemon.cloud.connected.is_set(),
-            qr=qr_verifier(config),
-            degraded=lambda: daemon.async_store.degraded,
-        )
-        daemon.sink.door_closed_handlers.append(flows.door_closed)
-
-        async def recover(_: Daemon) -> None:
-            await flows.recover()
-
-        daemon.services.append(("flows.recover", recover))
-        return flows
 
     # ------------------------------------------------------------ recipient
 
