@@ -269,6 +269,7 @@ class Daemon:
         )
         await self.hardware.start()
         unread = await self.hardware.first_scan(timeout_s=FIRST_SCAN_S)
+        await self.hardware.settled(timeout_s=FIRST_SCAN_S)
         if unread:
             # Ready all the same: the boards that answered serve their doors, and the
             # others' doors stay unknown (never guessed) until they answer.

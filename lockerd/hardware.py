@@ -416,6 +416,18 @@ class Hardware:
         while self._uncommitted:
             await asyncio.sleep(COMMIT_RETRY_FIRST_S)
 
+    async def settled(self, timeout_s: float) -> bool:
+        """Wait until every fact decided so far is committed (or ``timeout_s``).
+
+        Start-up waits for it before READY, so what the first scan found (a door closed
+        while lockerd was down, one forced meanwhile) is in the store by then.
+        """
+        try:
+            await asyncio.wait_for(self._drained(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
     @property
     def facts_waiting(self) -> int:
         """Decided facts not yet committed (the store is failing while this is above 0)."""

@@ -1,8 +1,9 @@
 """The store fails at every write of every flow: once the fault clears, nothing is lost.
 
 Between the store and its SQLite connection stands :class:`FailingCommits`, which makes
-the COMMITs it is told to fail as a full disk does (``database or disk is full``): the
-transaction is rolled back, exactly as SQLite leaves it. Each scenario is first run
+the COMMITs it is told to fail as a failing disk does (``disk I/O error``): the
+transaction is rolled back, exactly as SQLite leaves it. (A full disk is the disk
+reserve's business, tests/e2e/test_disk_full.py.) Each scenario is first run
 without a fault to count its commits; then once with each commit failing in turn. A
 person whose own action failed tries once more (as at a real cabinet); door facts are
 retried by the daemon itself. Afterwards the outcome must equal the fault-free one: no
@@ -30,7 +31,7 @@ from tests.support.flow_rig import COURIER_CODE, Rig, flow_rig
 from tests.support.waiting import wait_for
 
 T = TypeVar("T")
-DISK_FULL = "database or disk is full"
+DISK_FAILING = "disk I/O error"
 
 
 class FailingCommits:
@@ -48,7 +49,7 @@ class FailingCommits:
             self.commits += 1
             if self.failing or self.commits in self.fail_at:
                 self.failed += 1
-                raise sqlite3.OperationalError(DISK_FULL)
+                raise sqlite3.OperationalError(DISK_FAILING)
         return self._conn.execute(sql, params)
 
     def __getattr__(self, name: str) -> Any:
@@ -82,7 +83,7 @@ async def person(action: Callable[[], Awaitable[T]]) -> T:
     try:
         return await action()
     except sqlite3.OperationalError as exc:
-        assert DISK_FULL in str(exc)
+        assert DISK_FAILING in str(exc)
         return await action()
 
 
@@ -91,7 +92,7 @@ def cloud(booking: Callable[[], None]) -> None:
     try:
         booking()
     except sqlite3.OperationalError as exc:
-        assert DISK_FULL in str(exc)
+        assert DISK_FAILING in str(exc)
         booking()
 
 
