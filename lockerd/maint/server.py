@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import grp
 import logging
 import os
@@ -103,7 +104,6 @@ class MaintenanceServer:
         self.config = daemon.config.maintenance
         self.gate = Gate(self.config)
         self.counter = metrics.EventCounter(daemon.store.last_seq())
-        self._unsubscribe = daemon.async_store.subscribe(self.counter.add)
         self._handlers: dict[str, Handler] = {
             "status": self._status,
             "doors": self._doors,
@@ -121,34 +121,33 @@ class MaintenanceServer:
     # ------------------------------------------------------------ serving
 
     async def serve(self) -> None:
+        """Listen until cancelled. A socket that cannot be made raises OSError: the
+        supervisor says so in one line and tries again later, while the cabinet goes on
+        serving people without its technician socket."""
         path = self.config.socket
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if _in_use(path):
-                # Another lockerd answers there: never steal its socket.
-                fact(log, "maint.socket_busy", logging.ERROR, socket=path)
-                return
-            with contextlib.suppress(FileNotFoundError):
-                if stat.S_ISSOCK(path.lstat().st_mode):
-                    path.unlink()  # left by a daemon that did not stop cleanly
-            server = await asyncio.start_unix_server(self._client, path=str(path), limit=MAX_LINE)
-        except OSError as exc:
-            # The cabinet keeps serving people without its technician socket.
-            fact(log, "maint.unavailable", logging.ERROR, socket=path, error=exc.strerror or exc)
-            return
-        self._restrict(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if _in_use(path):
+            # Another lockerd answers there: never steal its socket.
+            raise OSError(errno.EADDRINUSE, f"another lockerd answers on {path}")
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISSOCK(path.lstat().st_mode):
+                path.unlink()  # left by a daemon that did not stop cleanly
+        server = await asyncio.start_unix_server(self._client, path=str(path), limit=MAX_LINE)
         metrics_server: asyncio.Server | None = None
-        if self.config.metrics and self.config.metrics_port:
-            metrics_server = await asyncio.start_server(
-                self._http_metrics, "127.0.0.1", self.config.metrics_port
-            )
-        fact(log, "maint.listening", socket=path)
+        # Subscribed only once serving: a start that failed leaves no listener behind.
+        unsubscribe = self.daemon.async_store.subscribe(self.counter.add)
         try:
+            self._restrict(path)
+            if self.config.metrics and self.config.metrics_port:
+                metrics_server = await asyncio.start_server(
+                    self._http_metrics, "127.0.0.1", self.config.metrics_port
+                )
+            fact(log, "maint.listening", socket=path)
             async with server:
                 await server.serve_forever()
         finally:
-            # A restarted service (the supervisor's guard) must not count events twice.
-            self._unsubscribe()
+            unsubscribe()
+            server.close()
             if metrics_server is not None:
                 metrics_server.close()
             with contextlib.suppress(FileNotFoundError):

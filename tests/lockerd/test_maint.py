@@ -500,8 +500,12 @@ def test_set_key_keeps_the_rest_of_the_file() -> None:
 async def test_a_second_daemon_never_steals_the_socket(rig: Rig) -> None:
     from lockerd.maint.server import MaintenanceServer
 
-    # A second server on the same path gives up at once; the first keeps answering.
-    await asyncio.wait_for(MaintenanceServer(rig.daemon).serve(), 10)
+    # A second server on the same path gives up at once (its supervisor retries later,
+    # backing off) and leaves no listener behind; the first keeps answering.
+    listeners = len(rig.daemon.async_store._listeners)
+    with pytest.raises(OSError, match="another lockerd answers"):
+        await asyncio.wait_for(MaintenanceServer(rig.daemon).serve(), 10)
+    assert len(rig.daemon.async_store._listeners) == listeners
     assert (await rig.ctl("status")).rc == 0
 
 
