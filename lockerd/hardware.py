@@ -20,7 +20,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 from drivers.base import BoardError, BoardSpec, Bus, LockBoard
 
@@ -37,11 +37,11 @@ from .cabinet import (
 from .clock import Clock
 from .config import BoardConfig, BusConfig, Config
 from .events import DomainEvent
+from .listeners import subscribe
 from .logs import fact
 from .model import Actor
 
 log = logging.getLogger("lockerd.hardware")
-L = TypeVar("L", bound=Callable[..., None])
 
 TICK_S = 0.1  # resolution of door timers (open deadline, left open)
 DISCONNECTED_RETRY_S = 0.25
@@ -111,16 +111,6 @@ class _Queued:
     batch: FactBatch
     effects: list[Effect]  # carried out once the batch is committed
     failures: int = 0
-
-
-def _subscribe(listeners: list[L], listener: L) -> Callable[[], None]:
-    listeners.append(listener)
-
-    def unsubscribe() -> None:
-        with contextlib.suppress(ValueError):
-            listeners.remove(listener)
-
-    return unsubscribe
 
 
 def open_bus(config: BusConfig) -> Bus:
@@ -269,12 +259,12 @@ class Hardware:
 
     def on_door_closed(self, listener: Callable[[DoorClosed], None]) -> Callable[[], None]:
         """Call ``listener`` after each committed close; returns the unsubscribe."""
-        return _subscribe(self._closed_listeners, listener)
+        return subscribe(self._closed_listeners, listener)
 
     def on_change(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call ``listener`` after any committed change of door, lock, occupancy or board
         state; returns the unsubscribe."""
-        return _subscribe(self._change_listeners, listener)
+        return subscribe(self._change_listeners, listener)
 
     def views(self) -> list[CompartmentView]:
         return self.supervisor.views()

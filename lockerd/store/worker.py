@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..events import StoredEvent
+from ..listeners import subscribe
 from .database import Store
 from .reserve import DiskReserve, is_disk_full
 from .results import ChainReport
@@ -110,13 +111,7 @@ class AsyncStore:
 
     def subscribe(self, listener: CommitListener) -> Callable[[], None]:
         """Call ``listener(events)`` on the loop after every commit; returns the unsubscribe."""
-        self._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            with contextlib.suppress(ValueError):
-                self._listeners.remove(listener)
-
-        return unsubscribe
+        return subscribe(self._listeners, listener)
 
     def _committed_in_thread(self, events: Sequence[StoredEvent]) -> None:
         loop = self._loop
