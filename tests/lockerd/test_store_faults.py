@@ -96,19 +96,6 @@ def cloud(booking: Callable[[], None]) -> None:
         booking()
 
 
-async def close(rig: Rig, cid: str, *, parcel: bool | None) -> None:
-    """The door closes; the daemon commits the close (retrying on its own if it must)."""
-    await wait_for(lambda: rig.sim.state()["compartments"][cid]["door_open"])
-    if parcel is True:
-        rig.sim.put_parcel(cid)
-    elif parcel is False:
-        rig.sim.take_parcel(cid)
-    scans = rig.daemon.hardware.scans
-    await wait_for(lambda: rig.daemon.hardware.scans >= scans + 2)
-    rig.sim.close_door(cid)
-    await wait_for(lambda: rig.daemon.hardware.supervisor.view(cid).door.value == "closed")
-
-
 async def settled(rig: Rig) -> None:
     """Every decided fact is committed (the daemon's retries have caught up)."""
     await wait_for(lambda: rig.daemon.hardware.facts_waiting == 0, timeout=20)
@@ -128,7 +115,7 @@ async def courier_deposit(rig: Rig) -> None:
     session = await login(rig)
     opened = await person(lambda: session.scan("PKG-1"))
     assert isinstance(opened, Opened), opened
-    await close(rig, opened.compartment, parcel=True)
+    await rig.close(opened.compartment, parcel=True)
 
 
 async def pickup(rig: Rig) -> None:
@@ -136,7 +123,7 @@ async def pickup(rig: Rig) -> None:
     await _deposited(rig, "PKG-1")
     opened = await person(lambda: rig.flows.pickup("kiosk", "123456"))
     assert isinstance(opened, Opened), opened
-    await close(rig, opened.compartment, parcel=False)
+    await rig.close(opened.compartment, parcel=False)
 
 
 async def cash_on_delivery(rig: Rig) -> None:
@@ -157,14 +144,14 @@ async def cash_on_delivery(rig: Rig) -> None:
     )
     opened = await person(lambda: rig.flows.pickup("kiosk", "123456"))
     assert isinstance(opened, Opened), opened
-    await close(rig, opened.compartment, parcel=False)
+    await rig.close(opened.compartment, parcel=False)
 
 
 async def drop_off(rig: Rig) -> None:
     cloud(lambda: rig.book("D1", "777888", size=Size.M, kind=ReservationKind.DROPOFF))
     opened = await person(lambda: rig.flows.drop_off("kiosk", "777888"))
     assert isinstance(opened, Opened), opened
-    await close(rig, opened.compartment, parcel=True)
+    await rig.close(opened.compartment, parcel=True)
 
 
 async def expiry_and_collection(rig: Rig) -> None:
@@ -182,20 +169,20 @@ async def expiry_and_collection(rig: Rig) -> None:
     collection = await person(session.collect_all)
     assert not isinstance(collection, Exception)
     for opened in getattr(collection, "opened", ()):
-        await close(rig, opened.compartment, parcel=False)
+        await rig.close(opened.compartment, parcel=False)
 
 
 async def technician_open(rig: Rig) -> None:
     opened = await person(lambda: rig.flows.technician_open("A05", "inspect hinge"))
     assert opened == Opened("A05")
-    await close(rig, "A05", parcel=None)
+    await rig.close("A05", parcel=None)
 
 
 async def remote_open(rig: Rig) -> None:
     actions = CabinetActions(rig.daemon)
     applied = await person(lambda: actions.open_door(DoorOpen("A06", "support call", None)))
     assert applied.status.value == "applied", applied
-    await close(rig, "A06", parcel=None)
+    await rig.close("A06", parcel=None)
 
 
 async def forced_door(rig: Rig) -> None:
@@ -210,7 +197,7 @@ async def _deposited(rig: Rig, barcode: str) -> None:
     session = await login(rig)
     opened = await person(lambda: session.scan(barcode))
     assert isinstance(opened, Opened), opened
-    await close(rig, opened.compartment, parcel=True)
+    await rig.close(opened.compartment, parcel=True)
     await settled(rig)
 
 
