@@ -62,7 +62,7 @@ from bench.unlock_latency import (
 )
 from lockerd.app import Daemon
 from lockerd.codes import Purpose
-from lockerd.config import parse
+from lockerd.config import Config, parse
 from lockerd.kiosk.server import SESSION_HEADER, KioskServer
 from lockerd.model import Size
 from lockerd.reservations import Booking, ReservationKind, ReservationState
@@ -100,7 +100,7 @@ def record_pulse_calls(daemon: Daemon, calls: list[float]) -> None:
 # -- the cabinet: daemon, store, kiosk ---------------------------------------------------------
 
 
-def daemon_config(port: str, state: Path) -> Any:
+def daemon_config(port: str, state: Path) -> Config:
     raw = tomllib.loads(cabinet_toml(Path(port), BAUD))
     raw["cabinet"]["state_dir"] = str(state)
     raw["maintenance"] = {"socket": str(state / "lockerd.sock"), "group": ""}

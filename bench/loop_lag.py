@@ -49,7 +49,7 @@ from typing import Any
 from bench.unlock_latency import cabinet_toml, pct, simulator
 from lockerd.app import KEEP_ACKNOWLEDGED_EVENTS, Daemon
 from lockerd.clock import SystemClock
-from lockerd.config import parse
+from lockerd.config import Config, parse
 from lockerd.events import GENESIS_PREV, DomainEvent, build
 from lockerd.maint.client import MaintClient
 from lockerd.maint.server import backup, verify
@@ -212,7 +212,7 @@ def bus_timeouts(daemon: Daemon) -> int:
 # -- the daemon on a copy of the store ---------------------------------------------------------
 
 
-def daemon_config(port: str, state: Path) -> Any:
+def daemon_config(port: str, state: Path) -> Config:
     raw = tomllib.loads(cabinet_toml(Path(port), BAUD))
     raw["cabinet"]["state_dir"] = str(state)
     raw["maintenance"] = {"socket": str(state / "lockerd.sock"), "group": ""}
