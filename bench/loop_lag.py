@@ -269,6 +269,38 @@ async def lockerctl(socket: Path, op: str, **arguments: Any) -> dict[str, Any]:
     return await asyncio.to_thread(call)
 
 
+# The daemon's chain walk (AsyncStore.verify_chain) and integrity check, in a process of
+# its own: the same CPU work without the GIL shared with the daemon's loop.
+VERIFY_IN_PROCESS = """
+import sqlite3, sys
+from pathlib import Path
+from lockerd.maint.server import verify
+from lockerd.store import Store
+conn = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True)
+conn.execute("BEGIN")
+chain = Store.verify_chain_on(conn)
+conn.close()
+result = verify(Path(sys.argv[1]), chain)
+print("ok" if result["chain_ok"] else "broken", result["events"], ",".join(result["integrity"]))
+"""
+
+
+async def verify_in_process(database: Path) -> str:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        VERIFY_IN_PROCESS,
+        str(database),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"verify in its own process failed: {err.decode().strip()}")
+    chain, events, integrity = out.decode().split()
+    return f"chain {chain} ({int(events):,} events), integrity {integrity}"
+
+
 async def measured(
     name: str, daemon: Daemon, ticker: Ticker, work: Callable[[], Awaitable[str]]
 ) -> Row:
@@ -291,7 +323,9 @@ async def measured(
     return row
 
 
-async def measure(store: Path, workdir: Path, idle_s: float, keep: int) -> list[Row]:
+async def measure(
+    store: Path, workdir: Path, idle_s: float, keep: int, process_verify: bool
+) -> list[Row]:
     rows: list[Row] = []
     ticker = Ticker()
     async with simulator(workdir, BAUD) as (port, _control):
@@ -331,6 +365,14 @@ async def measure(store: Path, workdir: Path, idle_s: float, keep: int) -> list[
                 rows.append(await measured("idle (door poll only)", daemon, ticker, idle))
                 rows.append(await measured("db verify", daemon, ticker, verify_now))
                 rows.append(await measured("db verify, old", daemon, ticker, verify_old))
+                if process_verify:
+
+                    async def verify_process() -> str:
+                        return await verify_in_process(daemon.database_path)
+
+                    rows.append(
+                        await measured("db verify, own process", daemon, ticker, verify_process)
+                    )
                 rows.append(await measured("db backup", daemon, ticker, backup_now))
                 rows.append(await measured("db backup, old", daemon, ticker, backup_old))
                 target.unlink(missing_ok=True)
@@ -370,7 +412,7 @@ def print_table(rows: list[Row]) -> None:
         old = by_name.get(f"{row.name}, old")
         old_p99 = 0.0 if old is None else ms(old.lateness, 0.99)
         old_max = 0.0 if old is None else ms(old.lateness, None)
-        is_old = row.name.endswith(", old")
+        is_old = row.name.endswith((", old", ", own process"))
         table.append(
             [
                 row.name,
@@ -414,7 +456,7 @@ async def main_async(args: argparse.Namespace) -> int:
     keep = min(KEEP_ACKNOWLEDGED_EVENTS, args.events // 10)
     print(f"prune keeps the newest {keep:,} acknowledged events", flush=True)
     with tempfile.TemporaryDirectory(prefix="lockerd-bench-") as tmp:
-        rows = await measure(store, Path(tmp), args.idle_s, keep)
+        rows = await measure(store, Path(tmp), args.idle_s, keep, args.process_verify)
     print_table(rows)
     return 0
 
@@ -425,6 +467,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--events", type=int, default=1_000_000, help="events in the store")
     parser.add_argument("--idle-s", type=float, default=5.0, help="length of the idle row")
+    parser.add_argument(
+        "--process-verify",
+        action="store_true",
+        help="add a diagnostic row: the same verify in a process of its own (no shared GIL)",
+    )
     return asyncio.run(main_async(parser.parse_args(argv)))
 
 
