@@ -194,7 +194,7 @@ class Row:
     lateness: list[float]
     wall_s: float
     scans_per_s: float
-    timeouts: int  # door-poll requests of the daemon's driver that got no answer in time
+    poll_failures: int  # door polls of the daemon's driver with no answer in time, or garbled
     note: str = ""
 
 
@@ -205,8 +205,9 @@ def ms(values: list[float], q: float | None) -> float:
     return (max(values) if q is None else pct(values, q)) * 1000
 
 
-def bus_timeouts(daemon: Daemon) -> int:
-    return sum(board.stats.timeouts for board in daemon.hardware.boards.values())
+def poll_failures(daemon: Daemon) -> int:
+    boards = daemon.hardware.boards.values()
+    return sum(board.stats.timeouts + board.stats.bad_frames for board in boards)
 
 
 # -- the daemon on a copy of the store ---------------------------------------------------------
@@ -305,7 +306,7 @@ async def measured(
     name: str, daemon: Daemon, ticker: Ticker, work: Callable[[], Awaitable[str]]
 ) -> Row:
     await asyncio.sleep(0.2)  # the ticker's lateness from the step before has drained
-    scans, timeouts = daemon.hardware.scans, bus_timeouts(daemon)
+    scans, failures = daemon.hardware.scans, poll_failures(daemon)
     start = time.monotonic()
     note = await work()
     end = time.monotonic()
@@ -314,7 +315,7 @@ async def measured(
     await asyncio.sleep(0.05)  # the ticks that were due at the end have run
     rate = (daemon.hardware.scans - scans) / (end - start)
     row = Row(
-        name, ticker.between(start, end), end - start, rate, bus_timeouts(daemon) - timeouts, note
+        name, ticker.between(start, end), end - start, rate, poll_failures(daemon) - failures, note
     )
     print(
         f"  {name:<22} {row.wall_s:7.2f} s  p99 {ms(row.lateness, 0.99):8.1f} ms  {note}",
@@ -405,7 +406,7 @@ def _verified(result: dict[str, Any]) -> str:
 def print_table(rows: list[Row]) -> None:
     by_name = {row.name: row for row in rows}
     header = ["row", "n", "p50 ms", "p99 ms", "max ms", "goal", "", "p99 now/old", "max now/old"]
-    header += ["wall s", "scans/s", "poll timeouts"]
+    header += ["wall s", "scans/s", "poll failures"]
     table: list[list[str]] = []
     for row in rows:
         p50, p99, worst = ms(row.lateness, 0.5), ms(row.lateness, 0.99), ms(row.lateness, None)
@@ -426,7 +427,7 @@ def print_table(rows: list[Row]) -> None:
                 "" if not old_max else f"{worst / old_max:.4f}",
                 f"{row.wall_s:.2f}",
                 f"{row.scans_per_s:.1f}",
-                f"{row.timeouts}",
+                f"{row.poll_failures}",
             ]
         )
     widths = [max(len(r[i]) for r in [header, *table]) for i in range(len(header))]
@@ -441,8 +442,8 @@ def print_table(rows: list[Row]) -> None:
         f"lateness of a {TICK_S * 1000:.0f} ms ticker on the daemon's loop while each runs"
         " (a tick missed while the loop\nwas blocked counts with its own lateness). 'old' ="
         " the same work synchronously on the loop.\nscans/s = full passes of the door poll"
-        f" loop over 4 boards x 24 inputs at {BAUD} baud meanwhile; poll timeouts = reads"
-        "\nthe driver gave up on meanwhile (the reply came while the loop could not take it)."
+        f" loop over 4 boards x 24 inputs at {BAUD} baud meanwhile; poll failures = reads"
+        "\nthe driver gave up on (no answer within 150 ms) or found garbled meanwhile."
     )
     for row in rows:
         if row.note:
