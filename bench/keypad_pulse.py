@@ -79,19 +79,25 @@ class Trial:
     latency: float  # request sent -> pulse frame complete at the board
     before_bus: float  # request sent -> lockerd's hardware layer calls board.pulse()
     behind_poll: bool
+    turn_held: bool  # the driver's bus arbiter was held by another transaction then
 
 
-def record_pulse_calls(daemon: Daemon, calls: list[float]) -> None:
+def record_pulse_calls(daemon: Daemon, calls: list[tuple[float, bool]]) -> None:
     """Note when the daemon calls each board's ``pulse()`` (the real method, timed).
 
     That moment splits a trial into what lockerd does before the bus (HTTP, the code
-    check, the commit) and the bus itself, and tells whether a poll was in flight then.
+    check, the commit) and the bus itself, and tells whether a poll was in flight then:
+    on the wire (from the simulator's log) and in the driver (its bus arbiter's turn,
+    which also covers the Python work before a request and after its reply).
     """
     for board in daemon.hardware.boards.values():
         original = board.pulse
+        arbiter = board._bus._arbiter  # type: ignore[attr-defined]
 
-        async def timed(channel: int, duration_ms: int, original: Any = original) -> None:
-            calls.append(time.monotonic())
+        async def timed(
+            channel: int, duration_ms: int, original: Any = original, arbiter: Any = arbiter
+        ) -> None:
+            calls.append((time.monotonic(), bool(arbiter._busy)))
             await original(channel, duration_ms)
 
         board.pulse = timed  # type: ignore[method-assign]
@@ -175,7 +181,7 @@ async def trial(
     daemon: Daemon,
     compartment: str,
     code: str,
-    calls: list[float],
+    calls: list[tuple[float, bool]],
 ) -> Trial:
     async with http.post(f"{url}/api/sessions", json={}) as response:
         session = (await response.json())["session"]
@@ -190,10 +196,11 @@ async def trial(
     done = sorted(p["frame_complete_at"] for p in pulses if p["frame_complete_at"] > asked)
     if not done:
         raise RuntimeError(f"{compartment}: no pulse reached the simulator")
-    called = [at for at in calls if at > asked]
+    called = [(at, held) for at, held in calls if at > asked]
     if not called:
         raise RuntimeError(f"{compartment}: the daemon never called board.pulse()")
-    behind = await poll_in_flight(control, called[0], done[0])
+    call_at, held = called[0]
+    behind = await poll_in_flight(control, call_at, done[0])
     # The recipient takes the parcel and shuts the door; the close settles the pickup.
     await control.call("close_door", compartment=compartment)
     rid = f"R-{compartment}"
@@ -205,7 +212,7 @@ async def trial(
     else:
         raise RuntimeError(f"{compartment}: the pickup did not settle after the door closed")
     await asyncio.sleep(SETTLE_S)
-    return Trial(compartment, done[0] - asked, called[0] - asked, behind)
+    return Trial(compartment, done[0] - asked, call_at - asked, behind, held)
 
 
 async def poll_in_flight(control: Any, called: float, pulse_complete_at: float) -> bool:
@@ -246,7 +253,7 @@ async def run(workdir: Path, trials: int, seed: int) -> tuple[list[Trial], dict[
             await control.call("set_spring", compartment=cid, spring=True)
         async with cabinet(port, workdir / "state") as (daemon, kiosk):
             codes = await daemon.async_store.read(lambda _s: provision(daemon, used, rng))
-            calls: list[float] = []
+            calls: list[tuple[float, bool]] = []
             record_pulse_calls(daemon, calls)
             url = f"http://127.0.0.1:{kiosk.port}"
             async with aiohttp.ClientSession() as http:
@@ -270,11 +277,12 @@ def print_table(trials: list[Trial], direct: dict[str, list[float]]) -> None:
     )
     header = ["pulse asked", "n", "p50 ms", "p90 ms", "p99 ms", "floor ms", "p50 x floor"]
     header += ["goal", "", "direct p50 ms", "kiosk - direct", "before bus p50", "bus p50"]
+    header += ["turn held"]
     rows: list[list[str]] = []
     for label, key, chosen in classes:
         base = pct(direct[key], 0.5) * 1000
         if not chosen:
-            rows.append([label, "0", *[""] * 7, f"{base:.1f}", "", "", ""])
+            rows.append([label, "0", *[""] * 7, f"{base:.1f}", "", "", "", ""])
             continue
         values = [t.latency for t in chosen]
         before = pct([t.before_bus for t in chosen], 0.5) * 1000
@@ -296,6 +304,7 @@ def print_table(trials: list[Trial], direct: dict[str, list[float]]) -> None:
                 f"{p50 - base:+.1f} ms",
                 f"{before:.1f}",
                 f"{on_bus:.1f}",
+                f"{sum(t.turn_held for t in chosen)}/{len(chosen)}",
             ]
         )
     everything = [t.latency for t in trials]
@@ -316,6 +325,7 @@ def print_table(trials: list[Trial], direct: dict[str, list[float]]) -> None:
             "",
             f"{pct([t.before_bus for t in trials], 0.5) * 1000:.1f}",
             f"{pct([t.latency - t.before_bus for t in trials], 0.5) * 1000:.1f}",
+            f"{sum(t.turn_held for t in trials)}/{len(trials)}",
         ]
     )
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
@@ -334,7 +344,10 @@ def print_table(trials: list[Trial], direct: dict[str, list[float]]) -> None:
         " floor is the whole read round trip + the request (a pulse asked late in that\nread"
         " had a lower true floor). 'all trials': p50 against the idle / the behind-a-poll"
         " floor.\nbefore bus = request sent -> board.pulse() called (HTTP, code check,"
-        " commit); bus = the rest.\ndirect = board.pulse() on lockerd's driver, the daemon's"
+        " commit); bus = the rest."
+        "\nturn held = trials whose pulse found the driver's bus arbiter held by another"
+        " transaction\n(a poll still in its Python work before its request or after its reply"
+        " counts).\ndirect = board.pulse() on lockerd's driver, the daemon's"
         " bus closed (behind a poll: asked just\nas a read went out), as bench.unlock_latency"
         " measures it."
     )
