@@ -161,6 +161,7 @@ async def cabinet(port: str, state: Path) -> AsyncIterator[tuple[Daemon, KioskSe
     unread = await daemon.hardware.first_scan(timeout_s=5.0)
     if unread:
         raise RuntimeError(f"the simulated boards did not answer: {unread}")
+    await daemon.hardware.settled(timeout_s=5.0)  # what the first scan found is committed
     kiosk = KioskServer(daemon, host="127.0.0.1", port=0)
     await kiosk.start()
     try:

@@ -50,7 +50,7 @@ from bench.unlock_latency import cabinet_toml, pct, simulator
 from lockerd.app import KEEP_ACKNOWLEDGED_EVENTS, Daemon
 from lockerd.clock import SystemClock
 from lockerd.config import Config, parse
-from lockerd.events import GENESIS_PREV, DomainEvent, build
+from lockerd.events import GENESIS_PREV, DomainEvent, EventType, build
 from lockerd.maint.client import MaintClient
 from lockerd.maint.server import backup, verify
 from lockerd.maint.server import serve as serve_maintenance
@@ -78,15 +78,15 @@ def _event(i: int) -> DomainEvent:
     compartment = f"{chr(ord('A') + i % 4)}{i % 24 + 1:02d}"
     kind = i % 10
     if kind < 4:
-        return DomainEvent("door.opened", {"compartment": compartment, "by": "recipient"})
+        return DomainEvent(EventType.DOOR_OPENED, {"compartment": compartment, "by": "recipient"})
     if kind < 8:
-        return DomainEvent("door.closed", {"compartment": compartment, "by": "recipient"})
+        return DomainEvent(EventType.DOOR_CLOSED, {"compartment": compartment, "by": "recipient"})
     if kind == 8:
         return DomainEvent(
-            "parcel.picked_up",
+            EventType.PARCEL_PICKED_UP,
             {"reservation_id": f"R-{i}", "compartment": compartment, "method": "code"},
         )
-    return DomainEvent("code.rejected", {"purpose": "pickup", "failures_in_window": 1})
+    return DomainEvent(EventType.CODE_REJECTED, {"purpose": "pickup", "failures_in_window": 1})
 
 
 def cached_store(events: int) -> Path:
@@ -234,6 +234,7 @@ async def running_daemon(port: str, state: Path, source: Path) -> AsyncIterator[
     unread = await daemon.hardware.first_scan(timeout_s=5.0)
     if unread:
         raise RuntimeError(f"the simulated boards did not answer: {unread}")
+    await daemon.hardware.settled(timeout_s=5.0)  # what the first scan found is committed
     maintenance = asyncio.create_task(serve_maintenance(daemon), name="maintenance")
     socket = daemon.config.maintenance.socket
     for _ in range(500):
