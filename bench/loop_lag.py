@@ -443,8 +443,8 @@ def print_table(rows: list[Row]) -> None:
         f"lateness of a {TICK_S * 1000:.0f} ms ticker on the daemon's loop while each runs"
         " (a tick missed while the loop\nwas blocked counts with its own lateness). 'old' ="
         " the same work synchronously on the loop.\nscans/s = full passes of the door poll"
-        f" loop over 4 boards x 24 inputs at {BAUD} baud meanwhile; poll failures = reads"
-        "\nthe driver gave up on (no answer within 150 ms) or found garbled meanwhile."
+        f" loop over 4 boards x 24 inputs at {BAUD} baud meanwhile;\npoll failures = reads"
+        " the driver gave up on (no answer within 150 ms) or found garbled meanwhile."
     )
     for row in rows:
         if row.note:
