@@ -21,8 +21,9 @@ code check, commit) and the bus, and classes the trial by the simulator's wire l
 **behind a poll** when a door poll (its request, its reply and the silence after it) held
 the bus at that moment; floor = the whole 24-input read round trip + the request
 (39.5 ms at 9600 baud). Otherwise **bus idle**: floor = the request + its silence
-(13.2 ms). Floors from docs/hardware.md via bench.unlock_latency. Goal: p50 <= 1.25x the
-floor met.
+(13.2 ms). Whether the driver's bus arbiter was held by another transaction at that
+moment is noted too ("turn held"): a poll holds it beyond its frames on the wire.
+Floors from docs/hardware.md via bench.unlock_latency. Goal: p50 <= 1.25x the floor met.
 
 Baseline, in the same run and on the same simulator (the daemon's bus closed first):
 ``board.pulse()`` called directly on lockerd's driver, bus idle and behind a poll, as

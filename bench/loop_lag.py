@@ -23,6 +23,8 @@ Baseline, in the same run and with the same ticker: the same three done the old 
 synchronously on the loop (``Store.verify_chain()`` then the integrity check,
 ``backup()``, ``Store.prune_acknowledged(keep)`` in one statement). The old prune runs on
 a second fresh copy of the store (the first one has been pruned by then).
+``--process-verify`` adds a diagnostic row: the same verify in a Python process of its
+own while the daemon runs (the same CPU work, no GIL shared with the daemon's loop).
 
 Goal (issue 10): p99 <= 20 ms while each runs. Printed: p50 / p99 / max of the lateness,
 the goal met or missed, the ratio now / old for p99 and max, each operation's wall time,
