@@ -127,11 +127,12 @@ class Context:
         except config_module.ConfigError:
             return config_module.MaintenanceConfig().socket
 
-    def client(self) -> MaintClient:
-        return MaintClient(self.socket_path())
+    def client(self, timeout_s: float | None = 60.0) -> MaintClient:
+        return MaintClient(self.socket_path(), timeout_s=timeout_s)
 
-    def call(self, op: str, **arguments: Any) -> Any:
-        with self.client() as client:
+    def call(self, op: str, timeout_s: float | None = 60.0, **arguments: Any) -> Any:
+        """One request; ``timeout_s=None`` for work whose length grows with the store."""
+        with self.client(timeout_s) as client:
             return client.call(op, **arguments)
 
 
@@ -378,13 +379,14 @@ def _db(ctx: Context) -> int:
     if ctx.args.db_command == "backup":
         target = ctx.args.path.absolute()
         try:
-            result = ctx.call("db.backup", path=str(target))
+            # a copy of a large store takes minutes on a Pi: wait for it, whatever it takes
+            result = ctx.call("db.backup", timeout_s=None, path=str(target))
         except NotRunning:
             result = offline.backup_offline(ctx.config(), target)
         _out(ctx, result, lambda r: f"backed up to {r['path']} ({r['bytes']} bytes)")
         return 0
     try:
-        result = ctx.call("db.verify")
+        result = ctx.call("db.verify", timeout_s=None)
     except NotRunning:
         result = offline.verify_offline(ctx.config())
 

@@ -38,6 +38,7 @@ from .transaction import Transaction
 log = logging.getLogger("lockerd.store")
 
 DATABASE_NAME = "lockerd.db"  # in the cabinet's state_dir
+VERIFY_CHUNK = 500  # events checked between pauses of a chain walk beside the loop
 
 
 _P = ParamSpec("_P")
@@ -309,8 +310,14 @@ class Store:
         return self.verify_chain_on(self._conn)
 
     @staticmethod
-    def verify_chain_on(conn: sqlite3.Connection) -> ChainReport:
-        """:meth:`verify_chain` on ``conn`` (a read connection of its own, for a long walk)."""
+    def verify_chain_on(
+        conn: sqlite3.Connection, pause: Callable[[], None] | None = None
+    ) -> ChainReport:
+        """:meth:`verify_chain` on ``conn`` (a read connection of its own, for a long walk).
+
+        ``pause`` is called between chunks of the walk: a walk on a thread beside the
+        event loop sleeps there, so the loop gets the interpreter often (docs/adr/0007).
+        """
         cursor = conn.execute("SELECT seq, hash, prev, type, payload FROM events ORDER BY seq")
         count = 0
         first_seq: int | None = None
@@ -319,6 +326,8 @@ class Store:
         last = 0
         for seq, digest, prev, kind, payload in cursor:
             count += 1
+            if pause is not None and count % VERIFY_CHUNK == 0:
+                pause()
             if first_seq is None:
                 first_seq = seq
                 # the first event of a full log links to the genesis value; after pruning,
