@@ -56,6 +56,7 @@ from .base import (
     Priority,
 )
 from .facts import fact
+from .family import BusFamily, BusSettings, Link
 
 logger = logging.getLogger(__name__)
 
@@ -520,3 +521,27 @@ class CuBus(Bus):
             board=board.name,
             reason=problem.reason,
         )
+
+
+# -- the family this module serves (see drivers/family.py) ------------------------------------
+
+
+def _open_cu(settings: BusSettings) -> Bus:
+    return CuBus(settings.name, settings.port, settings.baudrate, settings.timeout_s)
+
+
+FAMILIES = (
+    # Inputs 0-15 are the door sensors, 16-31 the infrared occupancy sensors; every CU
+    # board has them all, so a board table need only say its address.
+    BusFamily(
+        "cu",
+        Link.SERIAL,
+        _open_cu,
+        addresses=(0, BOARDS_PER_BUS - 1),
+        max_relays=LOCKS_PER_BOARD,
+        max_inputs=INPUTS_PER_BOARD,
+        default_baudrate=19200,
+        default_relays=LOCKS_PER_BOARD,
+        default_inputs=INPUTS_PER_BOARD,
+    ),
+)

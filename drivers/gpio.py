@@ -33,9 +33,12 @@ from gpiozero import DigitalInputDevice, DigitalOutputDevice
 
 from .base import BoardError, BoardIdentity, BoardOffline, BoardSpec, Bus, LockBoard
 from .facts import fact
+from .family import BoardChannels, BoardTable, BusFamily, BusSettings, Link
 
 logger = logging.getLogger(__name__)
 
+# The header's general-purpose pins by BCM number (0 and 1 belong to the HAT EEPROM).
+BCM_PINS = range(2, 28)
 MAX_PULSE_MS = 25_500  # the longest pulse the config allows; longer is a mistake
 BACKSTOP_S = 0.25  # after the pulse should have ended, look again and force it off
 
@@ -259,3 +262,45 @@ class GpioBus(Bus):
     def _note_edge(self) -> None:
         self.edges += 1
         self._changed.set()
+
+
+# -- the family this module serves (see drivers/family.py) ------------------------------------
+
+
+def _pin_channels(table: BoardTable) -> BoardChannels:
+    """A GPIO board is its pin lists: one BCM pin per relay and per input, none twice."""
+    relay_pins = table.int_list("relay_pins")
+    input_pins = table.int_list("input_pins")
+    for key, pins in (("relay_pins", relay_pins), ("input_pins", input_pins)):
+        bad = [pin for pin in pins if pin not in BCM_PINS]
+        if bad:
+            table.report(key, f"BCM pins must be {BCM_PINS.start}..{BCM_PINS.stop - 1}, got {bad}")
+    every_pin = relay_pins + input_pins
+    twice = sorted({pin for pin in every_pin if every_pin.count(pin) > 1})
+    if twice:
+        table.report("relay_pins", f"pin(s) {twice} used twice")
+    return BoardChannels(len(relay_pins), len(input_pins), relay_pins, input_pins)
+
+
+def _open_gpio(settings: BusSettings) -> Bus:
+    return GpioBus(settings.name)
+
+
+FAMILIES = (
+    BusFamily(
+        "gpio",
+        Link.PINS,
+        _open_gpio,
+        # One "board" per header: the address is only there to keep boards alike.
+        addresses=(0, 0),
+        default_address=0,
+        max_relays=len(BCM_PINS),
+        max_inputs=len(BCM_PINS),
+        board_keys=("relay_pins", "input_pins"),
+        board_channels=_pin_channels,
+        # Reads cost nothing and edges wake the poll loop early, so "as fast as the bus
+        # allows" would spin the CPU; a serial bus is paced by its own wire time instead.
+        min_poll_s=0.05,
+        location="the GPIO header",
+    ),
+)

@@ -77,6 +77,7 @@ from drivers.base import (
 )
 
 from .facts import fact
+from .family import BusFamily, BusSettings, Link
 
 log = logging.getLogger(__name__)
 
@@ -654,3 +655,30 @@ __all__ = [
     "ModbusTcpBus",
     "pulse_units",
 ]
+
+
+# -- the families this module serves (see drivers/family.py) ----------------------------------
+
+
+def _open_rtu(settings: BusSettings) -> Bus:
+    return ModbusRtuBus(settings.name, settings.port, settings.baudrate, settings.timeout_s)
+
+
+def _open_tcp(settings: BusSettings) -> Bus:
+    return ModbusTcpBus(settings.name, settings.host, settings.tcp_port, settings.timeout_s)
+
+
+FAMILIES = (
+    # Unit ids 1-247 on a serial line (0 is broadcast, 248-255 reserved).
+    BusFamily(
+        "modbus-rtu",
+        Link.SERIAL,
+        _open_rtu,
+        addresses=(1, 247),
+        max_relays=64,
+        max_inputs=64,
+        default_baudrate=9600,
+    ),
+    # A gateway or an Ethernet board may answer on any unit id, 0 and 255 included.
+    BusFamily("modbus-tcp", Link.TCP, _open_tcp, addresses=(0, 255), max_relays=64, max_inputs=64),
+)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from drivers.base import BoardError, BoardSpec, Bus, LockBoard
+from drivers.family import lookup
 
 from .cabinet import (
     CompartmentView,
@@ -45,9 +46,6 @@ log = logging.getLogger("lockerd.hardware")
 
 TICK_S = 0.1  # resolution of door timers (open deadline, left open)
 DISCONNECTED_RETRY_S = 0.25
-# GPIO reads cost nothing and edges wake the loop early, so "as fast as the bus allows"
-# would spin the CPU; a serial bus is paced by its own wire time instead.
-MIN_POLL_S = {"gpio": 0.05}
 # A silent board costs a whole timeout per request; once it is reported offline, ask it
 # only this often so its neighbours on the bus keep their scan rate.
 OFFLINE_RETRY_S = 1.0
@@ -114,25 +112,13 @@ class _Queued:
 
 
 def open_bus(config: BusConfig) -> Bus:
-    """The driver for a configured bus, chosen by its family name."""
-    timeout_s = config.timeout_ms / 1000
-    if config.family == "modbus-rtu":
-        from drivers.modbus import ModbusRtuBus
+    """The driver for a configured bus, built by the family its config names."""
+    return lookup(config.family).open_bus(config.settings())
 
-        return ModbusRtuBus(config.name, config.port, config.baudrate, timeout_s)
-    if config.family == "modbus-tcp":
-        from drivers.modbus import ModbusTcpBus
 
-        return ModbusTcpBus(config.name, config.host, config.tcp_port, timeout_s)
-    if config.family == "cu":
-        from drivers.cu import CuBus
-
-        return CuBus(config.name, config.port, config.baudrate, timeout_s)
-    if config.family == "gpio":
-        from drivers.gpio import GpioBus
-
-        return GpioBus(config.name)
-    raise ValueError(f"unknown bus family {config.family!r}")
+def min_poll_s(config: BusConfig) -> float:
+    """The shortest pause between two scans of this bus that its family allows."""
+    return lookup(config.family).min_poll_s
 
 
 def board_spec(board: BoardConfig) -> BoardSpec:
@@ -171,8 +157,7 @@ class Hardware:
             for handle in handles:
                 self.boards[handle.name] = handle
         self._poll_intervals = {
-            b.name: max(b.poll_interval_ms / 1000, MIN_POLL_S.get(b.family, 0.0))
-            for b in config.buses
+            b.name: max(b.poll_interval_ms / 1000, min_poll_s(b)) for b in config.buses
         }
         self._waiters: dict[str, list[asyncio.Future[UnlockOutcome]]] = {}
         self._closed_listeners: list[Callable[[DoorClosed], None]] = []

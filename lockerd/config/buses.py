@@ -1,0 +1,175 @@
+"""The [[buses]] tables and their boards, shaped by each board family's own declaration.
+
+Nothing here names a family: the family's driver module says which keys its tables
+take, what its boards may have and which baud rates it runs at (drivers/family.py),
+and is imported only when a bus names it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from drivers.family import LINK_KEYS, BusFamily, BusSettings, FamilyError, lookup
+
+from .reader import REQUIRED, Table
+
+# Keys every [[buses]] table takes, whatever its family.
+_COMMON_BUS_KEYS = ("name", "family", "poll_interval_ms", "boards")
+# Every link's keys: a key of another link is "not used by" this family, not unknown.
+_LINK_KEYS = tuple(dict.fromkeys(key for keys in LINK_KEYS.values() for key in keys))
+# Where a bus whose family did not parse gets its limits from: loose enough that its
+# boards report only their own problems, not ones that follow from the family.
+_ANY_ADDRESS = (0, 255)
+_ANY_CHANNELS = 64
+
+
+@dataclass(frozen=True)
+class BoardConfig:
+    name: str
+    address: int
+    relays: int
+    inputs: int
+    relay_pins: tuple[int, ...] = ()
+    input_pins: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class BusConfig:
+    name: str
+    family: str
+    port: str
+    host: str
+    tcp_port: int
+    baudrate: int
+    timeout_ms: int
+    poll_interval_ms: int
+    boards: tuple[BoardConfig, ...]
+
+    def settings(self) -> BusSettings:
+        """What the family's driver needs to open this bus."""
+        return BusSettings(
+            name=self.name,
+            port=self.port,
+            host=self.host,
+            tcp_port=self.tcp_port,
+            baudrate=self.baudrate,
+            timeout_s=self.timeout_ms / 1000,
+        )
+
+
+class _BoardKeys:
+    """A board table as a family's hook sees it (drivers.family.BoardTable)."""
+
+    def __init__(self, table: Table) -> None:
+        self._table = table
+
+    def int_list(self, name: str) -> tuple[int, ...]:
+        return self._table.int_list(name)
+
+    def report(self, name: str, message: str) -> None:
+        self._table.problem(self._table.key(name), message)
+
+
+def parse_bus(table: Table) -> BusConfig:
+    name = table.text("name")
+    family_name = table.text("family")
+    family: BusFamily | None = None
+    if isinstance(family_name, str):
+        try:
+            family = lookup(family_name)
+        except FamilyError as exc:
+            table.problem(table.key("family"), str(exc))
+    # A bus whose family did not parse reads every link's keys, none required, so
+    # that only the family is reported.
+    keys = family.bus_keys if family is not None else _LINK_KEYS
+    required = family.required_bus_keys if family is not None else ()
+    default_baud = family.default_baudrate if family is not None else 9600
+
+    port = table.text("port", REQUIRED if "port" in required else "") if "port" in keys else ""
+    host = table.text("host", REQUIRED if "host" in required else "") if "host" in keys else ""
+    tcp_port = table.integer("tcp_port", 502, lo=1, hi=65535) if "tcp_port" in keys else 502
+    baudrate = table.integer("baudrate", default_baud) if "baudrate" in keys else default_baud
+    if family is not None and isinstance(baudrate, int) and "baudrate" in table.data:
+        why = family.check_baudrate(baudrate)
+        if why is not None:
+            table.problem(table.key("baudrate"), why)
+    timeout_ms = table.integer("timeout_ms", 150, lo=10, hi=5000) if "timeout_ms" in keys else 150
+    poll_interval_ms = table.integer("poll_interval_ms", 0, lo=0, hi=60_000)
+    if family is not None:
+        for key in _LINK_KEYS:
+            if key in table.data and key not in keys:
+                table.used.add(key)
+                table.problem(table.key(key), f"not used by family {family.name!r}")
+    boards = tuple(parse_board(t, family) for t in table.tables("boards"))
+    if family is not None:
+        _unknown_keys(table, family, (*_COMMON_BUS_KEYS, *keys), "buses")
+    table.done()
+    return BusConfig(
+        name=name,
+        family=family_name,
+        port=port,
+        host=host,
+        tcp_port=tcp_port,
+        baudrate=baudrate,
+        timeout_ms=timeout_ms,
+        poll_interval_ms=poll_interval_ms,
+        boards=boards,
+    )
+
+
+def parse_board(table: Table, family: BusFamily | None) -> BoardConfig:
+    lo, hi = family.addresses if family is not None else _ANY_ADDRESS
+    name = table.text("name")
+    fixed_address = family.default_address if family is not None else None
+    address = table.integer(
+        "address", REQUIRED if fixed_address is None else fixed_address, lo=lo, hi=hi
+    )
+    relay_pins: tuple[int, ...] = ()
+    input_pins: tuple[int, ...] = ()
+    if family is not None and family.board_channels is not None:
+        # The family describes its boards by keys of its own (GPIO: pin lists).
+        channels = family.board_channels(_BoardKeys(table))
+        relays, inputs = channels.relays, channels.inputs
+        relay_pins, input_pins = channels.relay_pins, channels.input_pins
+        for key in ("relays", "inputs"):
+            if key in table.data:
+                table.used.add(key)
+                table.problem(
+                    table.key(key),
+                    f"not used by family {family.name!r} "
+                    f"(its boards take {', '.join(family.board_keys)})",
+                )
+    else:
+        max_relays = family.max_relays if family is not None else _ANY_CHANNELS
+        max_inputs = family.max_inputs if family is not None else _ANY_CHANNELS
+        default_relays = family.default_relays if family is not None else None
+        default_inputs = family.default_inputs if family is not None else None
+        relays = table.integer(
+            "relays", REQUIRED if default_relays is None else default_relays, lo=1, hi=max_relays
+        )
+        inputs = table.integer(
+            "inputs", REQUIRED if default_inputs is None else default_inputs, lo=0, hi=max_inputs
+        )
+    if family is not None:
+        taken = ("name", *family.common_board_keys, *family.board_keys)
+        _unknown_keys(table, family, taken, "boards")
+    table.done()
+    return BoardConfig(
+        name=name,
+        address=address,
+        relays=relays,
+        inputs=inputs,
+        relay_pins=relay_pins,
+        input_pins=input_pins,
+    )
+
+
+def _unknown_keys(table: Table, family: BusFamily, taken: tuple[str, ...], what: str) -> None:
+    """Report keys no part of the reader asked for, saying what this family's tables take."""
+    for key in table.data:
+        if key not in table.used:
+            table.used.add(key)
+            table.problem(
+                table.key(key),
+                f"unknown key (family {family.name!r} {what} take {', '.join(taken)})",
+            )

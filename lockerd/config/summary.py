@@ -1,0 +1,32 @@
+"""What ``lockerd check-config`` prints: a technician's one-screen view of the cabinet."""
+
+from __future__ import annotations
+
+from drivers.family import lookup
+
+from ..model import Size
+from .document import Config
+
+
+def summary(config: Config) -> str:
+    """A technician's one-screen view of the cabinet described by ``config``."""
+    lines = [f"cabinet {config.cabinet.id}: {len(config.compartments)} compartments"]
+    for bus in config.buses:
+        # The family says where its bus is: a port and rate, a host, or a header.
+        where = lookup(bus.family).where(bus.settings())
+        lines.append(f"  bus {bus.name}: {bus.family} on {where}")
+        for board in bus.boards:
+            lines.append(
+                f"    board {board.name}: address {board.address}, "
+                f"{board.relays} relays, {board.inputs} inputs"
+            )
+    by_size: dict[Size, list[str]] = {}
+    for comp in config.compartments:
+        by_size.setdefault(comp.size, []).append(comp.id)
+    for size in Size:
+        if size in by_size:
+            ids = by_size[size]
+            lines.append(f"  size {size.value}: {len(ids)} ({', '.join(ids)})")
+    sensed = sum(1 for c in config.compartments if c.occupancy is not None)
+    lines.append(f"  occupancy sensors: {sensed} of {len(config.compartments)}")
+    return "\n".join(lines)
