@@ -17,10 +17,6 @@ from .reader import REQUIRED, Table
 _COMMON_BUS_KEYS = ("name", "family", "poll_interval_ms", "boards")
 # Every link's keys: a key of another link is "not used by" this family, not unknown.
 _LINK_KEYS = tuple(dict.fromkeys(key for keys in LINK_KEYS.values() for key in keys))
-# Where a bus whose family did not parse gets its limits from: loose enough that its
-# boards report only their own problems, not ones that follow from the family.
-_ANY_ADDRESS = (0, 255)
-_ANY_CHANNELS = 64
 
 
 @dataclass(frozen=True)
@@ -118,15 +114,17 @@ def parse_bus(table: Table) -> BusConfig:
 
 
 def parse_board(table: Table, family: BusFamily | None) -> BoardConfig:
-    lo, hi = family.addresses if family is not None else _ANY_ADDRESS
+    if family is None:
+        return _parse_board_of_unknown_family(table)
+    lo, hi = family.addresses
     name = table.text("name")
-    fixed_address = family.default_address if family is not None else None
+    fixed_address = family.default_address
     address = table.integer(
         "address", REQUIRED if fixed_address is None else fixed_address, lo=lo, hi=hi
     )
     relay_pins: tuple[int, ...] = ()
     input_pins: tuple[int, ...] = ()
-    if family is not None and family.board_channels is not None:
+    if family.board_channels is not None:
         # The family describes its boards by keys of its own (GPIO: pin lists).
         channels = family.board_channels(_BoardKeys(table))
         relays, inputs = channels.relays, channels.inputs
@@ -140,19 +138,19 @@ def parse_board(table: Table, family: BusFamily | None) -> BoardConfig:
                     f"(its boards take {', '.join(family.board_keys)})",
                 )
     else:
-        max_relays = family.max_relays if family is not None else _ANY_CHANNELS
-        max_inputs = family.max_inputs if family is not None else _ANY_CHANNELS
-        default_relays = family.default_relays if family is not None else None
-        default_inputs = family.default_inputs if family is not None else None
         relays = table.integer(
-            "relays", REQUIRED if default_relays is None else default_relays, lo=1, hi=max_relays
+            "relays",
+            REQUIRED if family.default_relays is None else family.default_relays,
+            lo=1,
+            hi=family.max_relays,
         )
         inputs = table.integer(
-            "inputs", REQUIRED if default_inputs is None else default_inputs, lo=0, hi=max_inputs
+            "inputs",
+            REQUIRED if family.default_inputs is None else family.default_inputs,
+            lo=0,
+            hi=family.max_inputs,
         )
-    if family is not None:
-        taken = ("name", *family.common_board_keys, *family.board_keys)
-        _unknown_keys(table, family, taken, "boards")
+    _unknown_keys(table, family, ("name", *family.common_board_keys, *family.board_keys), "boards")
     table.done()
     return BoardConfig(
         name=name,
@@ -162,6 +160,21 @@ def parse_board(table: Table, family: BusFamily | None) -> BoardConfig:
         relay_pins=relay_pins,
         input_pins=input_pins,
     )
+
+
+def _parse_board_of_unknown_family(table: Table) -> BoardConfig:
+    """Only what holds for any family: the board's name, for the cross-checks.
+
+    Which keys a board needs, and their ranges, is the family's to say; without one,
+    reporting them missing or unknown would only bury the one real problem. Counts left
+    None skip the channel checks of the compartments on this board.
+    """
+    name = table.text("name")
+    address = table.integer("address", None)
+    relays = table.integer("relays", None)
+    inputs = table.integer("inputs", None)
+    table.used.update(table.data)
+    return BoardConfig(name=name, address=address, relays=relays, inputs=inputs)
 
 
 def _unknown_keys(table: Table, family: BusFamily, taken: tuple[str, ...], what: str) -> None:
