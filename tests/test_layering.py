@@ -117,3 +117,16 @@ def test_edges_never_import_the_supervisor(edge: str) -> None:
         for path in sorted((ROOT / edge).rglob("*.py"))
     }
     assert {f: bad for f, bad in offenders.items() if bad} == {}
+
+
+# Board drivers are reached by family name through drivers/family.py, so that the
+# daemon never names a family and a Modbus-only cabinet never imports gpiozero.
+FAMILY_DRIVERS = {"drivers.modbus", "drivers.cu", "drivers.gpio"}
+
+
+def test_lockerd_reaches_board_drivers_only_by_family_name() -> None:
+    offenders = {
+        str(path.relative_to(ROOT)): _hits(runtime_imports(path), FAMILY_DRIVERS)
+        for path in sorted((ROOT / "lockerd").rglob("*.py"))
+    }
+    assert {f: bad for f, bad in offenders.items() if bad} == {}
