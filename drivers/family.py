@@ -156,23 +156,24 @@ class FamilyError(LookupError):
     """A family that is not known, or whose driver cannot be loaded on this machine."""
 
 
-def known_families(modules: Mapping[str, str] | None = None) -> tuple[str, ...]:
+def known_families() -> tuple[str, ...]:
     """The names of every family, without importing any driver."""
-    return tuple(FAMILY_MODULES if modules is None else modules)
+    return tuple(FAMILY_MODULES)
 
 
-def lookup(name: str, modules: Mapping[str, str] | None = None) -> BusFamily:
+def lookup(name: str) -> BusFamily:
     """The family called ``name``, importing its driver module (only) now.
 
     Raises :class:`FamilyError` with a message a technician can act on.
     """
-    table = FAMILY_MODULES if modules is None else modules
-    module_name = table.get(name)
+    module_name = FAMILY_MODULES.get(name)
     if module_name is None:
-        raise FamilyError(f"{name!r} is not one of {', '.join(table)}")
+        raise FamilyError(f"{name!r} is not one of {', '.join(FAMILY_MODULES)}")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
+        # A driver whose library is missing on this machine: say so at check-config
+        # time, naming the bus, rather than with a traceback at start-up.
         raise FamilyError(
             f"{name!r} needs {module_name}, which cannot be loaded here ({exc})"
         ) from exc

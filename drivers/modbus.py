@@ -648,6 +648,7 @@ def _settle(future: asyncio.Future[None]) -> None:
 
 
 __all__ = [
+    "FAMILIES",
     "CoilWrite",
     "ExceptionReply",
     "ModbusBoard",

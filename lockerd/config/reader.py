@@ -1,8 +1,8 @@
-"""The typed TOML table reader: every problem recorded with file and key, none raised.
+"""The typed TOML table reader: values come back typed or not at all, problems are kept.
 
-Every problem found is reported with the file, the key and what is wrong, all at
-once, so a technician fixes the file in one go. Unknown keys are errors: a typo
-in a key must not silently leave a default in force.
+A wrong value is recorded with the file and the key and parsing carries on, so every
+problem in the file is reported at once. Unknown keys are errors: a typo in a key must
+not silently leave a default in force.
 """
 
 from __future__ import annotations
