@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from drivers.family import LINK_KEYS, BusFamily, BusSettings, FamilyError, lookup
+from drivers.family import LINK_KEYS, BoardChannels, BusFamily, BusSettings, FamilyError, lookup
 
 from .reader import REQUIRED, Table
 
@@ -126,7 +126,11 @@ def parse_board(table: Table, family: BusFamily | None) -> BoardConfig:
     input_pins: tuple[int, ...] = ()
     if family.board_channels is not None:
         # The family describes its boards by keys of its own (GPIO: pin lists).
-        channels = family.board_channels(_BoardKeys(table))
+        try:
+            channels = family.board_channels(_BoardKeys(table))
+        except Exception as exc:  # a bug in a driver's hook: still a message, not a traceback
+            table.problem(table.path, f"family {family.name!r} cannot read this board: {exc!r}")
+            channels = BoardChannels(0, 0)
         relays, inputs = channels.relays, channels.inputs
         relay_pins, input_pins = channels.relay_pins, channels.input_pins
         for key in ("relays", "inputs"):

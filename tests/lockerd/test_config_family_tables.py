@@ -255,6 +255,11 @@ def test_a_family_defined_elsewhere_plugs_in(test_relays: None) -> None:
         ({"address": 13, "banks": [1]}, "boards[0].address", "13 is out of range 10..12"),
         ({"banks": [1]}, "boards[0].address", "missing"),
         ({"address": 10, "banks": [4]}, "boards[0].banks", "give one bank count, 1..3"),
+        (
+            {"address": 10, "banks": [0]},
+            "boards[0]",
+            "family 'test-relays' cannot read this board: ZeroDivisionError",
+        ),
         ({"address": 10, "banks": [1], "relays": 4}, "boards[0].relays", "not used by family"),
         # The hook's channel count is what the compartments are checked against.
         ({"address": 10, "banks": [1]}, None, "has relays 0..3, not 7"),

@@ -49,6 +49,8 @@ class FakeBus(Bus):
 def _channels(table: BoardTable) -> BoardChannels:
     """A board of this family says how many "banks" of 4 relays and 4 inputs it has."""
     banks = table.int_list("banks")
+    if banks == (0,):
+        raise ZeroDivisionError("a bug in the hook")
     if len(banks) != 1 or not 1 <= banks[0] <= 3:
         table.report("banks", "give one bank count, 1..3")
         return BoardChannels(0, 0)
