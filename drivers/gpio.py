@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from typing import Any
 
 from gpiozero import DigitalInputDevice, DigitalOutputDevice
@@ -274,9 +275,12 @@ def _pin_channels(table: BoardTable) -> BoardChannels:
     for key, pins in (("relay_pins", relay_pins), ("input_pins", input_pins)):
         bad = [pin for pin in pins if pin not in BCM_PINS]
         if bad:
-            table.report(key, f"BCM pins must be {BCM_PINS.start}..{BCM_PINS.stop - 1}, got {bad}")
-    every_pin = relay_pins + input_pins
-    twice = sorted({pin for pin in every_pin if every_pin.count(pin) > 1})
+            more = f" and {len(bad) - 8} more" if len(bad) > 8 else ""
+            table.report(
+                key, f"BCM pins must be {BCM_PINS.start}..{BCM_PINS.stop - 1}, got {bad[:8]}{more}"
+            )
+    # Counted once, not pin by pin: a hostile list of many pins must not take minutes.
+    twice = sorted(pin for pin, uses in Counter(relay_pins + input_pins).items() if uses > 1)
     if twice:
         table.report("relay_pins", f"pin(s) {twice} used twice")
     return BoardChannels(len(relay_pins), len(input_pins), relay_pins, input_pins)
