@@ -193,18 +193,11 @@ class Hardware:
 
         Returns the buses some board of which has not answered yet (none: all read).
         """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
         waits = [asyncio.create_task(e.wait()) for e in self._first_scan.values()]
         if waits:
             _, pending = await asyncio.wait(waits, timeout=timeout_s)
             for task in pending:
                 task.cancel()
-        # What the first scan found (a door that moved while the daemon was down) must be
-        # in the store before the caller says it is ready, or a reader of the store sees
-        # the state of the last run. Bounded: a failing store does not hold start-up.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._drained(), timeout=max(0.0, deadline - loop.time()))
         return [name for name, read in self._first_scan.items() if not read.is_set()]
 
     async def stop(self) -> None:
