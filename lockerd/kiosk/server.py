@@ -39,6 +39,7 @@ from ..logs import fact
 from ..model import LockState
 from ..qr import looks_like_token
 from ..reservations import PickupMethod
+from .layout import places
 from .screens import Screen, screen_for
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ MAX_FIELD = 2048
 SESSION_HEADER = "X-Kiosk-Session"
 REAP_EVERY_S = 1.0
 INPUT_RETRY_S = 2.0  # a keypad or scanner that is unplugged is looked for again this often
-_STATIC = ("index.html", "kiosk.css", "kiosk.js")
+_STATIC = ("index.html", "kiosk.css", "kiosk.js", "i18n.js")
 
 
 class Role(StrEnum):
@@ -370,6 +371,7 @@ class KioskServer:
                 "languages": list(self.config.languages),
                 "default_language": self.config.default_language,
                 "session_timeout_s": self.config.session_timeout_s,
+                "layout": [p.json() for p in places(self.daemon.config.compartments)],
             }
         )
 

@@ -47,16 +47,23 @@ class Cabinet:
         return reservation.state
 
     def book(
-        self, rid: str, code: str, barcode: str, size: Size = Size.S, cod: Cod | None = None
+        self,
+        rid: str,
+        code: str,
+        barcode: str,
+        size: Size = Size.S,
+        cod: Cod | None = None,
+        kind: ReservationKind = ReservationKind.INBOUND,
     ) -> None:
+        purpose = Purpose.PICKUP if kind is ReservationKind.INBOUND else Purpose.DROPOFF
         booking = Booking(
             reservation_id=rid,
             version=1,
-            kind=ReservationKind.INBOUND,
+            kind=kind,
             size=size,
             compartment=None,
             barcodes=(barcode,),
-            code_hash=self.daemon.code_key.hash(Purpose.PICKUP, code),
+            code_hash=self.daemon.code_key.hash(purpose, code),
             reserved_until=self.daemon.clock.wall() + 86_400,
             cod=cod,
         )

@@ -1,38 +1,59 @@
 // The kiosk page: shows what the daemon answers; decides nothing itself.
+// Every word comes from a catalogue: an element shows a key (data-i18n) and its values
+// (data-i18n-values), so switching language re-renders whatever is on screen.
 "use strict";
 (() => {
   const $ = (id) => document.getElementById(id);
-  const state = { session: null, lang: "en", strings: {}, mode: null, ws: null,
-                  selected: null, info: null };
+  const state = { session: null, lang: "en", catalogues: {}, mode: null, ws: null, selected: null,
+                  info: { session_timeout_s: 60, layout: [] }, idleSince: Date.now(), deposited: 0 };
+  const WARN_S = 20; // the idle countdown shows this long before the session ends (at most half of it)
+  const CLOSED_RESET_MS = 4000; // after "thank you, the door is closed", back to the start
 
-  function t(key, values) {
-    let text = state.strings[key] || key;
-    for (const [k, v] of Object.entries(values || {})) text = text.split("{" + k + "}").join(String(v));
-    return text;
+  function t(key, values, lang) {
+    const l = lang || state.lang;
+    return window.KioskMessages.format(state.catalogues[l] || {}, l, key, values);
   }
 
-  function show(screen) { document.body.dataset.screen = screen; }
+  // Show a catalogue message in an element and remember it, so a language switch redraws it.
+  function put(el, key, values) {
+    if (!key) { delete el.dataset.i18n; delete el.dataset.i18nValues; el.textContent = ""; return; }
+    el.dataset.i18n = key;
+    if (values) el.dataset.i18nValues = JSON.stringify(values); else delete el.dataset.i18nValues;
+    el.textContent = t(key, values);
+  }
+
+  function redraw() {
+    for (const el of document.querySelectorAll("[data-i18n]")) {
+      el.textContent = t(el.dataset.i18n, el.dataset.i18nValues ? JSON.parse(el.dataset.i18nValues) : {});
+    }
+    for (const el of document.querySelectorAll("[data-i18n-alt]")) el.alt = t(el.dataset.i18nAlt);
+    for (const el of document.querySelectorAll("[data-i18n-aria]")) el.setAttribute("aria-label", t(el.dataset.i18nAria));
+    if (state.cabinet) drawCabinet(state.cabinet);
+    tick();
+  }
+
+  function show(screen) {
+    document.body.dataset.screen = screen;
+    tick();
+    // A USB keypad user lands on the first thing to do on the new screen.
+    const panel = $(screen);
+    const first = panel && [...panel.querySelectorAll("input, button")].find((el) => el.offsetParent !== null);
+    (first || $("back")).focus({ preventScroll: true });
+  }
 
   function say(key, values, tone) {
-    const m = $("message");
-    m.textContent = key ? t(key, values) : "";
-    m.dataset.key = key || "";
-    m.className = tone || "";
+    put($("message"), key, values);
+    $("message").className = tone || "";
   }
 
   async function setLanguage(lang) {
-    const res = await fetch("/i18n/" + lang + ".json");
-    state.strings = await res.json();
     state.lang = lang;
     document.documentElement.lang = lang;
-    document.documentElement.dir = state.strings.dir || "ltr";
-    for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+    document.documentElement.dir = state.catalogues[lang].dir || "ltr";
     for (const b of document.querySelectorAll("#languages button"))
       b.setAttribute("aria-pressed", String(b.dataset.lang === lang));
-    const m = $("message");
-    if (m.dataset.key) m.textContent = t(m.dataset.key, state.lastValues);
+    redraw();
     if (state.session) api("POST", "/api/language", { language: lang }).catch(() => {});
-    if (document.body.dataset.screen === "service" && state.cabinet) drawCabinet(state.cabinet);
   }
 
   async function ensureSession() {
@@ -40,6 +61,7 @@
     const res = await fetch("/api/sessions", { method: "POST", headers: { "Content-Type": "application/json" },
                                                body: JSON.stringify({ language: state.lang }) });
     state.session = (await res.json()).session;
+    active();
     openSocket();
   }
 
@@ -59,13 +81,45 @@
     ws.onmessage = (ev) => onPush(JSON.parse(ev.data));
   }
 
+  // The server counts a session idle from its last request or ping; the page mirrors that
+  // clock to show the countdown, and pings on every touch or key so reading is not idle.
+  function active() {
+    state.idleSince = Date.now();
+    if (state.ws && state.ws.readyState === 1) state.ws.send("ping");
+    tick();
+  }
+
+  function secondsLeft() {
+    return Math.max(0, Math.ceil(state.info.session_timeout_s - (Date.now() - state.idleSince) / 1000));
+  }
+
+  function tick() {
+    const screen = document.body.dataset.screen;
+    const left = secondsLeft();
+    const warn = Math.min(WARN_S, state.info.session_timeout_s / 2);
+    // An open door keeps the session (the server waits for it to close); the payment
+    // screen shows its own wait all the time.
+    const showing = Boolean(state.session) && screen !== "door_open" && screen !== "payment" && left <= warn;
+    const box = $("countdown");
+    if (showing) put($("countdown-left"), "countdown.left", { seconds: left });
+    if (box.hidden === showing) {
+      box.hidden = !showing;
+      if (showing) $("countdown-more").focus({ preventScroll: true });
+    }
+    if (screen === "payment" && !$("payment").classList.contains("offline"))
+      put($("payment-wait"), "payment.wait", { seconds: left });
+  }
+
   function onPush(msg) {
+    // The server counts these as activity too (a door closing, a scan at the cabinet).
+    if (msg.type === "door.closed" || msg.type === "screen") state.idleSince = Date.now();
     if (msg.type === "door.closed") {
       say(msg.message, { compartment: msg.compartment }, "good");
-      if (state.mode === "courier") { show("courier"); $("barcode").focus(); }
-      else if (state.mode !== "service") setTimeout(() => { if (document.body.dataset.screen === "door_open") reset(); }, 4000);
+      if (msg.message === "parcel.deposited") { state.deposited += 1; putCount(); }
+      if (state.mode === "courier") show("courier");
+      else if (state.mode !== "service") setTimeout(() => { if (document.body.dataset.screen === "door_open") reset(); }, CLOSED_RESET_MS);
     } else if (msg.type === "payment.confirmed") {
-      $("payment-state").textContent = t("payment.confirmed");
+      put($("payment-state"), "payment.confirmed");
       say("payment.confirmed", {}, "good");
       // The code was right and the parcel is paid: ask again for the same code to open.
       if (state.lastCode) submitCode(state.lastCode);
@@ -74,23 +128,26 @@
     } else if (msg.type === "cabinet") {
       drawCabinet(msg.cabinet);
     } else if (msg.type === "session.ended") {
-      state.session = null; state.mode = null; reset(); say(msg.message);
+      state.session = null; reset(); say(msg.message);
     }
   }
 
   function render(r) {
-    state.lastValues = r;
     const tone = r.screen === "error" || r.screen === "lock_failed" ? "bad" : "good";
-    say(r.message, r, tone);
+    const values = {};
+    for (const [k, v] of Object.entries(r)) if (typeof v === "string" || typeof v === "number") values[k] = v;
+    say(r.message, values, tone);
     if (r.screen === "door_open") {
-      $("door-compartment").textContent = r.compartment;
-      show("door_open");
+      showDoor(r.compartment);
     } else if (r.screen === "payment") {
+      $("payment").classList.toggle("offline", Boolean(r.needs_network));
       $("payment-qr").src = "/api/payment/qr.svg?session=" + encodeURIComponent(state.session) + "&t=" + Date.now();
-      $("payment-state").textContent = t(r.needs_network ? "payment.offline" : "payment.waiting");
+      put($("payment-state"), r.needs_network ? "payment.offline" : "payment.waiting");
+      put($("payment-next"), r.needs_network ? "payment.offline_next" : "payment.failed");
+      if (r.needs_network) put($("payment-wait"), null);
       show("payment");
     } else if (r.screen === "courier") {
-      state.mode = "courier"; show("courier"); $("barcode").focus();
+      state.mode = "courier"; state.deposited = 0; putCount(); show("courier");
     } else if (r.screen === "service") {
       state.mode = "service"; drawCabinet(r.cabinet); show("service");
     } else if (r.screen === "home") {
@@ -99,37 +156,86 @@
     // error: stay where the person is, the message says what went wrong
   }
 
+  function putCount() { put($("courier-count"), "courier.count", { count: state.deposited }); }
+
+  function place(id) { return state.info.layout.find((p) => p.id === id); }
+
+  function grid(container) {
+    const rows = Math.max(1, ...state.info.layout.map((p) => p.row));
+    const cols = Math.max(1, ...state.info.layout.map((p) => p.column));
+    container.style.gridTemplateColumns = "repeat(" + cols + ", minmax(0, 1fr))";
+    container.style.gridTemplateRows = "repeat(" + rows + ", minmax(0, 1fr))";
+    container.replaceChildren();
+  }
+
+  function span(key, values, cls) {
+    const s = document.createElement("span");
+    if (cls) s.className = cls;
+    put(s, key, values);
+    return s;
+  }
+
+  function mark(kind) { // a shape next to a word, so colour is never the only signal
+    const m = document.createElement("span");
+    m.className = "mark " + kind;
+    m.setAttribute("aria-hidden", "true");
+    return m;
+  }
+
+  // The door that opened, lit on a map of the cabinet's front and said in words.
+  function showDoor(id) {
+    $("door-compartment").textContent = id;
+    const where = place(id);
+    if (where) put($("door-position"), "door.position", { row: where.row, column: where.column });
+    else put($("door-position"), null);
+    put($("door-next"), "door.next." + (state.mode || "pickup"));
+    const map = $("door-map");
+    grid(map);
+    map.hidden = !where;
+    for (const p of state.info.layout) {
+      const cell = document.createElement("div");
+      cell.className = "cell" + (p.id === id ? " lit" : "");
+      cell.style.gridRow = String(p.row); cell.style.gridColumn = String(p.column);
+      if (p.id === id) cell.append(mark("arrow"));
+      const name = document.createElement("span"); name.textContent = p.id; cell.append(name);
+      map.append(cell);
+    }
+    show("door_open");
+  }
+
   function drawCabinet(cells) {
     state.cabinet = cells;
-    const grid = $("cabinet");
-    const cols = Math.max(1, ...cells.map((c) => c.column || 1));
-    grid.style.gridTemplateColumns = "repeat(" + cols + ", 1fr)";
-    grid.replaceChildren();
+    const box = $("cabinet");
+    grid(box);
     for (const c of cells) {
+      const where = place(c.id) || { row: 1, column: 1 };
       const b = document.createElement("button");
       b.className = "cell";
       b.dataset.id = c.id;
       b.dataset.door = c.door; b.dataset.lock = c.lock; b.dataset.occupancy = c.occupancy || "none";
       b.dataset.fault = String(c.fault); b.dataset.inService = String(c.in_service);
       b.setAttribute("aria-pressed", String(state.selected === c.id));
-      if (c.column) b.style.gridColumn = String(c.column);
-      if (c.row) b.style.gridRow = String(c.row);
-      b.innerHTML = "";
-      const name = document.createElement("b"); name.textContent = c.id + " " + c.size; b.append(name);
-      b.append(t("cell.door") + ": " + c.door + " · " + t("cell.lock") + ": " + c.lock);
-      if (c.fault) { const f = document.createElement("div"); f.textContent = t("cell.fault"); b.append(f); }
-      if (!c.in_service) { const o = document.createElement("div"); o.textContent = t("cell.out"); b.append(o); }
-      b.onclick = () => { state.selected = c.id; $("service-selected").textContent = c.id; drawCabinet(state.cabinet); };
-      grid.append(b);
+      b.style.gridRow = String(where.row); b.style.gridColumn = String(where.column);
+      const head = document.createElement("b");
+      const name = document.createElement("span"); name.textContent = c.id;
+      head.append(name, " ", span("size." + c.size));
+      b.append(head, span("door.state." + c.door), span("lock.state." + c.lock));
+      if (c.occupancy) { const o = span("occupancy." + c.occupancy); o.prepend(mark(c.occupancy)); b.append(o); }
+      if (c.fault) { const f = span("cell.fault", null, "fault"); f.prepend(mark("fault")); b.append(f); }
+      if (!c.in_service) b.append(span("cell.out", null, "out"));
+      b.onclick = () => { state.selected = c.id; drawCabinet(state.cabinet); $("cabinet").querySelector("[data-id='" + c.id + "']").focus(); };
+      box.append(b);
     }
+    if (state.selected) put($("service-selected"), "service.selected", { compartment: state.selected });
+    else put($("service-selected"), "service.hint");
   }
 
   const prompts = { pickup: "code.enter", dropoff: "code.dropoff", courier: "code.courier", service: "code.service" };
   function go(mode) {
     state.mode = mode; state.entry = mode;
     $("code").value = "";
-    $("keypad-label").textContent = t(prompts[mode]);
-    $("keypad-label").dataset.i18n = prompts[mode];
+    put($("keypad-label"), prompts[mode]);
+    put($("keypad-hint"), "code.hint." + mode);
     say("");
     show("keypad");
     ensureSession().catch(() => say("error.network", {}, "bad"));
@@ -146,7 +252,7 @@
   }
 
   function reset() {
-    state.mode = null; state.entry = null; state.lastCode = null; state.selected = null;
+    state.mode = null; state.entry = null; state.lastCode = null; state.selected = null; state.cabinet = null;
     $("code").value = ""; $("barcode").value = "";
     show("home");
   }
@@ -159,8 +265,8 @@
 
   document.addEventListener("click", (ev) => {
     const el = ev.target.closest("button");
+    active();
     if (!el) return;
-    if (state.ws && state.ws.readyState === 1) state.ws.send("ping");
     if (el.dataset.go) go(el.dataset.go);
     else if (el.dataset.key) { if ($("code").value.length < 12) $("code").value += el.dataset.key; }
     else if (el.id === "key-clear") $("code").value = "";
@@ -179,16 +285,35 @@
     else if (el.id === "finish") finish();
     else if (el.dataset.lang) setLanguage(el.dataset.lang);
   });
-  $("barcode").addEventListener("keydown", (ev) => { if (ev.key === "Enter") $("courier-scan").click(); });
 
-  fetch("/api/kiosk").then((r) => r.json()).then((info) => {
-    state.info = info;
-    for (const lang of info.languages) {
+  // A USB keypad or keyboard: digits type the code, Backspace erases, Enter in the code
+  // field is OK; Tab and Enter reach and press every button.
+  document.addEventListener("keydown", (ev) => {
+    active();
+    if (document.body.dataset.screen !== "keypad" || ev.target === $("barcode")) return;
+    const code = $("code");
+    if (/^[0-9]$/.test(ev.key)) { if (code.value.length < 12) code.value += ev.key; ev.preventDefault(); }
+    else if (ev.key === "Backspace") { code.value = code.value.slice(0, -1); ev.preventDefault(); }
+    else if (ev.key === "Enter" && ev.target === code) { if (code.value) submitCode(code.value); ev.preventDefault(); }
+  });
+  $("barcode").addEventListener("keydown", (ev) => { if (ev.key === "Enter") $("courier-scan").click(); });
+  setInterval(tick, 1000);
+
+  async function start() {
+    state.info = await (await fetch("/api/kiosk")).json();
+    // All catalogues at once (a few kB each): each language button speaks its own language.
+    await Promise.all(state.info.languages.map(async (lang) => {
+      state.catalogues[lang] = await (await fetch("/i18n/" + lang + ".json")).json();
+    }));
+    for (const lang of state.info.languages) {
       const b = document.createElement("button");
-      b.dataset.lang = lang; b.id = "lang-" + lang;
-      b.textContent = { en: "EN", fa: "فا", ru: "РУ", zh: "中文" }[lang] || lang;
+      b.dataset.lang = lang; b.id = "lang-" + lang; b.lang = lang;
+      b.dir = state.catalogues[lang].dir || "ltr";
+      b.textContent = t("lang.name", {}, lang); // its name stays in its own language
       $("languages").append(b);
     }
-    return setLanguage(info.default_language);
-  }).then(() => { document.body.dataset.ready = "true"; });
+    await setLanguage(state.info.default_language);
+    document.body.dataset.ready = "true";
+  }
+  start().catch(() => say("error.network", {}, "bad"));
 })();

@@ -1,0 +1,182 @@
+"""Every kiosk screen, in every language, at every screen size: it fits, speaks, is accessible.
+
+Each test reaches its screens through the real flows (daemon on the simulator, the real
+KioskServer, the system Chromium) and tours each one with ``Tour``: four languages times
+four sizes, the fit measured element by element, every word looked up in the catalogue of
+its language, axe-core's WCAG audit, and a screenshot for the contact sheet
+(build/screenshots/contact-sheet.png, printed at the end of the run).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from lockerd.reservations import Cod, ReservationKind, ReservationState
+from tests.support.kiosk_page import (
+    Tour,
+    browser,
+    needs_axe,
+    needs_chromium,
+    open_page,
+    set_language,
+    type_code,
+)
+from tests.support.kiosk_rig import COURIER_CODE, TECH_CODE, Cabinet, cabinet, wait_for
+
+__all__ = ["browser", "cabinet"]  # the fixtures, imported so pytest finds them here
+
+pytestmark = [needs_chromium, needs_axe]
+
+
+async def hold_timers(page: Any) -> None:
+    """Cancel the page's pending timers, so a screen that times out stays for the tour.
+
+    (Pausing Playwright's fake clock would also stop axe-core and the selector polling.)
+    Chromium numbers timers from 1 upwards, so a fresh one gives the highest id in use.
+    """
+    await page.evaluate(
+        "(() => { const last = setTimeout(() => {}, 0);"
+        " for (let id = 1; id <= last; id++) clearTimeout(id); })()"
+    )
+
+
+async def test_guest_screens(cabinet: Cabinet, browser: Any) -> None:
+    cid = await cabinet.ready("R-1", "123456", "PARCEL-1")
+    page = await open_page(browser, cabinet)
+    tour = Tour(page)
+    await tour.visit("home")
+
+    await page.click("button[data-go=pickup]")
+    await tour.visit("keypad")
+
+    await type_code(page, "000000")
+    await page.wait_for_selector("#message[data-i18n]")
+    await tour.visit("wrong-code")
+
+    await set_language(page, "en")
+    await type_code(page, "123456")
+    await page.wait_for_selector("body[data-screen=door_open]")
+    assert await page.text_content("#door-compartment") == cid
+    await tour.visit("door-open")
+
+    await cabinet.close(cid, parcel=False)
+    await page.wait_for_selector("#message[data-i18n='door.closed']")
+    await hold_timers(page)
+    await tour.visit("door-closed")
+    await wait_for(lambda: cabinet.state("R-1") is ReservationState.PICKED_UP)
+    tour.assert_clean()
+
+
+@pytest.mark.parametrize("online", [True, False], ids=["online", "offline"])
+async def test_payment_screens(cabinet: Cabinet, browser: Any, online: bool) -> None:
+    cod = Cod(amount=1250, currency="EUR", pay_url="https://pay.example/p/R-5")
+    await cabinet.ready("R-5", "555555", "PARCEL-5", cod=cod)
+    cabinet.daemon.flows.online = lambda: online  # as if the cloud link were up (or down)
+    page = await open_page(browser, cabinet)
+    await page.click("button[data-go=pickup]")
+    await type_code(page, "555555")
+    await page.wait_for_selector("body[data-screen=payment]")
+    if online:
+        await page.wait_for_function(
+            "document.getElementById('payment-qr').naturalWidth > 0", polling=100
+        )
+    tour = Tour(page)
+    await tour.visit("payment-" + ("online" if online else "offline"))
+    tour.assert_clean()
+
+
+async def test_courier_and_service_screens(cabinet: Cabinet, browser: Any) -> None:
+    cabinet.book("R-3", "111111", "PARCEL-3")
+    page = await open_page(browser, cabinet)
+    tour = Tour(page)
+    await page.click("button[data-go=courier]")
+    await type_code(page, COURIER_CODE)
+    await page.wait_for_selector("body[data-screen=courier]")
+    await tour.visit("courier")
+    await set_language(page, "en")
+    await page.fill("#barcode", "PARCEL-3")
+    await page.click("#courier-scan")
+    await page.wait_for_selector("body[data-screen=door_open]")
+    first = await page.text_content("#door-compartment") or ""
+    await tour.visit("courier-door-open")
+    await cabinet.close(first, parcel=True)
+    await page.wait_for_selector("body[data-screen=courier]")
+    await page.wait_for_selector("#message[data-i18n='parcel.deposited']")
+    await tour.visit("courier-deposited")
+    await page.click("#finish")
+    await page.wait_for_selector("body[data-screen=home]")
+
+    await page.click("button[data-go=service]")
+    await type_code(page, TECH_CODE)
+    await page.wait_for_selector("body[data-screen=service]")
+    await page.click(f".cell[data-id={first!r}]")
+    await tour.visit("service")
+    tour.assert_clean()
+
+
+async def test_idle_countdown(cabinet: Cabinet, browser: Any) -> None:
+    page = await open_page(browser, cabinet, clock=True)
+    await page.click("button[data-go=pickup]")
+    await page.wait_for_selector("#countdown", state="hidden")
+    timeout = cabinet.daemon.config.kiosk.session_timeout_s
+
+    async def idle() -> None:  # a language touch is activity: be idle again after it
+        await page.clock.fast_forward(int((timeout - 8) * 1000))
+        await page.wait_for_selector("#countdown:not([hidden])")
+
+    tour = Tour(page)
+    await tour.visit("countdown", after_language=idle)
+    await set_language(page, "en")
+    await idle()
+    text = await page.text_content("#countdown-left") or ""
+    assert "8 seconds" in text, text
+    await page.click("#countdown-more")
+    await page.wait_for_selector("#countdown", state="hidden")
+    tour.assert_clean()
+
+
+async def test_drop_off_screens(cabinet: Cabinet, browser: Any) -> None:
+    cabinet.book("D-1", "777777", "DROP-1", kind=ReservationKind.DROPOFF)
+    page = await open_page(browser, cabinet)
+    tour = Tour(page)
+    await page.click("button[data-go=dropoff]")
+    await tour.visit("dropoff-keypad")
+    await set_language(page, "en")
+    await type_code(page, "777777")
+    await page.wait_for_selector("body[data-screen=door_open]")
+    cid = await page.text_content("#door-compartment") or ""
+    await tour.visit("dropoff-door-open")
+    await cabinet.close(cid, parcel=True)
+    await wait_for(lambda: cabinet.state("D-1") is ReservationState.DROPPED_OFF)
+    tour.assert_clean()
+
+
+async def test_the_checks_catch_a_bad_screen(cabinet: Cabinet, browser: Any) -> None:
+    """The tour is only worth its green if it goes red: spoil a screen on purpose."""
+    page = await open_page(browser, cabinet)
+    await set_language(page, "zh")
+    await page.evaluate(
+        """() => {
+          const home = document.getElementById("home");
+          const p = document.createElement("p"); p.textContent = "closed"; home.append(p);
+          const wide = document.createElement("div"); wide.id = "wide";
+          wide.textContent = "A01"; wide.style.width = "3000px"; home.append(wide);
+          const tiny = document.createElement("button"); tiny.id = "tiny"; tiny.textContent = "7";
+          tiny.style.cssText = "min-width:0;min-height:0;width:20px;height:20px;padding:0"; home.append(tiny);
+          const img = document.createElement("img"); img.src = "/api/none.png"; home.append(img);
+          const low = document.createElement("p"); low.id = "low"; low.textContent = "A02";
+          low.style.color = "#222"; home.append(low);
+        }"""
+    )
+    tour = Tour(page)
+    await tour.visit("spoiled", languages=("zh",))
+    found = "\n".join(tour.problems)
+    assert "text 'closed' is not a zh message" in found
+    assert "the page scrolls" in found and "div#wide" in found
+    assert "button#tiny '7' is a small target" in found
+    assert "image-alt (critical)" in found
+    assert "color-contrast (serious)" in found
+    for path in tour.shots:  # not a screen of the kiosk: keep it off the contact sheet
+        path.unlink()
