@@ -7,76 +7,24 @@ shows and what the simulator's doors did. Screens are saved under build/screensh
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-
+from lockerd.kiosk.messages import PLURAL_CATEGORIES
 from lockerd.reservations import Cod, ReservationState
-from tests.e2e.conftest import SCREENSHOTS
-from tests.support.kiosk_rig import COURIER_CODE, TECH_CODE, Cabinet, cabinet, wait_for
-
-playwright_api = pytest.importorskip("playwright.async_api")
-
-CHROMIUM = os.environ.get("LOCKERD_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-WAIT_MS = 15_000
-__all__ = ["cabinet"]  # the fixture, imported so pytest finds it here
-
-pytestmark = pytest.mark.skipif(
-    shutil.which(CHROMIUM) is None and not Path(CHROMIUM).exists(),
-    reason="Debian chromium is not installed (scripts/test installs it)",
+from tests.support.kiosk_page import (
+    browser,
+    message_key,
+    needs_chromium,
+    open_page,
+    set_language,
+    shot,
+    type_code,
 )
+from tests.support.kiosk_rig import COURIER_CODE, Cabinet, cabinet, wait_for
 
+__all__ = ["browser", "cabinet"]  # the fixtures, imported so pytest finds them here
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    async with playwright_api.async_playwright() as p:
-        chromium = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
-
-
-async def open_page(browser: Any, cabinet: Cabinet, width: int = 800, height: int = 480) -> Any:
-    page = await browser.new_page(viewport={"width": width, "height": height})
-    page.set_default_timeout(WAIT_MS)
-    await page.goto(cabinet.url)
-    await page.wait_for_selector("body[data-ready=true]")
-    return page
-
-
-async def shot(page: Any, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    lang = await page.evaluate("document.documentElement.lang")
-    size = page.viewport_size
-    await page.screenshot(
-        path=str(SCREENSHOTS / f"{name}-{lang}-{size['width']}x{size['height']}.png")
-    )
-
-
-async def type_code(page: Any, code: str) -> None:
-    for digit in code:
-        await page.click(f"#keypad button[data-key='{digit}']")
-    await page.click("#key-ok")
-
-
-async def message_key(page: Any) -> str:
-    value: str = await page.get_attribute("#message", "data-key") or ""
-    return value
+pytestmark = needs_chromium
 
 
 async def test_recipient_picks_up_by_code(cabinet: Cabinet, browser: Any) -> None:
@@ -95,7 +43,7 @@ async def test_recipient_picks_up_by_code(cabinet: Cabinet, browser: Any) -> Non
     await wait_for(lambda: cabinet.door_open(cid))
     assert len(cabinet.sim.pulses()[cid]) > before
     await cabinet.close(cid, parcel=False)
-    await page.wait_for_function("document.getElementById('message').dataset.key === 'door.closed'")
+    await page.wait_for_function("document.getElementById('message').dataset.i18n === 'door.closed'")
     await shot(page, "door-closed")
     await wait_for(lambda: cabinet.state("R-1") is ReservationState.PICKED_UP)
 
@@ -106,15 +54,15 @@ async def test_wrong_code_shows_message_and_throttle(cabinet: Cabinet, browser: 
     page = await open_page(browser, cabinet)
     await page.click("button[data-go=pickup]")
     await type_code(page, "000000")
-    await page.wait_for_function("document.getElementById('message').dataset.key !== ''")
+    await page.wait_for_selector("#message[data-i18n]")
     assert await message_key(page) == "refused.code_not_valid"
     assert await page.get_attribute("#message", "class") == "bad"
     await shot(page, "wrong-code")
     seen = set()
     for _ in range(4):
-        await page.evaluate("document.getElementById('message').dataset.key = ''")
+        await page.evaluate("delete document.getElementById('message').dataset.i18n")
         await type_code(page, "000000")
-        await page.wait_for_function("document.getElementById('message').dataset.key !== ''")
+        await page.wait_for_selector("#message[data-i18n]")
         seen.add(await message_key(page))
     assert seen & {"throttle.wait", "throttle.locked_out"}, seen
     text = await page.text_content("#message") or ""
@@ -203,7 +151,7 @@ async def test_persian_page_is_right_to_left(cabinet: Cabinet, browser: Any) -> 
     pickup = await page.locator("button[data-go=pickup]").bounding_box()
     dropoff = await page.locator("button[data-go=dropoff]").bounding_box()
     assert pickup["x"] > dropoff["x"]  # the first button of a row is on the right
-    assert await page.text_content("button[data-go=pickup]") == "تحویل گرفتن مرسوله"
+    assert await page.text_content("#go-pickup") == "تحویل گرفتن مرسوله"
     await shot(page, "home")
     # the keypad stays left-to-right: digits are digits
     await page.click("button[data-go=pickup]")
@@ -212,26 +160,56 @@ async def test_persian_page_is_right_to_left(cabinet: Cabinet, browser: Any) -> 
     assert one["x"] < three["x"]
 
 
-@pytest.mark.parametrize("size", [(800, 480), (1920, 1080)])
-async def test_every_language_every_screen(
-    cabinet: Cabinet, browser: Any, size: tuple[int, int]
-) -> None:
-    page = await open_page(browser, cabinet, *size)
-    for lang in ("en", "fa", "ru", "zh"):
-        await page.click(f"#lang-{lang}")
-        await page.wait_for_function(f"document.documentElement.lang === {lang!r}")
-        await shot(page, "all-home")
-        await page.click("button[data-go=service]")
-        await shot(page, "all-keypad")
-        await type_code(page, TECH_CODE)
-        await page.wait_for_selector("body[data-screen=service]")
-        cells = await page.locator(".cell").count()
-        assert cells == len(cabinet.daemon.config.compartments)
-        await shot(page, "all-service")
-        # every target fits the screen and is big enough to touch
-        for selector in ("#service-open", "#finish", f"#lang-{lang}"):
-            box = await page.locator(selector).bounding_box()
-            assert box["height"] >= 40 and box["x"] >= 0
-            assert box["x"] + box["width"] <= size[0] + 1
-        await page.click("#finish")
-        await page.wait_for_selector("body[data-screen=home]")
+async def test_keypad_user_picks_up_with_tab_and_enter(cabinet: Cabinet, browser: Any) -> None:
+    """A USB keypad or keyboard alone: Tab to the action, Enter, digits, Enter; the map lights."""
+    cid = await cabinet.ready("R-6", "654321", "PARCEL-6")
+    page = await open_page(browser, cabinet)
+    for _ in range(len(cabinet.daemon.config.kiosk.languages) + 1):  # the languages, then
+        await page.keyboard.press("Tab")
+    assert await page.evaluate("document.activeElement.dataset.go") == "pickup"
+    await page.keyboard.press("Enter")
+    await page.wait_for_selector("body[data-screen=keypad]")
+    assert await page.evaluate("document.activeElement.id") == "code"
+    await page.keyboard.type("654321")
+    await page.keyboard.press("Enter")
+    await page.wait_for_selector("body[data-screen=door_open]")
+    assert await page.text_content("#door-compartment") == cid
+    where = next(c for c in cabinet.daemon.config.compartments if c.id == cid)
+    assert await page.text_content("#door-map .cell.lit") == cid
+    assert await page.locator("#door-map .cell.lit").count() == 1
+    position = await page.text_content("#door-position")
+    assert position == f"Row {where.row} from the top, column {where.column} from the left"
+    await set_language(page, "ru")  # what is on screen is said again in the new language
+    assert await page.text_content("#door-position") == (
+        f"Ряд {where.row} сверху, столбец {where.column} слева"
+    )
+    await shot(page, "keyboard-door-open")
+    await wait_for(lambda: cabinet.door_open(cid))
+    await cabinet.close(cid, parcel=False)
+    await wait_for(lambda: cabinet.state("R-6") is ReservationState.PICKED_UP)
+
+
+async def test_plural_forms_follow_the_language(cabinet: Cabinet, browser: Any) -> None:
+    """ICU plurals with the browser's CLDR rules: one/few/many in Russian, Persian digits."""
+    page = await open_page(browser, cabinet)
+    fmt = """([lang, key, n]) => fetch('/i18n/' + lang + '.json').then((r) => r.json())
+               .then((c) => KioskMessages.format(c, lang, key, { count: n, seconds: n }))"""
+    said = {n: await page.evaluate(fmt, ["ru", "courier.count", n]) for n in (0, 1, 2, 5, 21, 111)}
+    assert said == {
+        0: "Пока ни одной посылки",
+        1: "Заложена 1 посылка",
+        2: "Заложено 2 посылки",
+        5: "Заложено 5 посылок",
+        21: "Заложена 21 посылка",
+        111: "Заложено 111 посылок",
+    }
+    assert await page.evaluate(fmt, ["en", "countdown.left", 1]) == "The session ends in 1 second"
+    assert await page.evaluate(fmt, ["en", "countdown.left", 7]) == "The session ends in 7 seconds"
+    assert await page.evaluate(fmt, ["fa", "courier.count", 2]) == "۲ مرسوله قرار داده شد"
+    assert await page.evaluate(fmt, ["zh", "countdown.left", 3]) == "会话将在 3 秒后结束"
+    # The categories the catalogues are checked against are the browser's own (CLDR).
+    for lang, needed in PLURAL_CATEGORIES.items():
+        categories = await page.evaluate(
+            "(l) => new Intl.PluralRules(l).resolvedOptions().pluralCategories", lang
+        )
+        assert set(categories) == needed, lang

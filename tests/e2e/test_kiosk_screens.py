@@ -127,7 +127,7 @@ async def test_idle_countdown(cabinet: Cabinet, browser: Any) -> None:
         await page.wait_for_selector("#countdown:not([hidden])")
 
     tour = Tour(page)
-    await tour.visit("countdown", after_language=idle)
+    await tour.visit("countdown", after_language=idle, keyboard=False)  # a key is activity
     await set_language(page, "en")
     await idle()
     text = await page.text_content("#countdown-left") or ""

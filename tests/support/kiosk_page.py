@@ -129,6 +129,34 @@ FIT_JS = """(minTarget) => {
   return problems;
 }"""
 
+# ------------------------------------------------------------------ keyboard
+
+FOCUSABLE_JS = """() => {
+  const all = [...document.querySelectorAll("button, input, [tabindex]")]
+    .filter((el) => !el.disabled && el.tabIndex >= 0 && el.checkVisibility({ visibilityProperty: true }));
+  all.forEach((el, i) => { el.dataset.tourFocus = String(i); });
+  return all.map((el) => el.id || el.dataset.key || el.dataset.go || el.dataset.id || el.dataset.problem
+                        || el.dataset.lang || el.localName);
+}"""
+
+
+async def focus_problems(page: Any) -> list[str]:
+    """Tab from the top reaches every control once, in the order they are read."""
+    names = await page.evaluate(FOCUSABLE_JS)
+    await page.evaluate("document.activeElement && document.activeElement.blur()")
+    reached: list[int] = []
+    for _ in range(len(names) + 1):
+        await page.keyboard.press("Tab")
+        index = await page.evaluate("document.activeElement.dataset.tourFocus ?? null")
+        if index is not None:
+            reached.append(int(index))
+    problems = [f"Tab never reaches {names[i]}" for i in range(len(names)) if i not in reached]
+    first_pass = reached[: len(names)]
+    if first_pass != sorted(first_pass):
+        problems.append(f"Tab order {[names[i] for i in first_pass]} is not the reading order")
+    return problems
+
+
 # ------------------------------------------------------------------ words
 
 TEXTS_JS = """() => {
@@ -234,6 +262,8 @@ class Tour:
         name: str,
         after_language: Callable[[], Awaitable[None]] | None = None,
         languages: tuple[str, ...] = LANGUAGES,
+        *,
+        keyboard: bool = True,
     ) -> None:
         page = self.page
         screen = await page.get_attribute("body", "data-screen")
@@ -250,6 +280,10 @@ class Tour:
                 for text, text_lang, kind in await page.evaluate(TEXTS_JS):
                     if not words().known(text, text_lang or lang):
                         self.problems.append(f"{where}: {kind} {text!r} is not a {text_lang} message")
+                if keyboard and lang == languages[0] and (width, height) == SIZES[0]:
+                    # Order follows the page, not the language or size: checked once.
+                    for problem in await focus_problems(page):
+                        self.problems.append(f"{where}: {problem}")
                 if self.axe and (width, height) in AXE_SIZES:
                     for problem in await run_axe(page):
                         self.problems.append(f"{where}: {problem}")
