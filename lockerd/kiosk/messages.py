@@ -169,7 +169,9 @@ def plurals(nodes: tuple[Node, ...]) -> list[Plural]:
     return found
 
 
-def check(language: str, catalogue: Mapping[str, object], reference: Mapping[str, object]) -> list[str]:
+def check(
+    language: str, catalogue: Mapping[str, object], reference: Mapping[str, object]
+) -> list[str]:
     """Every problem of one catalogue against the reference, one sentence each."""
     problems: list[str] = []
     needed = PLURAL_CATEGORIES.get(language)

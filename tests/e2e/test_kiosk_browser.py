@@ -43,7 +43,9 @@ async def test_recipient_picks_up_by_code(cabinet: Cabinet, browser: Any) -> Non
     await wait_for(lambda: cabinet.door_open(cid))
     assert len(cabinet.sim.pulses()[cid]) > before
     await cabinet.close(cid, parcel=False)
-    await page.wait_for_function("document.getElementById('message').dataset.i18n === 'door.closed'")
+    await page.wait_for_function(
+        "document.getElementById('message').dataset.i18n === 'door.closed'"
+    )
     await shot(page, "door-closed")
     await wait_for(lambda: cabinet.state("R-1") is ReservationState.PICKED_UP)
 

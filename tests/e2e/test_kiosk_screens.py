@@ -164,7 +164,8 @@ async def test_the_checks_catch_a_bad_screen(cabinet: Cabinet, browser: Any) -> 
           const wide = document.createElement("div"); wide.id = "wide";
           wide.textContent = "A01"; wide.style.width = "3000px"; home.append(wide);
           const tiny = document.createElement("button"); tiny.id = "tiny"; tiny.textContent = "7";
-          tiny.style.cssText = "min-width:0;min-height:0;width:20px;height:20px;padding:0"; home.append(tiny);
+          tiny.style.cssText = "min-width:0;min-height:0;width:20px;height:20px;padding:0";
+          home.append(tiny);
           const img = document.createElement("img"); img.src = "/api/none.png"; home.append(img);
           const low = document.createElement("p"); low.id = "low"; low.textContent = "A02";
           low.style.color = "#222"; home.append(low);

@@ -24,7 +24,15 @@ def test_configured_positions_are_kept() -> None:
 
 def test_no_positions_make_a_near_square_grid_in_config_order() -> None:
     got = places([compartment(f"A{i:02d}") for i in range(1, 8)])
-    assert [(p.row, p.column) for p in got] == [(1, 1), (1, 2), (1, 3), (2, 1), (2, 2), (2, 3), (3, 1)]
+    assert [(p.row, p.column) for p in got] == [
+        (1, 1),
+        (1, 2),
+        (1, 3),
+        (2, 1),
+        (2, 2),
+        (2, 3),
+        (3, 1),
+    ]
 
 
 def test_unplaced_and_clashing_ones_fill_the_free_cells_of_the_configured_width() -> None:
@@ -56,7 +64,7 @@ def test_every_compartment_gets_one_cell_of_its_own(hints: list[tuple[int, int]]
     assert [p.id for p in got] == [c.id for c in config]
     cells = [(p.row, p.column) for p in got]
     assert len(set(cells)) == len(cells)
-    assert all(1 <= p.row and 1 <= p.column for p in got)
+    assert all(p.row >= 1 and p.column >= 1 for p in got)
     seen: set[tuple[int, int]] = set()
     for c, p in zip(config, got, strict=True):
         wanted = (c.row, c.column)

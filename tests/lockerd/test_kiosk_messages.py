@@ -28,14 +28,18 @@ def keys_the_kiosk_uses() -> set[str]:
     prefixes = "door|payment|refused|error|session|scan|throttle|service|courier|parcel"
     log_facts = set(re.findall(r'fact\(\s*log,\s*"([a-z_.]+)"', server))  # logged, not shown
     keys |= set(re.findall(rf'"((?:{prefixes})\.[a-z_]+)"', server)) - log_facts
-    page = (KIOSK / "static" / "index.html").read_text() + (KIOSK / "static" / "kiosk.js").read_text()
+    page = (KIOSK / "static" / "index.html").read_text() + (
+        KIOSK / "static" / "kiosk.js"
+    ).read_text()
     keys |= set(re.findall(r'data-i18n(?:-alt|-aria)?="([a-z_.A-Z]+)"', page))
     keys |= set(re.findall(r'"([a-z0-9]+(?:\.[a-z_]+)+)"', page))  # put(el, "door.position")
     # composed in kiosk.js from a mode or a state the server reports
     modes = ("pickup", "dropoff", "courier", "service")
     keys |= {f"door.next.{m}" for m in modes} | {f"code.hint.{m}" for m in modes}
     keys |= {f"size.{s.value}" for s in Size} | {f"door.state.{s.value}" for s in DoorState}
-    keys |= {f"lock.state.{s.value}" for s in LockState} | {f"occupancy.{s.value}" for s in Occupancy}
+    keys |= {f"lock.state.{s.value}" for s in LockState} | {
+        f"occupancy.{s.value}" for s in Occupancy
+    }
     return keys
 
 
@@ -54,7 +58,10 @@ def test_parse_plain_argument_and_plural() -> None:
         " is open",
     )
     assert parse("{n, plural, =0 {none} one {# parcel} other {# parcels}}") == (
-        Plural("n", (("=0", ("none",)), ("one", (Pound(), " parcel")), ("other", (Pound(), " parcels")))),
+        Plural(
+            "n",
+            (("=0", ("none",)), ("one", (Pound(), " parcel")), ("other", (Pound(), " parcels"))),
+        ),
     )
     assert parse("don't # worry") == ("don't # worry",)  # '#' is text outside a plural
 
@@ -90,7 +97,9 @@ def test_parse_any_text_answers_or_refuses_cleanly(text: str) -> None:
 
 
 names = st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True)
-plain = st.text(st.characters(blacklist_characters="{}#", blacklist_categories=("Cs",)), min_size=1, max_size=12)
+plain = st.text(
+    st.characters(blacklist_characters="{}#", blacklist_categories=("Cs",)), min_size=1, max_size=12
+)
 
 
 def _render(nodes: tuple[messages.Node, ...]) -> str:
@@ -119,15 +128,21 @@ def _merge(nodes: list[messages.Node]) -> tuple[messages.Node, ...]:
     return tuple(out)
 
 
-def message(depth: int = 0, in_plural: bool = False) -> st.SearchStrategy[tuple[messages.Node, ...]]:
+def message(
+    depth: int = 0, in_plural: bool = False
+) -> st.SearchStrategy[tuple[messages.Node, ...]]:
     leaves: list[st.SearchStrategy[messages.Node]] = [plain, names.map(Arg)]
     if in_plural:
         leaves.append(st.just(Pound()))
     if depth < 2:
-        selectors = st.lists(st.sampled_from(["=0", "=1", "one", "few", "many"]), unique=True, max_size=3)
+        selectors = st.lists(
+            st.sampled_from(["=0", "=1", "one", "few", "many"]), unique=True, max_size=3
+        )
         leaves.append(
             st.builds(
-                lambda name, sel, bodies, other: Plural(name, (*zip(sel, bodies), ("other", other))),
+                lambda name, sel, bodies, other: Plural(
+                    name, (*zip(sel, bodies, strict=False), ("other", other))
+                ),
                 names,
                 selectors,
                 st.lists(message(depth + 1, True), min_size=3, max_size=3),
@@ -163,7 +178,11 @@ def test_check_names_every_problem_of_a_catalogue() -> None:
         "ru: 'courier.count' plural 'count' lacks ['few', 'many']",
         "ru: 'door.opened' has placeholders ['door'], en has ['compartment']",
     ]
-    missing = messages.check("zh", {"dir": "ltr", "courier.count": "{count, plural, other {# 个}}"}, REFERENCE)
+    missing = messages.check(
+        "zh", {"dir": "ltr", "courier.count": "{count, plural, other {# 个}}"}, REFERENCE
+    )
     assert missing == ["zh: missing 'door.opened'"]
-    assert messages.check("xx", REFERENCE, REFERENCE) == ["xx: no plural rules known for this language"]
+    assert messages.check("xx", REFERENCE, REFERENCE) == [
+        "xx: no plural rules known for this language"
+    ]
     assert messages.check("en", REFERENCE, REFERENCE) == []

@@ -26,7 +26,11 @@ from tests.support.kiosk_rig import Cabinet
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "build" / "screenshots"
-AXE = Path(os.environ.get("LOCKERD_AXE", ROOT / "build" / "npm" / "node_modules" / "axe-core" / "axe.min.js"))
+AXE = Path(
+    os.environ.get(
+        "LOCKERD_AXE", ROOT / "build" / "npm" / "node_modules" / "axe-core" / "axe.min.js"
+    )
+)
 CHROMIUM = os.environ.get("LOCKERD_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = [
     "--headless",
@@ -106,8 +110,9 @@ FIT_JS = """(minTarget) => {
   const de = document.documentElement;
   const vw = de.clientWidth, vh = de.clientHeight;
   const problems = [];
-  const describe = (el) => el.tagName.toLowerCase() + (el.id ? "#" + el.id : "") +
-    (el.className && typeof el.className === "string" ? "." + el.className.trim().replace(/ +/g, ".") : "") +
+  const classes = (el) => typeof el.className === "string" && el.className.trim()
+    ? "." + el.className.trim().replace(/ +/g, ".") : "";
+  const describe = (el) => el.tagName.toLowerCase() + (el.id ? "#" + el.id : "") + classes(el) +
     (el.textContent.trim() ? " '" + el.textContent.trim().slice(0, 30) + "'" : "");
   if (de.scrollWidth > vw + 1 || de.scrollHeight > vh + 1)
     problems.push(`the page scrolls: ${de.scrollWidth}x${de.scrollHeight} in ${vw}x${vh}`);
@@ -117,14 +122,17 @@ FIT_JS = """(minTarget) => {
     const r = el.getBoundingClientRect();
     if (r.width === 0 && r.height === 0) continue;
     if (r.left < -1 || r.top < -1 || r.right > vw + 1 || r.bottom > vh + 1)
-      problems.push(`${describe(el)} is outside the screen: ${Math.round(r.left)},${Math.round(r.top)}` +
-                    ` to ${Math.round(r.right)},${Math.round(r.bottom)}`);
+      problems.push(`${describe(el)} is outside the screen: ` +
+                    `${Math.round(r.left)},${Math.round(r.top)} to ` +
+                    `${Math.round(r.right)},${Math.round(r.bottom)}`);
     if (el.localName !== "svg" && el.clientWidth > 0 &&
         (el.scrollWidth > el.clientWidth + 1 || el.scrollHeight > el.clientHeight + 1))
       problems.push(`${describe(el)} cuts its content: ${el.scrollWidth}x${el.scrollHeight}` +
                     ` in ${el.clientWidth}x${el.clientHeight}`);
-    if ((el.localName === "button" || el.localName === "input") && (r.width < minTarget || r.height < minTarget))
-      problems.push(`${describe(el)} is a small target: ${Math.round(r.width)}x${Math.round(r.height)}`);
+    const target = el.localName === "button" || el.localName === "input";
+    if (target && (r.width < minTarget || r.height < minTarget))
+      problems.push(`${describe(el)} is a small target: ` +
+                    `${Math.round(r.width)}x${Math.round(r.height)}`);
   }
   return problems;
 }"""
@@ -133,10 +141,12 @@ FIT_JS = """(minTarget) => {
 
 FOCUSABLE_JS = """() => {
   const all = [...document.querySelectorAll("button, input, [tabindex]")]
-    .filter((el) => !el.disabled && el.tabIndex >= 0 && el.checkVisibility({ visibilityProperty: true }));
+    .filter((el) => !el.disabled && el.tabIndex >= 0 &&
+                    el.checkVisibility({ visibilityProperty: true }));
   all.forEach((el, i) => { el.dataset.tourFocus = String(i); });
-  return all.map((el) => el.id || el.dataset.key || el.dataset.go || el.dataset.id || el.dataset.problem
-                        || el.dataset.lang || el.localName);
+  const d = (el) => el.dataset;
+  return all.map((el) => el.id || d(el).key || d(el).go || d(el).id || d(el).problem
+                        || d(el).lang || el.localName);
 }"""
 
 
@@ -152,7 +162,9 @@ async def focus_problems(page: Any) -> list[str]:
     problems = [f"Tab never reaches {names[i]}" for i in range(len(names)) if i not in reached]
     # Tab starts after the control touched last and wraps round: read the cycle from the top.
     cycle = reached[: len(names)]
-    first_pass = cycle[cycle.index(min(cycle)) :] + cycle[: cycle.index(min(cycle))] if cycle else []
+    first_pass = (
+        cycle[cycle.index(min(cycle)) :] + cycle[: cycle.index(min(cycle))] if cycle else []
+    )
     if first_pass != sorted(first_pass):
         problems.append(f"Tab order {[names[i] for i in first_pass]} is not the reading order")
     return problems
@@ -173,13 +185,14 @@ TEXTS_JS = """() => {
   for (const el of document.querySelectorAll("[aria-label], img[alt], svg title")) {
     const host = el.localName === "title" ? el.closest("svg") : el;
     if (!host.checkVisibility()) continue;
-    const text = (el.localName === "title" ? el.textContent : el.getAttribute("aria-label") ?? el.alt).trim();
+    const title = el.localName === "title";
+    const text = (title ? el.textContent : el.getAttribute("aria-label") ?? el.alt).trim();
     out.push([text, langOf(host), el.localName === "title" ? "pictogram" : "attribute"]);
   }
   return out;
 }"""
 
-_EXEMPT_PUNCTUATION = set(" .,:;-_/#+()·%×")
+_EXEMPT_PUNCTUATION = set(" .,:;-_/#+()·%")
 
 
 def exempt(text: str) -> bool:
@@ -280,7 +293,9 @@ class Tour:
                     self.problems.append(f"{where}: {problem}")
                 for text, text_lang, kind in await page.evaluate(TEXTS_JS):
                     if not words().known(text, text_lang or lang):
-                        self.problems.append(f"{where}: {kind} {text!r} is not a {text_lang} message")
+                        self.problems.append(
+                            f"{where}: {kind} {text!r} is not a {text_lang} message"
+                        )
                 if keyboard and lang == languages[0] and (width, height) == SIZES[0]:
                     # Order follows the page, not the language or size: checked once.
                     for problem in await focus_problems(page):
@@ -292,7 +307,9 @@ class Tour:
         await page.set_viewport_size({"width": SIZES[0][0], "height": SIZES[0][1]})
 
     def assert_clean(self) -> None:
-        assert not self.problems, f"{len(self.problems)} problems:\n" + "\n".join(self.problems[:80])
+        assert not self.problems, f"{len(self.problems)} problems:\n" + "\n".join(
+            self.problems[:80]
+        )
 
 
 async def run_axe(page: Any) -> list[str]:
