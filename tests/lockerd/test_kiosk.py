@@ -246,3 +246,28 @@ async def test_a_busy_kiosk_port_is_one_line_per_try_and_leaks_nothing(
     assert not any(r.exc_info for r in caplog.records)  # no traceback per try
     assert (len(hardware._change_listeners), len(hardware._closed_listeners)) == listeners
     assert len(daemon.async_store._listeners) == 0
+
+
+async def test_kiosk_info_carries_the_cabinet_map(
+    cabinet: Cabinet, http: aiohttp.ClientSession
+) -> None:
+    async with http.get("/api/kiosk") as response:
+        info = await response.json()
+    configured = {c.id: (c.row, c.column) for c in cabinet.daemon.config.compartments}
+    assert {p["id"]: (p["row"], p["column"]) for p in info["layout"]} == configured
+    assert {p["size"] for p in info["layout"]} <= {"S", "M", "L", "XL"}
+
+
+async def test_every_language_catalogue_is_served(
+    cabinet: Cabinet, http: aiohttp.ClientSession
+) -> None:
+    for lang in cabinet.daemon.config.kiosk.languages:
+        async with http.get(f"/i18n/{lang}.json") as response:
+            assert response.status == 200
+            catalogue = await response.json()
+        assert catalogue["courier.count"].startswith("{count, plural,")
+    async with http.get("/static/i18n.js") as response:
+        assert response.status == 200
+        assert "Intl.PluralRules" in await response.text()
+    async with http.get("/i18n/xx.json") as response:
+        assert response.status == 404
