@@ -13,10 +13,12 @@ from typing import Any
 
 import pytest
 
+from lockerd.kiosk import messages
 from lockerd.reservations import Cod, ReservationKind, ReservationState
 from tests.support.kiosk_page import (
     Tour,
     browser,
+    message_key,
     needs_axe,
     needs_chromium,
     open_page,
@@ -42,6 +44,30 @@ async def hold_timers(page: Any) -> None:
     )
 
 
+STATUS = ("refused.", "error.", "throttle.", "scan.", "session.", "payment.required")
+STATUS += ("door.opened", "door.closed", "parcel.deposited", "service.done")
+
+
+def longest_status(lang: str) -> str:
+    """The key of the longest message of ``lang`` that the status line shows."""
+    catalogue = messages.load(lang)
+    keys = [k for k in catalogue if k.startswith(STATUS)]
+    return max(keys, key=lambda k: shown_length(messages.parse(catalogue[k])))
+
+
+def shown_length(nodes: tuple[messages.Node, ...]) -> int:
+    """Characters on screen at most: a value counts as 9 (an amount), a plural its longest."""
+    size = 0
+    for node in nodes:
+        if isinstance(node, str):
+            size += len(node)
+        elif isinstance(node, messages.Plural):
+            size += max(shown_length(body) for _, body in node.branches)
+        else:
+            size += 9 if isinstance(node, messages.Arg) else 3
+    return size
+
+
 async def test_guest_screens(cabinet: Cabinet, browser: Any) -> None:
     cid = await cabinet.ready("R-1", "123456", "PARCEL-1")
     page = await open_page(browser, cabinet)
@@ -54,6 +80,20 @@ async def test_guest_screens(cabinet: Cabinet, browser: Any) -> None:
     await type_code(page, "000000")
     await page.wait_for_selector("#message[data-i18n]")
     await tour.visit("wrong-code")
+
+    async def longest_message() -> None:  # the wordiest thing the status line can say
+        lang = await page.evaluate("document.documentElement.lang")
+        key = longest_status(lang)
+        values = '{"compartment": "A01", "retry_in_s": 300, "amount_text": "12.50 EUR"}'
+        await page.evaluate(
+            "([key, values]) => { const m = document.getElementById('message');"
+            " m.dataset.i18n = key; m.dataset.i18nValues = values; m.className = 'bad'; }",
+            [key, values],
+        )
+        await page.click(f"#lang-{lang}")  # the page redraws every message it shows
+        assert await message_key(page) == key
+
+    await tour.visit("longest-message", after_language=longest_message)
 
     await set_language(page, "en")
     await type_code(page, "123456")
