@@ -194,7 +194,9 @@ class Daemon:
         return {
             "compartments": [
                 c.contract()
-                for c in status.compartments(self.config, self.store, self.hardware.supervisor)
+                for c in status.compartments(
+                    self.config, self.store.compartments(), self.hardware.supervisor
+                )
             ],
             "boards": [
                 {"id": b.name, "online": b.online is True}

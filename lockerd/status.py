@@ -4,13 +4,14 @@ and the kiosk's service picture, so they never disagree."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from .cabinet import DoorSupervisor
 from .config import Config
 from .model import CompartmentState, DoorState, LockState, Occupancy, Size
-from .store import Store
+from .reservations import Compartment
 
 
 @dataclass(frozen=True)
@@ -48,9 +49,10 @@ class BoardStatus:
 
 
 def compartments(
-    config: Config, store: Store, supervisor: DoorSupervisor
+    config: Config, rows: Iterable[Compartment], supervisor: DoorSupervisor
 ) -> list[CompartmentStatus]:
-    stored = {c.id: c for c in store.compartments()}
+    """The configured compartments, each its stored row joined with its door's state."""
+    stored = {c.id: c for c in rows}
     result = []
     for configured in config.compartments:
         view = supervisor.view(configured.id)

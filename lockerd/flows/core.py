@@ -246,6 +246,20 @@ class Flows:
 
     # ------------------------------------------------------------ technician
 
+    async def technician_login(self, surface: str, code: str) -> str | Refused | Wait | LockedOut:
+        """A technician's code at the kiosk: their credential id for service mode, or why not."""
+        verdict = await self.store.write(
+            lambda tx: tx.verify_code(self.code_key, surface, Purpose.TECHNICIAN, code)
+        )
+        early = self._verdict_refusal(verdict)
+        if early is not None:
+            return early
+        credential = verdict.credential
+        if credential is None or credential.role is not CredentialRole.TECHNICIAN:
+            return Refused(RefusalReason.CODE_NOT_VALID)
+        fact(log, "technician.logged_in", credential=credential.id, surface=surface)
+        return credential.id
+
     async def technician_open(self, compartment: str, reason: str) -> FlowResult:
         """Open any compartment, recorded with its reason (completes no reservation)."""
         if compartment not in {v.id for v in self.cabinet.views()}:

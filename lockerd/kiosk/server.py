@@ -14,17 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
 import logging
 import secrets
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
-from importlib import resources
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import WSMsgType, web
 
@@ -32,57 +28,52 @@ from drivers.keypad import Entry, EvdevInput
 from drivers.scanner import Scan, SerialScanner
 
 from .. import status
-from ..cabinet import CompartmentView, DoorClosed
-from ..codes import Purpose
+from ..cabinet import DoorClosed
 from ..events import StoredEvent
 from ..logs import fact
-from ..model import LockState
 from ..qr import looks_like_token
 from ..reservations import PickupMethod
+from .http import (
+    catalogue,
+    file_response,
+    optional_text,
+    qr_svg,
+    read_body,
+    required_text,
+    screen_response,
+    send,
+)
 from .layout import places
 from .screens import Screen, screen_for
+from .session import BadRequest, KioskSession, Role
 
 if TYPE_CHECKING:
-    from ..app import Daemon
+    from ..clock import Clock
+    from ..config import Config
+    from ..flows import Flows
+    from ..hardware import Hardware
+    from ..store.worker import AsyncStore
+
+
+class KioskCabinet(Protocol):
+    """What the kiosk uses of the running daemon, and nothing more."""
+
+    config: Config
+    flows: Flows
+    hardware: Hardware
+    async_store: AsyncStore
+    clock: Clock
+
 
 log = logging.getLogger("lockerd.kiosk")
 
 KIOSK_SURFACE = "kiosk"
 SCANNER_SURFACE = "scanner"
 MAX_BODY = 8 * 1024
-MAX_FIELD = 2048
 SESSION_HEADER = "X-Kiosk-Session"
 REAP_EVERY_S = 1.0
 INPUT_RETRY_S = 2.0  # a keypad or scanner that is unplugged is looked for again this often
 _STATIC = ("index.html", "kiosk.css", "kiosk.js", "i18n.js")
-
-
-class Role(StrEnum):
-    GUEST = "guest"
-    COURIER = "courier"
-    TECHNICIAN = "technician"
-
-
-@dataclass
-class KioskSession:
-    """One person at the screen (mutable: it is the kiosk's own working state)."""
-
-    id: str
-    language: str
-    last_active: float
-    role: Role = Role.GUEST
-    courier: Any = None  # flows' CourierSession while a courier is logged in
-    technician: str | None = None
-    payment_reservation: str | None = None
-    payment_url: str | None = None
-    open_doors: set[str] = field(default_factory=set)
-    sockets: set[web.WebSocketResponse] = field(default_factory=set)
-
-
-class BadRequest(Exception):
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 class KioskServer:
@@ -90,7 +81,7 @@ class KioskServer:
 
     def __init__(
         self,
-        daemon: Daemon,
+        daemon: KioskCabinet,
         host: str | None = None,
         port: int | None = None,
         monotonic: Callable[[], float] = time.monotonic,
@@ -106,7 +97,9 @@ class KioskServer:
         self._runner: web.AppRunner | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._unsubscribers: list[Callable[[], None]] = []
-        self._catalogues = {lang: _catalogue(lang) for lang in self.config.languages}
+        self._pending: dict[str, asyncio.Task[None]] = {}  # see _soon
+        self._again: set[str] = set()
+        self._catalogues = {lang: catalogue(lang) for lang in self.config.languages}
 
     # ------------------------------------------------------------ life
 
@@ -164,6 +157,9 @@ class KioskServer:
         for unsubscribe in self._unsubscribers:
             unsubscribe()
         self._unsubscribers = []
+        self._again.clear()
+        for task in list(self._pending.values()):
+            task.cancel()
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -224,7 +220,7 @@ class KioskServer:
             if ws.closed:
                 session.sockets.discard(ws)
                 continue
-            asyncio.get_running_loop().create_task(_send(ws, message))
+            asyncio.get_running_loop().create_task(send(ws, message))
 
     def _door_closed(self, door: DoorClosed) -> None:
         for session in self.sessions.values():
@@ -240,18 +236,49 @@ class KioskServer:
                 )
 
     def _hardware_changed(self) -> None:
-        for session in self.sessions.values():
-            if session.role is Role.TECHNICIAN and session.sockets:
-                self._push(session, {"type": "cabinet", "cabinet": self.cabinet_picture()})
+        """A door, lock or sensor changed: service-mode screens get the new picture."""
+        if any(s.role is Role.TECHNICIAN and s.sockets for s in self.sessions.values()):
+            self._soon("picture", self._push_picture)
 
     def _committed(self, _events: Sequence[StoredEvent]) -> None:
         """After any commit: a cash-on-delivery parcel just paid opens for who waits."""
+        if any(s.payment_reservation is not None for s in self.sessions.values()):
+            self._soon("payments", self._check_payments)
+
+    def _soon(self, name: str, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``work`` once, soon, however many changes ask for it meanwhile (it reads the
+        store off the loop, so listeners, which must not wait, hand it to a task)."""
+        if name in self._pending:
+            self._again.add(name)  # it may have read the store already: once more after
+            return
+        task = asyncio.create_task(work(), name=f"kiosk {name}")
+        self._pending[name] = task
+
+        def done(_task: asyncio.Task[None]) -> None:
+            self._pending.pop(name, None)
+            if name in self._again:
+                self._again.discard(name)
+                self._soon(name, work)
+
+        task.add_done_callback(done)
+
+    async def _push_picture(self) -> None:
+        picture = await self.cabinet_picture()
         for session in self.sessions.values():
-            rid = session.payment_reservation
-            if rid is None:
-                continue
-            reservation = self.daemon.store.reservation(rid)
-            if reservation is not None and not reservation.awaiting_payment:
+            if session.role is Role.TECHNICIAN and session.sockets:
+                self._push(session, {"type": "cabinet", "cabinet": picture})
+
+    async def _check_payments(self) -> None:
+        waiting = {s.payment_reservation for s in self.sessions.values()} - {None}
+        paid = await self.daemon.async_store.read(
+            lambda store: {
+                rid
+                for rid in waiting
+                if (r := store.reservation(str(rid))) is not None and not r.awaiting_payment
+            }
+        )
+        for session in self.sessions.values():
+            if session.payment_reservation in paid:
                 session.payment_reservation = None
                 self._push(session, {"type": "payment.confirmed", "message": "payment.confirmed"})
 
@@ -340,23 +367,17 @@ class KioskServer:
         fact(log, "kiosk.screen", screen=screen.screen, message=screen.message)
         return screen
 
-    def _flows(self) -> Any:
-        flows = getattr(self.daemon, "flows", None)
-        if flows is None:
-            raise web.HTTPServiceUnavailable(
-                text=json.dumps({"screen": "error", "message": "error.unavailable"}),
-                content_type="application/json",
-            )
-        return flows
+    def _flows(self) -> Flows:
+        return self.daemon.flows
 
     async def _index(self, request: web.Request) -> web.StreamResponse:
-        return _file_response("index.html")
+        return file_response("index.html")
 
     async def _static(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
         if name not in _STATIC:
             raise web.HTTPNotFound()
-        return _file_response(name)
+        return file_response(name)
 
     async def _i18n(self, request: web.Request) -> web.StreamResponse:
         catalogue = self._catalogues.get(request.match_info["lang"])
@@ -376,8 +397,8 @@ class KioskServer:
         )
 
     async def _new_session(self, request: web.Request) -> web.StreamResponse:
-        body = await _body(request)
-        session = self.new_session(_opt_text(body, "language"))
+        body = await read_body(request)
+        session = self.new_session(optional_text(body, "language"))
         return web.json_response({"session": session.id, "language": session.language})
 
     async def _end_session(self, request: web.Request) -> web.StreamResponse:
@@ -387,7 +408,7 @@ class KioskServer:
 
     async def _language(self, request: web.Request) -> web.StreamResponse:
         session = self._session(request)
-        language = _text(await _body(request), "language")
+        language = required_text(await read_body(request), "language")
         if language not in self.config.languages:
             raise BadRequest("unknown language")
         session.language = language
@@ -395,32 +416,32 @@ class KioskServer:
 
     async def _pickup(self, request: web.Request) -> web.StreamResponse:
         session = self._session(request)
-        code = _text(await _body(request), "code")
+        code = required_text(await read_body(request), "code")
         result = await self._flows().pickup(KIOSK_SURFACE, code, PickupMethod.CODE)
-        return _json(await self._shown(session, result))
+        return screen_response(await self._shown(session, result))
 
     async def _scan(self, request: web.Request) -> web.StreamResponse:
         session = self._session(request)
-        text = _text(await _body(request), "text")
-        return _json(await self._scan_in(session, text, KIOSK_SURFACE))
+        text = required_text(await read_body(request), "text")
+        return screen_response(await self._scan_in(session, text, KIOSK_SURFACE))
 
     async def _dropoff(self, request: web.Request) -> web.StreamResponse:
         session = self._session(request)
-        code = _text(await _body(request), "code")
+        code = required_text(await read_body(request), "code")
         result = await self._flows().drop_off(KIOSK_SURFACE, code)
-        return _json(await self._shown(session, result))
+        return screen_response(await self._shown(session, result))
 
     async def _courier_login(self, request: web.Request) -> web.StreamResponse:
         session = self._session(request)
-        body = await _body(request)
-        code, badge = _opt_text(body, "code"), _opt_text(body, "badge")
+        body = await read_body(request)
+        code, badge = optional_text(body, "code"), optional_text(body, "badge")
         if code is None and badge is None:
             raise BadRequest("code or badge required")
         answer = await self._flows().courier_login(KIOSK_SURFACE, code=code, badge=badge)
         if hasattr(answer, "scan"):
             session.role, session.courier = Role.COURIER, answer
-            return _json(Screen("courier", "courier.welcome"))
-        return _json(await self._shown(session, answer))
+            return screen_response(Screen("courier", "courier.welcome"))
+        return screen_response(await self._shown(session, answer))
 
     def _courier(self, session: KioskSession) -> Any:
         courier = session.courier
@@ -435,13 +456,13 @@ class KioskServer:
     async def _courier_scan(self, request: web.Request) -> web.StreamResponse:
         session = self._session(request)
         courier = self._courier(session)
-        barcode = _text(await _body(request), "barcode")
-        return _json(await self._shown(session, await courier.scan(barcode)))
+        barcode = required_text(await read_body(request), "barcode")
+        return screen_response(await self._shown(session, await courier.scan(barcode)))
 
     async def _courier_exception(self, request: web.Request) -> web.StreamResponse:
         session = self._session(request)
         courier = self._courier(session)
-        problem = _text(await _body(request), "problem")
+        problem = required_text(await read_body(request), "problem")
         from ..flows.core import Problem
 
         try:
@@ -449,34 +470,19 @@ class KioskServer:
         except ValueError as exc:
             raise BadRequest("unknown problem") from exc
         result = await courier.report(kind)
-        return _json(await self._shown(session, result))
+        return screen_response(await self._shown(session, result))
 
     async def _service_login(self, request: web.Request) -> web.StreamResponse:
         session = self._session(request)
-        code = _text(await _body(request), "code")
-        flows = self._flows()
-        login = getattr(flows, "technician_login", None)
-        if login is not None:
-            answer = login(KIOSK_SURFACE, code)
-            credential = getattr(answer, "credential_id", None)
-        else:
-            # Until flows has its own: the store's throttled verification, nothing more.
-            with self.daemon.store.transaction() as tx:
-                verdict = tx.verify_code(
-                    self.daemon.code_key, KIOSK_SURFACE, Purpose.TECHNICIAN, code
-                )
-            answer = flows._verdict_refusal(verdict)
-            credential = verdict.credential.id if verdict.credential is not None else None
-            if answer is None and credential is None:
-                from ..flows.results import RefusalReason, Refused
-
-                answer = Refused(RefusalReason.CODE_NOT_VALID)
-        if credential is None:
-            return _json(await self._shown(session, answer))
-        session.role, session.technician = Role.TECHNICIAN, credential
-        fact(log, "kiosk.service_mode", credential=credential)
+        code = required_text(await read_body(request), "code")
+        answer = await self._flows().technician_login(KIOSK_SURFACE, code)
+        if not isinstance(answer, str):
+            return screen_response(await self._shown(session, answer))
+        session.role, session.technician = Role.TECHNICIAN, answer
+        fact(log, "kiosk.service_mode", credential=answer)
+        picture = await self.cabinet_picture()
         return web.json_response(
-            {"screen": "service", "message": "service.welcome", "cabinet": self.cabinet_picture()}
+            {"screen": "service", "message": "service.welcome", "cabinet": picture}
         )
 
     def _technician(self, session: KioskSession) -> str:
@@ -489,35 +495,35 @@ class KioskServer:
 
     async def _service_cabinet(self, request: web.Request) -> web.StreamResponse:
         self._technician(self._session(request))
-        return web.json_response({"cabinet": self.cabinet_picture()})
+        return web.json_response({"cabinet": await self.cabinet_picture()})
 
     async def _service_open(self, request: web.Request) -> web.StreamResponse:
         session = self._session(request)
         self._technician(session)
-        body = await _body(request)
-        compartment = _text(body, "compartment")
-        reason = _opt_text(body, "reason") or "kiosk service mode"
+        body = await read_body(request)
+        compartment = required_text(body, "compartment")
+        reason = optional_text(body, "reason") or "kiosk service mode"
         result = await self._flows().technician_open(compartment, reason)
-        return _json(await self._shown(session, result))
+        return screen_response(await self._shown(session, result))
 
     async def _service_compartment(self, request: web.Request) -> web.StreamResponse:
         session = self._session(request)
         who = self._technician(session)
-        body = await _body(request)
-        compartment = _text(body, "compartment")
+        body = await read_body(request)
+        compartment = required_text(body, "compartment")
         in_service = body.get("in_service")
         if not isinstance(in_service, bool):
             raise BadRequest("in_service must be true or false")
-        reason = _opt_text(body, "reason") or "kiosk service mode"
+        reason = optional_text(body, "reason") or "kiosk service mode"
         result = await self._flows().set_service(compartment, in_service, reason, who)
-        return _json(await self._shown(session, result))
+        return screen_response(await self._shown(session, result))
 
     async def _payment_status(self, request: web.Request) -> web.StreamResponse:
         session = self._session(request)
         rid = session.payment_reservation
         if rid is None:
             return web.json_response({"paid": True, "message": "payment.confirmed"})
-        reservation = self.daemon.store.reservation(rid)
+        reservation = await self.daemon.async_store.read(lambda store: store.reservation(rid))
         paid = reservation is None or not reservation.awaiting_payment
         if paid:
             session.payment_reservation = None
@@ -546,9 +552,10 @@ class KioskServer:
 
     # ------------------------------------------------------------ the picture
 
-    def cabinet_picture(self) -> list[dict[str, Any]]:
+    async def cabinet_picture(self) -> list[dict[str, Any]]:
         """Every compartment with door, lock, occupancy, faults and service, for service mode."""
         d = self.daemon
+        rows = await d.async_store.read(lambda store: store.compartments())
         return [
             {
                 "id": c.id,
@@ -564,7 +571,7 @@ class KioskServer:
                 "in_service": c.in_service,
                 "state": c.state.value,
             }
-            for c in status.compartments(d.config, d.store, d.hardware.supervisor)
+            for c in status.compartments(d.config, rows, d.hardware.supervisor)
         ]
 
     # ------------------------------------------------------------ errors
@@ -596,100 +603,3 @@ class KioskServer:
             # A bug in one request never takes the kiosk down, and never opens a door.
             log.exception("kiosk.request_failed path=%s", request.path)
             return web.json_response({"screen": "error", "message": "error.unexpected"}, status=500)
-
-
-def _faulty(view: CompartmentView | None) -> bool:
-    if view is None:
-        return False
-    sensors = view.door_sensor_faulty or view.occupancy_sensor_faulty
-    return sensors or view.lock is LockState.FAULTED
-
-
-async def _send(ws: web.WebSocketResponse, message: dict[str, Any]) -> None:
-    with contextlib.suppress(Exception):
-        await ws.send_json(message)
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    if not request.can_read_body:
-        return {}
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest("body is not JSON") from exc
-    if not isinstance(body, dict):
-        raise BadRequest("body must be a JSON object")
-    return body
-
-
-def _opt_text(body: dict[str, Any], name: str) -> str | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value or len(value) > MAX_FIELD:
-        raise BadRequest(f"{name} must be a non-empty string")
-    return value
-
-
-def _text(body: dict[str, Any], name: str) -> str:
-    value = _opt_text(body, name)
-    if value is None:
-        raise BadRequest(f"{name} is required")
-    return value
-
-
-def _json(screen: Screen) -> web.StreamResponse:
-    return web.json_response(screen.json())
-
-
-_CONTENT_TYPES = {".html": "text/html", ".css": "text/css", ".js": "application/javascript"}
-
-
-def _file_response(name: str) -> web.StreamResponse:
-    data = resources.files("lockerd.kiosk").joinpath("static", name).read_bytes()
-    kind = _CONTENT_TYPES[name[name.rindex(".") :]]
-    return web.Response(body=data, content_type=kind, charset="utf-8")
-
-
-def _catalogue(language: str) -> dict[str, str]:
-    raw = resources.files("lockerd.kiosk").joinpath("i18n", f"{language}.json").read_text("utf-8")
-    catalogue: dict[str, str] = json.loads(raw)
-    return catalogue
-
-
-def qr_svg(text: str) -> bytes:
-    """The payment link as an SVG QR code, made here so the page needs no script for it."""
-    import segno
-
-    out = io.BytesIO()
-    segno.make(text, error="m").save(out, kind="svg", scale=8, border=2, xmldecl=False)
-    return out.getvalue()
-
-
-async def serve(daemon: Daemon) -> None:
-    """The daemon service: run the kiosk until cancelled (``Daemon.services`` entry)."""
-    if not daemon.config.kiosk.enabled:
-        fact(log, "kiosk.disabled")
-        return
-    server = KioskServer(daemon)
-    await server.start()
-    inputs = daemon.config.inputs
-    feeds: list[asyncio.Task[None]] = []
-    if inputs.scanner_port:
-        scanner = SerialScanner(inputs.scanner_port, inputs.scanner_baudrate)
-        feeds.append(asyncio.create_task(server.feed_scanner(scanner), name="scanner"))
-    for path, surface in (
-        (inputs.scanner_device, SCANNER_SURFACE),
-        (inputs.keypad_device, "keypad"),
-    ):
-        if path:
-            feeds.append(
-                asyncio.create_task(server.feed_keys(EvdevInput(path), surface), name=surface)
-            )
-    try:
-        await asyncio.Event().wait()
-    finally:
-        for feed in feeds:
-            feed.cancel()
-        await asyncio.gather(*feeds, return_exceptions=True)
-        await server.stop()

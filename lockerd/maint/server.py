@@ -320,7 +320,11 @@ class MaintenanceServer:
                 # the reservation's id only: never its code or anything derived from it
                 "reservation": c.reservation_id,
             }
-            for c in status.compartments(d.config, d.store, d.hardware.supervisor)
+            for c in status.compartments(
+                d.config,
+                await d.async_store.read(lambda s: s.compartments()),
+                d.hardware.supervisor,
+            )
         ]
 
     def _compartment(self, request: dict[str, Any]) -> str:

@@ -1,0 +1,37 @@
+"""Who is at the screen: one kiosk session per person, and what they may do there."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from aiohttp import web
+
+
+class Role(StrEnum):
+    GUEST = "guest"
+    COURIER = "courier"
+    TECHNICIAN = "technician"
+
+
+@dataclass
+class KioskSession:
+    """One person at the screen (mutable: it is the kiosk's own working state)."""
+
+    id: str
+    language: str
+    last_active: float
+    role: Role = Role.GUEST
+    courier: Any = None  # flows' CourierSession while a courier is logged in
+    technician: str | None = None
+    payment_reservation: str | None = None
+    payment_url: str | None = None
+    open_doors: set[str] = field(default_factory=set)
+    sockets: set[web.WebSocketResponse] = field(default_factory=set)
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
