@@ -33,6 +33,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.client import Client, MQTTMessage
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from .ca import ENROL_REQUEST_TOPIC, EnrolmentService
+
 GENESIS = "0" * 64
 PURPOSES = ("pickup", "dropoff", "courier", "technician", "badge")
 
@@ -172,6 +174,8 @@ class ReferenceCloud:
         client_id: str = "reference-cloud",
         protocol: str = "5",
         persistent: bool = True,
+        username: str | None = None,
+        enrolment: EnrolmentService | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -187,6 +191,9 @@ class ReferenceCloud:
         )
         self._v5 = v5
         self._persistent = persistent
+        self.enrolment = enrolment
+        if username is not None:
+            self.client.username_pw_set(username)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self._subscribed = threading.Event()
@@ -218,13 +225,35 @@ class ReferenceCloud:
     ) -> None:
         # (Re)subscribe on every connect: a broker without our session forgot it.
         client.subscribe("lockers/v1/+/#", qos=1)
+        if self.enrolment is not None:
+            client.subscribe(ENROL_REQUEST_TOPIC, qos=1)
+
+    def _enrolment_message(self, topic: str, kind: str, cabinet: str, payload: bytes) -> bool:
+        """Answer enrolment and renewal requests; True when the message was one."""
+        if self.enrolment is None:
+            return kind in ("csr", "cert")
+        if topic == ENROL_REQUEST_TOPIC:
+            answer = self.enrolment.enrol(payload)
+            if answer is not None:
+                self.client.publish(answer[0], answer[1], qos=1)
+            return True
+        if kind == "csr":
+            reply = self.enrolment.renew(cabinet, payload)
+            self.client.publish(f"lockers/v1/{cabinet}/cert", reply, qos=1)
+            return True
+        return kind == "cert"
 
     def _on_message(self, client: Client, userdata: Any, message: MQTTMessage) -> None:
+        if message.topic == ENROL_REQUEST_TOPIC:
+            self._enrolment_message(message.topic, "", "", bytes(message.payload))
+            return
         parts = message.topic.split("/")
         if len(parts) != 4 or parts[0] != "lockers" or parts[1] != "v1":
             return
         cabinet, kind = parts[2], parts[3]
         payload = bytes(message.payload)
+        if self._enrolment_message(message.topic, kind, cabinet, payload):
+            return
         with self.lock:
             view = self.cabinets.setdefault(cabinet, CabinetView())
             view.raw.append((kind, payload))

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .reader import REQUIRED, Table
+from ..sync.endpoints import Endpoint, EndpointError, parse_endpoint
+from .reader import REQUIRED, Table, toml_type
 
 MQTT_PROTOCOLS = ("5", "3.1.1")
 MQTT_COMMANDS = (
@@ -44,6 +45,14 @@ class MqttConfig:
     clock_skew_s: int
     session_expiry_s: int
     max_inflight: int
+    # The broker cluster's nodes, tried in turn; from `brokers`, or the one `host`/`port`.
+    brokers: tuple[Endpoint, ...] = ()
+    # Ask for a new client certificate when the current one expires within this many days.
+    renew_before_days: int = 30
+
+    @property
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        return self.brokers or (Endpoint(self.host, self.port),)
 
 
 def parse_mqtt(table: Table, file: Path) -> MqttConfig:
@@ -54,11 +63,17 @@ def parse_mqtt(table: Table, file: Path) -> MqttConfig:
         # Relative paths are relative to the config file, not to the daemon's cwd.
         return (file.parent / raw) if not Path(raw).is_absolute() else Path(raw)
 
-    host = table.text("host")
     tls_ca = path("tls_ca")
     tls_cert = path("tls_cert")
     tls_key = path("tls_key")
-    port = table.integer("port", 8883 if tls_ca is not None else 1883, lo=1, hi=65535)
+    default_port = 8883 if tls_ca is not None else 1883
+    brokers = _parse_brokers(table, default_port, tls=tls_ca is not None)
+    host = table.text("host", None if brokers or "brokers" in table.data else REQUIRED)
+    port = table.integer("port", default_port, lo=1, hi=65535)
+    if brokers and ("host" in table.data or "port" in table.data):
+        table.problem(table.key("brokers"), "give either brokers or host/port, not both")
+    if brokers:
+        host, port = brokers[0].host, brokers[0].port
     protocol = table.text("protocol", "5")
     if isinstance(protocol, str) and protocol not in MQTT_PROTOCOLS:
         table.problem(table.key("protocol"), f"{protocol!r} is not one of '5', '3.1.1'")
@@ -66,11 +81,12 @@ def parse_mqtt(table: Table, file: Path) -> MqttConfig:
         table.problem(table.key("tls_cert"), "tls_cert and tls_key go together")
     if tls_cert is not None and tls_ca is None:
         table.problem(table.key("tls_ca"), "a client certificate needs tls_ca to check the broker")
-    if tls_ca is None and isinstance(host, str) and host not in _LOOPBACK_HOSTS:
-        table.problem(
-            table.key("tls_ca"),
-            f"plain TCP is only for a broker on this machine; {host!r} needs TLS (set tls_ca)",
-        )
+    for name in [b.host for b in brokers] if brokers else [host]:
+        if tls_ca is None and isinstance(name, str) and name not in _LOOPBACK_HOSTS:
+            table.problem(
+                table.key("tls_ca"),
+                f"plain TCP is only for a broker on this machine; {name!r} needs TLS (set tls_ca)",
+            )
     username = table.text("username", None)
     password = table.text("password", None)
     if password is not None and username is None:
@@ -103,6 +119,37 @@ def parse_mqtt(table: Table, file: Path) -> MqttConfig:
         clock_skew_s=table.integer("clock_skew_s", 60, lo=1, hi=86400),
         session_expiry_s=table.integer("session_expiry_s", 7 * 86400, lo=86400, hi=2**32 - 1),
         max_inflight=table.integer("max_inflight", 20, lo=1, hi=65535),
+        brokers=brokers,
+        renew_before_days=table.integer("renew_before_days", 30, lo=1, hi=3650),
     )
     table.done()
     return config
+
+
+def _parse_brokers(table: Table, default_port: int, tls: bool) -> tuple[Endpoint, ...]:
+    """``brokers = ["node-a.example.net:8883", "node-b.example.net"]``: a cluster's nodes."""
+    raw = table._get("brokers", [], (list,), 'list of "HOST[:PORT]" strings')
+    endpoints: list[Endpoint] = []
+    for index, text in enumerate(raw or []):
+        key = f"{table.key('brokers')}[{index}]"
+        if not isinstance(text, str):
+            table.problem(key, f"must be a string, not {toml_type(text)}")
+            continue
+        try:
+            endpoint = parse_endpoint(text, default_port)
+        except EndpointError as exc:
+            table.problem(key, str(exc))
+            continue
+        if endpoint.scheme == "mqtt" and tls:
+            table.problem(key, "mqtt:// is plain TCP but tls_ca is set (use mqtts://)")
+        elif endpoint.scheme == "mqtts" and not tls:
+            table.problem(key, "mqtts:// needs tls_ca to check the broker")
+        if any((e.host, e.port) == (endpoint.host, endpoint.port) for e in endpoints):
+            table.problem(key, f"{endpoint} is listed twice")
+            continue
+        endpoints.append(endpoint)
+    if isinstance(raw, list) and "brokers" in table.data and not raw:
+        table.problem(table.key("brokers"), "lists no broker")
+    if len(endpoints) > 32:
+        table.problem(table.key("brokers"), "at most 32 brokers")
+    return tuple(endpoints)

@@ -29,4 +29,11 @@ def summary(config: Config) -> str:
             lines.append(f"  size {size.value}: {len(ids)} ({', '.join(ids)})")
     sensed = sum(1 for c in config.compartments if c.occupancy is not None)
     lines.append(f"  occupancy sensors: {sensed} of {len(config.compartments)}")
+    if config.mqtt is not None:
+        mqtt = config.mqtt
+        link = "mutual TLS" if mqtt.tls_cert else "TLS" if mqtt.tls_ca else "plain TCP"
+        nodes = ", ".join(str(e) for e in mqtt.endpoints)
+        lines.append(f"  cloud: {nodes} ({link})")
+    else:
+        lines.append("  cloud: none (offline)")
     return "\n".join(lines)

@@ -94,7 +94,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     provision = add("provision", "code key, cabinet id, broker, cloud keys (daemon stopped)")
     provision.add_argument("--cabinet-id")
-    provision.add_argument("--broker", help="HOST or HOST:PORT of the MQTT broker")
+    provision.add_argument(
+        "--broker",
+        action="append",
+        default=[],
+        help="[mqtts://]HOST[:PORT] of the MQTT broker (repeat for each node of a cluster)",
+    )
+    provision.add_argument("--tls-ca", type=Path, help="the CA that signed the broker")
+    provision.add_argument("--tls-cert", type=Path, help="this cabinet's client certificate")
+    provision.add_argument("--tls-key", type=Path, help="this cabinet's client key")
     provision.add_argument("--issuer", help="the cloud's command issuer (iss)")
     provision.add_argument("--code-key", type=Path, help="import this code key (else created)")
     provision.add_argument(
@@ -411,10 +419,13 @@ def _provision(ctx: Context) -> int:
     result = offline.provision(
         path,
         cabinet_id=ctx.args.cabinet_id,
-        broker=ctx.args.broker,
+        broker=tuple(ctx.args.broker),
         issuer=ctx.args.issuer,
         code_key=ctx.args.code_key,
         import_keys=tuple(ctx.args.import_key),
+        tls_ca=ctx.args.tls_ca,
+        tls_cert=ctx.args.tls_cert,
+        tls_key=ctx.args.tls_key,
     )
     _out(
         ctx,

@@ -22,11 +22,12 @@ from ..clock import SystemClock
 from ..codes import CODE_KEY_NAME, CodeKey, CodeKeyError
 from ..config import Config
 from ..store import DATABASE_NAME, Store, StoreError
+from ..sync.endpoints import EndpointError, parse_endpoint
+from ..sync.enrolment import write_file
 from .server import Refused, backup, verify
 
 TRUSTED_KEYS_DIR = "trusted-keys"
 _KID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-_HOST = re.compile(r"^[A-Za-z0-9.:_-]{1,253}$")
 
 
 def verify_offline(config: Config) -> dict[str, Any]:
@@ -93,6 +94,40 @@ def _set_key(text: str, section: str, key: str, value: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _remove_key(text: str, section: str, key: str) -> str:
+    """Drop ``key = ...`` from ``[section]`` (one line values only, as this file writes them)."""
+    lines = text.splitlines()
+    header = re.compile(r"^\s*\[([^\[\]]+)\]\s*(#.*)?$")
+    pattern = re.compile(rf"^\s*{re.escape(key)}\s*=")
+    current = None
+    kept = []
+    for line in lines:
+        m = header.match(line)
+        if m:
+            current = m.group(1).strip()
+        elif current == section and pattern.match(line):
+            continue
+        kept.append(line)
+    return "\n".join(kept) + "\n"
+
+
+def write_config(path: Path, text: str) -> None:
+    """Replace the configuration atomically, keeping its owner, group and mode.
+
+    A permission problem is one line naming the file (``sudo`` is what it usually takes
+    with /etc/lockerd owned root:lockerd 0750), never a traceback.
+    """
+    try:
+        st = path.stat()
+        write_file(path, text.encode("utf-8"), st.st_mode & 0o7777, (st.st_uid, st.st_gid))
+    except PermissionError:
+        raise Refused(
+            f"cannot write {path}: permission denied (its directory must be writable; run as root)"
+        ) from None
+    except OSError as exc:
+        raise Refused(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
 def _quoted(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -100,12 +135,19 @@ def _quoted(value: str) -> str:
 def provision(
     config_path: Path,
     cabinet_id: str | None = None,
-    broker: str | None = None,
+    broker: str | tuple[str, ...] | None = None,
     issuer: str | None = None,
     code_key: Path | None = None,
     import_keys: tuple[Path, ...] = (),
+    tls_ca: Path | None = None,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
 ) -> dict[str, Any]:
-    """Make a cabinet ready: config edits first (checked before writing), then key files."""
+    """Make a cabinet ready: config edits first (checked before writing), then key files.
+
+    ``broker`` is one ``[mqtts://]HOST[:PORT]`` (written as ``host``/``port``) or several
+    (written as ``brokers``, a cluster's nodes). TLS files are written as absolute paths.
+    """
     try:
         text = config_path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -113,13 +155,26 @@ def provision(
     new = text
     if cabinet_id is not None:
         new = _set_key(new, "cabinet", "id", _quoted(cabinet_id))
-    if broker is not None:
-        host, _, port = broker.rpartition(":") if broker.count(":") == 1 else (broker, "", "")
-        if not _HOST.match(host) or (port and not port.isdigit()):
-            raise Refused(f"broker must be HOST or HOST:PORT, not {broker!r}")
-        new = _set_key(new, "mqtt", "host", _quoted(host))
-        if port:
-            new = _set_key(new, "mqtt", "port", port)
+    brokers = (broker,) if isinstance(broker, str) else tuple(broker or ())
+    endpoints = []
+    for text_ in brokers:
+        try:
+            endpoints.append(parse_endpoint(text_, 8883 if tls_ca is not None else 1883))
+        except EndpointError as exc:
+            raise Refused(f"--broker: {exc}") from None
+    if len(endpoints) == 1 and "://" not in brokers[0]:
+        new = _remove_key(new, "mqtt", "brokers")
+        new = _set_key(new, "mqtt", "host", _quoted(endpoints[0].host))
+        if ":" in brokers[0].rpartition("]")[2]:
+            new = _set_key(new, "mqtt", "port", str(endpoints[0].port))
+    elif endpoints:
+        for key in ("host", "port"):
+            new = _remove_key(new, "mqtt", key)
+        listed = ", ".join(_quoted(text_) for text_ in brokers)
+        new = _set_key(new, "mqtt", "brokers", f"[{listed}]")
+    for key, file in (("tls_ca", tls_ca), ("tls_cert", tls_cert), ("tls_key", tls_key)):
+        if file is not None:
+            new = _set_key(new, "mqtt", key, _quoted(str(file.absolute())))
     if issuer is not None:
         new = _set_key(new, "mqtt", "issuer", _quoted(issuer))
     if import_keys and not re.search(r"(?m)^\s*trusted_keys\s*=", new):
@@ -131,37 +186,50 @@ def provision(
     except config_module.ConfigError as exc:
         raise Refused("the configuration would not load: " + "; ".join(exc.problems)) from exc
     if new != text:
-        temporary = config_path.with_name(config_path.name + ".new")
-        temporary.write_text(new, encoding="utf-8")
-        os.replace(temporary, config_path)
+        write_config(config_path, new)
 
     state_dir = checked.cabinet.state_dir
-    state_dir.mkdir(parents=True, exist_ok=True)
-    key_path = state_dir / CODE_KEY_NAME
-    if code_key is not None:
-        _import_code_key(code_key, key_path)
-        created = "imported"
-    else:
-        existed = key_path.exists()
-        try:
-            CodeKey.load_or_create(key_path)
-        except CodeKeyError as exc:
-            raise Refused(str(exc)) from exc
-        created = "kept" if existed else "created"
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        key_path = state_dir / CODE_KEY_NAME
+        if code_key is not None:
+            _import_code_key(code_key, key_path)
+            created = "imported"
+        else:
+            existed = key_path.exists()
+            try:
+                CodeKey.load_or_create(key_path)
+            except CodeKeyError as exc:
+                raise Refused(str(exc)) from exc
+            created = "kept" if existed else "created"
+        _give_to_state_owner(key_path, state_dir)
 
-    imported = []
-    if import_keys:
-        assert checked.mqtt is not None
-        directory = checked.mqtt.trusted_keys
-        directory.mkdir(parents=True, exist_ok=True)
-        for source in import_keys:
-            imported.append(_import_public_key(source, directory))
+        imported = []
+        if import_keys:
+            assert checked.mqtt is not None
+            directory = checked.mqtt.trusted_keys
+            directory.mkdir(parents=True, exist_ok=True)
+            for source in import_keys:
+                imported.append(_import_public_key(source, directory))
+    except PermissionError as exc:
+        raise Refused(f"cannot write {exc.filename}: permission denied (run as root)") from None
     return {
         "cabinet": checked.cabinet.id,
-        "broker": None if checked.mqtt is None else f"{checked.mqtt.host}:{checked.mqtt.port}",
+        "broker": (
+            None if checked.mqtt is None else ", ".join(str(e) for e in checked.mqtt.endpoints)
+        ),
         "code_key": created,
         "imported_keys": imported,
     }
+
+
+def _give_to_state_owner(path: Path, state_dir: Path) -> None:
+    """Run as root, a key written here must still be the daemon's: same owner as its dir."""
+    if os.geteuid() != 0:
+        return
+    st = state_dir.stat()
+    with contextlib.suppress(OSError):
+        os.chown(path, st.st_uid, st.st_gid)
 
 
 def _import_code_key(source: Path, target: Path) -> None:

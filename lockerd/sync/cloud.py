@@ -5,10 +5,12 @@
     sync.events_committed()                   # after a transaction that emitted events
     sync.state_changed()                      # after anything the state snapshot shows changed
 
-Per connection: subscribe to ``cmd``, publish ``status`` (retained, online; the will says
-offline), then run side by side the outbox pump, the coalesced ``state`` publisher,
-``telemetry`` and the command handler. Any of them losing the connection ends them all;
-``run`` reconnects forever with capped, jittered backoff.
+Per connection: publish ``status`` (retained, online; the will says offline), then run
+side by side the outbox pump, the coalesced ``state`` publisher, ``telemetry``, the
+``cmd`` subscription (retried apart when refused), the command handler and, with a client
+certificate, its renewal. Any of them losing the connection ends them all; ``run`` tries
+every address of every broker node in turn, then waits (capped, jittered backoff). A
+clean stop publishes the offline status and waits for its PUBACK before DISCONNECT.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ from .commands import (
     VerifiedCommand,
     Verifier,
 )
+from .enrolment import Renewal
+from .link import BrokerLink
 from .mqtt import (
     Backoff,
     ConnectFailed,
@@ -59,6 +63,7 @@ from .mqtt import (
     LinkSettings,
     PublishRefused,
     Session,
+    SubscribeRefused,
     TlsSettings,
     Will,
     connect,
@@ -79,6 +84,8 @@ OUTBOX_READ_BATCH = 500
 ACK_FLUSH_S = 0.2
 # command.rejected events per minute at most: garbage on cmd must not flood the outbox.
 REJECTED_EVENTS_PER_MINUTE = 30
+# How long a clean stop waits for the broker to take the offline status.
+GOODBYE_TIMEOUT_S = 2.0
 # A connection that lasted this long resets the backoff.
 STABLE_CONNECTION_S = 10.0
 OUTBOX_BOUND_CHECK_S = 1.0
@@ -136,6 +143,9 @@ class Topics:
         self.sync = base + "sync"
         self.telemetry = base + "telemetry"
         self.cmd = base + "cmd"
+        # Certificate renewal over the mutual-TLS link: our CSR out, the new certificate in.
+        self.csr = base + "csr"
+        self.cert = base + "cert"
 
 
 def link_settings(cabinet_id: str, mqtt: MqttConfig) -> LinkSettings:
@@ -196,6 +206,10 @@ class CloudSync:
         self.bus_errors = bus_errors
         self.topics = Topics(self.cabinet_id)
         self.settings = link_settings(self.cabinet_id, self.mqtt)
+        self.link = BrokerLink(self.settings, self.mqtt.endpoints, self.mqtt.renew_before_days)
+        self.renewal: Renewal | None = None
+        if self.settings.tls is not None and self.settings.tls.cert is not None:
+            self.renewal = Renewal(self.link, self.settings.tls, self.topics, self.cabinet_id)
         if verifier is None:
             lifetimes = {CommandType(name): value for name, value in self.mqtt.max_lifetime_s}
             verifier = Verifier(
@@ -217,6 +231,8 @@ class CloudSync:
         self._outbox_full = False
         self._bound_checked_at = float("-inf")
         self.connected = asyncio.Event()
+        # Set while the cmd subscription stands (it may be refused while events flow).
+        self.commands_ready = asyncio.Event()
         # For `lockerctl status`: when the broker last acknowledged our events (wall
         # time), and our clock minus the cloud's as last estimated from signed iats.
         self.last_acknowledged_at: float | None = None
@@ -242,16 +258,9 @@ class CloudSync:
         backoff = Backoff()
         will = Will(self.topics.status, json.dumps({"v": 1, "online": False}).encode())
         while True:
-            try:
-                session = await connect(self.settings, will)
-            except ConnectFailed as exc:
-                fact(
-                    log,
-                    "mqtt.connect_failed",
-                    logging.ERROR if exc.tls else logging.WARNING,
-                    reason=str(exc),
-                    tls=exc.tls,
-                )
+            session = await self._open(will)
+            if session is None:
+                # Every address of every node failed: only now wait.
                 await asyncio.sleep(backoff.next_delay())
                 continue
             opened = time.monotonic()
@@ -259,23 +268,40 @@ class CloudSync:
                 await self._serve(session)
             except (ConnectionLost, PublishRefused, ConnectFailed) as exc:
                 fact(log, "mqtt.connection_lost", logging.WARNING, reason=str(exc))
-            except asyncio.CancelledError:
-                await self._goodbye(session)
-                raise
             finally:
                 self.connected.clear()
+                self.commands_ready.clear()
+                self.link.disconnected()
             if time.monotonic() - opened >= STABLE_CONNECTION_S:
                 backoff.reset()
             await asyncio.sleep(backoff.next_delay())
 
+    async def _open(self, will: Will) -> Session | None:
+        """One round: each address of each broker node in turn; the first that answers."""
+        for target in await self.link.round():
+            try:
+                session = await connect(self.link.settings_for(target), will)
+            except ConnectFailed as exc:
+                self.link.failed(target, exc)
+                continue
+            self.link.connected(target)
+            return session
+        return None
+
     async def _goodbye(self, session: Session) -> None:
-        """A clean stop says offline itself: a clean disconnect does not fire the will."""
-        with contextlib.suppress(Exception):
+        """A clean stop says offline itself, before DISCONNECT: a clean disconnect fires no will.
+
+        The retained offline status waits for its PUBACK (bounded), so the broker has it
+        before the session ends.
+        """
+        try:
             await asyncio.wait_for(
-                session.publish(self.topics.status, self._status(online=False), retain=True), 2.0
+                session.publish(self.topics.status, self._status(online=False), retain=True),
+                GOODBYE_TIMEOUT_S,
             )
-        with contextlib.suppress(Exception):
-            await session.close()
+            fact(log, "mqtt.goodbye", status="offline")
+        except (TimeoutError, ConnectionLost, PublishRefused) as exc:
+            fact(log, "mqtt.goodbye_failed", logging.WARNING, reason=str(exc) or "timeout")
 
     def _status(self, online: bool) -> bytes:
         body: dict[str, Any] = {"v": 1, "online": online}
@@ -286,7 +312,8 @@ class CloudSync:
         return json.dumps(body, separators=(",", ":")).encode()
 
     async def _serve(self, session: Session) -> None:
-        await session.subscribe(self.topics.cmd, 1)
+        # Events first: a node that refuses the command subscription (its session queue
+        # lives on a node that is down) must not stop them; commands are subscribed apart.
         await session.publish(self.topics.status, self._status(online=True), retain=True)
         self.connected.set()
         self._state_dirty.set()
@@ -297,21 +324,47 @@ class CloudSync:
             asyncio.create_task(self._pump(session), name="sync.outbox"),
             asyncio.create_task(self._state_loop(session), name="sync.state"),
             asyncio.create_task(self._telemetry_loop(session), name="sync.telemetry"),
+            asyncio.create_task(self._subscribe_commands(session), name="sync.subscribe"),
             asyncio.create_task(self._command_loop(session), name="sync.commands"),
             asyncio.create_task(self._until_closed(session), name="sync.link"),
         ]
+        if self.renewal is not None:
+            workers.append(asyncio.create_task(self.renewal.run(session), name="sync.renewal"))
+        stopping = False
         try:
             done, _ = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
                 error = task.exception()
                 if error is not None:
                     raise error
+        except asyncio.CancelledError:
+            stopping = True
+            raise
         finally:
             for task in workers:
                 task.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
+            if stopping and session.is_open:
+                await self._goodbye(session)
             if session.is_open:
                 await session.close()
+
+    async def _subscribe_commands(self, session: Session) -> None:
+        """Subscribe to ``cmd``, retrying a refusal on its own backoff while events flow."""
+        backoff = Backoff()
+        while True:
+            try:
+                await session.subscribe(self.topics.cmd, 1)
+            except SubscribeRefused as exc:
+                self.link.commands = "refused, retrying"
+                fact(log, "mqtt.subscribe_refused", logging.WARNING, topic="cmd", reason=str(exc))
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            self.link.commands = "subscribed"
+            self.commands_ready.set()
+            if backoff.attempt:
+                fact(log, "mqtt.subscribed", topic="cmd", after_attempts=backoff.attempt + 1)
+            return
 
     async def _until_closed(self, session: Session) -> None:
         why = await asyncio.shield(session.closed)
@@ -449,7 +502,9 @@ class CloudSync:
     async def _command_loop(self, session: Session) -> None:
         while True:
             message = await session.incoming.get()
-            if message.topic == self.topics.cmd:
+            if message.topic == self.topics.cert and self.renewal is not None:
+                self.renewal.deliver(message.payload)
+            elif message.topic == self.topics.cmd:
                 try:
                     ack = await self.handle_command(message.payload, session)
                 except Exception as exc:  # one bad command must not stop the link

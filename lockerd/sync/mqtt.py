@@ -19,6 +19,8 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,6 +63,9 @@ class LinkSettings:
     client_id: str
     host: str
     port: int
+    # The resolved address to open (one node of a cluster); ``host`` stays the name the
+    # broker's certificate is checked against. None: let the resolver choose.
+    address: str | None = None
     protocol: Protocol = Protocol.MQTT5
     keepalive_s: int = 30
     username: str | None = None
@@ -92,11 +97,21 @@ class Incoming:
 
 
 class ConnectFailed(Exception):
-    """The connection could not be opened; ``tls`` says the TLS layer refused it."""
+    """The connection could not be opened; ``tls`` says the TLS layer refused it.
 
-    def __init__(self, message: str, tls: bool = False) -> None:
+    ``alert`` is the TLS alert the broker sent (``"certificate expired"``), if any: with
+    TLS 1.3 a refused client certificate only shows after the handshake, as an alert on
+    the first read.
+    """
+
+    def __init__(self, message: str, tls: bool = False, alert: str | None = None) -> None:
         super().__init__(message)
-        self.tls = tls
+        self.tls = tls or alert is not None
+        self.alert = alert
+
+
+class SubscribeRefused(ConnectFailed):
+    """The broker answered SUBSCRIBE with a failure reason code; the connection stays up."""
 
 
 class ConnectionLost(Exception):
@@ -281,6 +296,9 @@ class Session:
     def _lost(self, why: str, close_socket: bool = True) -> None:
         if self.closed.done():
             return
+        alert = getattr(self._client, "tls_alert", None)
+        if alert is not None:
+            why = f"TLS alert from the broker: {alert}"
         self.closed.set_result(why)
         if self._misc is not None:
             self._misc.cancel()
@@ -295,7 +313,7 @@ class Session:
                     future.set_exception(error)
             futures.clear()
         if not self._connack.done():
-            self._connack.set_exception(ConnectFailed(why))
+            self._connack.set_exception(ConnectFailed(why, alert=alert))
             self._connack.exception()  # whoever awaits it sees it; nobody else must care
         # paho closes its socket itself before any on_disconnect; the other paths (no
         # CONNACK, refused, cancelled, a read error) close it here. Never from inside a
@@ -349,7 +367,7 @@ class Session:
         self._subscribes[mid] = future
         reasons = await future
         if any(r.is_failure for r in reasons):
-            raise ConnectFailed(f"the broker refused the subscription to {topic}: {reasons[0]}")
+            raise SubscribeRefused(f"the broker refused the subscription to {topic}: {reasons[0]}")
 
     def ack(self, message: Incoming) -> None:
         """Acknowledge a QoS 1 message once it is handled: before that, the broker keeps it."""
@@ -366,13 +384,46 @@ class Session:
         self._lost("closed by us")
 
 
+def _alert_text(exc: ssl.SSLError) -> str:
+    """``SSLV3_ALERT_CERTIFICATE_EXPIRED`` -> ``certificate expired``."""
+    reason = str(exc.reason or exc)
+    reason = re.sub(r"^(SSLV3|TLSV1|TLSV13)_ALERT_", "", reason)
+    return reason.replace("_", " ").lower()[:120]
+
+
+class _Client(Client):
+    """paho's client, opening a chosen address and remembering a TLS alert.
+
+    Two of paho's internal hooks are overridden (paho 2.1): ``_create_socket_connection``
+    so that one address of a cluster node is opened while TLS still checks the node's
+    name, and ``_sock_recv`` because paho turns an alert into a bare "connection lost".
+    """
+
+    address: str | None = None
+    tls_alert: str | None = None
+
+    def _create_socket_connection(self) -> Any:
+        if self.address is None:
+            return super()._create_socket_connection()
+        return socket.create_connection((self.address, self._port), timeout=self._connect_timeout)
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        try:
+            return super()._sock_recv(bufsize)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            raise
+        except ssl.SSLError as exc:
+            self.tls_alert = _alert_text(exc)
+            raise
+
+
 def _make_client(settings: LinkSettings, will: Will | None) -> Client:
     protocol = (
         MQTTProtocolVersion.MQTTv5
         if settings.protocol is Protocol.MQTT5
         else MQTTProtocolVersion.MQTTv311
     )
-    client = Client(
+    client = _Client(
         CallbackAPIVersion.VERSION2,
         client_id=settings.client_id,
         # MQTT 3.1.1: a persistent session is clean_session=False. MQTT 5 sets clean_start
@@ -384,6 +435,7 @@ def _make_client(settings: LinkSettings, will: Will | None) -> Client:
         # makes the broker send them again, and the jti store answers them as duplicates.
         manual_ack=True,
     )
+    client.address = settings.address
     client.connect_timeout = settings.connect_timeout_s
     # paho does not honour the broker's Receive Maximum by itself and cannot change its
     # window once connected: it is configured (20, the common broker default), and paho
@@ -435,11 +487,13 @@ async def connect(
         opening.add_done_callback(lambda _: session._lost("cancelled while connecting"))
         raise
     except ssl.SSLError as exc:
-        raise ConnectFailed(f"TLS handshake failed: {exc}", tls=True) from exc
+        alert = _alert_text(exc) if "ALERT" in str(exc.reason) else None
+        raise ConnectFailed(f"TLS handshake failed: {exc}", tls=True, alert=alert) from exc
     except ssl.CertificateError as exc:
         raise ConnectFailed(f"broker certificate refused: {exc}", tls=True) from exc
     except OSError as exc:
-        raise ConnectFailed(f"cannot reach {settings.host}:{settings.port}: {exc}") from exc
+        where = settings.address or settings.host
+        raise ConnectFailed(f"cannot reach {where}:{settings.port}: {exc}") from exc
     session._attach()
     try:
         reason, properties_back = await asyncio.wait_for(
@@ -468,6 +522,7 @@ async def connect(
         log,
         "mqtt.connected",
         host=settings.host,
+        address=settings.address or settings.host,
         port=settings.port,
         tls=settings.tls is not None,
         session_present=session.session_present,

@@ -92,6 +92,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         await cloud.wait_ready()
         assert daemon.cloud is not None
         await asyncio.wait_for(daemon.cloud.connected.wait(), 15)
+        await asyncio.wait_for(daemon.cloud.commands_ready.wait(), 15)
         signer = Signer(ISSUER, provisioning.kid, provisioning.signing_key, CABINET)
         yield World(sim, daemon, cloud, signer, provisioning.code_key)
     finally:

@@ -36,6 +36,33 @@ class BrokerTls:
     ca: CertificateAuthority
     server: Issued
     require_certificate: bool = True
+    # The CAs client certificates are checked against, if not ``ca`` (a fleet's own CA).
+    client_ca: Path | None = None
+
+
+# A fleet's broker: cabinets (username = certificate CN) reach only their own topics; a
+# cabinet not yet enrolled reaches only the enrolment topics, on a listener of its own.
+FLEET_CABINET_ACL = """\
+pattern write lockers/v1/%u/status
+pattern write lockers/v1/%u/state
+pattern write lockers/v1/%u/events
+pattern write lockers/v1/%u/acks
+pattern write lockers/v1/%u/sync
+pattern write lockers/v1/%u/telemetry
+pattern write lockers/v1/%u/csr
+pattern read lockers/v1/%u/cmd
+pattern read lockers/v1/%u/cert
+"""
+FLEET_ENROLMENT_ACL = """\
+topic write lockers/enrol/v1/request
+pattern write lockers/enrol/v1/request
+pattern read lockers/enrol/v1/reply/%c
+"""
+# The cloud's own listener (plain, loopback only, in tests): the fleet service logs in.
+FLEET_CLOUD_ACL = """\
+user fleet-cloud
+topic readwrite lockers/#
+"""
 
 
 class Mosquitto:
@@ -48,6 +75,7 @@ class Mosquitto:
         acl: str | None = None,
         persistence: bool = True,
         max_packet_size: int | None = None,
+        enrolment: bool = False,
     ) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
@@ -57,10 +85,16 @@ class Mosquitto:
         self.max_packet_size = max_packet_size
         self.port = 0
         self.tls_port = 0
+        # With ``enrolment`` (needs ``tls``): per-listener ACLs for a fleet, and a TLS
+        # listener without client certificates on ``enrolment_port``.
+        self.enrolment = enrolment
+        self.enrolment_port = 0
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = directory / "mosquitto.log"
 
     def _write_config(self) -> Path:
+        if self.enrolment:
+            return self._write_fleet_config()
         lines = [
             "per_listener_settings false",
             "allow_anonymous true",
@@ -100,6 +134,52 @@ class Mosquitto:
         path.write_text("\n".join(lines) + "\n")
         return path
 
+    def _write_fleet_config(self) -> Path:
+        assert self.tls is not None
+        acls = {}
+        for name, text in (
+            ("cloud", FLEET_CLOUD_ACL),
+            ("cabinets", FLEET_CABINET_ACL),
+            ("enrolment", FLEET_ENROLMENT_ACL),
+        ):
+            acls[name] = self.directory / f"acl-{name}"
+            acls[name].write_text(text)
+        cafile = self.tls.client_ca or self.tls.ca.ca_file
+        lines = [
+            "per_listener_settings true",
+            f"persistence {'true' if self.persistence else 'false'}",
+            f"persistence_location {self.directory}/",
+            "autosave_interval 1",
+            f"log_dest file {self.log_path}",
+            "log_type all",
+            "connection_messages true",
+        ]
+        if os.geteuid() == 0:
+            lines.append("user root")
+        lines += [
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            f"acl_file {acls['cloud']}",
+            f"listener {self.tls_port} 127.0.0.1",
+            "allow_anonymous false",
+            f"acl_file {acls['cabinets']}",
+            f"cafile {cafile}",
+            f"certfile {self.tls.server.cert}",
+            f"keyfile {self.tls.server.key}",
+            "require_certificate true",
+            "use_identity_as_username true",
+            f"listener {self.enrolment_port} 127.0.0.1",
+            "allow_anonymous true",
+            f"acl_file {acls['enrolment']}",
+            f"cafile {cafile}",
+            f"certfile {self.tls.server.cert}",
+            f"keyfile {self.tls.server.key}",
+            "require_certificate false",
+        ]
+        path = self.directory / "mosquitto.conf"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
     def start(self, timeout_s: float = 15.0) -> None:
         binary = mosquitto_binary()
         if binary is None:
@@ -108,6 +188,7 @@ class Mosquitto:
             if not self.port:
                 self.port = free_port()
                 self.tls_port = free_port() if self.tls is not None else 0
+                self.enrolment_port = free_port() if self.enrolment else 0
             config = self._write_config()
             self.process = subprocess.Popen(
                 [binary, "-c", str(config)],
@@ -123,7 +204,7 @@ class Mosquitto:
 
     def _wait_listening(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
-        ports = [p for p in (self.port, self.tls_port) if p]
+        ports = [p for p in (self.port, self.tls_port, self.enrolment_port) if p]
         while time.monotonic() < deadline:
             if self.process is None or self.process.poll() is not None:
                 return False

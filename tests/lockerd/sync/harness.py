@@ -117,7 +117,9 @@ class Cabinet:
             self.task = None
 
     async def wait_connected(self, timeout_s: float = 15.0) -> None:
+        """Connected with the command subscription in place (commands sent now arrive)."""
         await asyncio.wait_for(self.sync.connected.wait(), timeout_s)
+        await asyncio.wait_for(self.sync.commands_ready.wait(), timeout_s)
 
 
 def open_store(directory: Path, config: Config) -> Store:

@@ -1,0 +1,178 @@
+"""Which broker to try next, and what the cabinet knows of its own certificate.
+
+A fleet's broker is a cluster: :class:`BrokerLink` turns the configured endpoints into one
+round of addresses (every address of every name, the node just lost last) and keeps what
+``lockerctl status`` and ``selftest`` show about the link: the node in use, whether the
+command subscription stands, and the client certificate (its expiry, and the broker's
+refusal of it, which a cabinet never recovers from on its own).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from ..logs import fact
+from .endpoints import Endpoint, Target, resolve, rotate
+from .mqtt import ConnectFailed, LinkSettings
+
+log = logging.getLogger("lockerd.sync")
+
+# The same refusal or the same unresolvable name is logged again at most this often.
+REPEAT_LOG_S = 600.0
+DAY_S = 86400.0
+
+
+def certificate_not_after(path: Path) -> float | None:
+    """The expiry of the PEM certificate at ``path`` (epoch seconds), None if unreadable."""
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return cert.not_valid_after_utc.timestamp()
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class BrokerLink:
+    def __init__(
+        self, base: LinkSettings, endpoints: tuple[Endpoint, ...], renew_before_days: int
+    ) -> None:
+        self.base = base
+        self.endpoints = endpoints
+        self.renew_before_days = renew_before_days
+        self.current: Target | None = None
+        self._last: Target | None = None
+        self.commands = "not subscribed"
+        self.refusal: dict[str, Any] | None = None
+        self._logged: dict[str, float] = {}
+
+    # -- choosing addresses
+
+    async def round(self) -> list[Target]:
+        """The addresses to try before the next backoff pause, the last one used last."""
+        targets, problems = await resolve(self.endpoints)
+        for problem in problems:
+            self._once(f"resolve:{problem}", "mqtt.resolve_failed", logging.WARNING, what=problem)
+        return rotate(targets, self._last)
+
+    def settings_for(self, target: Target) -> LinkSettings:
+        return dataclasses.replace(
+            self.base, host=target.name, port=target.port, address=target.address
+        )
+
+    def connected(self, target: Target) -> None:
+        self.current = self._last = target
+        self.refusal = None
+        # A refusal or a lookup failure seen again after this is news again.
+        self._logged = {k: v for k, v in self._logged.items() if k.startswith("expiring:")}
+
+    def disconnected(self) -> None:
+        self.current = None
+        self.commands = "not subscribed"
+
+    def failed(self, target: Target, exc: ConnectFailed) -> None:
+        self._last = target
+        if exc.alert is not None and _is_certificate_alert(exc.alert):
+            self._certificate_refused(exc.alert)
+            return
+        fact(
+            log,
+            "mqtt.connect_failed",
+            logging.ERROR if exc.tls else logging.WARNING,
+            broker=str(target),
+            reason=str(exc),
+            tls=exc.tls,
+        )
+
+    # -- the client certificate
+
+    @property
+    def cert_path(self) -> Path | None:
+        return self.base.tls.cert if self.base.tls is not None else None
+
+    def _certificate_refused(self, alert: str) -> None:
+        path = self.cert_path
+        not_after = certificate_not_after(path) if path is not None else None
+        self.refusal = {"alert": alert, "at": time.time()}
+        # Said as an ERROR: the broker will refuse this certificate on every node until a
+        # technician (or an enrolment) installs a new one.
+        self._once(
+            f"refused:{alert}:{not_after}",
+            "mqtt.certificate_refused",
+            logging.ERROR,
+            cert=str(path) if path is not None else "none",
+            not_after=_iso(not_after) or "unknown",
+            alert=alert,
+        )
+
+    def certificate(self, now: float | None = None) -> dict[str, Any] | None:
+        """What status and selftest show of the client certificate; None without one."""
+        path = self.cert_path
+        if path is None and self.refusal is None:
+            return None
+        now = time.time() if now is None else now
+        not_after = certificate_not_after(path) if path is not None else None
+        days_left = None if not_after is None else round((not_after - now) / DAY_S, 1)
+        problem = None
+        if self.refusal is not None:
+            problem = f"refused by the broker: {self.refusal['alert']}"
+        elif path is not None and not_after is None:
+            problem = "unreadable"
+        elif days_left is not None and days_left <= 0:
+            problem = "expired"
+        elif days_left is not None and days_left <= self.renew_before_days:
+            problem = f"expires in {days_left} days"
+        return {
+            "path": None if path is None else str(path),
+            "not_after": _iso(not_after),
+            "days_left": days_left,
+            "problem": problem,
+        }
+
+    def needs_renewal(self, now: float | None = None) -> bool:
+        """True when the certificate expires within ``renew_before_days``; warns once a day."""
+        path = self.cert_path
+        if path is None:
+            return False
+        not_after = certificate_not_after(path)
+        if not_after is None:
+            return False
+        now = time.time() if now is None else now
+        days_left = (not_after - now) / DAY_S
+        if days_left > self.renew_before_days:
+            return False
+        self._once(
+            f"expiring:{not_after}",
+            "mqtt.certificate_expiring",
+            logging.WARNING,
+            repeat_s=DAY_S,
+            cert=str(path),
+            not_after=_iso(not_after),
+            days_left=round(days_left, 1),
+        )
+        return True
+
+    def _once(
+        self, key: str, fact_name: str, level: int, repeat_s: float = REPEAT_LOG_S, **fields: Any
+    ) -> None:
+        now = time.monotonic()
+        last = self._logged.get(key)
+        if last is not None and now - last < repeat_s:
+            return
+        self._logged[key] = now
+        fact(log, fact_name, level, **fields)
+
+
+def _is_certificate_alert(alert: str) -> bool:
+    return "certificate" in alert or alert in ("unknown ca", "bad certificate", "access denied")
