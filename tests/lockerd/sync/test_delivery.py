@@ -110,7 +110,7 @@ async def test_a_refused_publish_stays_in_the_outbox(tmp_path: Path) -> None:
     try:
         emit(cab.store, 3)
         cab.start()
-        await cab.wait_connected()
+        await asyncio.wait_for(cab.sync.connected.wait(), 15)
         # Give the pump time to publish and hear the refusal a few times.
         for _ in range(100):
             await asyncio.sleep(0.05)
