@@ -26,8 +26,12 @@ def cabinet_config(
     trusted: Path,
     extra_mqtt: str = "",
     host: str = "127.0.0.1",
+    brokers: str | None = None,
 ) -> Config:
+    """``brokers`` (a TOML list) replaces ``host``/``port``: a cluster's nodes."""
     import tomllib
+
+    where = f"brokers = {brokers}" if brokers is not None else f'host = "{host}"\nport = {port}'
 
     text = textwrap.dedent(
         f"""
@@ -58,14 +62,13 @@ def cabinet_config(
         door = {{ board = "b1", input = 1 }}
 
         [mqtt]
-        host = "{host}"
-        port = {port}
         issuer = "{ISSUER}"
         trusted_keys = "{trusted}"
         keepalive_s = 5
         telemetry_interval_s = 1
         """
     )
+    text = text.replace("[mqtt]\n", f"[mqtt]\n{where}\n")
     text += textwrap.dedent(extra_mqtt)
     return parse(tomllib.loads(text), directory / "lockerd.toml")
 
@@ -135,11 +138,12 @@ def make_cabinet(
     extra_mqtt: str = "",
     provisioning: Provisioning | None = None,
     host: str = "127.0.0.1",
+    brokers: str | None = None,
 ) -> Cabinet:
     directory.mkdir(parents=True, exist_ok=True)
     provisioning = provisioning or provision(cabinet_id, directory / "cloud")
     config = cabinet_config(
-        directory, cabinet_id, port, provisioning.trusted_keys, extra_mqtt, host=host
+        directory, cabinet_id, port, provisioning.trusted_keys, extra_mqtt, host, brokers
     )
     store = open_store(directory, config)
     sync = CloudSync(config, store, SystemClock(), lambda: snapshot_of(store))
