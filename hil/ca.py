@@ -142,22 +142,32 @@ class TokenBook:
             _write_secret(self.path, json.dumps(tokens, indent=1).encode())
         return token
 
+    def cabinet_for(self, token: str) -> str:
+        """The cabinet id a usable token was issued for. Raises ValueError."""
+        with self._lock:
+            return str(self._usable(self._read(), token)["cabinet"])
+
     def redeem(self, token: str) -> str:
         """The cabinet id the token was issued for; it is then used up. Raises ValueError."""
-        if not isinstance(token, str) or not _TOKEN.fullmatch(token):
-            raise ValueError("unknown token")
         with self._lock:
             tokens = self._read()
-            entry = tokens.get(_digest(token))
-            if entry is None:
-                raise ValueError("unknown token")
-            if entry.get("used"):
-                raise ValueError("token already used")
-            if float(entry.get("expires", 0)) < time.time():
-                raise ValueError("token expired")
+            entry = self._usable(tokens, token)
             entry["used"] = True
             _write_secret(self.path, json.dumps(tokens, indent=1).encode())
             return str(entry["cabinet"])
+
+    @staticmethod
+    def _usable(tokens: dict[str, dict[str, Any]], token: str) -> dict[str, Any]:
+        if not isinstance(token, str) or not _TOKEN.fullmatch(token):
+            raise ValueError("unknown token")
+        entry = tokens.get(_digest(token))
+        if entry is None:
+            raise ValueError("unknown token")
+        if entry.get("used"):
+            raise ValueError("token already used")
+        if float(entry.get("expires", 0)) < time.time():
+            raise ValueError("token expired")
+        return entry
 
 
 def _digest(token: str) -> str:
@@ -184,12 +194,14 @@ class EnrolmentService:
         topic = ENROL_REPLY_PREFIX + client
         try:
             csr = _csr(body)
-            cabinet = self.tokens.redeem(str(body.get("token")))
+            cabinet = self.tokens.cabinet_for(str(body.get("token")))
+            named = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+            if named and [n.value for n in named] != [cabinet]:
+                raise ValueError("the CSR names another cabinet than the token")
+            # Spent only by a request that gets a certificate.
+            self.tokens.redeem(str(body.get("token")))
         except ValueError as exc:
             return topic, _refused(str(exc))
-        named = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-        if named and [n.value for n in named] != [cabinet]:
-            return topic, _refused("the CSR names another cabinet than the token")
         reply = {
             "v": 1,
             "status": "issued",

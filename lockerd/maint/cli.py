@@ -113,6 +113,16 @@ def _parser() -> argparse.ArgumentParser:
         help="a cloud public key <kid>.pem to trust (repeatable)",
     )
     add("keys", "the cloud keys this cabinet trusts")
+    enroll = add(
+        "enroll",
+        "zero-touch enrolment: make a key, get a certificate, cabinet id and cloud keys",
+    )
+    enroll.add_argument("--broker", required=True, help="the enrolment listener, mqtts://HOST:PORT")
+    enroll.add_argument("--ca", type=Path, required=True, help="the CA that signed the broker")
+    enroll.add_argument("--token", required=True, help="the one-time enrolment token")
+    enroll.add_argument(
+        "--cabinet-id", help="the id this cabinet expects (refused if the token names another)"
+    )
     return parser
 
 
@@ -442,6 +452,27 @@ def _provision(ctx: Context) -> int:
     return 0
 
 
+def _enroll(ctx: Context) -> int:
+    from .enrol import enroll
+
+    path = ctx.args.config or Path(os.environ.get("LOCKERD_CONFIG", DEFAULT_CONFIG))
+    result = enroll(path, ctx.args.broker, ctx.args.ca, ctx.args.token, ctx.args.cabinet_id)
+    _out(
+        ctx,
+        result,
+        lambda r: "\n".join(
+            [
+                f"enrolled as cabinet {r['cabinet']}",
+                f"brokers {', '.join(r['brokers'])}",
+                f"certificate {r['certificate']} (key {r['key']}, mode 0600)",
+                f"trusted keys {', '.join(r['trusted_keys'])} (issuer {r['issuer']})",
+                "start or restart lockerd: it now connects with mutual TLS",
+            ]
+        ),
+    )
+    return 0
+
+
 def _keys(ctx: Context) -> int:
     from . import offline
 
@@ -467,6 +498,7 @@ COMMANDS: dict[str, Callable[[Context], int]] = {
     "db": _db,
     "provision": _provision,
     "keys": _keys,
+    "enroll": _enroll,
 }
 
 

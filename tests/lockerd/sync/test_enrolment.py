@@ -1,0 +1,325 @@
+"""Zero-touch enrolment and renewal against a Mosquitto that requires client certificates.
+
+The broker has three listeners, as a fleet's would: mutual TLS for cabinets (username =
+certificate CN, ACL: their own topics only), TLS without client certificates for
+enrolment (ACL: the enrolment topics only), and the cloud's own. hil's fleet CA and
+enrolment service answer; lockerctl's enroll writes the files; CloudSync then connects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import logging
+import stat
+import textwrap
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hil.ca import EnrolmentService, FleetCA, TokenBook
+from hil.cloud import ReferenceCloud, Signer, provision
+from lockerd.clock import SystemClock
+from lockerd.config import load
+from lockerd.events import DomainEvent
+from lockerd.maint.enrol import enroll
+from lockerd.maint.server import Refused
+from lockerd.sync import enrolment
+from lockerd.sync.cloud import CloudSync
+from lockerd.sync.enrolment import EnrolmentRefused, make_csr, make_key, parse_enrol_reply
+from lockerd.sync.mqtt import LinkSettings, PublishRefused, TlsSettings, connect
+from tests.lockerd.sync.harness import ISSUER, open_store, snapshot_of
+from tests.support.mosquitto import BrokerTls, Mosquitto
+from tests.support.pki import CertificateAuthority
+from tests.support.waiting import wait_for
+
+CABINET_TOML = """
+[cabinet]
+id = "CAB-UNSET"
+state_dir = "{dir}/state"
+
+[[buses]]
+name = "eth"
+family = "modbus-tcp"
+host = "127.0.0.1"
+  [[buses.boards]]
+  name = "b1"
+  address = 1
+  relays = 4
+  inputs = 4
+
+[[compartments]]
+id = "A01"
+size = "S"
+lock = {{ board = "b1", channel = 0 }}
+door = {{ board = "b1", input = 0 }}
+"""
+
+
+@dataclass
+class Fleet:
+    broker: Mosquitto
+    broker_ca: CertificateAuthority
+    ca: FleetCA
+    tokens: TokenBook
+    cloud: ReferenceCloud
+    signer_key: object
+    directory: Path
+
+    @property
+    def enrolment_url(self) -> str:
+        return f"mqtts://127.0.0.1:{self.broker.enrolment_port}"
+
+    def config_file(self, name: str) -> Path:
+        directory = self.directory / name
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / "config.toml"
+        path.write_text(textwrap.dedent(CABINET_TOML.format(dir=directory)))
+        return path
+
+
+@pytest.fixture
+async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
+    broker_ca = CertificateAuthority(tmp_path / "pki", "broker CA")
+    ca = FleetCA(tmp_path / "fleet")
+    broker = Mosquitto(
+        tmp_path / "mosquitto",
+        tls=BrokerTls(broker_ca, broker_ca.issue("broker", server=True), client_ca=ca.cert_file),
+        enrolment=True,
+    )
+    broker.start()
+    keys = provision("fleet", tmp_path / "cloud-keys")
+    pem = (keys.trusted_keys / f"{keys.kid}.pem").read_bytes()
+    tokens = TokenBook(tmp_path / "fleet" / "tokens.json")
+    service = EnrolmentService(
+        ca, tokens, ISSUER, [(keys.kid, pem)], [f"mqtts://127.0.0.1:{broker.tls_port}"]
+    )
+    cloud = ReferenceCloud(
+        "127.0.0.1", broker.port, client_id="fleet", username="fleet-cloud", enrolment=service
+    )
+    cloud.start()
+    await cloud.wait_ready()
+    yield Fleet(broker, broker_ca, ca, tokens, cloud, keys.signing_key, tmp_path)
+    cloud.stop()
+    broker.kill()
+
+
+async def _enroll(fleet: Fleet, config: Path, token: str, cabinet_id: str | None = None) -> dict:  # type: ignore[type-arg]
+    return await asyncio.to_thread(
+        enroll, config, fleet.enrolment_url, fleet.broker_ca.ca_file, token, cabinet_id
+    )
+
+
+async def test_enrolment_then_mutual_tls_events_and_signed_commands(fleet: Fleet) -> None:
+    token = fleet.tokens.issue("CAB-0042")
+    config_path = fleet.config_file("cab")
+    result = await _enroll(fleet, config_path, token)
+    assert result["cabinet"] == "CAB-0042"
+    config = load(config_path)
+    assert config.cabinet.id == "CAB-0042"
+    assert config.mqtt is not None and config.mqtt.issuer == ISSUER
+    assert config.mqtt.tls_key is not None and config.mqtt.tls_cert is not None
+    assert stat.S_IMODE(config.mqtt.tls_key.stat().st_mode) == 0o600
+    cert = x509.load_pem_x509_certificate(config.mqtt.tls_cert.read_bytes())
+    assert cert.subject.rfc4514_string() == "CN=CAB-0042"
+    key = serialization.load_pem_private_key(config.mqtt.tls_key.read_bytes(), None)
+    assert cert.public_key() == key.public_key()  # type: ignore[union-attr]
+    assert [e.port for e in config.mqtt.endpoints] == [fleet.broker.tls_port]
+
+    # lockerd now connects with mutual TLS: events out, signed commands in.
+    store = open_store(config.cabinet.state_dir, config)
+    sync = CloudSync(config, store, SystemClock(), lambda: snapshot_of(store))
+    task = asyncio.create_task(sync.run())
+    try:
+        await asyncio.wait_for(sync.commands_ready.wait(), 15)
+        with store.transaction() as tx:
+            tx.emit(DomainEvent("door.forced", {"compartment": "A01"}))
+        sync.events_committed()
+        cloud = fleet.cloud
+        await cloud.wait_for(lambda: cloud.view("CAB-0042").last_seq >= 1, what="event")
+        signer = Signer(ISSUER, "cloud-1", fleet.signer_key, "CAB-0042")  # type: ignore[arg-type]
+        jti, command = signer.sign("state.request", {})
+        cloud.send("CAB-0042", command)
+        assert (await cloud.wait_ack("CAB-0042", jti))["status"] == "applied"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        store.close()
+
+    # The token worked once.
+    with pytest.raises(Refused, match="token already used"):
+        await _enroll(fleet, fleet.config_file("again"), token)
+
+
+async def test_a_wrong_token_and_a_csr_for_another_id_are_refused(fleet: Fleet) -> None:
+    config_path = fleet.config_file("cab")
+    before = config_path.read_text()
+    with pytest.raises(Refused, match="unknown token"):
+        await _enroll(fleet, config_path, "x" * 32)
+    token = fleet.tokens.issue("CAB-0042")
+    with pytest.raises(Refused, match="names another cabinet"):
+        await _enroll(fleet, config_path, token, cabinet_id="CAB-9999")
+    assert config_path.read_text() == before, "nothing written on a refusal"
+    assert not (config_path.parent / "state" / "tls" / "client.key").exists()
+    # A refused CSR did not spend the token.
+    assert (await _enroll(fleet, config_path, token, cabinet_id="CAB-0042"))["cabinet"] == (
+        "CAB-0042"
+    )
+
+
+async def test_an_unenrolled_client_reaches_only_the_enrolment_topics(fleet: Fleet) -> None:
+    settings = LinkSettings(
+        client_id="intruder",
+        host="127.0.0.1",
+        port=fleet.broker.enrolment_port,
+        tls=TlsSettings(fleet.broker_ca.ca_file, None, None),
+        session_expiry_s=0,
+    )
+    session = await connect(settings)
+    try:
+        with pytest.raises(PublishRefused):
+            await session.publish("lockers/v1/CAB-0042/events", b"{}")
+        with pytest.raises(PublishRefused):
+            await session.publish("lockers/v1/CAB-0042/csr", b"{}")
+    finally:
+        await session.close()
+
+
+def _cabinet_with_certificate(
+    fleet: Fleet, name: str, cabinet_id: str, not_before_days: float, days: float, extra: str = ""
+) -> CloudSync:
+    directory = fleet.directory / name
+    directory.mkdir(parents=True)
+    key = make_key()
+    csr = x509.load_pem_x509_csr(make_csr(key, cabinet_id))
+    start = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=not_before_days)
+    (directory / "client.crt").write_bytes(fleet.ca.sign(csr, cabinet_id, days, start))
+    enrolment.write_file(directory / "client.key", enrolment.private_key_pem(key), 0o600)
+    keys = provision(cabinet_id, directory / "cloud")
+    path = directory / "config.toml"
+    path.write_text(
+        textwrap.dedent(CABINET_TOML.format(dir=directory)).replace("CAB-UNSET", cabinet_id)
+        + textwrap.dedent(
+            f"""
+            [mqtt]
+            brokers = ["mqtts://127.0.0.1:{fleet.broker.tls_port}"]
+            tls_ca = "{fleet.broker_ca.ca_file}"
+            tls_cert = "client.crt"
+            tls_key = "client.key"
+            issuer = "{ISSUER}"
+            trusted_keys = "{keys.trusted_keys}"
+            keepalive_s = 5
+            """
+        )
+        + extra
+    )
+    config = load(path)
+    store = open_store(directory, config)
+    return CloudSync(config, store, SystemClock(), lambda: snapshot_of(store))
+
+
+async def test_an_expired_certificate_is_refused_and_said_so_as_an_error(
+    fleet: Fleet, caplog: pytest.LogCaptureFixture
+) -> None:
+    sync = _cabinet_with_certificate(fleet, "old", "CAB-OLD", not_before_days=-3, days=1)
+    caplog.set_level(logging.INFO, logger="lockerd.sync")
+    task = asyncio.create_task(sync.run())
+    try:
+        await wait_for(lambda: "mqtt.certificate_refused" in caplog.text, 20)
+        record = next(r for r in caplog.records if "mqtt.certificate_refused" in r.getMessage())
+        assert record.levelno == logging.ERROR
+        line = record.getMessage()
+        assert 'alert="certificate expired"' in line, line
+        assert "client.crt" in line and "not_after=" in line and "unknown" not in line
+        assert not sync.connected.is_set()
+        shown = sync.link.certificate()
+        assert (
+            shown is not None and shown["problem"] == "refused by the broker: certificate expired"
+        )
+        assert shown["days_left"] is not None and shown["days_left"] < 0
+        assert "Unspecified error" not in caplog.text
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        sync.store.close()
+
+
+async def test_renewal_before_expiry_over_the_same_link(
+    fleet: Fleet, caplog: pytest.LogCaptureFixture
+) -> None:
+    sync = _cabinet_with_certificate(
+        fleet, "due", "CAB-DUE", not_before_days=-1, days=10, extra="renew_before_days = 30\n"
+    )
+    assert sync.mqtt.tls_cert is not None and sync.mqtt.tls_key is not None
+    old_cert = sync.mqtt.tls_cert.read_bytes()
+    caplog.set_level(logging.INFO, logger="lockerd.sync")
+    task = asyncio.create_task(sync.run())
+    try:
+        await wait_for(lambda: "certificate.renewed" in caplog.text, 20)
+        assert "mqtt.certificate_expiring" in caplog.text
+        new = x509.load_pem_x509_certificate(sync.mqtt.tls_cert.read_bytes())
+        assert sync.mqtt.tls_cert.read_bytes() != old_cert
+        left = new.not_valid_after_utc - datetime.datetime.now(datetime.UTC)
+        assert left > datetime.timedelta(days=300)
+        key = serialization.load_pem_private_key(sync.mqtt.tls_key.read_bytes(), None)
+        assert new.public_key() == key.public_key()  # type: ignore[union-attr]
+        assert stat.S_IMODE(sync.mqtt.tls_key.stat().st_mode) == 0o600
+        assert sync.link.needs_renewal() is False
+        # The next connection presents the new certificate and is let in.
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        sync.connected.clear()
+        task = asyncio.create_task(sync.run())
+        await asyncio.wait_for(sync.commands_ready.wait(), 15)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        sync.store.close()
+
+
+_REPLY_KEY = make_key()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=200),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+            lambda inner: (
+                st.lists(inner, max_size=4)
+                | st.dictionaries(
+                    st.sampled_from(
+                        [
+                            "v",
+                            "status",
+                            "cabinet",
+                            "cert",
+                            "issuer",
+                            "trusted_keys",
+                            "brokers",
+                            "reason",
+                            "kid",
+                            "pem",
+                        ]
+                    ),
+                    inner,
+                    max_size=8,
+                )
+            ),  # fmt: skip
+            max_leaves=20,
+        ).map(lambda body: json.dumps(body).encode()),
+    )
+)
+def test_any_enrolment_reply_is_used_or_refused_never_a_crash(payload: bytes) -> None:
+    try:
+        parse_enrol_reply(payload, _REPLY_KEY)
+    except EnrolmentRefused as exc:
+        assert str(exc)
