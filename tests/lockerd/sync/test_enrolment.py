@@ -313,7 +313,7 @@ _REPLY_KEY = make_key()
                     inner,
                     max_size=8,
                 )
-            ),  # fmt: skip
+            ),
             max_leaves=20,
         ).map(lambda body: json.dumps(body).encode()),
     )
