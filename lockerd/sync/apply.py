@@ -1,0 +1,116 @@
+"""What a verified data command does to the store, and the answer the cloud gets on ``acks``.
+
+Split from the link (``cloud.py``): these are the contract's answers and store operations,
+with no MQTT in them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+from ..reservations import Booking, Cod
+from ..store import Applied, CredentialGrant, Transaction
+from .commands import (
+    CompartmentService,
+    ConfigSet,
+    CredentialRevoke,
+    CredentialUpsert,
+    DoorOpen,
+    PaymentConfirmed,
+    ReservationCancel,
+    ReservationUpsert,
+)
+
+
+class AckStatus(StrEnum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    STALE = "stale"
+    REJECTED = "rejected"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Ack:
+    """One answer on ``acks``; ``first`` is set on a duplicate (the first answer's status)."""
+
+    jti: str | None
+    status: AckStatus
+    reason: str | None
+    ts: str
+    first: Mapping[str, Any] | None = None
+
+    def payload(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "v": 1,
+            "cmd": self.jti,
+            "status": self.status.value,
+            "reason": self.reason,
+            "ts": self.ts,
+        }
+        if self.first is not None:
+            body["first"] = dict(self.first)
+        return body
+
+    def encode(self) -> bytes:
+        return json.dumps(self.payload(), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class RemoteActions(Protocol):
+    """What the rest of the daemon does for commands that are more than a store write."""
+
+    async def open_door(self, command: DoorOpen) -> Applied: ...
+
+    async def set_config(self, command: ConfigSet) -> Applied: ...
+
+
+def apply_command(tx: Transaction, command: Any) -> Applied:
+    """The store operation for one data command, inside the caller's transaction."""
+    if isinstance(command, ReservationUpsert):
+        code_hash = command.pickup_code_hash or command.dropoff_code_hash
+        assert code_hash is not None  # the verifier requires the one for the kind
+        booking = Booking(
+            reservation_id=command.reservation_id,
+            version=command.version,
+            kind=command.kind,
+            size=command.size,
+            compartment=command.compartment,
+            barcodes=command.barcodes,
+            code_hash=code_hash,
+            reserved_until=float(command.reserved_until),
+            hold_s=command.hold_s,
+            sensitive=command.sensitive,
+            cod=(
+                Cod(command.cod.amount, command.cod.currency, command.cod.pay_url)
+                if command.cod is not None
+                else None
+            ),
+            code_only=command.code_only,
+        )
+        return tx.upsert_reservation(booking)
+    if isinstance(command, ReservationCancel):
+        return tx.cancel_reservation(command.reservation_id, command.version)
+    if isinstance(command, CredentialUpsert):
+        return tx.upsert_credential(
+            CredentialGrant(
+                credential_id=command.credential_id,
+                version=command.version,
+                role=command.role,
+                code_hash=command.code_hash,
+                badge_hash=command.badge_hash,
+                valid_until=None if command.valid_until is None else float(command.valid_until),
+            )
+        )
+    if isinstance(command, CredentialRevoke):
+        return tx.revoke_credential(command.credential_id, command.version)
+    if isinstance(command, PaymentConfirmed):
+        return tx.confirm_payment(
+            command.reservation_id, command.amount, command.currency, command.ref
+        )
+    if isinstance(command, CompartmentService):
+        return tx.set_service(command.compartment, command.in_service, command.reason, "remote")
+    raise TypeError(f"no store operation for {type(command).__name__}")
