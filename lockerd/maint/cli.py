@@ -215,6 +215,7 @@ def _status(ctx: Context) -> int:
                 f"clock         {'trusted' if s['clock_trusted'] else 'NOT TRUSTED'}"
                 f"  skew {s['clock_skew_s'] or 'unknown'}",
                 f"store         {_store_line(s.get('store', {'state': 'ok'}))}",
+                *_link_lines(s.get("link")),
             ]
         )
 
@@ -222,7 +223,8 @@ def _status(ctx: Context) -> int:
     offline = [b for b in result["boards"] if b["online"] is False]
     # a daemon older than this lockerctl reports no store health: nothing to fail on
     store_ok = result.get("store", {"state": "ok"})["state"] == "ok"
-    return EXIT_FAILED if offline or not store_ok else 0
+    certificate_ok = not _certificate_failed(result.get("link"))
+    return EXIT_FAILED if offline or not store_ok or not certificate_ok else 0
 
 
 def _store_line(store: dict[str, Any]) -> str:
@@ -231,6 +233,27 @@ def _store_line(store: dict[str, Any]) -> str:
     if store["state"] == "failing":
         return f"CANNOT WRITE ({store['failure']}); {store['facts_waiting']} door fact(s) waiting"
     return f"DEGRADED ({store['degraded']}): running on the disk reserve, no new parcels taken"
+
+
+def _certificate_text(cert: dict[str, Any]) -> str:
+    where = f"{cert['path'] or 'none'}  expires {cert['not_after'] or 'unknown'}"
+    return where + (f"  {cert['problem'].upper()}" if cert["problem"] else "")
+
+
+def _link_lines(link: dict[str, Any] | None) -> list[str]:
+    if not link:
+        return []
+    lines = [f"broker        {link['broker'] or '-'}  (commands: {link['commands']})"]
+    if link["certificate"] is not None:
+        lines.append(f"certificate   {_certificate_text(link['certificate'])}")
+    return lines
+
+
+def _certificate_failed(link: dict[str, Any] | None) -> bool:
+    cert = (link or {}).get("certificate")
+    if not cert or not cert["problem"]:
+        return False
+    return bool(cert["problem"].startswith("refused") or (cert["days_left"] or 0) <= 0)
 
 
 def _doors(ctx: Context) -> int:
@@ -320,6 +343,9 @@ def _selftest(ctx: Context) -> int:
         store = r.get("store", {"state": "ok"})
         if store["state"] != "ok":
             lines.append(f"  store: {_store_line(store)}")
+        cert = r.get("certificate")
+        if cert is not None and cert["problem"]:
+            lines.append(f"  client certificate {_certificate_text(cert)}")
         return "\n".join(lines)
 
     _out(ctx, result, human)

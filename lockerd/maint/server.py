@@ -299,6 +299,8 @@ class MaintenanceServer:
                 if cloud.connected.is_set()
                 else "disconnected"
             ),
+            # The broker node in use, the cmd subscription, and the client certificate.
+            "link": None if cloud is None else cloud.link.summary(),
             "scans": d.hardware.scans,
             # "ok", or why the store runs on its disk reserve or cannot write at all
             "store": _store_health(d),
@@ -431,9 +433,18 @@ class MaintenanceServer:
                 outcome = await hw.unlock(cc.id, Actor.TECHNICIAN, "selftest")
                 pulsed.append({"compartment": cc.id, "result": outcome.result.value})
         store = _store_health(self.daemon)
+        cloud = self.daemon.cloud
+        certificate = cloud.link.certificate() if cloud is not None else None
+        # A refused, expired or unreadable certificate fails the selftest: the cabinet will
+        # not reach the cloud again on its own. One nearing expiry is only a warning.
+        cert_failed = certificate is not None and certificate["problem"] is not None and (
+            certificate["days_left"] is None or certificate["days_left"] <= 0
+            or certificate["problem"].startswith("refused")
+        )  # fmt: skip
         ok = (
             not silent
             and not disagree
+            and not cert_failed
             and all(p["result"] == "opened" for p in pulsed)
             and store["state"] == "ok"
         )
@@ -443,6 +454,7 @@ class MaintenanceServer:
             "disagree": disagree,
             "pulsed": pulsed,
             "store": store,
+            "certificate": certificate,
         }
 
     # ------------------------------------------------------------ logs and data

@@ -140,6 +140,14 @@ class BrokerLink:
             "problem": problem,
         }
 
+    def summary(self) -> dict[str, Any]:
+        """For ``lockerctl status``."""
+        return {
+            "broker": None if self.current is None else str(self.current),
+            "commands": self.commands,
+            "certificate": self.certificate(),
+        }
+
     def needs_renewal(self, now: float | None = None) -> bool:
         """True when the certificate expires within ``renew_before_days``; warns once a day."""
         path = self.cert_path

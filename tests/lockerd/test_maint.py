@@ -513,3 +513,49 @@ def test_unix_socket_path_fits(tmp_path: Path) -> None:
     # The rig's socket lives in tmp_path; AF_UNIX paths are capped at 107 bytes.
     with socket.socket(socket.AF_UNIX) as s:
         s.bind(str(tmp_path / "m.sock"))
+
+
+async def test_a_refused_client_certificate_shows_in_status_and_selftest(rig: Rig) -> None:
+    """The broker refused the cabinet's expired certificate (tests/lockerd/sync/
+    test_enrolment.py drives the real refusal): status and selftest say so and fail."""
+    import datetime
+
+    from cryptography import x509
+
+    from hil.ca import FleetCA
+    from hil.cloud import provision
+    from lockerd.sync.cloud import CloudSync
+    from lockerd.sync.endpoints import Target
+    from lockerd.sync.enrolment import make_csr, make_key, private_key_pem, write_file
+    from lockerd.sync.mqtt import ConnectFailed
+    from tests.lockerd.sync.harness import cabinet_config
+
+    key = make_key()
+    ca = FleetCA(rig.tmp / "fleet")
+    start = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=3)
+    csr = x509.load_pem_x509_csr(make_csr(key, "CAB-1"))
+    cert = rig.tmp / "client.crt"
+    cert.write_bytes(ca.sign(csr, "CAB-1", 1, start))
+    write_file(rig.tmp / "client.key", private_key_pem(key), 0o600)
+    keys = provision("CAB-1", rig.tmp / "cloud")
+    tls = f'tls_ca = "{ca.cert_file}"\ntls_cert = "{cert}"\ntls_key = "{rig.tmp / "client.key"}"\n'
+    config = cabinet_config(rig.tmp / "cab", "CAB-1", 8883, keys.trusted_keys, tls)
+    cloud = CloudSync(config, rig.daemon.store, rig.daemon.clock, lambda: {})
+    cloud.link.failed(
+        Target("127.0.0.1", "127.0.0.1", 8883),
+        ConnectFailed(
+            "TLS alert from the broker: certificate expired", alert="certificate expired"
+        ),
+    )
+    rig.daemon.cloud = cloud
+
+    status = await rig.ctl("status")
+    assert status.rc == 1
+    assert "certificate" in status.out and str(cert) in status.out
+    assert "REFUSED BY THE BROKER: CERTIFICATE EXPIRED" in status.out
+    shown = (await rig.ctl("status", "--json")).json()["link"]["certificate"]
+    assert shown["problem"] == "refused by the broker: certificate expired"
+    assert shown["not_after"] is not None and shown["days_left"] < 0
+    selftest = await rig.ctl("selftest")
+    assert selftest.rc == 1
+    assert "client certificate" in selftest.out and "CERTIFICATE EXPIRED" in selftest.out

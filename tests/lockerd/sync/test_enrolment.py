@@ -105,7 +105,10 @@ async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
         "127.0.0.1", broker.port, client_id="fleet", username="fleet-cloud", enrolment=service
     )
     cloud.start()
-    await cloud.wait_ready()
+    try:
+        await cloud.wait_ready()
+    except TimeoutError:
+        raise AssertionError("the fleet cloud did not subscribe:\n" + broker.log()) from None
     yield Fleet(broker, broker_ca, ca, tokens, cloud, keys.signing_key, tmp_path)
     cloud.stop()
     broker.kill()
