@@ -326,3 +326,43 @@ def test_any_enrolment_reply_is_used_or_refused_never_a_crash(payload: bytes) ->
         parse_enrol_reply(payload, _REPLY_KEY)
     except EnrolmentRefused as exc:
         assert str(exc)
+
+
+async def test_no_certificate_sent_is_reported_as_the_broker_says(
+    fleet: Fleet, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    keys = provision("CAB-NONE", tmp_path / "none-keys")
+    config_path = fleet.config_file("none")
+    config_path.write_text(
+        config_path.read_text().replace("CAB-UNSET", "CAB-NONE")
+        + textwrap.dedent(
+            f"""
+            [mqtt]
+            host = "127.0.0.1"
+            port = {fleet.broker.tls_port}
+            tls_ca = "{fleet.broker_ca.ca_file}"
+            issuer = "{ISSUER}"
+            trusted_keys = "{keys.trusted_keys}"
+            """
+        )
+    )
+    config = load(config_path)
+    config.cabinet.state_dir.mkdir(parents=True)
+    store = open_store(config.cabinet.state_dir, config)
+    sync = CloudSync(config, store, SystemClock(), lambda: snapshot_of(store))
+    caplog.set_level(logging.INFO, logger="lockerd.sync")
+    task = asyncio.create_task(sync.run())
+    try:
+        await wait_for(lambda: "mqtt.certificate_refused" in caplog.text, 20)
+        line = next(
+            r.getMessage() for r in caplog.records if "certificate_refused" in r.getMessage()
+        )
+        assert "cert=none" in line and 'alert="certificate required"' in line, line
+        shown = sync.link.certificate()
+        assert (
+            shown is not None and shown["problem"] == "refused by the broker: certificate required"
+        )
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        store.close()
