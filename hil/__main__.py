@@ -14,7 +14,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from . import demo
+from . import cloud_cli, demo
 from .cabinet import SimulatedCabinet
 from .control import ControlServer
 from .layout import LayoutError, load
@@ -81,32 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-pace", action="store_true", help="do not pace serial lines at the baud rate"
     )
     serve_parser.set_defaults(run=serve)
-    cloud_parser = subparsers.add_parser(
-        "cloud",
-        help="run the reference cloud: provision a cabinet, then show what it publishes",
-        description="Writes a cloud key pair and a code key for CABINET under --dir (point"
-        " lockerd's [mqtt] trusted_keys at DIR/trusted), asks for the state, and prints every"
-        " event with seq-gap and hash-chain checks.",
-    )
-    cloud_parser.add_argument("--host", default="127.0.0.1")
-    cloud_parser.add_argument("--port", type=int, default=1883)
-    cloud_parser.add_argument("--cabinet", default="CAB-0001")
-    cloud_parser.add_argument("--dir", default="hil-cloud", help="where keys are written")
-    cloud_parser.add_argument("--issuer", default="lockers-cloud")
-    cloud_parser.add_argument("--kid", default="cloud-1")
-    cloud_parser.set_defaults(run=_cloud)
+    cloud_cli.add_parser(subparsers)
     demo.add_parser(subparsers)
     return parser
-
-
-async def _cloud(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from .cloud import run as run_cloud
-
-    return await run_cloud(
-        args.host, args.port, args.cabinet, Path(args.dir), args.issuer, args.kid
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -336,32 +336,3 @@ class ReferenceCloud:
         ack = view.ack(jti)
         assert ack is not None
         return ack
-
-
-async def run(host: str, port: int, cabinet_id: str, directory: Path, issuer: str, kid: str) -> int:
-    """``python -m hil cloud``: provision, then print what the cabinet publishes."""
-    provisioned = provision(cabinet_id, directory, kid)
-    print(f"trusted_keys = {provisioned.trusted_keys}")
-    print(f"code key     = {provisioned.code_key_file}")
-    print(f"issuer       = {issuer}")
-    cloud = ReferenceCloud(host, port)
-    cloud.start()
-    signer = Signer(issuer, kid, provisioned.signing_key, cabinet_id)
-    await cloud.wait_ready()
-    _, token = signer.sign("state.request", {})
-    cloud.send(cabinet_id, token)
-    seen = 0
-    try:
-        while True:
-            await asyncio.sleep(1.0)
-            view = cloud.view(cabinet_id)
-            with cloud.lock:
-                new = [view.events[s] for s in sorted(view.events) if s > seen]
-                problems = list(view.chain_errors) + [f"gap {a}..{b}" for a, b in view.gaps]
-            for event in new:
-                print(f"event {event['seq']} {event['type']} {json.dumps(event['data'])}")
-                seen = max(seen, event["seq"])
-            for problem in problems:
-                print(f"PROBLEM {problem}")
-    finally:
-        cloud.stop()

@@ -1,0 +1,118 @@
+"""``python -m hil cloud``: keys kept across starts and outside the checkout, a missing
+broker said in one line, commands sent from the command line, enrolment tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from hil.ca import TokenBook
+from hil.cloud_cli import default_directory, load_or_provision
+from tests.lockerd.sync.harness import ISSUER, make_cabinet
+from tests.support.mosquitto import Mosquitto, free_port, mosquitto_binary
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def hil_cloud(*args: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hil", "cloud", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def test_the_default_key_directory_is_outside_the_checkout(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    assert default_directory() == tmp_path / "state" / "lockerd-hil-cloud"
+    monkeypatch.delenv("XDG_STATE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_directory() == tmp_path / "home" / ".local" / "state" / "lockerd-hil-cloud"
+    assert ROOT not in default_directory().parents
+
+
+def test_keys_are_kept_across_starts(tmp_path: Path) -> None:
+    first, made = load_or_provision("CAB-1", tmp_path / "CAB-1", "cloud-1")
+    again, made_again = load_or_provision("CAB-1", tmp_path / "CAB-1", "cloud-1")
+    assert made and not made_again
+    assert again.code_key == first.code_key
+    assert again.signing_key.public_key() == first.signing_key.public_key()
+
+
+@pytest.fixture
+async def broker(tmp_path: Path) -> AsyncIterator[Mosquitto]:
+    if mosquitto_binary() is None:
+        pytest.skip("mosquitto is not installed")
+    mosquitto = Mosquitto(tmp_path / "mosquitto")
+    mosquitto.start()
+    yield mosquitto
+    mosquitto.kill()
+
+
+async def test_a_missing_broker_is_one_line_and_the_cloud_keeps_trying(tmp_path: Path) -> None:
+    port = free_port()
+    process = await hil_cloud("--port", str(port), "--dir", str(tmp_path / "keys"))
+    assert process.stderr is not None
+    try:
+        line = await asyncio.wait_for(process.stderr.readline(), 30)
+        assert line.decode().startswith(f"hil cloud: no broker at 127.0.0.1:{port} (")
+        # Still running, still quiet, after a few retries.
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(process.wait(), 4)
+        # A broker appears on that port: the cloud connects on its own.
+        late = Mosquitto(tmp_path / "late")
+        late.port = port
+        late.start()
+        try:
+            connected = await asyncio.wait_for(process.stderr.readline(), 40)
+            assert connected.decode().strip() == f"hil cloud: connected to 127.0.0.1:{port}"
+        finally:
+            late.kill()
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(process.communicate(), 15)
+    assert b"Traceback" not in err
+
+
+async def test_send_a_command_from_the_command_line(tmp_path: Path, broker: Mosquitto) -> None:
+    keys_dir = tmp_path / "keys"
+    keys, _ = load_or_provision("CAB-CLI", keys_dir / "CAB-CLI", "cloud-1")
+    cab = make_cabinet(tmp_path / "cab", broker.port, "CAB-CLI", provisioning=keys)
+    common = ["--port", str(broker.port), "--dir", str(keys_dir), "--issuer", ISSUER]
+    cab.start()
+    try:
+        await cab.wait_connected()
+        process = await hil_cloud(
+            "send", "compartment.service", "--compartment", "A02", "--in-service", "no",
+            "--reason", "broken hinge", "--cabinet", "CAB-CLI", *common,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(process.communicate(), 30)
+        assert process.returncode == 0, err.decode()
+        assert b'"status": "applied"' in out
+        assert [c.state.value for c in cab.store.compartments() if c.id == "A02"] == [
+            "out_of_service"
+        ]
+        bad = await hil_cloud("send", "state.request", "--data", "[1]", *common)
+        _, err = await asyncio.wait_for(bad.communicate(), 30)
+        assert bad.returncode == 2 and b"--data must be a JSON object" in err
+    finally:
+        await cab.stop()
+        cab.store.close()
+
+
+async def test_token_issues_a_one_time_enrolment_token(tmp_path: Path) -> None:
+    process = await hil_cloud("token", "--cabinet", "CAB-0042", "--dir", str(tmp_path))
+    out, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, err.decode()
+    token = out.decode().strip()
+    book = TokenBook(tmp_path / "ca" / "tokens.json")
+    assert book.cabinet_for(token) == "CAB-0042"
+    assert token not in (tmp_path / "ca" / "tokens.json").read_text(), "only a digest is kept"
