@@ -156,3 +156,68 @@ def test_every_event_type_is_the_contracts_and_has_its_fields() -> None:
     in_schema = set(re.findall(r'"const": "([a-z_]+\.[a-z_]+)"', schema))
     assert {t.value for t in EventType} == in_schema
     assert set(EVENT_FIELDS) == set(EventType)
+
+
+def test_asyncapi_refers_only_to_files_that_exist() -> None:
+    import re
+
+    text = (CONTRACT / "asyncapi.yaml").read_text()
+    refs = set(re.findall(r"\$ref: '((?:schemas|examples)/[^']+)'", text))
+    assert refs, "no file references found"
+    assert sorted(r for r in refs if not (CONTRACT / r).exists()) == []
+    schemas = {f"schemas/{p.name}" for p in (CONTRACT / "schemas").glob("*.json")}
+    # Every payload schema is a message's (the JWS header's is part of cmd).
+    assert schemas - refs == {"schemas/command-header.json"}
+    for channel in ("lockers/v1/{cabinet_id}/csr", "lockers/v1/{cabinet_id}/cert",
+                    "lockers/enrol/v1/request", "lockers/enrol/v1/reply/{client_id}"):  # fmt: skip
+        assert f"address: {channel}\n" in text
+
+
+def test_enrolment_and_renewal_messages_fit_the_contract(tmp_path: Path) -> None:
+    """The cabinet's requests and the reference service's answers, as sent on the wire."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from hil.ca import EnrolmentService, FleetCA, TokenBook
+    from lockerd.sync.enrolment import (
+        enrol_request,
+        make_csr,
+        make_key,
+        new_client_id,
+        parse_cert_reply,
+        parse_enrol_reply,
+        renew_request,
+    )
+
+    tokens = TokenBook(tmp_path / "tokens.json")
+    cloud_key = Ed25519PrivateKey.generate().public_key()
+    pem = cloud_key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    service = EnrolmentService(
+        FleetCA(tmp_path / "ca"), tokens, "cloud", [("cloud-1", pem)], ["mqtts://b.example:8883"]
+    )
+    key = make_key()
+    request = enrol_request(tokens.issue("CAB-1"), make_csr(key, None), new_client_id())
+    check("enrol-request", json.loads(request))
+    answer = service.enrol(request)
+    assert answer is not None and answer[0].startswith("lockers/enrol/v1/reply/enrol-")
+    check("enrol-reply", json.loads(answer[1]))
+    assert parse_enrol_reply(answer[1], key).cabinet_id == "CAB-1"
+    again = service.enrol(request)
+    assert again is not None
+    check("enrol-reply", json.loads(again[1]))
+    assert json.loads(again[1]) == {"v": 1, "status": "refused", "reason": "token already used"}
+
+    new_key = make_key()
+    renewal = renew_request(make_csr(new_key, "CAB-1"))
+    check("csr", json.loads(renewal))
+    issued = service.renew("CAB-1", renewal)
+    check("cert", json.loads(issued))
+    assert parse_cert_reply(issued, new_key, "CAB-1")
+    refused = service.renew("CAB-2", renewal)
+    check("cert", json.loads(refused))
+    assert json.loads(refused)["status"] == "refused"
+
+    with pytest.raises(AssertionError):
+        check("enrol-request", {**json.loads(request), "token": "short"})
+    with pytest.raises(AssertionError):
+        check("enrol-reply", {**json.loads(answer[1]), "code_key": "x"})
