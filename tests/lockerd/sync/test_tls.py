@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ from lockerd.events import DomainEvent
 from tests.lockerd.sync.harness import Cabinet, make_cabinet
 from tests.support.mosquitto import BrokerTls, Mosquitto
 from tests.support.pki import CertificateAuthority
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture
@@ -76,17 +76,48 @@ async def test_a_wrong_certificate_is_refused_and_never_retried_in_plain(
     caplog.set_level(logging.INFO, logger="lockerd.sync")
     cab.start()
     try:
-        for _ in range(60):
-            await asyncio.sleep(0.05)
-            if "mqtt.connect_failed" in caplog.text:
-                break
+        # We refuse the broker: mqtt.connect_failed. The broker refuses our certificate
+        # (with TLS 1.3, an alert after the handshake): mqtt.certificate_refused.
+        fact = "mqtt.connect_failed" if wrong == "broker CA" else "mqtt.certificate_refused"
+        await wait_for(lambda: fact in caplog.text, 15)
         assert not cab.sync.connected.is_set()
-        failures = [r for r in caplog.records if "mqtt.connect_failed" in r.getMessage()]
-        assert failures, caplog.text
+        failures = [r for r in caplog.records if fact in r.getMessage()]
+        # Either way an error, never a warning, and never retried without TLS.
+        assert failures[0].levelno == logging.ERROR
         if wrong == "broker CA":
-            # We refused the broker: an error, marked as TLS.
             assert "tls=True" in failures[0].getMessage()
-            assert failures[0].levelno == logging.ERROR
+        else:
+            assert 'alert="unknown ca"' in failures[0].getMessage()
+            assert str(client.cert) in failures[0].getMessage()
         assert "mqtt.connected" not in caplog.text
     finally:
         await cab.stop()
+
+
+async def test_a_node_named_is_checked_by_name_whichever_address_answers(
+    tmp_path: Path, tls_broker: tuple[Mosquitto, CertificateAuthority]
+) -> None:
+    """localhost may resolve to ::1 first (nothing listens there) and then 127.0.0.1: the
+    address opened changes, the name the broker's certificate is checked against does not."""
+    broker, ca = tls_broker
+    client = ca.issue("CAB-NAME", server=False)
+    base = make_cabinet(tmp_path / "name", broker.tls_port, "CAB-NAME")
+    extra = f'tls_ca = "{ca.ca_file}"\ntls_cert = "{client.cert}"\ntls_key = "{client.key}"\n'
+    cab = make_cabinet(
+        tmp_path / "name",
+        0,
+        "CAB-NAME",
+        extra_mqtt=extra,
+        provisioning=base.provisioning,
+        brokers=f'["mqtts://localhost:{broker.tls_port}"]',
+    )
+    base.store.close()
+    cab.start()
+    try:
+        await cab.wait_connected()
+        current = cab.sync.link.current
+        assert current is not None and current.name == "localhost"
+        assert current.address == "127.0.0.1"
+    finally:
+        await cab.stop()
+        cab.store.close()
