@@ -282,6 +282,14 @@ class Renewal:
                     await self.renew(session)
                 except EnrolmentRefused as exc:
                     fact(log, "certificate.renewal_failed", logging.ERROR, reason=str(exc))
+                except OSError as exc:
+                    # Never a reason to drop the link: the current certificate still works.
+                    fact(
+                        log,
+                        "certificate.renewal_failed",
+                        logging.ERROR,
+                        reason=f"cannot write {exc.filename}: {exc.strerror or exc}",
+                    )
                 except TimeoutError:
                     fact(log, "certificate.renewal_failed", logging.WARNING, reason="no reply")
                 await asyncio.sleep(RENEW_RETRY_S)

@@ -12,7 +12,9 @@ import asyncio
 import datetime
 import json
 import logging
+import os
 import stat
+import sys
 import textwrap
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -366,3 +368,39 @@ async def test_no_certificate_sent_is_reported_as_the_broker_says(
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         store.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another group needs root")
+async def test_lockerctl_enroll_as_the_guide_writes_it(fleet: Fleet) -> None:
+    """The command line, with /etc/lockerd-like modes kept; a bad token is one line."""
+
+    config_path = fleet.config_file("cli")
+    os.chown(config_path, 0, 4242)
+    config_path.chmod(0o640)
+
+    async def lockerctl(*args: str) -> tuple[int, str, str]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "lockerd.maint.cli", "--config", str(config_path), *args,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode is not None
+        return process.returncode, out.decode(), err.decode()
+
+    ca = str(fleet.broker_ca.ca_file)
+    rc, _, err = await lockerctl(
+        "enroll", "--broker", fleet.enrolment_url, "--ca", ca, "--token", "not-a-token-at-all"
+    )
+    assert rc == 1 and "unknown token" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    token = fleet.tokens.issue("CAB-0077")
+    rc, out, err = await lockerctl(
+        "enroll", "--broker", fleet.enrolment_url, "--ca", ca, "--token", token
+    )
+    assert rc == 0, err
+    assert "enrolled as cabinet CAB-0077" in out
+    st = config_path.stat()
+    assert (st.st_gid, stat.S_IMODE(st.st_mode)) == (4242, 0o640)
+    assert load(config_path).cabinet.id == "CAB-0077"
+    rc, out, _ = await lockerctl("keys")
+    assert rc == 0 and "cloud-1" in out
