@@ -302,12 +302,15 @@ class CloudSync:
     async def _subscribe_commands(self, session: Session) -> None:
         """Subscribe to ``cmd``, retrying a refusal on its own backoff while events flow."""
         backoff = Backoff()
+        said: str | None = None
         while True:
             try:
                 await session.subscribe(self.topics.cmd, 1)
             except SubscribeRefused as exc:
                 self.link.commands = "refused, retrying"
-                fact(log, "mqtt.subscribe_refused", logging.WARNING, topic="cmd", reason=str(exc))
+                if str(exc) != said:  # one line per refusal, not one per retry
+                    said = str(exc)
+                    fact(log, "mqtt.subscribe_refused", logging.WARNING, topic="cmd", reason=said)
                 await asyncio.sleep(backoff.next_delay())
                 continue
             self.link.commands = "subscribed"
