@@ -387,6 +387,11 @@ class CloudSync:
             # Whatever was acknowledged before the link went is not sent again.
             with contextlib.suppress(Exception):
                 flush()
+            # The rest of the window failed with the link; those events stay in the outbox.
+            # Looked at here so that asyncio does not log each as a lost exception.
+            for _, pending in inflight:
+                if pending.done() and not pending.cancelled():
+                    pending.exception()
 
     def _check_outbox_bound(self) -> None:
         depth = self.store.outbox_depth()
