@@ -141,3 +141,13 @@ def test_check_config_names_the_broker_problem(extra: str, problem: str) -> None
     assert any(problem in p and "/etc/lockerd/config.toml" in p for p in caught.value.problems), (
         caught.value.problems
     )
+
+
+def test_check_config_names_the_nodes(tmp_path: Path) -> None:
+    from lockerd.config import load, summary
+
+    path = tmp_path / "config.toml"
+    path.write_text(
+        BASE + 'brokers = ["mqtts://a.example:8883", "b.example:9883"]\ntls_ca = "ca.pem"\n'
+    )
+    assert "  cloud: a.example:8883, b.example:9883 (TLS)" in summary(load(path)).splitlines()
