@@ -176,7 +176,10 @@ class ReferenceCloud:
         persistent: bool = True,
         username: str | None = None,
         enrolment: EnrolmentService | None = None,
+        tls: tuple[Path, Path | None, Path | None] | None = None,
     ) -> None:
+        """``tls`` is (CA of the broker, client certificate, client key), for a broker that
+        takes the cloud over TLS only."""
         self.host = host
         self.port = port
         # Re-entrant: wait_for holds it while a condition may call view()/missing().
@@ -194,6 +197,13 @@ class ReferenceCloud:
         self.enrolment = enrolment
         if username is not None:
             self.client.username_pw_set(username)
+        if tls is not None:
+            ca, cert, key = tls
+            self.client.tls_set(
+                ca_certs=str(ca),
+                certfile=str(cert) if cert else None,
+                keyfile=str(key) if key else None,
+            )
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self._subscribed = threading.Event()

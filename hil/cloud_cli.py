@@ -84,7 +84,14 @@ def _options(suppress: bool) -> argparse.ArgumentParser:
     )
     p.add_argument("--issuer", default=default("lockers-cloud"))
     p.add_argument("--kid", default=default("cloud-1"))
+    p.add_argument("--tls-ca", type=Path, default=default(None), help="the broker's CA (TLS)")
+    p.add_argument("--tls-cert", type=Path, default=default(None), help="the cloud's certificate")
+    p.add_argument("--tls-key", type=Path, default=default(None), help="the cloud's key")
     return p
+
+
+def _tls(args: argparse.Namespace) -> tuple[Path, Path | None, Path | None] | None:
+    return None if args.tls_ca is None else (args.tls_ca, args.tls_cert, args.tls_key)
 
 
 def add_parser(subparsers: Any) -> None:
@@ -158,7 +165,9 @@ async def _run(args: argparse.Namespace) -> int:
         ca, TokenBook(directory / "ca" / "tokens.json"), args.issuer, [(args.kid, pem)],
         list(args.advertise),
     )  # fmt: skip
-    cloud = ReferenceCloud(args.host, args.port, username=args.username, enrolment=service)
+    cloud = ReferenceCloud(
+        args.host, args.port, username=args.username, enrolment=service, tls=_tls(args)
+    )
     await _start(cloud, args)
     try:
         await cloud.wait_ready()
@@ -235,7 +244,7 @@ async def _send(args: argparse.Namespace, signer: Signer) -> int:
         return 2
     cloud = ReferenceCloud(
         args.host, args.port, client_id=f"hil-cloud-send-{os.getpid()}", persistent=False,
-        username=args.username,
+        username=args.username, tls=_tls(args),
     )  # fmt: skip
     try:
         await asyncio.to_thread(cloud.start)

@@ -116,3 +116,34 @@ async def test_token_issues_a_one_time_enrolment_token(tmp_path: Path) -> None:
     book = TokenBook(tmp_path / "ca" / "tokens.json")
     assert book.cabinet_for(token) == "CAB-0042"
     assert token not in (tmp_path / "ca" / "tokens.json").read_text(), "only a digest is kept"
+
+
+async def test_send_over_mutual_tls(tmp_path: Path) -> None:
+    from tests.support.mosquitto import BrokerTls
+    from tests.support.pki import CertificateAuthority
+
+    if mosquitto_binary() is None:
+        pytest.skip("mosquitto is not installed")
+    ca = CertificateAuthority(tmp_path / "pki")
+    broker = Mosquitto(tmp_path / "mosquitto", tls=BrokerTls(ca, ca.issue("broker", server=True)))
+    broker.start()
+    keys_dir = tmp_path / "keys"
+    keys, _ = load_or_provision("CAB-TLS", keys_dir / "CAB-TLS", "cloud-1")
+    cab = make_cabinet(tmp_path / "cab", broker.port, "CAB-TLS", provisioning=keys)
+    cloud_cert = ca.issue("fleet-cloud", server=False)
+    cab.start()
+    try:
+        await cab.wait_connected()
+        process = await hil_cloud(
+            "send", "state.request", "--cabinet", "CAB-TLS", "--dir", str(keys_dir),
+            "--issuer", ISSUER, "--port", str(broker.tls_port), "--tls-ca", str(ca.ca_file),
+            "--tls-cert", str(cloud_cert.cert), "--tls-key", str(cloud_cert.key),
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(process.communicate(), 30)
+        assert process.returncode == 0, err.decode()
+        assert b'"status": "applied"' in out
+        assert "New client connected" in broker.log() and "u'fleet-cloud'" in broker.log()
+    finally:
+        await cab.stop()
+        cab.store.close()
+        broker.kill()
