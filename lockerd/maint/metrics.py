@@ -40,6 +40,10 @@ class Snapshot:
     compartments_by_state: Sequence[tuple[str, int]]
     boards: Sequence[BoardFigures]
     events_by_type: Sequence[tuple[str, int]]
+    # The cloud link, when there is one: connected, cmd subscribed, certificate's days left.
+    cloud_connected: bool | None = None
+    commands_subscribed: bool | None = None
+    certificate_days_left: float | None = None
 
 
 class EventCounter:
@@ -152,4 +156,25 @@ def render(snapshot: Snapshot) -> str:
             for k, n in (("timeout", b.timeouts), ("bad_frame", b.bad_frames))
         ],
     )
+    if snapshot.cloud_connected is not None:
+        family(
+            "lockerd_mqtt_connected",
+            "gauge",
+            "1 while a broker node carries the link.",
+            [("", int(snapshot.cloud_connected))],
+        )
+    if snapshot.commands_subscribed is not None:
+        family(
+            "lockerd_mqtt_commands_subscribed",
+            "gauge",
+            "1 while the cmd subscription stands (it may be refused while events flow).",
+            [("", int(snapshot.commands_subscribed))],
+        )
+    if snapshot.certificate_days_left is not None:
+        family(
+            "lockerd_mqtt_certificate_days_left",
+            "gauge",
+            "Days until the client certificate expires (negative: expired).",
+            [("", snapshot.certificate_days_left)],
+        )
     return "\n".join(out) + "\n"

@@ -545,8 +545,20 @@ class MaintenanceServer:
                 compartments_by_state=[(s.value, states.get(s.value, 0)) for s in CompartmentState],
                 boards=boards,
                 events_by_type=sorted(self.counter.by_type.items()),
+                **_cloud_figures(d.cloud),
             )
         )
+
+
+def _cloud_figures(cloud: Any) -> dict[str, Any]:
+    if cloud is None:
+        return {}
+    certificate = cloud.link.certificate()
+    return {
+        "cloud_connected": cloud.connected.is_set(),
+        "commands_subscribed": cloud.commands_ready.is_set(),
+        "certificate_days_left": None if certificate is None else certificate["days_left"],
+    }
 
 
 def _in_use(path: Path) -> bool:

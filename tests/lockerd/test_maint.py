@@ -559,3 +559,8 @@ async def test_a_refused_client_certificate_shows_in_status_and_selftest(rig: Ri
     selftest = await rig.ctl("selftest")
     assert selftest.rc == 1
     assert "client certificate" in selftest.out and "CERTIFICATE EXPIRED" in selftest.out
+    metrics = (await rig.ctl("metrics")).out.splitlines()
+    assert "lockerd_mqtt_connected 0" in metrics
+    assert "lockerd_mqtt_commands_subscribed 0" in metrics
+    days = [line for line in metrics if line.startswith("lockerd_mqtt_certificate_days_left ")]
+    assert days and float(days[0].split()[1]) < 0
