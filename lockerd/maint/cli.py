@@ -251,9 +251,7 @@ def _link_lines(link: dict[str, Any] | None) -> list[str]:
 
 def _certificate_failed(link: dict[str, Any] | None) -> bool:
     cert = (link or {}).get("certificate")
-    if not cert or not cert["problem"]:
-        return False
-    return bool(cert["problem"].startswith("refused") or (cert["days_left"] or 0) <= 0)
+    return bool(cert and cert.get("failed"))
 
 
 def _doors(ctx: Context) -> int:

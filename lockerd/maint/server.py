@@ -435,12 +435,7 @@ class MaintenanceServer:
         store = _store_health(self.daemon)
         cloud = self.daemon.cloud
         certificate = cloud.link.certificate() if cloud is not None else None
-        # A refused, expired or unreadable certificate fails the selftest: the cabinet will
-        # not reach the cloud again on its own. One nearing expiry is only a warning.
-        cert_failed = certificate is not None and certificate["problem"] is not None and (
-            certificate["days_left"] is None or certificate["days_left"] <= 0
-            or certificate["problem"].startswith("refused")
-        )  # fmt: skip
+        cert_failed = certificate is not None and certificate["failed"]
         ok = (
             not silent
             and not disagree

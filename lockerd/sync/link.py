@@ -133,11 +133,17 @@ class BrokerLink:
             problem = "expired"
         elif days_left is not None and days_left <= self.renew_before_days:
             problem = f"expires in {days_left} days"
+        # Failed: the cabinet will not reach the cloud again on its own (refused, expired,
+        # unreadable). Nearing expiry is only a warning.
+        failed = problem is not None and (
+            self.refusal is not None or days_left is None or days_left <= 0
+        )
         return {
             "path": None if path is None else str(path),
             "not_after": _iso(not_after),
             "days_left": days_left,
             "problem": problem,
+            "failed": failed,
         }
 
     def summary(self) -> dict[str, Any]:
