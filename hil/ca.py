@@ -99,7 +99,7 @@ class FleetCA:
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cabinet_id)]))
             .issuer_name(self.cert.subject)
-            .public_key(csr.public_key())  # type: ignore[arg-type]
+            .public_key(csr.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(start)
             .not_valid_after(start + datetime.timedelta(days=days))
@@ -188,7 +188,9 @@ class EnrolmentService:
     def enrol(self, payload: bytes) -> tuple[str, bytes] | None:
         """``(reply topic, reply)`` for one request, or None when there is nowhere to answer."""
         body = _json(payload)
-        client = body.get("reply") if body else None
+        if body is None:
+            return None
+        client = body.get("reply")
         if not isinstance(client, str) or not _CLIENT.fullmatch(client):
             return None
         topic = ENROL_REPLY_PREFIX + client

@@ -160,7 +160,8 @@ class CabinetView:
     def ack(self, jti: str) -> dict[str, Any] | None:
         for ack in reversed(self.acks):
             if ack.get("cmd") == jti:
-                return ack
+                found: dict[str, Any] = ack
+                return found
         return None
 
 
@@ -217,7 +218,7 @@ class ReferenceCloud:
             from paho.mqtt.packettypes import PacketTypes
             from paho.mqtt.properties import Properties
 
-            properties = Properties(PacketTypes.CONNECT)
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = 86400 if self._persistent else 0
             kwargs = {"clean_start": not self._persistent, "properties": properties}
         self.client.connect(self.host, self.port, 30, **kwargs)
@@ -273,6 +274,12 @@ class ReferenceCloud:
                 body = json.loads(payload) if payload else None
             except ValueError:
                 view.chain_errors.append(f"{kind}: not JSON")
+                return
+            if body is None and kind == "status":
+                view.status = None  # an empty retained message clears it
+                return
+            if not isinstance(body, dict):
+                view.chain_errors.append(f"{kind}: not a JSON object")
                 return
             if kind == "events":
                 self._event(view, cabinet, body)

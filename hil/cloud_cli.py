@@ -144,8 +144,8 @@ async def _run(args: argparse.Namespace) -> int:
     try:
         if args.cloud_command == "token":
             (directory / "ca").mkdir(mode=0o700, parents=True, exist_ok=True)
-            token = TokenBook(directory / "ca" / "tokens.json")
-            print(token.issue(args.cabinet, args.valid_h * 3600))
+            book = TokenBook(directory / "ca" / "tokens.json")
+            print(book.issue(args.cabinet, args.valid_h * 3600))
             return 0
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         keys, made = load_or_provision(args.cabinet, cabinet_dir, args.kid)
