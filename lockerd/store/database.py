@@ -370,6 +370,24 @@ class Store:
         return None if row is None else str(row[0])
 
     @_serialized
+    def expired_commands(self, now: float, limit: int = 10_000) -> list[tuple[str, float]]:
+        """``(jti, exp)`` of remembered command ids whose ``exp`` is before ``now``."""
+        rows = self._conn.execute(
+            "SELECT jti, exp FROM commands WHERE exp < ? ORDER BY exp LIMIT ?", (now, limit)
+        ).fetchall()
+        return [(str(r[0]), float(r[1])) for r in rows]
+
+    @_serialized
+    def forget_commands(self, jtis: Sequence[str], watermark_key: str, watermark: float) -> None:
+        """Forget these command ids and raise the watermark past them, in one transaction."""
+        with self.transaction() as tx:
+            old = tx.get_setting(watermark_key)
+            kept = max(watermark, float(old)) if old is not None else watermark
+            tx.set_setting(watermark_key, repr(kept))
+            for jti in jtis:
+                tx.forget_command(jti)
+
+    @_serialized
     def prune_commands(self, now: float) -> int:
         """Forget command ids whose ``exp`` has passed (they would be refused anyway)."""
         return int(self._write("DELETE FROM commands WHERE exp < ?", (now,)).rowcount)

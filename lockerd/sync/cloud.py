@@ -45,8 +45,10 @@ from .commands import (
     DoorOpen,
     PaymentConfirmed,
     Rejection,
+    RejectReason,
     ReservationCancel,
     ReservationUpsert,
+    Settable,
     StateRequest,
     TrustStore,
     VerifiedCommand,
@@ -66,6 +68,7 @@ from .mqtt import (
 from .mqtt import (
     Protocol as MqttProtocol,
 )
+from .replay import WATERMARK_SETTING, ReplayMemory, outlived
 
 log = logging.getLogger("lockerd.sync")
 
@@ -182,7 +185,7 @@ class CloudSync:
         actions: RemoteActions | None = None,
         bus_errors: Callable[[], int] | None = None,
         verifier: Verifier | None = None,
-        settable: Mapping[str, type] | None = None,
+        settable: Settable | None = None,
     ) -> None:
         if config.mqtt is None:
             raise ValueError("CloudSync needs an [mqtt] section; without it the cabinet is offline")
@@ -206,6 +209,11 @@ class CloudSync:
                 settable=dict(settable or {}),
             )
         self.verifier = verifier
+        self.replay = ReplayMemory(
+            keep_s=max(verifier.max_lifetime_s.values(), default=7 * 86400)
+            + verifier.max_ahead_s
+            + verifier.leeway_s
+        )
         self.boot = str(uuid.uuid4())
         self.version = f"lockerd {__version__}"
         self._started = clock.monotonic()
@@ -292,7 +300,7 @@ class CloudSync:
         self._state_dirty.set()
         self._events.set()
         with contextlib.suppress(Exception):
-            self.store.prune_commands(self.clock.wall())
+            self._forget_commands()
         workers = [
             asyncio.create_task(self._pump(session), name="sync.outbox"),
             asyncio.create_task(self._state_loop(session), name="sync.state"),
@@ -471,6 +479,11 @@ class CloudSync:
         first = self.store.command_result(result.jti)
         if first is not None:
             return self._duplicate(result.jti, first)
+        if outlived(result.exp, self._replay_watermark()):
+            # Its id may have been forgotten: it cannot be told from a replay.
+            detail = "older than what the cabinet remembers"
+            signed = Rejection(RejectReason.EXPIRED, detail, result.jti, result.exp, True)
+            return self._refuse(signed)
         self._observe_skew(result, now)
         fact(log, "command.received", cmd=result.type.value)
         command = result.command
@@ -570,6 +583,20 @@ class CloudSync:
             return
         self._rejections.append(now)
         tx.emit(DomainEvent(EventType.COMMAND_REJECTED, {"cmd": jti, "reason": reason[:200]}))
+
+    def _replay_watermark(self) -> float | None:
+        raw = self.store.get_setting(WATERMARK_SETTING)
+        try:
+            return None if raw is None else float(raw)
+        except ValueError:
+            return float("inf")  # unreadable: refuse rather than risk a replay
+
+    def _forget_commands(self) -> None:
+        """Forget command ids only once no clock can make them acceptable again."""
+        expired = self.store.expired_commands(self.clock.wall())
+        forget = self.replay.forget(expired, self.clock.monotonic())
+        if forget.watermark is not None:
+            self.store.forget_commands(forget.jtis, WATERMARK_SETTING, forget.watermark)
 
     def _observe_skew(self, result: VerifiedCommand, now: float) -> None:
         """Estimate our clock minus the cloud's from signed ``iat``s.
