@@ -229,6 +229,7 @@ class CloudSync:
         # time), and our clock minus the cloud's as last estimated from signed iats.
         self.last_acknowledged_at: float | None = None
         self.clock_skew_s: int | None = None
+        self.session: Session | None = None
 
     # -- what the rest of the daemon calls
 
@@ -294,6 +295,7 @@ class CloudSync:
         return json.dumps(body, separators=(",", ":")).encode()
 
     async def _serve(self, session: Session) -> None:
+        self.session = session  # the live one, for status and tests (its inbox's drops)
         await session.subscribe(self.topics.cmd, 1)
         await session.publish(self.topics.status, self._status(online=True), retain=True)
         self.connected.set()
