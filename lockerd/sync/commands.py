@@ -44,7 +44,8 @@ from .command_data import (
     parse_data,
 )
 
-__all__ = [
+__all__ = [  # what other modules import from here, the data names included
+    "DEFAULT_MAX_LIFETIME_S",
     "CashOnDelivery",
     "Command",
     "CommandType",
@@ -60,6 +61,11 @@ __all__ = [
     "Settable",
     "Setting",
     "StateRequest",
+    "TrustStore",
+    "TrustStoreError",
+    "VerifiedCommand",
+    "Verifier",
+    "check_signature",
 ]
 
 MAX_PAYLOAD_BYTES = 128 * 1024
