@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import logging
 import time
-import unicodedata
 from collections.abc import Callable
 from typing import Any
 
-# Characters that are safe in a value only when escaped: C0/C1 controls and DEL (Cc),
-# and format characters (Cf: the bidi overrides U+202A-U+202E, U+2066-U+2069, zero-width
-# joiners...), plus the line and paragraph separators.
-_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
 _MAX_VALUE = 1024
+
+
+def _unsafe(ch: str) -> bool:
+    # Not printable: C0/C1 controls and DEL, format characters (the bidi overrides
+    # U+202A-U+202E and U+2066-U+2069, zero-width joiners), line and paragraph
+    # separators, spaces other than " ", surrogates, private use and unassigned.
+    return not ch.isprintable() and ch != " "
 
 
 def _escape(ch: str) -> str:
@@ -30,7 +32,7 @@ def _escape(ch: str) -> str:
         return "\\\\"
     if ch == '"':
         return '\\"'
-    if unicodedata.category(ch) in _UNSAFE_CATEGORIES:
+    if _unsafe(ch):
         code = ord(ch)
         return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
     return ch
@@ -40,9 +42,7 @@ def _quote(value: Any) -> str:
     text = str(value)
     if len(text) > _MAX_VALUE:
         text = text[:_MAX_VALUE] + "..."
-    if text == "" or any(
-        c in ' ="\\' or unicodedata.category(c) in _UNSAFE_CATEGORIES for c in text
-    ):
+    if text == "" or any(c in ' ="\\' or _unsafe(c) for c in text):
         return '"' + "".join(_escape(c) for c in text) + '"'
     return text
 

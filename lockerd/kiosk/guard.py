@@ -18,7 +18,6 @@ per fact, rate-limited.
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -26,6 +25,8 @@ from typing import Any
 from aiohttp import web
 
 from drivers.facts import RepeatLimiter
+
+from .. import jsonlimits
 
 log = logging.getLogger("lockerd.kiosk")
 
@@ -79,59 +80,12 @@ def origin_allowed(origin: str | None, own_host: str, port: int) -> bool:
     return host_allowed(rest, own_host, port)
 
 
-def _depth_within(text: str, limit: int) -> bool:
-    """Whether arrays and objects nest at most ``limit`` deep (strings skipped)."""
-    depth = 0
-    in_string = escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            if depth > limit:
-                return False
-        elif ch in "]}":
-            depth -= 1
-    return True
-
-
-def _number(text: str) -> float | int:
-    if len(text) > MAX_NUMBER_CHARS:
-        raise BodyError("a number in the body is too long")
-    return int(text)
-
-
-def _float(text: str) -> float:
-    if len(text) > MAX_NUMBER_CHARS:
-        raise BodyError("a number in the body is too long")
-    return float(text)
-
-
-def _constant(name: str) -> Any:
-    raise BodyError(f"{name} is not JSON")
-
-
 def parse_body(raw: bytes) -> Any:
     """The JSON in ``raw``, or :class:`BodyError`; never another exception."""
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BodyError("body is not UTF-8") from None
-    if not _depth_within(text, MAX_DEPTH):
-        raise BodyError(f"body nests deeper than {MAX_DEPTH}")
-    try:
-        return json.loads(text, parse_int=_number, parse_float=_float, parse_constant=_constant)
-    except BodyError:
-        raise
-    except (ValueError, RecursionError):
-        raise BodyError("body is not JSON") from None
+        return jsonlimits.loads(raw, MAX_DEPTH, MAX_NUMBER_CHARS)
+    except jsonlimits.JsonLimitError as bad:
+        raise BodyError(f"body: {bad}") from None
 
 
 def _refuse(request: web.Request, status: int, why: str) -> web.StreamResponse:

@@ -105,6 +105,17 @@ class Store:
         """
         path = Path(path)
         try:
+            size: int | None = path.stat().st_size
+        except OSError:
+            size = None  # none yet: a new store
+        if size == 0:
+            # SQLite would take an empty file for a new store and start again at seq 1,
+            # while the cloud holds this cabinet's history: a truncated file is a fault.
+            raise StoreError(
+                f"{path}: the database file is empty (truncated?). Restore a backup "
+                "(lockerctl db backup), or remove the file to start a new store on purpose"
+            )
+        try:
             # Used from the store's own thread and, under the lock, by direct callers.
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
