@@ -10,8 +10,10 @@ reserve. Its state is one instant, the theoretical arrival time ``tat``. Only ti
 technician give guesses back; a right code gives nothing (a right code an attacker
 knows, such as their own unpaid parcel's, must not buy more guesses at other codes).
 
-The state is persisted by the store (table ``throttle``) on wall time, so a reboot
-does not hand an attacker a fresh budget. A wall clock that jumped back can not
+The state is persisted by the store (table ``throttle``: one row per surface, and the
+cabinet's budget in the row :data:`CABINET_ROW`, ``window_start`` holding ``tat`` and
+``locked_until`` the end of the last attack report) on wall time, so a reboot does
+not hand an attacker a fresh budget. A wall clock that jumped back can not
 stretch a wait beyond the policy's own length.
 """
 
@@ -21,6 +23,8 @@ import math
 from dataclasses import dataclass
 
 DAY_S = 86_400.0
+# The throttle row holding the cabinet-wide budget (no surface has this name).
+CABINET_ROW = "*cabinet"
 
 
 @dataclass(frozen=True)
@@ -162,6 +166,15 @@ def budget_spend(state: BudgetState, policy: BudgetPolicy, now: float) -> Spent:
     if report:
         after = BudgetState(tat, now + policy.tolerance_s)
     return Spent(after, exhausted, report)
+
+
+def budget_as_row(state: BudgetState) -> ThrottleState:
+    """The budget in the shape of a throttle row (see the module docstring)."""
+    return ThrottleState(0, state.tat, 0.0, state.attack_reported_until)
+
+
+def budget_from_row(row: ThrottleState) -> BudgetState:
+    return BudgetState(row.window_start, row.locked_until)
 
 
 def guesses_left(state: BudgetState, policy: BudgetPolicy, now: float) -> int:

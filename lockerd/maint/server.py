@@ -117,6 +117,7 @@ class MaintenanceServer:
             "db.backup": self._db_backup,
             "db.verify": self._db_verify,
             "metrics": self._metrics,
+            "throttle.reset": self._throttle_reset,
         }
 
     # ------------------------------------------------------------ serving
@@ -373,6 +374,15 @@ class MaintenanceServer:
             raise Refused(applied.reason or applied.status.value)
         fact(log, "technician.service", compartment=cid, in_service=in_service, reason=reason)
         return {"compartment": cid, "in_service": in_service}
+
+    async def _throttle_reset(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
+        """Give every surface and the cabinet's guessing budget a fresh start (after an
+        attack was dealt with): the only thing besides time that does."""
+        reason = self._reason(request)
+        with self.daemon.store.transaction() as tx:
+            rows = tx.reset_throttles()
+        fact(log, "technician.throttle_reset", logging.WARNING, rows=rows, reason=reason)
+        return {"reset": rows}
 
     async def _selftest(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
         hw = self.daemon.hardware

@@ -19,7 +19,7 @@ from ..events import GENESIS_PREV, EventError, StoredEvent, check_payload
 from ..logs import fact
 from ..model import PendingStep, Size
 from ..reservations import Compartment, HoldPolicy, Reservation
-from ..throttle import ThrottlePolicy, ThrottleState
+from ..throttle import BudgetPolicy, ThrottlePolicy, ThrottleState
 from .chain import plausible
 from .migrations import APPLICATION_ID, MIGRATIONS
 from .results import ChainReport, CompartmentSyncReport, Credential, StoreError, UnlockIntent
@@ -74,6 +74,7 @@ class Store:
         clock: Clock,
         holds: HoldPolicy,
         throttle_policy: ThrottlePolicy,
+        budget_policy: BudgetPolicy | None = None,
     ) -> None:
         self._db = db
         self._conn: sqlite3.Connection = db.conn
@@ -82,6 +83,7 @@ class Store:
         self.clock = clock
         self.holds = holds
         self.throttle_policy = throttle_policy
+        self.budget_policy = budget_policy or BudgetPolicy()
         self._in_transaction = False
         self._lock = threading.RLock()
         self.commit_listeners: list[Callable[[Sequence[StoredEvent]], None]] = []
@@ -97,6 +99,7 @@ class Store:
         *,
         holds: HoldPolicy | None = None,
         throttle_policy: ThrottlePolicy | None = None,
+        budget_policy: BudgetPolicy | None = None,
     ) -> Store:
         """Open (creating if needed) and migrate the store at ``path``.
 
@@ -129,6 +132,7 @@ class Store:
                 clock,
                 holds or HoldPolicy(),
                 throttle_policy or ThrottlePolicy(),
+                budget_policy,
             )
             store._prepare()
         except sqlite3.DatabaseError as exc:
