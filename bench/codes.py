@@ -166,10 +166,12 @@ def leak_check(
 ) -> float:
     """Welch's t between near misses and random wrong codes (dudect: interleaved, cropped)."""
     # dudect's discipline: every input made before any is timed, the classes interleaved
-    # at random, and nothing but the check itself between the two clock reads. Making
-    # inputs between timings (different work for each class) and the garbage collector
-    # (run by whichever allocation crosses its threshold) were the harness's own
-    # signal: |t| = 23.5 on a 0.3 µs difference that the lookup does not have.
+    # at random, nothing but the check itself between the two clock reads, the garbage
+    # collector off. The harness used to make each input just before timing it, with
+    # different code per class (a near miss slices a stored code, a random one formats a
+    # number): the CPU arrived at the first clock read in a different state for each
+    # class. The check itself does the same work for both (the HMAC scrambles every
+    # digit before the lookup; a miss still runs one constant-time comparison).
     order = [0] * LEAK_SAMPLES + [1] * LEAK_SAMPLES
     rng.shuffle(order)
     inputs = [
