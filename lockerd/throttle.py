@@ -185,7 +185,7 @@ def hit_probability(guesses: float, live_codes: int, code_space: int) -> float:
     """The chance that ``guesses`` distinct tries hit at least one of ``live_codes``.
 
     An attacker never tries a code twice: the misses are drawn without replacement,
-    C(N - L, g) / C(N, g), computed with log-gamma. Never more than ``g * L / N``.
+    C(N - L, g) / C(N, g) = prod (1 - L / (N - i)) for i < g. Never more than ``g * L / N``.
     """
     g = math.floor(guesses)
     if live_codes <= 0 or g <= 0:
@@ -193,10 +193,14 @@ def hit_probability(guesses: float, live_codes: int, code_space: int) -> float:
     if g > code_space - live_codes:
         return 1.0
     n, live = code_space, live_codes
-    log_miss = (
-        math.lgamma(n - live + 1)
-        - math.lgamma(n - live - g + 1)
-        - math.lgamma(n + 1)
-        + math.lgamma(n - g + 1)
-    )
-    return 1.0 - math.exp(log_miss)
+    if g <= 1_000_000:
+        # Term by term: the log-gamma difference below loses every digit for N ~ 10^9.
+        log_miss = math.fsum(math.log1p(-live / (n - i)) for i in range(g))
+    else:
+        log_miss = (
+            math.lgamma(n - live + 1)
+            - math.lgamma(n - live - g + 1)
+            - math.lgamma(n + 1)
+            + math.lgamma(n - g + 1)
+        )
+    return -math.expm1(log_miss)

@@ -195,6 +195,10 @@ def test_the_budget_meets_the_goal() -> None:
     # Without a second factor, 5-digit codes do not meet it: docs/security.md.
     assert throttle.hit_probability(day, 20, 10**5) > 0.01
     assert throttle.hit_probability(day, 20, 10**5 * 10**4) < 0.01
+    # Exact, also where N is large: close to the union bound g * L / N, never above it.
+    for n in (10**6, 10**9):
+        p = throttle.hit_probability(day, 20, n)
+        assert 0.99 * day * 20 / n <= p <= day * 20 / n
 
 
 async def test_attack_speed_is_bounded_also_without_the_api(tmp_path: Path) -> None:
