@@ -44,8 +44,9 @@ from .command_data import (
     parse_data,
 )
 
-__all__ = [  # what other modules import from here, the data names included
+__all__ = [  # the data names are re-exported from command_data
     "DEFAULT_MAX_LIFETIME_S",
+    "MAX_PAYLOAD_BYTES",
     "CashOnDelivery",
     "Command",
     "CommandType",
@@ -56,15 +57,20 @@ __all__ = [  # what other modules import from here, the data names included
     "CredentialUpsert",
     "DoorOpen",
     "PaymentConfirmed",
+    "RejectReason",
+    "Rejection",
     "ReservationCancel",
     "ReservationUpsert",
     "Settable",
     "Setting",
+    "SignatureProblem",
+    "SignedClaims",
     "StateRequest",
     "TrustStore",
     "TrustStoreError",
     "VerifiedCommand",
     "Verifier",
+    "canonical_json",
     "check_signature",
 ]
 

@@ -37,8 +37,6 @@ from drivers.facts import RepeatLimiter
 from ..logs import fact
 from .inbox import Inbox, Incoming
 
-__all__ = ["Incoming"]
-
 log = logging.getLogger("lockerd.sync.mqtt")
 
 # Incoming packets larger than this are dropped by an MQTT 5 broker instead of being
