@@ -68,7 +68,7 @@ from .mqtt import (
 from .mqtt import (
     Protocol as MqttProtocol,
 )
-from .replay import WATERMARK_SETTING, ReplayMemory, outlived
+from .replay import ReplayMemory, forget_expired, outlived, watermark
 
 log = logging.getLogger("lockerd.sync")
 
@@ -209,11 +209,8 @@ class CloudSync:
                 settable=dict(settable or {}),
             )
         self.verifier = verifier
-        self.replay = ReplayMemory(
-            keep_s=max(verifier.max_lifetime_s.values(), default=7 * 86400)
-            + verifier.max_ahead_s
-            + verifier.leeway_s
-        )
+        lifetime = max(verifier.max_lifetime_s.values(), default=7 * 86400)
+        self.replay = ReplayMemory(lifetime + verifier.max_ahead_s + verifier.leeway_s)
         self.boot = str(uuid.uuid4())
         self.version = f"lockerd {__version__}"
         self._started = clock.monotonic()
@@ -481,7 +478,7 @@ class CloudSync:
         first = self.store.command_result(result.jti)
         if first is not None:
             return self._duplicate(result.jti, first)
-        if outlived(result.exp, self._replay_watermark()):
+        if outlived(result.exp, watermark(self.store)):
             # Its id may have been forgotten: it cannot be told from a replay.
             detail = "older than what the cabinet remembers"
             signed = Rejection(RejectReason.EXPIRED, detail, result.jti, result.exp, True)
@@ -586,19 +583,8 @@ class CloudSync:
         self._rejections.append(now)
         tx.emit(DomainEvent(EventType.COMMAND_REJECTED, {"cmd": jti, "reason": reason[:200]}))
 
-    def _replay_watermark(self) -> float | None:
-        raw = self.store.get_setting(WATERMARK_SETTING)
-        try:
-            return None if raw is None else float(raw)
-        except ValueError:
-            return float("inf")  # unreadable: refuse rather than risk a replay
-
     def _forget_commands(self) -> None:
-        """Forget command ids only once no clock can make them acceptable again."""
-        expired = self.store.expired_commands(self.clock.wall())
-        forget = self.replay.forget(expired, self.clock.monotonic())
-        if forget.watermark is not None:
-            self.store.forget_commands(forget.jtis, WATERMARK_SETTING, forget.watermark)
+        forget_expired(self.store, self.replay, self.clock.wall(), self.clock.monotonic())
 
     def _observe_skew(self, result: VerifiedCommand, now: float) -> None:
         """Estimate our clock minus the cloud's from signed ``iat``s.

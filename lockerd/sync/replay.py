@@ -12,13 +12,15 @@ every id still remembered.
 Whatever is forgotten leaves a watermark: the latest ``exp`` among forgotten ids. A
 command whose ``exp`` is not after it may have been forgotten and is refused as
 expired, so even a wall clock wrong for longer than ``keep_s`` cannot bring a forgotten
-id back. Pure: the caller passes both clocks and does the store reads and writes.
+id back. The decisions are pure (both clocks are passed in); the two helpers at the end
+do the store's reads and writes for the sync engine.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 # The store setting that keeps the watermark across restarts.
 WATERMARK_SETTING = "replay.forgotten_until"
@@ -56,3 +58,32 @@ class ReplayMemory:
 def outlived(exp: float, watermark: float | None) -> bool:
     """Whether a command with this ``exp`` may have been forgotten already."""
     return watermark is not None and exp <= watermark
+
+
+class CommandMemory(Protocol):
+    """What of the store the helpers below use."""
+
+    def get_setting(self, key: str) -> str | None: ...
+
+    def expired_commands(self, now: float, limit: int = ...) -> list[tuple[str, float]]: ...
+
+    def forget_commands(
+        self, jtis: Sequence[str], watermark_key: str, watermark: float
+    ) -> None: ...
+
+
+def watermark(store: CommandMemory) -> float | None:
+    raw = store.get_setting(WATERMARK_SETTING)
+    try:
+        return None if raw is None else float(raw)
+    except ValueError:
+        return float("inf")  # unreadable: refuse rather than risk a replay
+
+
+def forget_expired(
+    store: CommandMemory, memory: ReplayMemory, wall_now: float, monotonic_now: float
+) -> None:
+    """Forget the command ids no clock can make acceptable again, raising the watermark."""
+    forget = memory.forget(store.expired_commands(wall_now), monotonic_now)
+    if forget.watermark is not None:
+        store.forget_commands(forget.jtis, WATERMARK_SETTING, forget.watermark)
