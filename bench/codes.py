@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import random
@@ -164,13 +165,27 @@ def leak_check(
     store: Store, key: CodeKey, codes: list[str], known: set[str], rng: random.Random
 ) -> float:
     """Welch's t between near misses and random wrong codes (dudect: interleaved, cropped)."""
-    classes: list[tuple[int, float]] = []
+    # dudect's discipline: every input made before any is timed, the classes interleaved
+    # at random, nothing but the check itself between the two clock reads, the garbage
+    # collector off. The harness used to make each input just before timing it, with
+    # different code per class (a near miss slices a stored code, a random one formats a
+    # number): the CPU arrived at the first clock read in a different state for each
+    # class. The check itself does the same work for both (the HMAC scrambles every
+    # digit before the lookup; a miss still runs one constant-time comparison).
     order = [0] * LEAK_SAMPLES + [1] * LEAK_SAMPLES
     rng.shuffle(order)
-    for which in order:
-        right = rng.choice(codes)
-        code = near_miss(rng, right, known) if which == 0 else wrong_code(rng, known)
-        classes.append((which, time_check(store, key, code)))
+    inputs = [
+        (which, near_miss(rng, rng.choice(codes), known) if which == 0 else wrong_code(rng, known))
+        for which in order
+    ]
+    for _, code in inputs[:500]:  # warm the page cache and the interpreter
+        time_check(store, key, code)
+    gc.collect()
+    gc.disable()
+    try:
+        classes = [(which, time_check(store, key, code)) for which, code in inputs]
+    finally:
+        gc.enable()
     results = []
     for crop in (1.0, 0.9, 0.5):
         limit = percentile([t for _, t in classes], crop) if crop < 1.0 else math.inf

@@ -48,13 +48,13 @@ import asyncio
 import contextlib
 import logging
 import math
-import struct
+import time
 from collections.abc import Callable
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.client.base import ModbusBaseClient
 from pymodbus.exceptions import ModbusException
-from pymodbus.framer import FramerRTU, FramerType
+from pymodbus.framer import FramerType
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
 from pymodbus.pdu.bit_message import (
     ReadCoilsRequest,
@@ -76,83 +76,52 @@ from drivers.base import (
     Priority,
 )
 
-from .facts import fact
+from .facts import RepeatLimiter, fact
 from .family import BusFamily, BusSettings, Link
+from .modbus_pdu import (
+    MAX_PULSE_UNITS,
+    PULSE_UNIT_MS,
+    CoilWrite,
+    ExceptionReply,
+    pulse_units,
+    rtu_crc_ok,
+    rtu_reply_len,
+)
+
+__all__ = [  # what other modules import from here, the PDU names included
+    "FAMILY",
+    "MAX_PULSE_UNITS",
+    "PULSE_UNIT_MS",
+    "RECOVERY_ALL_OFF_AFTER",
+    "CoilWrite",
+    "ExceptionReply",
+    "ModbusBoard",
+    "ModbusRtuBus",
+    "ModbusTcpBus",
+    "pulse_units",
+    "rtu_crc_ok",
+    "rtu_reply_len",
+]
 
 log = logging.getLogger(__name__)
 
 FAMILY = "modbus"
 PULSE_BASE = 0x0200
 ALL_OFF_ADDRESS = 0x00FF
-PULSE_UNIT_MS = 100
-MAX_PULSE_UNITS = 255
 #: A board that failed this many requests in a row may have rebooted: all-off it first.
 RECOVERY_ALL_OFF_AFTER = 3
 #: Reconnect backoff: the first retry is quick (a replugged adapter), then it doubles.
 RECONNECT_MIN_S = 0.1
 RECONNECT_MAX_S = 2.0
+#: A link that stayed up this long resets the backoff. One dropped sooner (a gateway that
+#: accepts each connection and closes it) backs off like a refused one: without this, such
+#: a board was reconnected 1,829 times a second.
+STABLE_LINK_S = 10.0
+#: Connect and disconnect lines of one bus at most this often (with a count of the rest).
+_LINK_FACTS = RepeatLimiter(interval_s=10.0)
 #: pymodbus uses its timeout for the connect as well; a request's timeout is ours, and
 #: pymodbus' own is kept longer so that ours always fires first.
 CONNECT_TIMEOUT_S = 2.0
-
-EXCEPTION_NAMES = {
-    1: "illegal function",
-    2: "illegal data address",
-    3: "illegal data value",
-    4: "server device failure",
-    5: "acknowledge",
-    6: "server device busy",
-    8: "memory parity error",
-    10: "gateway path unavailable",
-    11: "gateway target device failed to respond",
-}
-
-
-class ExceptionReply(BadFrame):
-    """The board answered with a Modbus exception (the code is in the message and here)."""
-
-    def __init__(self, board: str, function: int, code: int) -> None:
-        name = EXCEPTION_NAMES.get(code, "unknown")
-        super().__init__(board, f"exception reply to function {function:02d}: code {code} ({name})")
-        self.function = function
-        self.code = code
-
-
-class CoilWrite(ModbusPDU):
-    """Function 05 with a raw 16-bit value.
-
-    pymodbus' own ``write_coil`` only sends ``FF00``/``0000``; the board's timed pulse
-    puts a duration in the value field, and the echo must be compared value for value.
-    Used for the request and (registered with the client) to decode the echo.
-    """
-
-    function_code = 5
-    rtu_frame_size = 8
-
-    def __init__(
-        self, address: int = 0, value: int = 0, dev_id: int = 0, transaction_id: int = 0
-    ) -> None:
-        super().__init__(dev_id=dev_id, transaction_id=transaction_id, address=address)
-        self.value = value
-
-    def encode(self) -> bytes:
-        return struct.pack(">HH", self.address, self.value)
-
-    def decode(self, data: bytes) -> None:
-        self.address, self.value = struct.unpack(">HH", data[:4])
-
-
-def pulse_units(duration_ms: int) -> int:
-    """The pulse length in the board's 100 ms units, rounded up (a short pulse may not open)."""
-    if duration_ms <= 0:
-        raise ValueError(f"pulse duration must be positive, got {duration_ms} ms")
-    units = math.ceil(duration_ms / PULSE_UNIT_MS)
-    if units > MAX_PULSE_UNITS:
-        raise ValueError(
-            f"pulse duration {duration_ms} ms exceeds the board's maximum "
-            f"{MAX_PULSE_UNITS * PULSE_UNIT_MS} ms"
-        )
-    return units
 
 
 class _Exchange:
@@ -167,19 +136,6 @@ class _Exchange:
         self.received = 0
         self.link_lost = False
         self.crc_error = False
-
-
-def rtu_reply_len(request: ModbusPDU) -> int:
-    """How long the normal RTU reply to one of our requests is (0 if not one of ours)."""
-    if request.function_code == 5:
-        return 8
-    if request.function_code in (1, 2):
-        return 5 + math.ceil(request.count / 8)
-    return 0
-
-
-def rtu_crc_ok(frame: bytes) -> bool:
-    return FramerRTU.compute_CRC(frame[:-2]).to_bytes(2, "big") == frame[-2:]
 
 
 class ModbusBoard(LockBoard):
@@ -513,9 +469,16 @@ class _ModbusBus(Bus):
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, RECONNECT_MAX_S)
                     continue
-                delay = RECONNECT_MIN_S
-                fact(log, "bus.connected", bus=self.name, where=self.where, attempts=failures + 1)
+                _LINK_FACTS.fact(
+                    log,
+                    "bus.connected",
+                    key=self.name,
+                    bus=self.name,
+                    where=self.where,
+                    attempts=failures + 1,
+                )
                 failures = 0
+                opened = time.monotonic()
                 self._link_lost.clear()
                 for board in self._boards.values():
                     board.needs_all_off = True
@@ -523,9 +486,21 @@ class _ModbusBus(Bus):
                 await self._all_off_round()
                 _settle(first_attempt)
                 await self._link_lost.wait()
-                fact(log, "bus.disconnected", logging.WARNING, bus=self.name, where=self.where)
+                _LINK_FACTS.fact(
+                    log,
+                    "bus.disconnected",
+                    logging.WARNING,
+                    key=self.name,
+                    bus=self.name,
+                    where=self.where,
+                )
                 # pymodbus has closed its transport; make sure the port is released.
                 self._client.close()
+                if time.monotonic() - opened >= STABLE_LINK_S:
+                    delay = RECONNECT_MIN_S
+                else:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, RECONNECT_MAX_S)
         finally:
             _settle(first_attempt)
 

@@ -41,7 +41,7 @@ from .store import DATABASE_NAME, Store, Transaction
 from .store.reserve import DiskReserve
 from .store.worker import AsyncStore
 from .sync.cloud import CloudSync
-from .throttle import ThrottlePolicy
+from .throttle import BudgetPolicy, ThrottlePolicy
 
 log = logging.getLogger("lockerd")
 
@@ -115,6 +115,10 @@ class Daemon:
                 lockout_after=config.throttle.lockout_after,
                 lockout_s=config.throttle.lockout_s,
                 window_s=config.throttle.window_s,
+            ),
+            budget_policy=BudgetPolicy(
+                guesses_per_day=config.throttle.cabinet_guesses_per_day,
+                burst=config.throttle.cabinet_burst,
             ),
         )
         # The store's own thread: the door facts, the flows, housekeeping and remote

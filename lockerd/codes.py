@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import os
@@ -149,17 +150,25 @@ class CodeKey:
         return cls(secret)
 
 
+# A random 32-byte key has about 30 distinct byte values; fewer than this is a placeholder
+# (all zeros, a repeated character) that anyone could guess, and every code with it.
+MIN_DISTINCT_BYTES = 8
+
+
 def _parse_key(raw: bytes, path: Path) -> bytes:
-    if len(raw) == KEY_BYTES:
-        return raw
+    key: bytes | None = raw if len(raw) == KEY_BYTES else None
     # Also accept the key as 64 hex characters (what a provisioning script writes with echo).
     text = raw.strip()
-    if len(text) == 2 * KEY_BYTES:
-        try:
-            return binascii.unhexlify(text)
-        except binascii.Error:
-            pass
-    raise CodeKeyError(f"{path}: a code key is {KEY_BYTES} raw bytes or {2 * KEY_BYTES} hex digits")
+    if key is None and len(text) == 2 * KEY_BYTES:
+        with contextlib.suppress(binascii.Error):
+            key = binascii.unhexlify(text)
+    if key is None:
+        raise CodeKeyError(
+            f"{path}: a code key is {KEY_BYTES} raw bytes or {2 * KEY_BYTES} hex digits"
+        )
+    if len(set(key)) < MIN_DISTINCT_BYTES:
+        raise CodeKeyError(f"{path}: the code key is not random (a placeholder?); provision it")
+    return key
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -51,6 +51,8 @@ class EventType(StrEnum):
     COMPARTMENT_SERVICE = "compartment.service"
     CODE_REJECTED = "code.rejected"
     KEYPAD_LOCKED_OUT = "keypad.locked_out"
+    # The project's contract copy adds it: the cabinet-wide guessing budget is spent.
+    THROTTLE_ATTACK = "throttle.attack"
     COMMAND_REJECTED = "command.rejected"
     COURIER_EXCEPTION = "courier.exception"
     CLOCK_SKEW = "clock.skew"
@@ -84,6 +86,7 @@ EVENT_FIELDS: Mapping[EventType, frozenset[str]] = {
     EventType.COMPARTMENT_SERVICE: frozenset({"compartment", "in_service", "reason", "by"}),
     EventType.CODE_REJECTED: frozenset({"purpose", "failures_in_window"}),
     EventType.KEYPAD_LOCKED_OUT: frozenset({"until"}),
+    EventType.THROTTLE_ATTACK: frozenset({"until", "guesses_per_day"}),
     EventType.COMMAND_REJECTED: frozenset({"cmd", "reason"}),
     EventType.COURIER_EXCEPTION: frozenset({"compartment", "reservation_id", "kind"}),
     EventType.CLOCK_SKEW: frozenset({"skew_s"}),

@@ -17,11 +17,12 @@ from typing import Any
 
 from .store import Transaction
 from .sync.commands import SignatureProblem, TrustStore, check_signature
+from .sync.replay import WATERMARK_SETTING, outlived
 
 MAX_TOKEN_BYTES = 2048
 # What a scanned line must look like to be taken for a JWS at all (three base64url parts).
-TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
-_TEXT = re.compile(r"^[\x21-\x7e]{1,128}$")
+TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+_TEXT = re.compile(r"[\x21-\x7e]{1,128}")
 # A pickup token is shown on a phone for minutes, not days.
 MAX_LIFETIME_S = 7 * 24 * 3600
 _USED = json.dumps({"qr": "used"})
@@ -57,7 +58,7 @@ class QrRejected:
 
 
 def looks_like_token(text: str) -> bool:
-    return len(text) <= MAX_TOKEN_BYTES and TOKEN_SHAPE.match(text) is not None
+    return len(text) <= MAX_TOKEN_BYTES and TOKEN_SHAPE.fullmatch(text) is not None
 
 
 @dataclass(frozen=True)
@@ -85,9 +86,9 @@ class QrVerifier:
         if claims.get("iss") != self.issuer:
             return QrRejected(QrRefusal.WRONG_ISSUER)
         sub, jti, exp = claims.get("sub"), claims.get("jti"), claims.get("exp")
-        if not (isinstance(sub, str) and _TEXT.match(sub)):
+        if not (isinstance(sub, str) and _TEXT.fullmatch(sub)):
             return QrRejected(QrRefusal.MALFORMED)
-        if not (isinstance(jti, str) and _TEXT.match(jti)):
+        if not (isinstance(jti, str) and _TEXT.fullmatch(jti)):
             return QrRejected(QrRefusal.MALFORMED)
         if isinstance(exp, bool) or not isinstance(exp, int | float):
             return QrRejected(QrRefusal.MALFORMED)
@@ -108,5 +109,15 @@ class QrVerifier:
             return checked
         if tx.command_result(checked.jti) is not None:
             return QrRejected(QrRefusal.ALREADY_USED)
+        watermark = tx.get_setting(WATERMARK_SETTING)
+        if watermark is not None and outlived(checked.exp, _float_or_inf(watermark)):
+            return QrRejected(QrRefusal.ALREADY_USED)  # its id may have been forgotten
         tx.remember_command(checked.jti, checked.exp, _USED)
         return checked
+
+
+def _float_or_inf(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return float("inf")

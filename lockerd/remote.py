@@ -15,18 +15,20 @@ from .cabinet import UnlockResult
 from .logs import fact
 from .model import Actor
 from .store import Applied, Transaction
-from .sync.commands import ConfigSet, ConfigValue, DoorOpen
+from .sync.commands import ConfigSet, ConfigValue, DoorOpen, Setting
 
 if TYPE_CHECKING:
     from .app import Daemon
 
 log = logging.getLogger("lockerd.remote")
 
-# The keys config.set may change, with their types. Each one takes effect at once.
-SETTABLE: dict[str, type] = {
-    "pickup.not_taken_grace_s": int,
-    "doors.left_open_after_s": float,
-    "doors.open_within_s": float,
+# The keys config.set may change, with their types and ranges (the same as the config
+# file's). Each one takes effect at once. NaN, the infinities and values out of range are
+# refused when the command is read and again when a stored value is applied.
+SETTABLE: dict[str, Setting] = {
+    "pickup.not_taken_grace_s": Setting(int, 0, 86_400),
+    "doors.left_open_after_s": Setting(float, 1.0, 86_400.0),
+    "doors.open_within_s": Setting(float, 0.1, 600.0),
 }
 _PREFIX = "remote."
 
@@ -63,16 +65,18 @@ async def apply(daemon: Daemon) -> None:
         lambda store: {key: store.get_setting(_PREFIX + key) for key in SETTABLE}
     )
     values: dict[str, ConfigValue] = {}
-    for key, kind in SETTABLE.items():
+    for key, setting in SETTABLE.items():
         raw = stored[key]
         if raw is None:
             continue
         try:
-            value = json.loads(raw)
-        except ValueError:
+            value = setting.check(json.loads(raw))
+        except ValueError:  # json.loads: not JSON (NaN and Infinity load, check refuses them)
+            value = None
+        if value is None:
+            fact(log, "config.remote_refused", logging.WARNING, key=key, reason="out of range")
             continue
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            values[key] = kind(value)
+        values[key] = value
     supervisor = daemon.hardware.supervisor
     timing = supervisor.timing
     if "doors.left_open_after_s" in values:

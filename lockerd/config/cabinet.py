@@ -64,7 +64,7 @@ def parse_cabinet(table: Table | None) -> CabinetConfig | None:
     if table is None:
         return None
     cabinet_id = table.text("id")
-    if isinstance(cabinet_id, str) and not ID_PATTERN.match(cabinet_id):
+    if isinstance(cabinet_id, str) and not ID_PATTERN.fullmatch(cabinet_id):
         table.problem(
             table.key("id"), "use 1-64 letters, digits, '-' or '_' (it is an MQTT topic level)"
         )
@@ -78,8 +78,8 @@ def parse_doors(table: Table | None) -> DoorTiming:
     t = table or empty
     timing = DoorTiming(
         pulse_ms=t.integer("pulse_ms", 700, lo=100, hi=25_500),
-        open_within_s=t.number("open_within_s", 3.0, lo=0.1),
-        left_open_after_s=t.number("left_open_after_s", 120.0, lo=1.0),
+        open_within_s=t.number("open_within_s", 3.0, lo=0.1, hi=600.0),
+        left_open_after_s=t.number("left_open_after_s", 120.0, lo=1.0, hi=86_400.0),
         lock_retries=t.integer("lock_retries", 1, lo=0, hi=5),
         flap_changes=t.integer("flap_changes", 8, lo=2),
         flap_window_s=t.number("flap_window_s", 10.0, lo=0.1),
@@ -103,7 +103,7 @@ def parse_input(table: Table | None, level_key: str) -> InputRef | None:
 
 def parse_compartment(table: Table) -> CompartmentConfig:
     compartment_id = table.text("id")
-    if isinstance(compartment_id, str) and not ID_PATTERN.match(compartment_id):
+    if isinstance(compartment_id, str) and not ID_PATTERN.fullmatch(compartment_id):
         table.problem(table.key("id"), "use 1-64 letters, digits, '-' or '_'")
     size = table.choice("size", Size)
     lock_table = table.table("lock")

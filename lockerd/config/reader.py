@@ -14,7 +14,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
-ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")  # always fullmatch: "$" lets "A01\n" by
 
 E = TypeVar("E", bound=Enum)
 
@@ -80,14 +80,14 @@ class Table:
             return None
         return value
 
-    def number(self, name: str, default: Any = REQUIRED, lo: float = 0.0) -> Any:
+    def number(self, name: str, default: Any = REQUIRED, lo: float = 0.0, hi: float = 1e9) -> Any:
         value = self._get(name, default, (int, float), "number")
         # TOML has nan and inf; neither is a duration, and nan slips past every comparison.
         if isinstance(value, float) and not math.isfinite(value):
             self.problem(self.key(name), f"{value} is not a finite number")
             return None
-        if isinstance(value, int | float) and value is not default and value < lo:
-            self.problem(self.key(name), f"{value} must be at least {lo}")
+        if isinstance(value, int | float) and value is not default and not lo <= value <= hi:
+            self.problem(self.key(name), f"{value} must be in {lo:g}..{hi:g}")
             return None
         return None if value is None else float(value)
 

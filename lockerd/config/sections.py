@@ -29,7 +29,7 @@ class InputsConfig:
 
 @dataclass(frozen=True)
 class ThrottleConfig:
-    """Code-guessing throttle, per input surface (keypad, kiosk, scanner)."""
+    """Code-guessing throttle, per input surface (keypad, kiosk, scanner) and cabinet-wide."""
 
     free_failures: int
     base_delay_s: float
@@ -37,6 +37,9 @@ class ThrottleConfig:
     lockout_after: int
     lockout_s: float
     window_s: float
+    # Wrong codes the whole cabinet checks, all surfaces together (docs/security.md).
+    cabinet_guesses_per_day: float = 400.0
+    cabinet_burst: int = 30
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,8 @@ def parse_throttle(table: Table | None) -> ThrottleConfig:
         lockout_after=t.integer("lockout_after", 10, lo=2, hi=1000),
         lockout_s=t.number("lockout_s", 900.0, lo=1.0),
         window_s=t.number("window_s", 3600.0, lo=1.0),
+        cabinet_guesses_per_day=t.number("cabinet_guesses_per_day", 400.0, lo=1.0, hi=100_000.0),
+        cabinet_burst=t.integer("cabinet_burst", 30, lo=1, hi=10_000),
     )
     t.done()
     return throttle

@@ -31,7 +31,7 @@ async def send(ws: web.WebSocketResponse, message: dict[str, Any]) -> None:
 
 
 async def read_body(request: web.Request) -> dict[str, Any]:
-    if not request.can_read_body:
+    if not request.body_exists:  # the guard has read it already: can_read_body is False
         return {}
     try:
         body = await request.json()

@@ -33,6 +33,7 @@ from ..events import StoredEvent
 from ..logs import fact
 from ..qr import looks_like_token
 from ..reservations import PickupMethod
+from .guard import request_guard
 from .http import (
     catalogue,
     file_response,
@@ -104,7 +105,8 @@ class KioskServer:
     # ------------------------------------------------------------ life
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY, middlewares=[self._errors])
+        guard = request_guard(lambda: (self.host, self.port), MAX_BODY)
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[guard, self._errors])
         r = app.router
         r.add_get("/", self._index)
         r.add_get("/static/{name}", self._static)

@@ -68,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     service.add_argument("id")
     service.add_argument("mode", choices=["off", "on"])
     service.add_argument("--reason", required=True)
+    reset = add("throttle-reset", "forget every wrong code counted (surfaces and cabinet budget)")
+    reset.add_argument("--reason", required=True)
     selftest = add("selftest", "read every input; report silent boards and disagreeing sensors")
     selftest.add_argument(
         "--pulse", action="store_true", help="also open each free, closed compartment in turn"
@@ -302,6 +304,12 @@ def _open(ctx: Context) -> int:
     return 0
 
 
+def _throttle_reset(ctx: Context) -> int:
+    result = ctx.call("throttle.reset", reason=ctx.args.reason)
+    _out(ctx, result, lambda r: f"throttle reset ({r['reset']} rows)")
+    return 0
+
+
 def _service(ctx: Context) -> int:
     result = ctx.call(
         "service", id=ctx.args.id, in_service=ctx.args.mode == "on", reason=ctx.args.reason
@@ -514,6 +522,7 @@ COMMANDS: dict[str, Callable[[Context], int]] = {
     "doors": _doors,
     "open": _open,
     "service": _service,
+    "throttle-reset": _throttle_reset,
     "selftest": _selftest,
     "events": _events,
     "outbox": _outbox,

@@ -27,7 +27,7 @@ from ..sync.enrolment import write_file
 from .server import Refused, backup, verify
 
 TRUSTED_KEYS_DIR = "trusted-keys"
-_KID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_KID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def verify_offline(config: Config) -> dict[str, Any]:
@@ -71,10 +71,10 @@ def list_keys(config: Config) -> list[dict[str, str]]:
 def _set_key(text: str, section: str, key: str, value: str) -> str:
     """Set ``key = value`` in ``[section]`` of a TOML text, keeping everything else as is."""
     lines = text.splitlines()
-    header = re.compile(r"^\s*\[([^\[\]]+)\]\s*(#.*)?$")
+    header = re.compile(r"\s*\[([^\[\]]+)\]\s*(#.*)?")
     start: int | None = None
     for i, line in enumerate(lines):
-        m = header.match(line)
+        m = header.fullmatch(line)
         if m and m.group(1).strip() == section:
             start = i
             break
@@ -255,7 +255,7 @@ def _import_code_key(source: Path, target: Path) -> None:
 
 def _import_public_key(source: Path, directory: Path) -> dict[str, str]:
     kid = source.stem
-    if not _KID.match(kid):
+    if not _KID.fullmatch(kid):
         raise Refused(f"{source}: name the file <kid>.pem, kid of A-Za-z0-9._-")
     try:
         key = load_pem_public_key(source.read_bytes())

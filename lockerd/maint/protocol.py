@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .. import jsonlimits
+
 MAX_LINE = 64 * 1024  # a request longer than this is refused, not buffered
 
 
@@ -26,8 +28,9 @@ def decode(line: bytes) -> dict[str, Any]:
     if len(line) > MAX_LINE:
         raise ProtocolError(f"line longer than {MAX_LINE} bytes")
     try:
-        value = json.loads(line)
-    except (ValueError, UnicodeDecodeError) as exc:
+        # Bounded: a 5,000-deep request once answered RecursionError.
+        value = jsonlimits.loads(line, max_depth=32, max_number=40)
+    except jsonlimits.JsonLimitError as exc:
         raise ProtocolError(f"not JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise ProtocolError("not a JSON object")

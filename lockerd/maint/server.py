@@ -19,6 +19,7 @@ import socket
 import sqlite3
 import stat
 import struct
+import unicodedata
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -116,6 +117,7 @@ class MaintenanceServer:
             "db.backup": self._db_backup,
             "db.verify": self._db_verify,
             "metrics": self._metrics,
+            "throttle.reset": self._throttle_reset,
         }
 
     # ------------------------------------------------------------ serving
@@ -341,6 +343,10 @@ class MaintenanceServer:
         if not isinstance(reason, str) or not reason.strip():
             raise Refused("a reason is required (--reason TEXT)")
         reason = " ".join(reason.split())
+        if any(unicodedata.category(c) in ("Cc", "Cf") for c in reason):
+            # ESC sequences recolour a terminal, U+202E reverses the text around it: in a
+            # log or an event a reason is read by people who must be able to trust it.
+            raise Refused("the reason may not contain control or formatting characters")
         if len(reason) > MAX_REASON:
             raise Refused(f"the reason is longer than {MAX_REASON} characters")
         return reason
@@ -370,6 +376,15 @@ class MaintenanceServer:
             raise Refused(applied.reason or applied.status.value)
         fact(log, "technician.service", compartment=cid, in_service=in_service, reason=reason)
         return {"compartment": cid, "in_service": in_service}
+
+    async def _throttle_reset(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
+        """Give every surface and the cabinet's guessing budget a fresh start (after an
+        attack was dealt with): the only thing besides time that does."""
+        reason = self._reason(request)
+        with self.daemon.store.transaction() as tx:
+            rows = tx.reset_throttles()
+        fact(log, "technician.throttle_reset", logging.WARNING, rows=rows, reason=reason)
+        return {"reset": rows}
 
     async def _selftest(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
         hw = self.daemon.hardware
@@ -590,8 +605,16 @@ def _event(event: StoredEvent) -> dict[str, Any]:
 
 def backup(database: Path, target: Path) -> dict[str, Any]:
     """An online copy of the store (SQLite's backup API: consistent while writers run)."""
-    if target.exists():
+    # lexists: a dangling symlink does not "exist", and SQLite would follow it.
+    if os.path.lexists(target):
         raise Refused(f"{target} exists; choose a new file")
+    try:
+        fd = os.open(
+            target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
+    except OSError as exc:
+        raise Refused(f"cannot create {target}: {exc.strerror}") from exc
+    os.close(fd)
     source = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
     try:
         try:

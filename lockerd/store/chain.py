@@ -104,6 +104,9 @@ class TransactionBase:
             (jti, exp, ack_json),
         )
 
+    def forget_command(self, jti: str) -> None:
+        self._x("DELETE FROM commands WHERE jti = ?", (jti,))
+
     def command_result(self, jti: str) -> str | None:
         row = self._x("SELECT ack_json FROM commands WHERE jti = ?", (jti,)).fetchone()
         return None if row is None else str(row[0])

@@ -9,10 +9,10 @@ from dataclasses import replace
 
 from .. import throttle
 from ..codes import CodeFormatError, CodeKey, Purpose
-from ..events import DomainEvent, EventType, rfc3339_ms
+from ..events import DomainEvent, EventType, EventValue, rfc3339_ms
 from ..logs import fact
 from ..reservations import Reservation, ReservationKind, ReservationState
-from ..throttle import ThrottleState
+from ..throttle import CABINET_ROW, ThrottleState
 from .chain import TransactionBase
 from .results import CodeOutcome, CodeVerdict, CredentialRole
 from .rows import find_throttle_state, reservation_of
@@ -40,6 +40,12 @@ class CodeChecks(TransactionBase):
             locked = state.locked_until > self.now
             outcome = CodeOutcome.LOCKED_OUT if locked else CodeOutcome.WAIT
             return CodeVerdict(outcome, retry_at=wait)
+        budget = throttle.budget_from_row(find_throttle_state(self._conn, CABINET_ROW))
+        cabinet_wait = throttle.budget_wait(budget, self._store.budget_policy, self.now)
+        if cabinet_wait is not None:
+            # The whole cabinet's guesses are spent: no code is checked anywhere until
+            # one comes back. QR tokens (signed, unguessable) do not pass through here.
+            return CodeVerdict(CodeOutcome.LOCKED_OUT, retry_at=cabinet_wait)
         try:
             computed = key.hash(purpose, typed)
         except CodeFormatError:
@@ -47,7 +53,8 @@ class CodeChecks(TransactionBase):
         verdict = self._match(purpose, computed)
         if verdict.outcome in (CodeOutcome.REJECTED,):
             return self._code_failed(surface, state, purpose, CodeOutcome.REJECTED)
-        self._save_throttle(surface, throttle.record_success(state))
+        # A right code leaves every count as it is (throttle.record_success): one known
+        # code, such as an unpaid parcel's, must not buy guesses at the others.
         if verdict.outcome is CodeOutcome.PAYMENT_REQUIRED and verdict.reservation is not None:
             event = self.emit(
                 DomainEvent(EventType.PAYMENT_REQUESTED, {"reservation_id": verdict.reservation.id})
@@ -98,6 +105,10 @@ class CodeChecks(TransactionBase):
         policy = self._store.throttle_policy
         failure = throttle.record_failure(state, policy, self.now)
         self._save_throttle(surface, failure.state)
+        budget_policy = self._store.budget_policy
+        budget = throttle.budget_from_row(find_throttle_state(self._conn, CABINET_ROW))
+        spent = throttle.budget_spend(budget, budget_policy, self.now)
+        self._save_throttle(CABINET_ROW, throttle.budget_as_row(spent.state))
         events = [
             self.emit(
                 DomainEvent(
@@ -106,6 +117,14 @@ class CodeChecks(TransactionBase):
                 )
             )
         ]
+        cabinet_wait = throttle.budget_wait(spent.state, budget_policy, self.now)
+        if spent.report_attack and cabinet_wait is not None:
+            attack: dict[str, EventValue] = {
+                "until": rfc3339_ms(cabinet_wait),
+                "guesses_per_day": int(budget_policy.guesses_per_day),
+            }
+            events.append(self.emit(DomainEvent(EventType.THROTTLE_ATTACK, attack)))
+            fact(log, "throttle.attack", logging.WARNING, surface=surface, until=attack["until"])
         if failure.locked_out:
             until = failure.state.locked_until
             events.append(
@@ -115,8 +134,14 @@ class CodeChecks(TransactionBase):
                 log, "keypad.locked_out", logging.WARNING, surface=surface, until=rfc3339_ms(until)
             )
             return CodeVerdict(CodeOutcome.LOCKED_OUT, retry_at=until, events=tuple(events))
+        if cabinet_wait is not None:
+            return CodeVerdict(CodeOutcome.LOCKED_OUT, retry_at=cabinet_wait, events=tuple(events))
         retry = throttle.wait_until(failure.state, policy, self.now)
         return CodeVerdict(outcome, retry_at=retry, events=tuple(events))
+
+    def reset_throttles(self) -> int:
+        """A technician's reset: every surface's count and the cabinet's budget, afresh."""
+        return int(self._x("DELETE FROM throttle").rowcount)
 
     def _save_throttle(self, surface: str, state: ThrottleState) -> None:
         self._x(

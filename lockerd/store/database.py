@@ -19,7 +19,7 @@ from ..events import GENESIS_PREV, EventError, StoredEvent, check_payload
 from ..logs import fact
 from ..model import PendingStep, Size
 from ..reservations import Compartment, HoldPolicy, Reservation
-from ..throttle import ThrottlePolicy, ThrottleState
+from ..throttle import BudgetPolicy, ThrottlePolicy, ThrottleState
 from .chain import plausible
 from .migrations import APPLICATION_ID, MIGRATIONS
 from .results import ChainReport, CompartmentSyncReport, Credential, StoreError, UnlockIntent
@@ -74,6 +74,7 @@ class Store:
         clock: Clock,
         holds: HoldPolicy,
         throttle_policy: ThrottlePolicy,
+        budget_policy: BudgetPolicy | None = None,
     ) -> None:
         self._db = db
         self._conn: sqlite3.Connection = db.conn
@@ -82,6 +83,7 @@ class Store:
         self.clock = clock
         self.holds = holds
         self.throttle_policy = throttle_policy
+        self.budget_policy = budget_policy or BudgetPolicy()
         self._in_transaction = False
         self._lock = threading.RLock()
         self.commit_listeners: list[Callable[[Sequence[StoredEvent]], None]] = []
@@ -97,6 +99,7 @@ class Store:
         *,
         holds: HoldPolicy | None = None,
         throttle_policy: ThrottlePolicy | None = None,
+        budget_policy: BudgetPolicy | None = None,
     ) -> Store:
         """Open (creating if needed) and migrate the store at ``path``.
 
@@ -104,6 +107,17 @@ class Store:
         and one that belongs to another cabinet.
         """
         path = Path(path)
+        try:
+            size: int | None = path.stat().st_size
+        except OSError:
+            size = None  # none yet: a new store
+        if size == 0:
+            # SQLite would take an empty file for a new store and start again at seq 1,
+            # while the cloud holds this cabinet's history: a truncated file is a fault.
+            raise StoreError(
+                f"{path}: the database file is empty (truncated?). Restore a backup "
+                "(lockerctl db backup), or remove the file to start a new store on purpose"
+            )
         try:
             # Used from the store's own thread and, under the lock, by direct callers.
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -118,6 +132,7 @@ class Store:
                 clock,
                 holds or HoldPolicy(),
                 throttle_policy or ThrottlePolicy(),
+                budget_policy,
             )
             store._prepare()
         except sqlite3.DatabaseError as exc:
@@ -368,6 +383,24 @@ class Store:
     def command_result(self, jti: str) -> str | None:
         row = self._conn.execute("SELECT ack_json FROM commands WHERE jti = ?", (jti,)).fetchone()
         return None if row is None else str(row[0])
+
+    @_serialized
+    def expired_commands(self, now: float, limit: int = 10_000) -> list[tuple[str, float]]:
+        """``(jti, exp)`` of remembered command ids whose ``exp`` is before ``now``."""
+        rows = self._conn.execute(
+            "SELECT jti, exp FROM commands WHERE exp < ? ORDER BY exp LIMIT ?", (now, limit)
+        ).fetchall()
+        return [(str(r[0]), float(r[1])) for r in rows]
+
+    @_serialized
+    def forget_commands(self, jtis: Sequence[str], watermark_key: str, watermark: float) -> None:
+        """Forget these command ids and raise the watermark past them, in one transaction."""
+        with self.transaction() as tx:
+            old = tx.get_setting(watermark_key)
+            kept = max(watermark, float(old)) if old is not None else watermark
+            tx.set_setting(watermark_key, repr(kept))
+            for jti in jtis:
+                tx.forget_command(jti)
 
     @_serialized
     def prune_commands(self, now: float) -> int:

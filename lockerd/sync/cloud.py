@@ -41,6 +41,8 @@ from .commands import (
     ConfigSet,
     DoorOpen,
     Rejection,
+    RejectReason,
+    Settable,
     StateRequest,
     TrustStore,
     VerifiedCommand,
@@ -63,6 +65,7 @@ from .mqtt import (
 from .mqtt import (
     Protocol as MqttProtocol,
 )
+from .replay import ReplayMemory, forget_expired, outlived, watermark
 
 log = logging.getLogger("lockerd.sync")
 
@@ -142,7 +145,7 @@ class CloudSync:
         actions: RemoteActions | None = None,
         bus_errors: Callable[[], int] | None = None,
         verifier: Verifier | None = None,
-        settable: Mapping[str, type] | None = None,
+        settable: Settable | None = None,
     ) -> None:
         if config.mqtt is None:
             raise ValueError("CloudSync needs an [mqtt] section; without it the cabinet is offline")
@@ -170,6 +173,8 @@ class CloudSync:
                 settable=dict(settable or {}),
             )
         self.verifier = verifier
+        lifetime = max(verifier.max_lifetime_s.values(), default=7 * 86400)
+        self.replay = ReplayMemory(lifetime + verifier.max_ahead_s + verifier.leeway_s)
         self.boot = str(uuid.uuid4())
         self.version = f"lockerd {__version__}"
         self._started = clock.monotonic()
@@ -187,6 +192,7 @@ class CloudSync:
         # time), and our clock minus the cloud's as last estimated from signed iats.
         self.last_acknowledged_at: float | None = None
         self.clock_skew_s: int | None = None
+        self.session: Session | None = None
 
     # -- what the rest of the daemon calls
 
@@ -264,12 +270,13 @@ class CloudSync:
     async def _serve(self, session: Session) -> None:
         # Events first: a node that refuses the command subscription (its session queue
         # lives on a node that is down) must not stop them; commands are subscribed apart.
+        self.session = session  # the live one, for status and tests (its inbox's drops)
         await session.publish(self.topics.status, self._status(online=True), retain=True)
         self.connected.set()
         self._state_dirty.set()
         self._events.set()
         with contextlib.suppress(Exception):
-            self.store.prune_commands(self.clock.wall())
+            self._forget_commands()
         workers = [
             asyncio.create_task(self._pump(session), name="sync.outbox"),
             asyncio.create_task(self._state_loop(session), name="sync.state"),
@@ -484,6 +491,11 @@ class CloudSync:
         first = self.store.command_result(result.jti)
         if first is not None:
             return self._duplicate(result.jti, first)
+        if outlived(result.exp, watermark(self.store)):
+            # Its id may have been forgotten: it cannot be told from a replay.
+            detail = "older than what the cabinet remembers"
+            signed = Rejection(RejectReason.EXPIRED, detail, result.jti, result.exp, True)
+            return self._refuse(signed)
         self._observe_skew(result, now)
         fact(log, "command.received", cmd=result.type.value)
         command = result.command
@@ -583,6 +595,9 @@ class CloudSync:
             return
         self._rejections.append(now)
         tx.emit(DomainEvent(EventType.COMMAND_REJECTED, {"cmd": jti, "reason": reason[:200]}))
+
+    def _forget_commands(self) -> None:
+        forget_expired(self.store, self.replay, self.clock.wall(), self.clock.monotonic())
 
     def _observe_skew(self, result: VerifiedCommand, now: float) -> None:
         """Estimate our clock minus the cloud's from signed ``iat``s.

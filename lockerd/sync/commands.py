@@ -23,25 +23,62 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from ..model import Size
-from ..reservations import ReservationKind
-from ..store import CredentialRole
+from .command_data import (
+    MAX_NUMERIC_DATE,
+    CashOnDelivery,
+    Command,
+    CommandType,
+    CompartmentService,
+    ConfigSet,
+    ConfigValue,
+    CredentialRevoke,
+    CredentialUpsert,
+    DataError,
+    DoorOpen,
+    PaymentConfirmed,
+    ReservationCancel,
+    ReservationUpsert,
+    Settable,
+    Setting,
+    StateRequest,
+    parse_data,
+)
+
+__all__ = [  # the data names are re-exported from command_data
+    "DEFAULT_MAX_LIFETIME_S",
+    "MAX_PAYLOAD_BYTES",
+    "CashOnDelivery",
+    "Command",
+    "CommandType",
+    "CompartmentService",
+    "ConfigSet",
+    "ConfigValue",
+    "CredentialRevoke",
+    "CredentialUpsert",
+    "DoorOpen",
+    "PaymentConfirmed",
+    "RejectReason",
+    "Rejection",
+    "ReservationCancel",
+    "ReservationUpsert",
+    "Settable",
+    "Setting",
+    "SignatureProblem",
+    "SignedClaims",
+    "StateRequest",
+    "TrustStore",
+    "TrustStoreError",
+    "VerifiedCommand",
+    "Verifier",
+    "canonical_json",
+    "check_signature",
+]
 
 MAX_PAYLOAD_BYTES = 128 * 1024
-_JTI = re.compile(r"^[\x21-\x7e]{1,128}$")
-_KID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
-_COMPARTMENT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-# base64url without padding of a 32-byte HMAC-SHA256: 43 characters.
-_CODE_HASH = re.compile(r"^[A-Za-z0-9_-]{43}$")
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_JTI = re.compile(r"[\x21-\x7e]{1,128}")
+_KID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _HEADER_KEYS = frozenset({"alg", "kid", "typ"})
 _CLAIMS = frozenset({"iss", "aud", "jti", "iat", "exp", "nbf", "cmd", "data"})
-# No command may be dated beyond 2100: keeps arithmetic on claims in sane ranges.
-_MAX_NUMERIC_DATE = 4_102_444_800
-_MAX_TEXT = 512
-_MAX_BARCODES = 64
-_MAX_VERSION = 2**53 - 1
 
 
 class RejectReason(StrEnum):
@@ -63,18 +100,6 @@ class RejectReason(StrEnum):
     INVALID_DATA = "invalid_data"
 
 
-class CommandType(StrEnum):
-    RESERVATION_UPSERT = "reservation.upsert"
-    RESERVATION_CANCEL = "reservation.cancel"
-    CREDENTIAL_UPSERT = "credential.upsert"
-    CREDENTIAL_REVOKE = "credential.revoke"
-    PAYMENT_CONFIRMED = "payment.confirmed"
-    DOOR_OPEN = "door.open"
-    COMPARTMENT_SERVICE = "compartment.service"
-    CONFIG_SET = "config.set"
-    STATE_REQUEST = "state.request"
-
-
 # How long a command may live (exp - iat) unless the configuration says otherwise. A remote
 # door opening is short-lived; versioned data may wait at the broker while a cabinet is offline.
 DEFAULT_MAX_LIFETIME_S: Mapping[CommandType, int] = {
@@ -88,100 +113,6 @@ DEFAULT_MAX_LIFETIME_S: Mapping[CommandType, int] = {
     CommandType.CONFIG_SET: 86400,
     CommandType.STATE_REQUEST: 3600,
 }
-
-
-@dataclass(frozen=True)
-class CashOnDelivery:
-    amount: int
-    currency: str
-    pay_url: str
-
-
-@dataclass(frozen=True)
-class ReservationUpsert:
-    reservation_id: str
-    version: int
-    kind: ReservationKind
-    size: Size | None
-    compartment: str | None
-    barcodes: tuple[str, ...]
-    pickup_code_hash: str | None
-    dropoff_code_hash: str | None
-    reserved_until: int
-    hold_s: int | None
-    sensitive: bool
-    cod: CashOnDelivery | None
-    code_only: bool
-
-
-@dataclass(frozen=True)
-class ReservationCancel:
-    reservation_id: str
-    version: int
-
-
-@dataclass(frozen=True)
-class CredentialUpsert:
-    credential_id: str
-    version: int
-    role: CredentialRole
-    code_hash: str
-    badge_hash: str | None
-    valid_until: int | None
-
-
-@dataclass(frozen=True)
-class CredentialRevoke:
-    credential_id: str
-    version: int
-
-
-@dataclass(frozen=True)
-class PaymentConfirmed:
-    reservation_id: str
-    amount: int
-    currency: str
-    ref: str
-
-
-@dataclass(frozen=True)
-class DoorOpen:
-    compartment: str
-    reason: str
-    reservation_id: str | None
-
-
-@dataclass(frozen=True)
-class CompartmentService:
-    compartment: str
-    in_service: bool
-    reason: str
-
-
-ConfigValue = str | int | float | bool
-
-
-@dataclass(frozen=True)
-class ConfigSet:
-    values: Mapping[str, ConfigValue]
-
-
-@dataclass(frozen=True)
-class StateRequest:
-    pass
-
-
-Command = (
-    ReservationUpsert
-    | ReservationCancel
-    | CredentialUpsert
-    | CredentialRevoke
-    | PaymentConfirmed
-    | DoorOpen
-    | CompartmentService
-    | ConfigSet
-    | StateRequest
-)
 
 
 @dataclass(frozen=True)
@@ -291,7 +222,7 @@ class TrustStore:
         keys: dict[str, Ed25519PublicKey] = {}
         for file in files:
             kid = file.stem
-            if not _KID.match(kid):
+            if not _KID.fullmatch(kid):
                 raise TrustStoreError(
                     f"{file}: the file name must be <kid>.pem, kid of A-Za-z0-9._-"
                 )
@@ -332,8 +263,11 @@ class Verifier:
     )
     # Tolerance on exp and nbf, for clocks a little apart.
     leeway_s: int = 5
-    # Keys config.set may change, and the type each must have.
-    settable: Mapping[str, type] = field(default_factory=dict)
+    # How far a command's iat may be ahead of our clock. Without it a command dated in
+    # the future lives until its far exp whatever the lifetime cap says.
+    max_ahead_s: int = 300
+    # Keys config.set may change, with the type and range each must have.
+    settable: Settable = field(default_factory=dict)
 
     def verify(self, payload: bytes, now: float) -> VerifiedCommand | Rejection:
         """Never raises: anything wrong in ``payload`` is a :class:`Rejection`."""
@@ -357,7 +291,7 @@ class Verifier:
 
     def _check_claims(self, claims: dict[str, Any], kid: str, now: float) -> VerifiedCommand:
         jti = claims.get("jti")
-        if not isinstance(jti, str) or not _JTI.match(jti):
+        if not isinstance(jti, str) or not _JTI.fullmatch(jti):
             raise _Refused(Rejection(RejectReason.BAD_CLAIMS, "jti", signed=True))
         exp = claims.get("exp")
         exp_known = exp if _is_date(exp) else None
@@ -398,6 +332,8 @@ class Verifier:
             raise refuse(RejectReason.UNKNOWN_COMMAND) from None
         if exp_value < iat:
             raise refuse(RejectReason.BAD_CLAIMS, "exp before iat")
+        if iat > now + self.max_ahead_s:
+            raise refuse(RejectReason.NOT_YET_VALID, "iat ahead of the cabinet clock")
         cap = self.max_lifetime_s.get(kind, DEFAULT_MAX_LIFETIME_S[kind])
         if exp_value - iat > cap:
             raise refuse(RejectReason.LIFETIME_TOO_LONG, f"at most {cap} s for {kind.value}")
@@ -405,8 +341,8 @@ class Verifier:
         if not isinstance(data, dict):
             raise refuse(RejectReason.INVALID_DATA, "data must be an object")
         try:
-            command = _PARSERS[kind](_Fields(data), self)
-        except _BadField as bad:
+            command = parse_data(kind, data, self.settable)
+        except DataError as bad:
             raise refuse(RejectReason.INVALID_DATA, str(bad)) from None
         return VerifiedCommand(
             jti=jti, type=kind, command=command, iss=self.issuer, kid=kid, iat=iat, exp=exp_value
@@ -419,248 +355,13 @@ class _Refused(Exception):
         self.rejection = rejection
 
 
-class _BadField(Exception):
-    pass
-
-
 def _is_date(value: object) -> bool:
     return (
         isinstance(value, int | float)
         and not isinstance(value, bool)
         and value == value  # not NaN
-        and 0 <= value <= _MAX_NUMERIC_DATE
+        and 0 <= value <= MAX_NUMERIC_DATE
     )
-
-
-class _Fields:
-    """Reads one ``data`` object strictly: wrong types and unknown fields are refused.
-
-    Messages name the field, never its value (a value may be a code hash).
-    """
-
-    def __init__(self, data: dict[str, Any]) -> None:
-        self.data = data
-        self.used: set[str] = set()
-
-    def _take(self, name: str, nullable: bool, required: bool = True) -> Any:
-        self.used.add(name)
-        if name not in self.data:
-            if required:
-                raise _BadField(f"{name}: missing")
-            return None
-        value = self.data[name]
-        if value is None and not nullable:
-            raise _BadField(f"{name}: must not be null")
-        return value
-
-    def text(
-        self,
-        name: str,
-        pattern: re.Pattern[str] | None = None,
-        nullable: bool = False,
-        required: bool = True,
-    ) -> Any:
-        value = self._take(name, nullable, required)
-        if value is None:
-            return None
-        if not isinstance(value, str) or not 1 <= len(value) <= _MAX_TEXT:
-            raise _BadField(f"{name}: must be a string of 1..{_MAX_TEXT} characters")
-        if pattern is not None and not pattern.match(value):
-            raise _BadField(f"{name}: has the wrong format")
-        return value
-
-    def integer(
-        self, name: str, lo: int, hi: int, nullable: bool = False, required: bool = True
-    ) -> Any:
-        value = self._take(name, nullable, required)
-        if value is None:
-            return None
-        if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-            raise _BadField(f"{name}: must be an integer in {lo}..{hi}")
-        return value
-
-    def boolean(self, name: str) -> bool:
-        value = self._take(name, nullable=False)
-        if not isinstance(value, bool):
-            raise _BadField(f"{name}: must be true or false")
-        return value
-
-    def choice(self, name: str, enum: type[Any], nullable: bool = False) -> Any:
-        value = self._take(name, nullable=nullable)
-        if value is None:
-            return None
-        try:
-            return enum(value)
-        except (ValueError, TypeError):
-            allowed = ", ".join(str(e.value) for e in enum)
-            raise _BadField(f"{name}: must be one of {allowed}") from None
-
-    def text_list(self, name: str, limit: int) -> tuple[str, ...]:
-        value = self._take(name, nullable=False)
-        if (
-            not isinstance(value, list)
-            or len(value) > limit
-            or not all(isinstance(v, str) and 1 <= len(v) <= 128 for v in value)
-        ):
-            raise _BadField(f"{name}: must be a list of at most {limit} strings of 1..128")
-        return tuple(value)
-
-    def obj(self, name: str, nullable: bool) -> _Fields | None:
-        value = self._take(name, nullable)
-        if value is None:
-            return None
-        if not isinstance(value, dict):
-            raise _BadField(f"{name}: must be an object")
-        return _Fields(value)
-
-    def done(self) -> None:
-        unknown = sorted(set(self.data) - self.used)
-        if unknown:
-            # Field names come from outside: show only safe ones.
-            shown = ", ".join(n for n in unknown if _COMPARTMENT.match(n)) or "?"
-            raise _BadField(f"unknown field(s): {shown}")
-
-
-def _reservation_upsert(f: _Fields, _: Verifier) -> ReservationUpsert:
-    kind = f.choice("kind", ReservationKind)
-    inbound = kind is ReservationKind.INBOUND
-    # The hash for the other kind may be absent or null, never set: one code per booking.
-    pickup = f.text("pickup_code_hash", _CODE_HASH, nullable=not inbound, required=inbound)
-    dropoff = f.text("dropoff_code_hash", _CODE_HASH, nullable=inbound, required=not inbound)
-    if inbound and dropoff is not None:
-        raise _BadField("dropoff_code_hash: only for kind dropoff")
-    if not inbound and pickup is not None:
-        raise _BadField("pickup_code_hash: only for kind inbound")
-    cod_fields = f.obj("cod", nullable=True)
-    cod = None
-    if cod_fields is not None:
-        cod = CashOnDelivery(
-            amount=cod_fields.integer("amount", 0, 10**12),
-            currency=cod_fields.text("currency", _CURRENCY),
-            pay_url=cod_fields.text("pay_url"),
-        )
-        try:
-            cod_fields.done()
-        except _BadField as bad:
-            raise _BadField(f"cod: {bad}") from None
-    command = ReservationUpsert(  # size may be null only when a compartment is named
-        reservation_id=f.text("reservation_id", _ID),
-        version=f.integer("version", 0, _MAX_VERSION),
-        kind=kind,
-        size=f.choice("size", Size, nullable=True),
-        compartment=f.text("compartment", _COMPARTMENT, nullable=True),
-        barcodes=f.text_list("barcodes", _MAX_BARCODES),
-        pickup_code_hash=pickup,
-        dropoff_code_hash=dropoff,
-        reserved_until=f.integer("reserved_until", 0, _MAX_NUMERIC_DATE),
-        hold_s=f.integer("hold_s", 0, 366 * 86400, nullable=True),
-        sensitive=f.boolean("sensitive"),
-        cod=cod,
-        code_only=f.boolean("code_only"),
-    )
-    f.done()
-    if command.size is None and command.compartment is None:
-        raise _BadField("size: needed when no compartment is named")
-    return command
-
-
-def _reservation_cancel(f: _Fields, _: Verifier) -> ReservationCancel:
-    command = ReservationCancel(
-        reservation_id=f.text("reservation_id", _ID),
-        version=f.integer("version", 0, _MAX_VERSION),
-    )
-    f.done()
-    return command
-
-
-def _credential_upsert(f: _Fields, _: Verifier) -> CredentialUpsert:
-    command = CredentialUpsert(
-        credential_id=f.text("credential_id", _ID),
-        version=f.integer("version", 0, _MAX_VERSION),
-        role=f.choice("role", CredentialRole),
-        code_hash=f.text("code_hash", _CODE_HASH),
-        badge_hash=f.text("badge_hash", _CODE_HASH, nullable=True),
-        valid_until=f.integer("valid_until", 0, _MAX_NUMERIC_DATE, nullable=True),
-    )
-    f.done()
-    return command
-
-
-def _credential_revoke(f: _Fields, _: Verifier) -> CredentialRevoke:
-    command = CredentialRevoke(
-        credential_id=f.text("credential_id", _ID),
-        version=f.integer("version", 0, _MAX_VERSION),
-    )
-    f.done()
-    return command
-
-
-def _payment_confirmed(f: _Fields, _: Verifier) -> PaymentConfirmed:
-    command = PaymentConfirmed(
-        reservation_id=f.text("reservation_id", _ID),
-        amount=f.integer("amount", 0, 10**12),
-        currency=f.text("currency", _CURRENCY),
-        ref=f.text("ref"),
-    )
-    f.done()
-    return command
-
-
-def _door_open(f: _Fields, _: Verifier) -> DoorOpen:
-    command = DoorOpen(
-        compartment=f.text("compartment", _COMPARTMENT),
-        reason=f.text("reason"),
-        reservation_id=f.text("reservation_id", _ID, nullable=True),
-    )
-    f.done()
-    return command
-
-
-def _compartment_service(f: _Fields, _: Verifier) -> CompartmentService:
-    command = CompartmentService(
-        compartment=f.text("compartment", _COMPARTMENT),
-        in_service=f.boolean("in_service"),
-        reason=f.text("reason"),
-    )
-    f.done()
-    return command
-
-
-def _config_set(f: _Fields, verifier: Verifier) -> ConfigSet:
-    values: dict[str, ConfigValue] = {}
-    if not f.data:
-        raise _BadField("at least one key is needed")
-    for name, value in f.data.items():
-        f.used.add(name)
-        wanted = verifier.settable.get(name)
-        if wanted is None:
-            shown = name if _COMPARTMENT.match(name.replace(".", "_")) else "?"
-            raise _BadField(f"{shown}: not remotely settable")
-        ok = isinstance(value, wanted) and not (isinstance(value, bool) and wanted is not bool)
-        if wanted is float and isinstance(value, int) and not isinstance(value, bool):
-            ok, value = True, float(value)
-        if not ok:
-            raise _BadField(f"{name}: must be a {wanted.__name__}")
-        values[name] = value
-    return ConfigSet(values)
-
-
-def _state_request(f: _Fields, _: Verifier) -> StateRequest:
-    f.done()
-    return StateRequest()
-
-
-_PARSERS: dict[CommandType, Any] = {
-    CommandType.RESERVATION_UPSERT: _reservation_upsert,
-    CommandType.RESERVATION_CANCEL: _reservation_cancel,
-    CommandType.CREDENTIAL_UPSERT: _credential_upsert,
-    CommandType.CREDENTIAL_REVOKE: _credential_revoke,
-    CommandType.PAYMENT_CONFIRMED: _payment_confirmed,
-    CommandType.DOOR_OPEN: _door_open,
-    CommandType.COMPARTMENT_SERVICE: _compartment_service,
-    CommandType.CONFIG_SET: _config_set,
-    CommandType.STATE_REQUEST: _state_request,
-}
 
 
 def canonical_json(value: Any) -> bytes:

@@ -34,14 +34,19 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from drivers.facts import RepeatLimiter
+
 from ..logs import fact
+from .inbox import Inbox, Incoming
 
 log = logging.getLogger("lockerd.sync.mqtt")
 
 # Incoming packets larger than this are dropped by an MQTT 5 broker instead of being
 # sent to us: still above the contract's 128 KiB so that an oversized command is seen
-# and answered, but memory stays bounded.
-MAX_INCOMING_PACKET = 1024 * 1024
+# and answered, but memory stays bounded (Receive Maximum x this, for QoS 1).
+MAX_INCOMING_PACKET = 256 * 1024
+# A dropped message is logged at most this often (with how many since the last line).
+_DROPS = RepeatLimiter(interval_s=10.0)
 
 
 class Protocol(StrEnum):
@@ -83,17 +88,6 @@ class Will:
     payload: bytes
     qos: int = 1
     retain: bool = True
-
-
-@dataclass(frozen=True)
-class Incoming:
-    """One message from the broker. QoS 1 messages must be passed to :meth:`Session.ack`."""
-
-    topic: str
-    payload: bytes
-    qos: int
-    mid: int
-    dup: bool
 
 
 class ConnectFailed(Exception):
@@ -169,7 +163,7 @@ class Session:
         self._subscribes: dict[int, asyncio.Future[list[ReasonCode]]] = {}
         self._connack: asyncio.Future[tuple[ReasonCode, Properties | None]] = loop.create_future()
         self.closed: asyncio.Future[str] = loop.create_future()
-        self.incoming: asyncio.Queue[Incoming] = asyncio.Queue()
+        self.incoming = Inbox()
         self.session_present = False
         self.receive_maximum = 65535
         self._misc: asyncio.TimerHandle | None = None
@@ -283,15 +277,17 @@ class Session:
             topic = message.topic
         except UnicodeDecodeError:
             topic = ""
-        self.incoming.put_nowait(
-            Incoming(
-                topic=topic,
-                payload=bytes(message.payload),
-                qos=message.qos,
-                mid=message.mid,
-                dup=bool(message.dup),
-            )
+        incoming = Incoming(
+            topic=topic,
+            payload=bytes(message.payload),
+            qos=message.qos,
+            mid=message.mid,
+            dup=bool(message.dup),
         )
+        if not self.incoming.offer(incoming):
+            _DROPS.fact(
+                log, "mqtt.inbox_full", logging.WARNING, dropped=self.incoming.dropped, qos=0
+            )
 
     def _lost(self, why: str, close_socket: bool = True) -> None:
         if self.closed.done():

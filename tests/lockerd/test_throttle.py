@@ -39,11 +39,12 @@ def test_delays_grow_then_lock_out() -> None:
     assert after.failures_in_window == 1 and not after.locked_out
 
 
-def test_success_clears_the_count() -> None:
+def test_success_does_not_clear_the_count() -> None:
+    """A right code (an attacker's own parcel, a courier login) must not buy more guesses."""
     state = throttle.record_failure(ThrottleState(), POLICY, 0).state
     state = throttle.record_failure(state, POLICY, 1).state
     assert (
-        throttle.record_failure(throttle.record_success(state), POLICY, 2).failures_in_window == 1
+        throttle.record_failure(throttle.record_success(state), POLICY, 2).failures_in_window == 3
     )
 
 

@@ -1,0 +1,90 @@
+"""Modbus PDUs and frame checks of the relay boards: bytes and numbers, no I/O.
+
+The timed-pulse write (function 05 with a duration as its value), the pulse length in
+the board's units, exception replies by name, and the RTU length and CRC of a reply.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+
+from pymodbus.framer import FramerRTU
+from pymodbus.pdu import ModbusPDU
+
+from drivers.base import BadFrame
+
+PULSE_UNIT_MS = 100
+MAX_PULSE_UNITS = 255
+
+EXCEPTION_NAMES = {
+    1: "illegal function",
+    2: "illegal data address",
+    3: "illegal data value",
+    4: "server device failure",
+    5: "acknowledge",
+    6: "server device busy",
+    8: "memory parity error",
+    10: "gateway path unavailable",
+    11: "gateway target device failed to respond",
+}
+
+
+class ExceptionReply(BadFrame):
+    """The board answered with a Modbus exception (the code is in the message and here)."""
+
+    def __init__(self, board: str, function: int, code: int) -> None:
+        name = EXCEPTION_NAMES.get(code, "unknown")
+        super().__init__(board, f"exception reply to function {function:02d}: code {code} ({name})")
+        self.function = function
+        self.code = code
+
+
+class CoilWrite(ModbusPDU):
+    """Function 05 with a raw 16-bit value.
+
+    pymodbus' own ``write_coil`` only sends ``FF00``/``0000``; the board's timed pulse
+    puts a duration in the value field, and the echo must be compared value for value.
+    Used for the request and (registered with the client) to decode the echo.
+    """
+
+    function_code = 5
+    rtu_frame_size = 8
+
+    def __init__(
+        self, address: int = 0, value: int = 0, dev_id: int = 0, transaction_id: int = 0
+    ) -> None:
+        super().__init__(dev_id=dev_id, transaction_id=transaction_id, address=address)
+        self.value = value
+
+    def encode(self) -> bytes:
+        return struct.pack(">HH", self.address, self.value)
+
+    def decode(self, data: bytes) -> None:
+        self.address, self.value = struct.unpack(">HH", data[:4])
+
+
+def pulse_units(duration_ms: int) -> int:
+    """The pulse length in the board's 100 ms units, rounded up (a short pulse may not open)."""
+    if duration_ms <= 0:
+        raise ValueError(f"pulse duration must be positive, got {duration_ms} ms")
+    units = math.ceil(duration_ms / PULSE_UNIT_MS)
+    if units > MAX_PULSE_UNITS:
+        raise ValueError(
+            f"pulse duration {duration_ms} ms exceeds the board's maximum "
+            f"{MAX_PULSE_UNITS * PULSE_UNIT_MS} ms"
+        )
+    return units
+
+
+def rtu_reply_len(request: ModbusPDU) -> int:
+    """How long the normal RTU reply to one of our requests is (0 if not one of ours)."""
+    if request.function_code == 5:
+        return 8
+    if request.function_code in (1, 2):
+        return 5 + math.ceil(request.count / 8)
+    return 0
+
+
+def rtu_crc_ok(frame: bytes) -> bool:
+    return FramerRTU.compute_CRC(frame[:-2]).to_bytes(2, "big") == frame[-2:]

@@ -1,0 +1,66 @@
+"""Messages from the broker waiting for the command handler: bounded in count and bytes.
+
+QoS 1 messages are bounded by the Receive Maximum the cabinet announces in CONNECT
+(the broker sends no more unacknowledged ones), so they are always kept: dropping one
+would leave it unacknowledged, holding its slot at the broker until the next
+connection. QoS 0 messages bypass Receive Maximum; anyone allowed to publish on ``cmd``
+could queue gigabytes of them. Beyond the bound they are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+# What waits for the handler at most (QoS 0); a command is at most 128 KiB.
+MAX_QUEUED_BYTES = 1024 * 1024
+MAX_QUEUED_MESSAGES = 64
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One message from the broker. QoS 1 messages must be passed to ``Session.ack``."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    mid: int
+    dup: bool
+
+    @property
+    def size(self) -> int:
+        return len(self.payload) + len(self.topic)
+
+
+class Inbox:
+    def __init__(
+        self, max_bytes: int = MAX_QUEUED_BYTES, max_messages: int = MAX_QUEUED_MESSAGES
+    ) -> None:
+        self.max_bytes = max_bytes
+        self.max_messages = max_messages
+        self._queue: asyncio.Queue[Incoming] = asyncio.Queue()
+        self.queued_bytes = 0
+        self.dropped = 0  # QoS 0 messages not kept, since this inbox was made
+        self.high_water_bytes = 0
+
+    def offer(self, message: Incoming) -> bool:
+        """Queue ``message``, or drop it (QoS 0 beyond the bound); True if queued."""
+        full = (
+            self.queued_bytes + message.size > self.max_bytes
+            or self._queue.qsize() >= self.max_messages
+        )
+        if full and message.qos == 0:
+            self.dropped += 1
+            return False
+        self.queued_bytes += message.size
+        self.high_water_bytes = max(self.high_water_bytes, self.queued_bytes)
+        self._queue.put_nowait(message)
+        return True
+
+    async def get(self) -> Incoming:
+        message = await self._queue.get()
+        self.queued_bytes -= message.size
+        return message
+
+    def qsize(self) -> int:
+        return self._queue.qsize()
