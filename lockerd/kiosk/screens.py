@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..flows.results import (
     Done,
@@ -19,6 +19,9 @@ from ..flows.results import (
     Refused,
     Wait,
 )
+
+if TYPE_CHECKING:
+    from ..status import CompartmentStatus
 
 
 @dataclass(frozen=True)
@@ -81,3 +84,21 @@ def format_amount(amount: int, currency: str) -> str:
     sign = "-" if amount < 0 else ""
     whole, minor = divmod(abs(amount), 10**digits)
     return f"{sign}{whole}.{minor:0{digits}d} {currency}"
+
+
+def service_cell(c: CompartmentStatus) -> dict[str, Any]:
+    """One compartment on the service-mode grid: door, lock, occupancy, faults, service."""
+    return {
+        "id": c.id,
+        "size": c.size.value,
+        "column": c.column,
+        "row": c.row,
+        "low": c.low,
+        "door": c.door.value,
+        "lock": c.lock.value,
+        "occupancy": None if c.occupancy is None else c.occupancy.value,
+        "fault": bool(c.faults),
+        "faults": list(c.faults),
+        "in_service": c.in_service,
+        "state": c.state.value,
+    }

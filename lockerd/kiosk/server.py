@@ -45,7 +45,7 @@ from .http import (
     send,
 )
 from .layout import places
-from .screens import Screen, screen_for
+from .screens import Screen, screen_for, service_cell
 from .session import BadRequest, KioskSession, Role
 
 if TYPE_CHECKING:
@@ -558,23 +558,7 @@ class KioskServer:
         """Every compartment with door, lock, occupancy, faults and service, for service mode."""
         d = self.daemon
         rows = await d.async_store.read(lambda store: store.compartments())
-        return [
-            {
-                "id": c.id,
-                "size": c.size.value,
-                "column": c.column,
-                "row": c.row,
-                "low": c.low,
-                "door": c.door.value,
-                "lock": c.lock.value,
-                "occupancy": None if c.occupancy is None else c.occupancy.value,
-                "fault": bool(c.faults),
-                "faults": list(c.faults),
-                "in_service": c.in_service,
-                "state": c.state.value,
-            }
-            for c in status.compartments(d.config, rows, d.hardware.supervisor)
-        ]
+        return [service_cell(c) for c in status.compartments(d.config, rows, d.hardware.supervisor)]
 
     # ------------------------------------------------------------ errors
 
