@@ -20,7 +20,7 @@ from .. import config as config_module
 from .client import CommandFailed, MaintClient, NotRunning
 from .server import Refused
 
-DEFAULT_CONFIG = Path("/etc/lockerd/config.toml")
+DEFAULT_CONFIG = Path("/etc/lockerd/lockerd.toml")
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NOT_RUNNING = 3
