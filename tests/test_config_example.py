@@ -7,6 +7,7 @@ every `key =` line of the example, set or commented out, under the table it belo
 
 from __future__ import annotations
 
+import contextlib
 import re
 import tomllib
 from pathlib import Path
@@ -64,10 +65,9 @@ def accepted_keys(monkeypatch: pytest.MonkeyPatch) -> set[str]:
         {"name": "g", "family": "gpio", "boards": [{"name": "g1"}]},
         {"name": "c", "family": "cu", "port": "p", "boards": [{"name": "c1"}]},
     ]
-    try:
+    # The boards above are not wired to doors; only which keys were read matters.
+    with contextlib.suppress(config.ConfigError):
         config.parse(raw, EXAMPLE)
-    except config.ConfigError:
-        pass  # the boards above are not wired to doors; only which keys were read matters
     # Table names are keys of their parent too; the example shows them as headers.
     return seen
 

@@ -21,8 +21,7 @@ from tests.e2e.test_package import GUIDE, GUIDE_IN_CONTAINER, guide_kiosk_unit
 
 REPO = Path(__file__).resolve().parents[1]
 UDEV_LOOKUP = (
-    "udevadm info -q property -n /dev/ttyUSB0"
-    " | grep -E '^ID_(VENDOR_ID|MODEL_ID|SERIAL_SHORT)='"
+    "udevadm info -q property -n /dev/ttyUSB0 | grep -E '^ID_(VENDOR_ID|MODEL_ID|SERIAL_SHORT)='"
 )
 KIOSK_PACKAGES = "sudo apt install --no-install-recommends cage chromium"
 RUN_HERE = (UDEV_LOOKUP, KIOSK_PACKAGES)

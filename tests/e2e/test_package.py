@@ -23,8 +23,8 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from typing import IO
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -62,6 +62,7 @@ def guide_kiosk_unit() -> str:
     blocks = re.findall(r"^```ini\n(.*?)^```$", GUIDE.read_text(), re.M | re.S)
     assert len(blocks) == 1, blocks
     return str(blocks[0])
+
 
 pytestmark = pytest.mark.skipif(
     os.environ.get(OPT_IN) != "1",
