@@ -15,6 +15,7 @@ import errno
 import grp
 import logging
 import os
+import pwd
 import socket
 import sqlite3
 import stat
@@ -62,10 +63,10 @@ class Refused(Exception):
 def peer_of(sock: socket.socket) -> Peer:
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     pid, uid, gid = struct.unpack("3i", raw)
-    return Peer(pid, uid, gid, _supplementary_groups(pid))
+    return Peer(pid, uid, gid, _supplementary_groups(pid, uid, gid))
 
 
-def _supplementary_groups(pid: int) -> frozenset[int]:
+def _supplementary_groups(pid: int, uid: int, gid: int) -> frozenset[int]:
     # SO_PEERCRED carries only the primary gid; a technician is usually in the group
     # as a supplementary one. /proc is racy against pid reuse, but only widens the
     # check to the groups of a process of the same uid at worst.
@@ -76,7 +77,12 @@ def _supplementary_groups(pid: int) -> frozenset[int]:
                     return frozenset(int(g) for g in line.split()[1:])
     except (OSError, ValueError):
         pass
-    return frozenset()
+    # Under the unit's ProtectProc=invisible another user's processes are hidden: ask
+    # the group database which groups the peer's account is in.
+    try:
+        return frozenset(os.getgrouplist(pwd.getpwuid(uid).pw_name, gid))
+    except (KeyError, OSError):
+        return frozenset()
 
 
 class Gate:
