@@ -345,6 +345,9 @@ def _selftest(ctx: Context) -> int:
             )
             for d in r["disagree"]
         ]
+        lines += [
+            f"  {f['compartment']} fault: {','.join(f['fault'])}" for f in r.get("faults", [])
+        ]
         lines += [f"  pulsed {p['compartment']}: {p['result']}" for p in r["pulsed"]]
         store = r.get("store", {"state": "ok"})
         if store["state"] != "ok":

@@ -457,10 +457,19 @@ class MaintenanceServer:
         cloud = self.daemon.cloud
         certificate = cloud.link.certificate() if cloud is not None else None
         cert_failed = certificate is not None and certificate["failed"]
+        # The faults `doors` shows (a lock that failed, a faulty sensor, a board offline),
+        # read from the same place, so the two commands never disagree about a door.
+        d = self.daemon
+        faults = [
+            {"compartment": c.id, "fault": list(c.faults)}
+            for c in status.compartments(d.config, d.store, d.hardware.supervisor)
+            if c.faults
+        ]
         ok = (
             not silent
             and not disagree
             and not cert_failed
+            and not faults
             and all(p["result"] == "opened" for p in pulsed)
             and store["state"] == "ok"
         )
@@ -468,6 +477,7 @@ class MaintenanceServer:
             "ok": ok,
             "silent_boards": silent,
             "disagree": disagree,
+            "faults": faults,
             "pulsed": pulsed,
             "store": store,
             "certificate": certificate,
