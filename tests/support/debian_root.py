@@ -81,7 +81,17 @@ def why_no_container() -> str | None:
             return f"{tool} is not installed (Debian package {package})"
     if debian_mirror() is None:
         return f"no Debian {SUITE} mirror in this machine's apt sources"
+    # A container without CAP_SYS_ADMIN (a default Docker one) cannot make namespaces.
+    probe = subprocess.run(
+        ["unshare", "--mount", "--pid", "--fork", "true"], capture_output=True, text=True
+    )
+    if probe.returncode != 0:
+        return f"cannot create namespaces here (unshare: {probe.stderr.strip()})"
     return None
+
+
+class NoRoot(Exception):
+    """The root could not be made (no network to the mirror, say); the message says why."""
 
 
 def cached_root(cache_dir: Path, mirror: str) -> Path:
@@ -101,7 +111,7 @@ def cached_root(cache_dir: Path, mirror: str) -> Path:
     )  # fmt: skip
     if result.returncode != 0:
         partial.unlink(missing_ok=True)
-        raise RuntimeError(f"mmdebstrap failed:\n{result.stderr[-3000:]}")
+        raise NoRoot(f"mmdebstrap {SUITE} from {mirror} failed: {result.stderr[-1500:]}")
     partial.rename(tarball)
     return tarball
 
