@@ -126,9 +126,17 @@ async def simulator(
     control = workdir / f"control-{baud}.sock"
     config.write_text((make_toml or cabinet_toml)(port, baud))
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "hil", "serve", "--config", str(config),
-        "--control", str(control), "--no-tui",
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        sys.executable,
+        "-m",
+        "hil",
+        "serve",
+        "--config",
+        str(config),
+        "--control",
+        str(control),
+        "--no-tui",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
     try:
         assert process.stdout is not None
@@ -347,8 +355,17 @@ def cu_floors(baud: int) -> dict[str, float]:
 
 
 def cu_cabinet_toml(port: Path, baud: int) -> str:
-    lines = ["[cabinet]", 'id = "BENCH-CU"', "", "[[buses]]", 'name = "cu-bench"',
-             'family = "cu"', f'port = "{port}"', f"baudrate = {baud}", "timeout_ms = 150"]
+    lines = [
+        "[cabinet]",
+        'id = "BENCH-CU"',
+        "",
+        "[[buses]]",
+        'name = "cu-bench"',
+        'family = "cu"',
+        f'port = "{port}"',
+        f"baudrate = {baud}",
+        "timeout_ms = 150",
+    ]
     for board in CU_BOARDS:
         lines += ["  [[buses.boards]]", f'  name = "b{board}"', f"  address = {board}"]
     for board in CU_BOARDS:
@@ -485,21 +502,42 @@ def table_rows(
     ):
         for q, qname in ((0.5, "p50"), (0.99, "p99")):
             mine, theirs = pct(ours[key], q), pct(bare[key], q)
-            rows.append([
-                bus, label, qname, f"{len(ours[key])}",
-                f"{mine * 1000:.1f}", f"{floor[key] * 1000:.1f}", f"{mine / floor[key]:.2f}",
-                f"{theirs * 1000:.1f}", f"{mine / theirs:.2f}",
-            ])
+            rows.append(
+                [
+                    bus,
+                    label,
+                    qname,
+                    f"{len(ours[key])}",
+                    f"{mine * 1000:.1f}",
+                    f"{floor[key] * 1000:.1f}",
+                    f"{mine / floor[key]:.2f}",
+                    f"{theirs * 1000:.1f}",
+                    f"{mine / theirs:.2f}",
+                ]
+            )
     return rows
 
 
 def print_table(rows: list[list[str]]) -> None:
-    header = ["bus, baud", "what", "q", "n", "lockerd ms", "floor ms", "x floor",
-              "bare ms", "x bare"]
+    header = [
+        "bus, baud",
+        "what",
+        "q",
+        "n",
+        "lockerd ms",
+        "floor ms",
+        "x floor",
+        "bare ms",
+        "x bare",
+    ]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, ["-" * w for w in widths], *rows]:
-        print("  ".join(cell.rjust(w) if i > 1 else cell.ljust(w)
-                        for i, (cell, w) in enumerate(zip(row, widths, strict=True))))
+        print(
+            "  ".join(
+                cell.rjust(w) if i > 1 else cell.ljust(w)
+                for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
     print(
         f"goals: x floor <= {GOAL_FLOOR} at 9600 and 19200 baud, x bare <= {GOAL_BARE} at every"
         " baud.\nCU: bare = pyserial writing the frame and reading the 9-byte answer; its"

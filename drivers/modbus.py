@@ -246,8 +246,14 @@ class _ModbusBus(Bus):
                 try:
                     await board.all_off()
                 except BoardError as error:
-                    fact(log, "board.all_off_failed", logging.WARNING, bus=self.name,
-                         board=board.name, error=error)
+                    fact(
+                        log,
+                        "board.all_off_failed",
+                        logging.WARNING,
+                        bus=self.name,
+                        board=board.name,
+                        error=error,
+                    )
         self._closed = True
         self._link_up = False
         self._client.close()
@@ -311,7 +317,8 @@ class _ModbusBus(Bus):
             is_all_off = isinstance(request, CoilWrite) and request.address == ALL_OFF_ADDRESS
             if board.needs_all_off and not is_all_off:
                 await self._transact(
-                    board, CoilWrite(address=ALL_OFF_ADDRESS, value=0, dev_id=board.address),
+                    board,
+                    CoilWrite(address=ALL_OFF_ADDRESS, value=0, dev_id=board.address),
                     _check_all_off(board),
                 )
                 # Two frames in one turn: the line still needs its silence between them.
@@ -343,8 +350,13 @@ class _ModbusBus(Bus):
             self._failed(board, error)
             raise
         if board.stats.consecutive_failures:
-            fact(log, "board.answering", bus=self.name, board=board.name,
-                 after_failures=board.stats.consecutive_failures)
+            fact(
+                log,
+                "board.answering",
+                bus=self.name,
+                board=board.name,
+                after_failures=board.stats.consecutive_failures,
+            )
         board.stats.record_success()
         if isinstance(request, CoilWrite) and request.address == ALL_OFF_ADDRESS:
             board.needs_all_off = False
@@ -386,8 +398,15 @@ class _ModbusBus(Bus):
 
     def _failed(self, board: ModbusBoard, error: BoardError) -> None:
         if not board.stats.consecutive_failures:
-            fact(log, "board.failing", logging.WARNING, bus=self.name, board=board.name,
-                 error=type(error).__name__, detail=error)
+            fact(
+                log,
+                "board.failing",
+                logging.WARNING,
+                bus=self.name,
+                board=board.name,
+                error=type(error).__name__,
+                detail=error,
+            )
         board.stats.record_failure(error)
         if board.stats.consecutive_failures >= RECOVERY_ALL_OFF_AFTER:
             board.needs_all_off = True
@@ -437,8 +456,14 @@ class _ModbusBus(Bus):
                     up = False
                 if not up:
                     if failures == 0:
-                        fact(log, "bus.unavailable", logging.WARNING, bus=self.name,
-                             where=self.where, retry_max_s=RECONNECT_MAX_S)
+                        fact(
+                            log,
+                            "bus.unavailable",
+                            logging.WARNING,
+                            bus=self.name,
+                            where=self.where,
+                            retry_max_s=RECONNECT_MAX_S,
+                        )
                     failures += 1
                     _settle(first_attempt)
                     await asyncio.sleep(delay)
@@ -487,8 +512,14 @@ class _ModbusBus(Bus):
                 await board.all_off()
             except BoardError as error:
                 # Stays flagged: its next request retries the all-off first.
-                fact(log, "board.all_off_failed", logging.WARNING, bus=self.name,
-                     board=board.name, error=type(error).__name__)
+                fact(
+                    log,
+                    "board.all_off_failed",
+                    logging.WARNING,
+                    bus=self.name,
+                    board=board.name,
+                    error=type(error).__name__,
+                )
             else:
                 fact(log, "board.all_off", bus=self.name, board=board.name)
 
@@ -509,9 +540,7 @@ class _ModbusBus(Bus):
 class ModbusRtuBus(_ModbusBus):
     """Modbus RTU on one RS-485 line (8N1; 3.5 character times of silence between frames)."""
 
-    def __init__(
-        self, name: str, port: str, baudrate: int = 9600, timeout_s: float = 0.15
-    ) -> None:
+    def __init__(self, name: str, port: str, baudrate: int = 9600, timeout_s: float = 0.15) -> None:
         if baudrate <= 0:
             raise ValueError(f"bus {name}: baud rate must be positive, got {baudrate}")
         super().__init__(name, timeout_s, BusArbiter.rtu_silence_s(baudrate), rtu=True)
