@@ -15,15 +15,12 @@ import errno
 import grp
 import logging
 import os
-import pwd
 import socket
 import sqlite3
 import stat
-import struct
 import unicodedata
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,11 +28,12 @@ from drivers.base import BoardError
 
 from .. import __version__, status
 from ..cabinet import CompartmentView, UnlockResult
-from ..config import Level, MaintenanceConfig
+from ..config import Level
 from ..events import StoredEvent, rfc3339_ms
 from ..logs import fact
 from ..model import Actor, CompartmentState, DoorState, Occupancy
 from . import metrics
+from .gate import Gate, peer_of
 from .protocol import MAX_LINE, ProtocolError, decode, encode
 
 if TYPE_CHECKING:
@@ -48,56 +46,8 @@ EVENTS_PAGE = 500
 FOLLOW_POLL_S = 0.2
 
 
-@dataclass(frozen=True)
-class Peer:
-    pid: int
-    uid: int
-    gid: int
-    groups: frozenset[int]
-
-
 class Refused(Exception):
     """A request the daemon will not carry out; the message is shown to the technician."""
-
-
-def peer_of(sock: socket.socket) -> Peer:
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, uid, gid = struct.unpack("3i", raw)
-    return Peer(pid, uid, gid, _supplementary_groups(pid, uid, gid))
-
-
-def _supplementary_groups(pid: int, uid: int, gid: int) -> frozenset[int]:
-    # SO_PEERCRED carries only the primary gid; a technician is usually in the group
-    # as a supplementary one. /proc is racy against pid reuse, but only widens the
-    # check to the groups of a process of the same uid at worst.
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Groups:"):
-                    return frozenset(int(g) for g in line.split()[1:])
-    except (OSError, ValueError):
-        pass
-    # Under the unit's ProtectProc=invisible another user's processes are hidden: ask
-    # the group database which groups the peer's account is in.
-    try:
-        return frozenset(os.getgrouplist(pwd.getpwuid(uid).pw_name, gid))
-    except (KeyError, OSError):
-        return frozenset()
-
-
-class Gate:
-    """Who may use the socket."""
-
-    def __init__(self, config: MaintenanceConfig) -> None:
-        self.uids = {0, os.getuid(), *config.allowed_uids}
-        self.gids = set(config.allowed_gids)
-        with contextlib.suppress(KeyError):
-            self.gids.add(grp.getgrnam(config.group).gr_gid)
-
-    def allows(self, peer: Peer) -> bool:
-        if peer.uid in self.uids:
-            return True
-        return peer.gid in self.gids or bool(peer.groups & self.gids)
 
 
 Handler = Callable[[dict[str, Any], asyncio.StreamWriter], Awaitable[Any]]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import pwd
 
-from lockerd.maint.server import _supplementary_groups
+from lockerd.maint.gate import _supplementary_groups
 
 
 def test_groups_of_a_process_this_daemon_can_see() -> None:
