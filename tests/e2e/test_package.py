@@ -314,6 +314,15 @@ def test_package_boots_in_debian(deb: Path, simulator: tuple[Path, Path], tmp_pa
         ]
         assert problems == [], verify
 
+        # What the guide says of removing: the program goes, the config and state stay;
+        # purging also takes the config.
+        ok("apt-get remove --yes lockerd")
+        assert box.run("systemctl", "is-active", "lockerd").stdout.strip() == "inactive"
+        ok("test ! -e /opt/lockerd && test ! -e /usr/bin/lockerctl")
+        ok("test -f /etc/lockerd/lockerd.toml && test -f /var/lib/lockerd/lockerd.db")
+        ok("apt-get purge --yes lockerd")
+        ok("test ! -e /etc/lockerd/lockerd.toml && test -f /var/lib/lockerd/lockerd.db")
+
 
 def _stamp(journal: str, pattern: str) -> float:
     for line in journal.splitlines():
