@@ -297,6 +297,14 @@ def test_package_boots_in_debian(deb: Path, simulator: tuple[Path, Path], tmp_pa
         assert not any(v for k, v in pulses.items() if k not in ("ok", "A02")), pulses
         assert ok("systemctl show -p NRestarts --value lockerd").strip() == "0"
 
+        # An upgrade (the same package again takes the same path): the running daemon is
+        # restarted on the new files and comes back ready; the edited conffile is kept.
+        ok("echo '# edited on the cabinet' >> /etc/lockerd/lockerd.toml")
+        ok("dpkg --force-confold -i /root/lockerd_*.deb")
+        assert ok("systemctl is-active lockerd").strip() == "active"
+        assert ok("systemctl show -p MainPID --value lockerd").strip() != pid
+        assert "# edited on the cabinet" in ok("cat /etc/lockerd/lockerd.toml")
+
         # The guide's kiosk unit: accepted by this systemd, wanted by the target Pi OS
         # Lite boots. (cage and chromium are not in this root; tests/test_install_guide.py
         # resolves their installation against Debian 12.)
