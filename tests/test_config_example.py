@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from lockerd import config
+from lockerd.config import reader
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config.example.toml"
 SECTION = re.compile(r"^\s*(?:#\s*)?\[\[?\s*([A-Za-z0-9_.]+)\s*\]\]?\s*$")
@@ -43,14 +44,14 @@ def documented_keys(text: str) -> set[str]:
 
 def accepted_keys(monkeypatch: pytest.MonkeyPatch) -> set[str]:
     seen: set[str] = set()
-    real_get = config._Table._get
+    real_get = reader.Table._get
 
     def watching(self: Any, name: str, *args: Any) -> Any:
         path = re.sub(r"\[\d+\]", "", self.path)
         seen.add(f"{path}.{name}" if path else name)
         return real_get(self, name, *args)
 
-    monkeypatch.setattr(config._Table, "_get", watching)
+    monkeypatch.setattr(reader.Table, "_get", watching)
     raw: dict[str, Any] = tomllib.loads(EXAMPLE.read_text())
     # Every section and every bus family, so every parser runs.
     raw["mqtt"] = {

@@ -412,7 +412,11 @@ class MaintenanceServer:
         d = self.daemon
         faults = [
             {"compartment": c.id, "fault": list(c.faults)}
-            for c in status.compartments(d.config, d.store, d.hardware.supervisor)
+            for c in status.compartments(
+                d.config,
+                await d.async_store.read(lambda s: s.compartments()),
+                d.hardware.supervisor,
+            )
             if c.faults
         ]
         ok = (
