@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import Callable, Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from .cabinet import SimulatedCabinet
 from .physics import Change
@@ -124,23 +124,29 @@ def run_command(sim: SimulatedCabinet, text: str, unlock_hint: str = "") -> str:
     words = text.split()
     if not words:
         return ""
+
+    def unless(condition: Callable[[str], bool], why: str, act: Callable[[str], None]) -> Any:
+        def run(cid: str) -> str | None:
+            if not condition(cid):
+                return f"nothing to do: {why.format(id=cid)}"
+            act(cid)
+            return None
+
+        return run
+
+    def comp(cid: str) -> Any:
+        return sim.compartment(cid)
+
     actions: dict[str, Callable[[str], str | None]] = {
         "o": lambda cid: _pull(sim, cid, unlock_hint),
-        "c": lambda cid: (
-            _unless(sim.compartment(cid).door_open, f"{cid} is already shut") or sim.close_door(cid)
+        "c": unless(lambda cid: comp(cid).door_open, "{id} is already shut", sim.close_door),
+        "p": unless(
+            lambda cid: not comp(cid).occupied, "{id} already holds a parcel", sim.put_parcel
         ),
-        "p": lambda cid: (
-            _unless(not sim.compartment(cid).occupied, f"{cid} already holds a parcel")
-            or sim.put_parcel(cid)
-        ),
-        "t": lambda cid: (
-            _unless(sim.compartment(cid).occupied, f"{cid} is already empty") or _take(sim, cid)
-        ),
-        "f": sim.force_open,
+        "t": unless(lambda cid: comp(cid).occupied, "{id} is already empty", sim.take_parcel),
+        "f": lambda cid: sim.force_open(cid),
         "j": lambda cid: _jam(sim, cid),
-        "r": lambda cid: (
-            _unless(bool(sim.compartment(cid).faults()), f"{cid} has no fault") or sim.repair(cid)
-        ),
+        "r": unless(lambda cid: bool(comp(cid).faults()), "{id} has no fault", sim.repair),
     }
     action = actions.get(words[0].lower())
     if action is None or len(words) != 2:
@@ -154,11 +160,6 @@ def run_command(sim: SimulatedCabinet, text: str, unlock_hint: str = "") -> str:
     return said or text.strip()
 
 
-def _unless(condition: bool, why: str) -> str | None:
-    """None when the action can go ahead, else why it would change nothing."""
-    return None if condition else f"nothing to do: {why}"
-
-
 def _pull(sim: SimulatedCabinet, cid: str, unlock_hint: str) -> str | None:
     compartment = sim.compartment(cid)
     if compartment.door_open:
@@ -169,11 +170,6 @@ def _pull(sim: SimulatedCabinet, cid: str, unlock_hint: str) -> str | None:
         return f"{cid} stays shut: its lock is jammed (j {cid} frees it)"
     how = f"; unlock it with: {unlock_hint.format(id=cid)}" if unlock_hint else ""
     return f"{cid} stays shut: it is locked (f {cid} breaks it open){how}"
-
-
-def _take(sim: SimulatedCabinet, cid: str) -> str | None:
-    sim.take_parcel(cid)
-    return None
 
 
 def _jam(sim: SimulatedCabinet, cid: str) -> str:
