@@ -12,6 +12,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -157,3 +158,15 @@ def test_kiosk_packages_resolve_on_debian() -> None:
     assert re.search(r"^Inst (cage|chromium) ", result.stdout, re.M) or (
         "already the newest version" in result.stdout
     ), result.stdout
+
+
+def test_the_enrolment_line_matches_lockerctl_enroll() -> None:
+    """The guide's enroll line uses options lockerctl enroll has (its tests run it)."""
+    line = next(c for c in guide_commands() if "lockerctl enroll" in c)
+    result = subprocess.run(
+        [sys.executable, "-m", "lockerd.maint.cli", "enroll", "--help"],
+        capture_output=True, text=True, timeout=60, check=False, cwd=REPO,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    for option in re.findall(r"(--[a-z-]+)", line):
+        assert option in result.stdout, option
