@@ -60,16 +60,25 @@ async def demo(args: argparse.Namespace) -> int:
     )
     recent: deque[str] = deque(maxlen=LOG_LINES_SHOWN)
     live = sys.stdout.isatty() and not args.no_tui
+    # A door opens when lockerd unlocks it: the technician's command, in another terminal.
+    lockerctl = f"lockerctl --socket {run_dir / 'lockerd.sock'}"
+    unlock = f"{lockerctl} open {{id}} --reason demo"
     view = TerminalView(
         sim,
         live=live,
-        footer=lambda: [f"lockerd (full log: {log_path}):", *recent],
+        footer=lambda: [
+            f"unlock a door (another terminal): {unlock.format(id='A01')}",
+            f"doors as lockerd sees them: {lockerctl} doors",
+            "",
+            f"lockerd (full log: {log_path}):",
+            *recent,
+        ],
+        unlock_hint=unlock,
     )
     print(
         f"config: {config_path}\nlockerd log: {log_path}\n"
         f"kiosk page: http://127.0.0.1:8080/  (if that port was free)\n"
-        f"technician: lockerctl --socket {run_dir / 'lockerd.sock'} doors"
-        f" | open A01 --reason demo",
+        f"technician: {lockerctl} doors | {unlock.format(id='A01')}",
         flush=True,
     )
 

@@ -2,7 +2,8 @@
 
 ANSI escapes only (no curses). Keys drive people: ``o A01`` pulls a door, ``c A01``
 closes it, ``p``/``t`` puts/takes a parcel, ``f`` forces the door, ``j`` jams (or
-frees) the lock, ``r`` repairs every fault, ``q`` quits.
+frees) the lock, ``r`` repairs every fault, ``q`` quits. A key that changes nothing
+says why; the legend of a cell is on screen.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import Callable, Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from .cabinet import SimulatedCabinet
 from .physics import Change
@@ -28,6 +29,13 @@ BOLD, DIM, RED, GREEN, YELLOW, RESET = (
 HELP = (
     "keys: o ID pull | c ID close | p/t ID put/take parcel | f ID force"
     " | j ID jam | r ID repair | q quit"
+)
+# What a cell shows, on screen under the grid (nobody should need the source for it).
+LEGEND = (
+    "cell: [#] parcel inside, [ ] empty | OPEN/shut the door | lck lock at rest,"
+    " ZAP lock energised (lockerd is unlocking it)",
+    "faults: forced = broken open: the door opens to any pull until r ID repairs it;"
+    " jammed (j ID again frees it), stuck, flapping",
 )
 
 
@@ -70,6 +78,7 @@ def render(sim: SimulatedCabinet, last: str = "", footer: Sequence[str] = ()) ->
         + "  ".join(f"{n}({'up' if b['plugged'] else 'UNPLUGGED'})" for n, b in buses.items())
     )
     lines.append(HELP)
+    lines.extend(LEGEND)
     if last:
         lines.append(f"last: {last}")
     if footer:
@@ -106,28 +115,67 @@ def describe(change: Change) -> str:
     return " ".join(parts)
 
 
-def run_command(sim: SimulatedCabinet, text: str) -> str:
-    """One typed command; returns what happened (errors included, never raised)."""
+def run_command(sim: SimulatedCabinet, text: str, unlock_hint: str = "") -> str:
+    """One typed command; returns what happened, and why when nothing did (never raises).
+
+    ``unlock_hint`` is how to have lockerd unlock a door (the demo's lockerctl line);
+    pulling a locked door says it.
+    """
     words = text.split()
     if not words:
         return ""
-    actions: dict[str, Callable[[str], object]] = {
-        "o": sim.open_door,
-        "c": sim.close_door,
-        "p": sim.put_parcel,
-        "t": sim.take_parcel,
-        "f": sim.force_open,
-        "j": lambda cid: sim.jam_lock(cid, not sim.compartment(cid).jammed),
-        "r": sim.repair,
+
+    def unless(condition: Callable[[str], bool], why: str, act: Callable[[str], None]) -> Any:
+        def run(cid: str) -> str | None:
+            if not condition(cid):
+                return f"nothing to do: {why.format(id=cid)}"
+            act(cid)
+            return None
+
+        return run
+
+    def comp(cid: str) -> Any:
+        return sim.compartment(cid)
+
+    actions: dict[str, Callable[[str], str | None]] = {
+        "o": lambda cid: _pull(sim, cid, unlock_hint),
+        "c": unless(lambda cid: comp(cid).door_open, "{id} is already shut", sim.close_door),
+        "p": unless(
+            lambda cid: not comp(cid).occupied, "{id} already holds a parcel", sim.put_parcel
+        ),
+        "t": unless(lambda cid: comp(cid).occupied, "{id} is already empty", sim.take_parcel),
+        "f": lambda cid: sim.force_open(cid),
+        "j": lambda cid: _jam(sim, cid),
+        "r": unless(lambda cid: bool(comp(cid).faults()), "{id} has no fault", sim.repair),
     }
     action = actions.get(words[0].lower())
     if action is None or len(words) != 2:
         return f"? {text.strip()!r}; {HELP}"
+    if words[1] not in sim.physics.compartments:
+        return f"error: no compartment {words[1]!r} (ids as on the grid, e.g. A01)"
     try:
-        action(words[1])
+        said = action(words[1])
     except (KeyError, ValueError) as exc:
         return f"error: {exc}"
-    return text.strip()
+    return said or text.strip()
+
+
+def _pull(sim: SimulatedCabinet, cid: str, unlock_hint: str) -> str | None:
+    compartment = sim.compartment(cid)
+    if compartment.door_open:
+        return f"nothing to do: {cid} is already open"
+    if sim.open_door(cid):
+        return None
+    if compartment.jammed:
+        return f"{cid} stays shut: its lock is jammed (j {cid} frees it)"
+    how = f"; unlock it with: {unlock_hint.format(id=cid)}" if unlock_hint else ""
+    return f"{cid} stays shut: it is locked (f {cid} breaks it open){how}"
+
+
+def _jam(sim: SimulatedCabinet, cid: str) -> str:
+    jammed = not sim.compartment(cid).jammed
+    sim.jam_lock(cid, jammed)
+    return f"{cid}: lock {'jammed (j ' + cid + ' frees it)' if jammed else 'freed'}"
 
 
 class TerminalView:
@@ -139,8 +187,10 @@ class TerminalView:
         out: TextIO = sys.stdout,
         live: bool | None = None,
         footer: Callable[[], Sequence[str]] | None = None,
+        unlock_hint: str = "",
     ):
         self.sim = sim
+        self.unlock_hint = unlock_hint
         self.footer = footer
         self.out = out
         self.live = out.isatty() if live is None else live
@@ -195,5 +245,5 @@ class TerminalView:
         if not line or line.strip().lower() in ("q", "quit", "exit"):
             stop.set()
             return
-        self._last = run_command(self.sim, line)
+        self._last = run_command(self.sim, line, self.unlock_hint)
         self._dirty.set()

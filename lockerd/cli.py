@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
+import tempfile
+from pathlib import Path
 
 from . import __version__, config, logs
 
@@ -46,8 +49,40 @@ def _check_config(path: str) -> int:
     loaded = _load(path)
     if loaded is None:
         return 2
+    problem = state_dir_problem(loaded)
+    if problem is not None:
+        print("1 problem in the configuration:", file=sys.stderr)
+        print(f"  {loaded.path}: {problem}", file=sys.stderr)
+        return 2
     print(config.summary(loaded))
     return 0
+
+
+def state_dir_problem(loaded: config.Config) -> str | None:
+    """What is wrong with ``cabinet.state_dir`` on this machine, whoever runs the check.
+
+    Its parent must exist (the daemon creates the directory, never a whole tree: a typo
+    must not grow a second cabinet's state somewhere else); it must be a directory.
+    Whether the daemon's user can write there is :func:`unwritable_state_dir`'s, at start.
+    """
+    state_dir = loaded.cabinet.state_dir
+    if state_dir.exists():
+        return None if state_dir.is_dir() else f"cabinet.state_dir: {state_dir} is not a directory"
+    if not state_dir.parent.is_dir():
+        return f"cabinet.state_dir: {state_dir}: its parent {state_dir.parent} does not exist"
+    return None
+
+
+def unwritable_state_dir(state_dir: Path) -> str | None:
+    """Why this process cannot keep its state in ``state_dir``, or None when it can."""
+    try:
+        state_dir.mkdir(mode=0o700, exist_ok=True)
+        with tempfile.TemporaryFile(dir=state_dir):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        return f"cabinet.state_dir: {state_dir}: cannot write there as uid {os.getuid()} ({reason})"
+    return None
 
 
 def _run(path: str, log_level: str) -> int:
@@ -55,6 +90,10 @@ def _run(path: str, log_level: str) -> int:
     loaded = _load(path)
     if loaded is None:
         return 2
+    problem = state_dir_problem(loaded) or unwritable_state_dir(loaded.cabinet.state_dir)
+    if problem is not None:
+        print(f"lockerd: cannot start: {problem}", file=sys.stderr)
+        return 1
     from .app import run
     from .codes import CodeKeyError
     from .store import StoreError

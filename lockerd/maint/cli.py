@@ -20,7 +20,7 @@ from .. import config as config_module
 from .client import CommandFailed, MaintClient, NotRunning
 from .server import Refused
 
-DEFAULT_CONFIG = Path("/etc/lockerd/config.toml")
+DEFAULT_CONFIG = Path("/etc/lockerd/lockerd.toml")
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NOT_RUNNING = 3
@@ -344,6 +344,9 @@ def _selftest(ctx: Context) -> int:
                 else f"store says {d['store']}"
             )
             for d in r["disagree"]
+        ]
+        lines += [
+            f"  {f['compartment']} fault: {','.join(f['fault'])}" for f in r.get("faults", [])
         ]
         lines += [f"  pulsed {p['compartment']}: {p['result']}" for p in r["pulsed"]]
         store = r.get("store", {"state": "ok"})

@@ -18,11 +18,9 @@ import os
 import socket
 import sqlite3
 import stat
-import struct
 import unicodedata
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,11 +28,12 @@ from drivers.base import BoardError
 
 from .. import __version__, status
 from ..cabinet import CompartmentView, UnlockResult
-from ..config import Level, MaintenanceConfig
+from ..config import Level
 from ..events import StoredEvent, rfc3339_ms
 from ..logs import fact
 from ..model import Actor, CompartmentState, DoorState, Occupancy
 from . import metrics
+from .gate import Gate, peer_of
 from .protocol import MAX_LINE, ProtocolError, decode, encode
 
 if TYPE_CHECKING:
@@ -47,51 +46,8 @@ EVENTS_PAGE = 500
 FOLLOW_POLL_S = 0.2
 
 
-@dataclass(frozen=True)
-class Peer:
-    pid: int
-    uid: int
-    gid: int
-    groups: frozenset[int]
-
-
 class Refused(Exception):
     """A request the daemon will not carry out; the message is shown to the technician."""
-
-
-def peer_of(sock: socket.socket) -> Peer:
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, uid, gid = struct.unpack("3i", raw)
-    return Peer(pid, uid, gid, _supplementary_groups(pid))
-
-
-def _supplementary_groups(pid: int) -> frozenset[int]:
-    # SO_PEERCRED carries only the primary gid; a technician is usually in the group
-    # as a supplementary one. /proc is racy against pid reuse, but only widens the
-    # check to the groups of a process of the same uid at worst.
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Groups:"):
-                    return frozenset(int(g) for g in line.split()[1:])
-    except (OSError, ValueError):
-        pass
-    return frozenset()
-
-
-class Gate:
-    """Who may use the socket."""
-
-    def __init__(self, config: MaintenanceConfig) -> None:
-        self.uids = {0, os.getuid(), *config.allowed_uids}
-        self.gids = set(config.allowed_gids)
-        with contextlib.suppress(KeyError):
-            self.gids.add(grp.getgrnam(config.group).gr_gid)
-
-    def allows(self, peer: Peer) -> bool:
-        if peer.uid in self.uids:
-            return True
-        return peer.gid in self.gids or bool(peer.groups & self.gids)
 
 
 Handler = Callable[[dict[str, Any], asyncio.StreamWriter], Awaitable[Any]]
@@ -451,10 +407,23 @@ class MaintenanceServer:
         cloud = self.daemon.cloud
         certificate = cloud.link.certificate() if cloud is not None else None
         cert_failed = certificate is not None and certificate["failed"]
+        # The faults `doors` shows (a lock that failed, a faulty sensor, a board offline),
+        # read from the same place, so the two commands never disagree about a door.
+        d = self.daemon
+        faults = [
+            {"compartment": c.id, "fault": list(c.faults)}
+            for c in status.compartments(
+                d.config,
+                await d.async_store.read(lambda s: s.compartments()),
+                d.hardware.supervisor,
+            )
+            if c.faults
+        ]
         ok = (
             not silent
             and not disagree
             and not cert_failed
+            and not faults
             and all(p["result"] == "opened" for p in pulsed)
             and store["state"] == "ok"
         )
@@ -462,6 +431,7 @@ class MaintenanceServer:
             "ok": ok,
             "silent_boards": silent,
             "disagree": disagree,
+            "faults": faults,
             "pulsed": pulsed,
             "store": store,
             "certificate": certificate,

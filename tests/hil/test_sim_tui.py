@@ -23,8 +23,51 @@ async def test_typed_commands_act_and_bad_ones_are_explained(sim: SimulatedCabin
     assert sim.compartment("A02").occupied
     assert run_command(sim, "f A02") == "f A02"
     assert sim.compartment("A02").door_open
-    assert run_command(sim, "c Z99").startswith("error:")
+    assert run_command(sim, "c Z99") == "error: no compartment 'Z99' (ids as on the grid, e.g. A01)"
     assert run_command(sim, "dance").startswith("?")
+
+
+async def test_a_key_that_changes_nothing_says_why(sim: SimulatedCabinet) -> None:
+    hint = "lockerctl --socket run/demo/lockerd.sock open {id} --reason demo"
+    said = run_command(sim, "o A01", unlock_hint=hint)
+    assert said == (
+        "A01 stays shut: it is locked (f A01 breaks it open); unlock it with:"
+        " lockerctl --socket run/demo/lockerd.sock open A01 --reason demo"
+    )
+    assert not sim.compartment("A01").door_open
+    assert run_command(sim, "c A01") == "nothing to do: A01 is already shut"
+    assert run_command(sim, "t A01") == "nothing to do: A01 is already empty"
+    assert run_command(sim, "r A01") == "nothing to do: A01 has no fault"
+    assert run_command(sim, "j A01") == "A01: lock jammed (j A01 frees it)"
+    assert run_command(sim, "o A01") == "A01 stays shut: its lock is jammed (j A01 frees it)"
+    assert run_command(sim, "j A01") == "A01: lock freed"
+    run_command(sim, "p A01")
+    assert run_command(sim, "p A01") == "nothing to do: A01 already holds a parcel"
+    run_command(sim, "f A01")
+    assert run_command(sim, "o A01") == "nothing to do: A01 is already open"
+    assert run_command(sim, "r A01") == "r A01" and not sim.compartment("A01").faults()
+
+
+async def test_the_screen_explains_its_cells_and_forced(sim: SimulatedCabinet) -> None:
+    screen = render(sim)
+    assert "[#] parcel inside, [ ] empty" in screen
+    assert "lck lock at rest" in screen and "ZAP lock energised" in screen
+    assert "forced = broken open: the door opens to any pull until r ID repairs it" in screen
+
+
+async def test_the_view_shows_why_on_screen(sim: SimulatedCabinet) -> None:
+    out = io.StringIO()
+    view = TerminalView(sim, out=out, live=True, unlock_hint="lockerctl open {id}")
+    stop = asyncio.Event()
+    task = asyncio.create_task(view.run(stop))
+    await asyncio.sleep(0.05)
+    view._last = run_command(sim, "o B01", view.unlock_hint)  # what a typed line does
+    view.redraw()
+    await asyncio.sleep(0.2)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert "last: B01 stays shut: it is locked" in out.getvalue()
+    assert "unlock it with: lockerctl open B01" in out.getvalue()
 
 
 async def test_without_a_tty_each_change_is_one_line(sim: SimulatedCabinet) -> None:
