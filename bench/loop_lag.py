@@ -54,7 +54,7 @@ from lockerd.clock import SystemClock
 from lockerd.config import Config, parse
 from lockerd.events import GENESIS_PREV, DomainEvent, EventType, build
 from lockerd.maint.client import MaintClient
-from lockerd.maint.server import backup, verify
+from lockerd.maint.database import backup, verify
 from lockerd.maint.server import serve as serve_maintenance
 from lockerd.store import Store
 from lockerd.store.migrations import MIGRATIONS
@@ -278,7 +278,7 @@ async def lockerctl(socket: Path, op: str, **arguments: Any) -> dict[str, Any]:
 VERIFY_IN_PROCESS = """
 import sqlite3, sys
 from pathlib import Path
-from lockerd.maint.server import verify
+from lockerd.maint.database import verify
 from lockerd.store import Store
 conn = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True)
 conn.execute("BEGIN")

@@ -18,7 +18,7 @@ from typing import Any
 from .. import __version__
 from .. import config as config_module
 from .client import CommandFailed, MaintClient, NotRunning
-from .server import Refused
+from .protocol import Refused
 
 DEFAULT_CONFIG = Path("/etc/lockerd/lockerd.toml")
 EXIT_FAILED = 1

@@ -26,7 +26,7 @@ from ..sync.enrolment import (
 )
 from ..sync.mqtt import ConnectFailed
 from .offline import TRUSTED_KEYS_DIR, _quoted, _remove_key, _set_key, write_config
-from .server import Refused
+from .protocol import Refused
 
 TLS_DIR = "tls"
 

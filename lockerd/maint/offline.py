@@ -24,7 +24,8 @@ from ..config import Config
 from ..store import DATABASE_NAME, Store, StoreError
 from ..sync.endpoints import EndpointError, parse_endpoint
 from ..sync.enrolment import write_file
-from .server import Refused, backup, verify
+from .database import backup, verify
+from .protocol import Refused
 
 TRUSTED_KEYS_DIR = "trusted-keys"
 _KID = re.compile(r"[A-Za-z0-9._-]{1,64}")

@@ -35,3 +35,7 @@ def decode(line: bytes) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ProtocolError("not a JSON object")
     return value
+
+
+class Refused(Exception):
+    """A request the daemon will not carry out; the message is shown to the technician."""

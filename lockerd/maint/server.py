@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import grp
 import logging
 import os
@@ -33,21 +34,20 @@ from ..events import StoredEvent, rfc3339_ms
 from ..logs import fact
 from ..model import Actor, CompartmentState, DoorState, Occupancy
 from . import metrics
+from .database import backup, verify
 from .gate import Gate, peer_of
-from .protocol import MAX_LINE, ProtocolError, decode, encode
+from .protocol import MAX_LINE, ProtocolError, Refused, decode, encode
 
 if TYPE_CHECKING:
     from ..app import Daemon
+    from ..reservations import Reservation
+    from ..store import Store
 
 log = logging.getLogger("lockerd.maint")
 
 MAX_REASON = 200
 EVENTS_PAGE = 500
 FOLLOW_POLL_S = 0.2
-
-
-class Refused(Exception):
-    """A request the daemon will not carry out; the message is shown to the technician."""
 
 
 Handler = Callable[[dict[str, Any], asyncio.StreamWriter], Awaitable[Any]]
@@ -60,7 +60,7 @@ class MaintenanceServer:
         self.daemon = daemon
         self.config = daemon.config.maintenance
         self.gate = Gate(self.config)
-        self.counter = metrics.EventCounter(daemon.store.last_seq())
+        self.counter = metrics.EventCounter(0)  # from the store's last seq once serving
         self._handlers: dict[str, Handler] = {
             "status": self._status,
             "doors": self._doors,
@@ -93,6 +93,8 @@ class MaintenanceServer:
         server = await asyncio.start_unix_server(self._client, path=str(path), limit=MAX_LINE)
         metrics_server: asyncio.Server | None = None
         # Subscribed only once serving: a start that failed leaves no listener behind.
+        last_seq = await self.daemon.async_store.read(lambda s: s.last_seq())
+        self.counter = metrics.EventCounter(last_seq)
         unsubscribe = self.daemon.async_store.subscribe(self.counter.add)
         try:
             self._restrict(path)
@@ -204,7 +206,7 @@ class MaintenanceServer:
         try:
             with contextlib.suppress(ValueError, asyncio.LimitOverrunError):
                 await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
-            body = self.metrics_text().encode()
+            body = (await self.metrics_text()).encode()
             writer.write(
                 b"HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
                 + f"Content-Length: {len(body)}\r\n\r\n".encode()
@@ -230,9 +232,11 @@ class MaintenanceServer:
 
     async def _status(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
         d = self.daemon
-        store = d.store
         cloud = d.cloud
-        states = Counter(c.state.value for c in store.compartments() if c.configured)
+        rows, outbox_depth, last_seq, clock_trusted = await d.async_store.read(
+            lambda s: (s.compartments(), s.outbox_depth(), s.last_seq(), s.clock_trusted())
+        )
+        states = Counter(c.state.value for c in rows if c.configured)
         return {
             "version": __version__,
             "cabinet": d.config.cabinet.id,
@@ -240,8 +244,8 @@ class MaintenanceServer:
             "uptime_s": round(d.clock.monotonic() - d.started_monotonic, 1),
             "boards": self._board_online(),
             "compartments": {s.value: states.get(s.value, 0) for s in CompartmentState},
-            "outbox_depth": store.outbox_depth(),
-            "last_seq": store.last_seq(),
+            "outbox_depth": outbox_depth,
+            "last_seq": last_seq,
             # from the cloud link while it runs; null until it has them
             "last_sync": (
                 rfc3339_ms(cloud.last_acknowledged_at)
@@ -249,7 +253,7 @@ class MaintenanceServer:
                 else None
             ),
             "clock_skew_s": cloud.clock_skew_s if cloud is not None else None,
-            "clock_trusted": store.clock_trusted(),
+            "clock_trusted": clock_trusted,
             "cloud": (
                 "not configured"
                 if cloud is None
@@ -326,8 +330,9 @@ class MaintenanceServer:
         in_service = request.get("in_service")
         if not isinstance(in_service, bool):
             raise Refused("in_service must be true or false")
-        with self.daemon.store.transaction() as tx:
-            applied = tx.set_service(cid, in_service, reason, Actor.TECHNICIAN.value)
+        applied = await self.daemon.async_store.write(
+            lambda tx: tx.set_service(cid, in_service, reason, Actor.TECHNICIAN.value)
+        )
         if applied.status.value != "applied":
             raise Refused(applied.reason or applied.status.value)
         fact(log, "technician.service", compartment=cid, in_service=in_service, reason=reason)
@@ -337,8 +342,7 @@ class MaintenanceServer:
         """Give every surface and the cabinet's guessing budget a fresh start (after an
         attack was dealt with): the only thing besides time that does."""
         reason = self._reason(request)
-        with self.daemon.store.transaction() as tx:
-            rows = tx.reset_throttles()
+        rows = await self.daemon.async_store.write(lambda tx: tx.reset_throttles())
         fact(log, "technician.throttle_reset", logging.WARNING, rows=rows, reason=reason)
         return {"reset": rows}
 
@@ -351,7 +355,7 @@ class MaintenanceServer:
                 readings[name] = list(await board.read_inputs())
             except BoardError as exc:
                 silent.append({"board": name, "error": str(exc)})
-        stored = {c.id: c for c in self.daemon.store.compartments()}
+        stored = {c.id: c for c in await self.daemon.async_store.read(lambda s: s.compartments())}
         disagree = []
         for cc in self.daemon.config.compartments:
             bits = readings.get(cc.door.board)
@@ -444,34 +448,37 @@ class MaintenanceServer:
         limit = request.get("limit", 50)
         if not isinstance(since, int) or not isinstance(limit, int) or limit < 1:
             raise Refused("since and limit must be integers, limit at least 1")
-        store = self.daemon.store
+        read = self.daemon.async_store.read
         if since < 0:  # the last -since events
-            since = max(0, store.last_seq() + since)
+            since = max(0, await read(lambda s: s.last_seq()) + since)
         if request.get("follow") is True:
             while True:
-                batch = store.events_after(since, EVENTS_PAGE)
+                batch = await read(functools.partial(_events_after, since))
                 for event in batch:
                     writer.write(encode({"ok": True, "event": _event(event)}))
                     since = event.seq
                 await writer.drain()
                 if not batch:
                     await asyncio.sleep(FOLLOW_POLL_S)
-        return [_event(e) for e in store.events_after(since, min(limit, 10_000))]
+        start, count = since, min(limit, 10_000)
+        return [_event(e) for e in await read(lambda s: s.events_after(start, count))]
 
     async def _outbox(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
-        store = self.daemon.store
-        pending = store.outbox_after(0, 20)
+        pending, depth = await self.daemon.async_store.read(
+            lambda s: (s.outbox_after(0, 20), s.outbox_depth())
+        )
         return {
-            "depth": store.outbox_depth(),
+            "depth": depth,
             "oldest": [{"seq": e.seq, "ts": e.ts, "type": e.type} for e in pending],
         }
 
     async def _reservations(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
-        store = self.daemon.store
-        reservations, _ = store.sync_summary()
+        def read_all(store: Store) -> list[tuple[str, int, str, Reservation | None]]:
+            reservations, _ = store.sync_summary()
+            return [(rid, v, state, store.reservation(rid)) for rid, v, state in reservations]
+
         rows = []
-        for rid, version, state in reservations:
-            r = store.reservation(rid)
+        for rid, version, state, r in await self.daemon.async_store.read(read_all):
             rows.append(
                 {
                     "id": rid,
@@ -501,12 +508,15 @@ class MaintenanceServer:
     async def _metrics(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
         if not self.config.metrics:
             raise Refused("metrics are switched off ([maintenance] metrics = false)")
-        return self.metrics_text()
+        return await self.metrics_text()
 
-    def metrics_text(self) -> str:
+    async def metrics_text(self) -> str:
         d = self.daemon
         hw = d.hardware
-        states = Counter(c.state.value for c in d.store.compartments() if c.configured)
+        rows, outbox_depth = await d.async_store.read(
+            lambda s: (s.compartments(), s.outbox_depth())
+        )
+        states = Counter(c.state.value for c in rows if c.configured)
         boards = [
             metrics.BoardFigures(
                 name,
@@ -521,7 +531,7 @@ class MaintenanceServer:
             metrics.Snapshot(
                 uptime_s=d.clock.monotonic() - d.started_monotonic,
                 scans=hw.scans,
-                outbox_depth=d.store.outbox_depth(),
+                outbox_depth=outbox_depth,
                 compartments_by_state=[(s.value, states.get(s.value, 0)) for s in CompartmentState],
                 boards=boards,
                 events_by_type=sorted(self.counter.by_type.items()),
@@ -569,56 +579,12 @@ def _store_health(daemon: Daemon) -> dict[str, Any]:
     }
 
 
+def _events_after(seq: int, store: Store) -> list[StoredEvent]:
+    return store.events_after(seq, EVENTS_PAGE)
+
+
 def _event(event: StoredEvent) -> dict[str, Any]:
     return {"seq": event.seq, "ts": event.ts, "type": event.type, "data": dict(event.data)}
-
-
-def backup(database: Path, target: Path) -> dict[str, Any]:
-    """An online copy of the store (SQLite's backup API: consistent while writers run)."""
-    # lexists: a dangling symlink does not "exist", and SQLite would follow it.
-    if os.path.lexists(target):
-        raise Refused(f"{target} exists; choose a new file")
-    try:
-        fd = os.open(
-            target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
-        )
-    except OSError as exc:
-        raise Refused(f"cannot create {target}: {exc.strerror}") from exc
-    os.close(fd)
-    source = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
-    try:
-        try:
-            dest = sqlite3.connect(target)
-        except sqlite3.Error as exc:
-            raise Refused(f"cannot create {target}: {exc}") from exc
-        try:
-            # In steps, so the copy never holds the database for long at a time.
-            source.backup(dest, pages=1024)
-        finally:
-            dest.close()
-    finally:
-        source.close()
-    os.chmod(target, 0o600)  # the store holds code hashes
-    return {"path": str(target), "bytes": target.stat().st_size}
-
-
-def verify(database: Path, chain: Any) -> dict[str, Any]:
-    """SQLite's integrity check plus the event log's hash chain."""
-    conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
-    try:
-        integrity = [str(r[0]) for r in conn.execute("PRAGMA integrity_check")]
-    finally:
-        conn.close()
-    return {
-        "integrity": integrity,
-        "chain_ok": chain.ok,
-        "events": chain.count,
-        "first_seq": chain.first_seq,
-        "last_seq": chain.last_seq,
-        "first_bad_seq": chain.first_bad_seq,
-        "problem": chain.problem,
-        "ok": integrity == ["ok"] and chain.ok,
-    }
 
 
 async def serve(daemon: Daemon) -> None:

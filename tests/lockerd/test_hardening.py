@@ -18,8 +18,9 @@ from drivers.facts import RepeatLimiter, fact
 from lockerd.clock import ManualClock
 from lockerd.codes import CodeKey, CodeKeyError
 from lockerd.jsonlimits import JsonLimitError, loads
-from lockerd.maint.protocol import ProtocolError, decode
-from lockerd.maint.server import MaintenanceServer, Refused, backup
+from lockerd.maint.database import backup
+from lockerd.maint.protocol import ProtocolError, Refused, decode
+from lockerd.maint.server import MaintenanceServer
 from lockerd.store import Store, StoreError
 
 HOSTILE = "ok\x1b[2J\x1b[31mred\u202eevil\r\nINFO forged line\x00\x7f\x85\u2028"

@@ -32,7 +32,7 @@ from lockerd.clock import SystemClock
 from lockerd.config import load
 from lockerd.events import DomainEvent
 from lockerd.maint.enrol import enroll
-from lockerd.maint.server import Refused
+from lockerd.maint.protocol import Refused
 from lockerd.sync import enrolment
 from lockerd.sync.cloud import CloudSync
 from lockerd.sync.enrolment import EnrolmentRefused, make_csr, make_key, parse_enrol_reply
