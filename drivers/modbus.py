@@ -36,10 +36,10 @@ Repeating all-off is safe because pulses are timed by the board: at worst it cut
 that was running short, and the daemon's door supervision retries the lock when the door
 does not open. It never leaves a lock energised.
 
-Stale bytes: pymodbus empties its receive buffer when it sends a request and, for RTU,
-skips complete frames from a unit other than the one asked; over TCP the transaction id
-does the same. A late reply from the *same* board is caught by the checks below (echo of
-unit, function, address and value for writes; the byte count for reads).
+Stale bytes: pymodbus empties its receive buffer when it sends a request, matches TCP
+replies by transaction id and skips RTU frames of other units; a reply of another unit
+that slips through (a reused transaction id) is refused by its unit id, and a late reply
+of the *same* board by the checks below (the echo of a write, a read's byte count).
 """
 
 from __future__ import annotations
@@ -79,16 +79,20 @@ from drivers.base import (
 from .facts import RepeatLimiter, fact
 from .family import BusFamily, BusSettings, Link
 from .modbus_pdu import (
+    ALL_OFF_ADDRESS,
     MAX_PULSE_UNITS,
     PULSE_UNIT_MS,
     CoilWrite,
     ExceptionReply,
+    all_off_check,
+    describe,
     pulse_units,
     rtu_crc_ok,
     rtu_reply_len,
 )
 
 __all__ = [  # what other modules import from here, the PDU names included
+    "FAMILIES",
     "FAMILY",
     "MAX_PULSE_UNITS",
     "PULSE_UNIT_MS",
@@ -107,7 +111,6 @@ log = logging.getLogger(__name__)
 
 FAMILY = "modbus"
 PULSE_BASE = 0x0200
-ALL_OFF_ADDRESS = 0x00FF
 #: A board that failed this many requests in a row may have rebooted: all-off it first.
 RECOVERY_ALL_OFF_AFTER = 3
 #: Reconnect backoff: the first retry is quick (a replugged adapter), then it doubles.
@@ -268,7 +271,7 @@ class _ModbusBus(Bus):
 
         def check(reply: ModbusPDU) -> None:
             if not isinstance(reply, CoilWrite):
-                raise BadFrame(board.name, f"expected a function 05 echo, got {_describe(reply)}")
+                raise BadFrame(board.name, f"expected a function 05 echo, got {describe(reply)}")
             if (reply.address, reply.value) != (address, value):
                 raise BadFrame(
                     board.name,
@@ -294,7 +297,7 @@ class _ModbusBus(Bus):
         def check(reply: ModbusPDU) -> None:
             if type(reply) is not expected:
                 raise BadFrame(
-                    board.name, f"expected a function {function:02d} reply, got {_describe(reply)}"
+                    board.name, f"expected a function {function:02d} reply, got {describe(reply)}"
                 )
             if len(reply.bits) != padded:
                 raise BadFrame(
@@ -319,7 +322,7 @@ class _ModbusBus(Bus):
                 await self._transact(
                     board,
                     CoilWrite(address=ALL_OFF_ADDRESS, value=0, dev_id=board.address),
-                    _check_all_off(board),
+                    all_off_check(board.name),
                 )
                 # Two frames in one turn: the line still needs its silence between them.
                 if self._arbiter.silence_s:
@@ -343,6 +346,12 @@ class _ModbusBus(Bus):
             # to reconnect by itself behind the supervisor's back.
             self._require_link(board, record=False)
             reply = await self._execute(board, request)
+            if reply.dev_id != board.address:
+                # A late reply of another board, matched by a reused transaction id: its
+                # bits would be taken for this board's doors. Never an answer.
+                raise BadFrame(
+                    board.name, f"reply from unit {reply.dev_id}, asked unit {board.address}"
+                )
             if isinstance(reply, ExceptionResponse):
                 raise ExceptionReply(board.name, request.function_code, reply.exception_code)
             check(reply)
@@ -602,35 +611,9 @@ class ModbusTcpBus(_ModbusBus):
         )
 
 
-def _check_all_off(board: ModbusBoard) -> Callable[[ModbusPDU], None]:
-    def check(reply: ModbusPDU) -> None:
-        if not isinstance(reply, CoilWrite) or (reply.address, reply.value) != (
-            ALL_OFF_ADDRESS,
-            0,
-        ):
-            raise BadFrame(board.name, f"bad all-off echo: {_describe(reply)}")
-
-    return check
-
-
-def _describe(reply: ModbusPDU) -> str:
-    return f"function {reply.function_code:02d} ({type(reply).__name__})"
-
-
 def _settle(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
-
-
-__all__ = [
-    "FAMILIES",
-    "CoilWrite",
-    "ExceptionReply",
-    "ModbusBoard",
-    "ModbusRtuBus",
-    "ModbusTcpBus",
-    "pulse_units",
-]
 
 
 # -- the families this module serves (see drivers/family.py) ----------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Callable
 
 from pymodbus.framer import FramerRTU
 from pymodbus.pdu import ModbusPDU
@@ -88,3 +89,21 @@ def rtu_reply_len(request: ModbusPDU) -> int:
 
 def rtu_crc_ok(frame: bytes) -> bool:
     return FramerRTU.compute_CRC(frame[:-2]).to_bytes(2, "big") == frame[-2:]
+
+
+ALL_OFF_ADDRESS = 0x00FF  # function 05 here, value 0000: every relay of the board off
+
+
+def all_off_check(board: str) -> Callable[[ModbusPDU], None]:
+    """The check of an all-off's reply: the echo of what was sent, nothing else."""
+
+    def check(reply: ModbusPDU) -> None:
+        echo = (reply.address, reply.value) if isinstance(reply, CoilWrite) else None
+        if echo != (ALL_OFF_ADDRESS, 0):
+            raise BadFrame(board, f"bad all-off echo: {describe(reply)}")
+
+    return check
+
+
+def describe(reply: ModbusPDU) -> str:
+    return f"function {reply.function_code:02d} ({type(reply).__name__})"
