@@ -4,13 +4,13 @@ Every bus gets one poll task that reads its boards in turn, one read per slot, a
 a rate chosen from the bus's own transaction time (docs/adr/0022), and hands each
 reading to the :class:`~lockerd.cabinet.DoorSupervisor`. Unlocks are separate tasks
 that take the bus before the next poll (the drivers' arbiter orders them); a command
-on its way to an unlock may hold new polls meanwhile (:meth:`Hardware.reserve`). Whatever the supervisor answers is carried out here:
-facts are committed through the :class:`EventSink` first, in the order they were
-decided, by one committer task; only then are outcomes delivered and listeners
-told, so nothing is shown or reported on the strength of a fact that is not yet
-committed. A store that cannot write does not stop the polling: the facts wait, in
-order, and the committer tries again on a timer with backoff (not at the next
-hardware change) until they are in.
+on its way to an unlock may hold new polls meanwhile (:meth:`Hardware.reserve`).
+Whatever the supervisor answers is carried out here: facts are committed through
+the :class:`EventSink` first, in the order they were decided, by one committer
+task; only then are outcomes delivered and listeners told, so nothing is shown or
+reported on the strength of a fact that is not yet committed. A store that cannot
+write does not stop the polling: the facts wait, in order, and the committer tries
+again on a timer with backoff (not at the next hardware change) until they are in.
 """
 
 from __future__ import annotations
@@ -38,12 +38,12 @@ from .cabinet import (
     UnlockResult,
 )
 from .clock import Clock
-from .poll_schedule import PollSchedule
 from .config import BoardConfig, BusConfig, Config
 from .events import DomainEvent
 from .listeners import subscribe
 from .logs import fact
 from .model import Actor
+from .poll_schedule import PollSchedule
 
 log = logging.getLogger("lockerd.hardware")
 
@@ -230,10 +230,14 @@ class Hardware:
         self._tasks.clear()
         for bus in self.buses.values():
             await bus.close()  # relays off, port closed
-        for waiters in [*self._waiters.values(), *self._pulse_waiters.values()]:
+        for waiters in self._waiters.values():
             for waiter in waiters:
                 if not waiter.done():
                     waiter.cancel()
+        for pulse_waiters in self._pulse_waiters.values():
+            for pulse_waiter in pulse_waiters:
+                if not pulse_waiter.done():
+                    pulse_waiter.cancel()
 
     # ------------------------------------------------------------ commands
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -32,16 +33,50 @@ _PREFIX = "remote."
 
 
 class CabinetActions:
-    """The daemon's answer to ``door.open`` and ``config.set``."""
+    """The daemon's answer to ``door.open`` and ``config.set``.
+
+    A ``door.open`` is two steps, so the cloud's commands never wait on each other
+    (docs/adr/0023-cloud-commands-without-head-of-line-blocking.md): :meth:`commit_open`
+    commits the unlock intent in the caller's transaction (one fsync, with the command's
+    id and answer), in arrival order; :meth:`pulse_open` then pulses and returns once the
+    pulse is sent. What the door does after that is told as events.
+    """
 
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
 
-    async def open_door(self, command: DoorOpen) -> Applied:
+    def reserve(self, compartment: str) -> Callable[[], None]:
+        """Keep new polls off the lock's bus while a command for it is checked."""
+        return self.daemon.hardware.reserve(compartment)
+
+    async def commit_open(
+        self, command: DoorOpen, remember: Callable[[Transaction], None] | None = None
+    ) -> Applied | None:
+        """Commit the intent (and ``remember``) in one transaction; None once committed,
+        else the refusal, with nothing committed."""
         if command.compartment not in self.daemon.hardware.supervisor.compartment_ids:
             return Applied.rejected(f"no compartment {command.compartment!r} in this cabinet")
+
+        def decide(tx: Transaction) -> None:
+            if remember is not None:
+                remember(tx)
+            tx.record_unlock_intent(command.compartment, Actor.REMOTE.value, command.reason)
+
+        await self.daemon.async_store.write(decide)
+        return None
+
+    async def pulse_open(self, command: DoorOpen) -> Applied:
+        """Pulse a committed unlock; ``applied`` once the pulse is sent."""
+        pulsed = await self.daemon.hardware.unlock_and_pulse(command.compartment, Actor.REMOTE)
+        return Applied.applied() if pulsed else Applied.failed(UnlockResult.UNREACHABLE.value)
+
+    async def open_door(self, command: DoorOpen) -> Applied:
+        """Both steps, and wait for the door itself: for callers that want the outcome."""
+        refused = await self.commit_open(command)
+        if refused is not None:
+            return refused
         outcome = await self.daemon.hardware.unlock(
-            command.compartment, Actor.REMOTE, command.reason
+            command.compartment, Actor.REMOTE, command.reason, recorded=True
         )
         if outcome.result is UnlockResult.OPENED:
             return Applied.applied()

@@ -7,7 +7,7 @@ with no MQTT in them.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -63,7 +63,16 @@ class Ack:
 class RemoteActions(Protocol):
     """What the rest of the daemon does for commands that are more than a store write."""
 
-    async def open_door(self, command: DoorOpen) -> Applied: ...
+    def reserve(self, compartment: str) -> Callable[[], None]:
+        """Keep new polls off the compartment's bus until the returned release is called."""
+
+    async def commit_open(
+        self, command: DoorOpen, remember: Callable[[Transaction], None] | None = None
+    ) -> Applied | None:
+        """Commit the unlock intent with ``remember`` in one transaction (None), or refuse."""
+
+    async def pulse_open(self, command: DoorOpen) -> Applied:
+        """Pulse a committed unlock; ``applied`` once the pulse is sent."""
 
     async def set_config(self, command: ConfigSet) -> Applied: ...
 

@@ -35,6 +35,7 @@ from ..events import DomainEvent, EventType, StoredEvent, rfc3339_ms
 from ..logs import fact
 from ..store import Applied, ApplyStatus, Store, Transaction
 from .apply import Ack, AckStatus, RemoteActions, apply_command
+from .command_runner import CommandRunner, PendingOpen
 from .commands import (
     DEFAULT_MAX_LIFETIME_S,
     CommandType,
@@ -52,6 +53,7 @@ from .mqtt import (
     Backoff,
     ConnectFailed,
     ConnectionLost,
+    Incoming,
     LinkSettings,
     PublishRefused,
     Session,
@@ -458,25 +460,28 @@ class CloudSync:
     # -- commands
 
     async def _command_loop(self, session: Session) -> None:
-        while True:
-            message = await session.incoming.get()
-            if message.topic == self.topics.cert and self.renewal is not None:
-                self.renewal.deliver(message.payload)
-            elif message.topic == self.topics.cmd:
-                try:
-                    ack = await self.handle_command(message.payload, session)
-                except Exception as exc:  # one bad command must not stop the link
-                    fact(log, "command.crashed", logging.ERROR, error=type(exc).__name__)
-                    ack = Ack(None, AckStatus.FAILED, "internal error", self._now_text())
-                await session.publish(self.topics.acks, ack.encode())
-            # Acknowledged to the broker only now: a crash before this makes it resend.
-            session.ack(message)
+        await CommandRunner(self, session).run()
+
+    def other_message(self, message: Incoming) -> None:
+        """A message on a topic other than ``cmd`` (the certificate renewal's reply)."""
+        if message.topic == self.topics.cert and self.renewal is not None:
+            self.renewal.deliver(message.payload)
+
+    def internal_error(self, jti: str | None = None) -> Ack:
+        return Ack(jti, AckStatus.FAILED, "internal error", self._now_text())
 
     def _now_text(self) -> str:
         return rfc3339_ms(self.clock.wall())
 
     async def handle_command(self, payload: bytes, session: Session | None = None) -> Ack:
         """Verify, apply and remember one command; the returned :class:`Ack` goes on ``acks``."""
+        admitted = await self.admit(payload, session)
+        if isinstance(admitted, PendingOpen):
+            return await self.finish_open(admitted)
+        return admitted
+
+    async def admit(self, payload: bytes, session: Session | None = None) -> Ack | PendingOpen:
+        """Verify one command and commit what it decides; a door still to pulse is pending."""
         now = self.clock.wall()
         result = self.verifier.verify(payload, now)
         if isinstance(result, Rejection):
@@ -487,7 +492,9 @@ class CloudSync:
         self._observe_skew(result, now)
         fact(log, "command.received", cmd=result.type.value)
         command = result.command
-        if isinstance(command, DoorOpen | ConfigSet):
+        if isinstance(command, DoorOpen):
+            return await self._admit_open(result, command)
+        if isinstance(command, ConfigSet):
             return await self._apply_action(result, session)
         if isinstance(command, StateRequest):
             if session is not None:
@@ -509,19 +516,45 @@ class CloudSync:
         fact(log, "command.done", cmd=result.type.value, status=ack.status.value)
         return ack
 
-    async def _apply_action(self, result: VerifiedCommand, session: Session | None) -> Ack:
-        command = result.command
+    async def _admit_open(self, result: VerifiedCommand, command: DoorOpen) -> Ack | PendingOpen:
         if self.actions is None:
             return self._remember(result, None, failed="not available on this cabinet")
-        # Remembered before acting: a door opens at most once per command, even across a
-        # crash in between (the intent is the unlock layer's business).
+        # The jti, its answer and the unlock intent in one transaction, the one fsync
+        # before the pulse: a door opens at most once per command, even across a crash.
+        ack = self._ack_for(result, Applied.applied())
+
+        def remember(tx: Transaction) -> None:
+            tx.remember_command(result.jti, result.exp, json.dumps(ack.payload()))
+
+        try:
+            refused = await self.actions.commit_open(command, remember)
+        except Exception as exc:
+            fact(log, "command.failed", logging.ERROR, cmd=result.type.value, error=str(exc))
+            return self._remember(result, None, failed=type(exc).__name__)
+        if refused is not None:
+            return self._remember(result, refused)
+        return PendingOpen(result, command, ack)
+
+    async def finish_open(self, pending: PendingOpen) -> Ack:
+        """Pulse an admitted ``door.open``; its answer once the pulse is sent."""
+        assert self.actions is not None
+        applied = await self.actions.pulse_open(pending.command)
+        self.state_changed()
+        if applied.status is ApplyStatus.APPLIED:
+            fact(log, "command.done", cmd=pending.result.type.value, status="applied")
+            return pending.ack
+        # The board could not be reached: the answer on record becomes the failure.
+        return self._remember(pending.result, applied)
+
+    async def _apply_action(self, result: VerifiedCommand, session: Session | None) -> Ack:
+        command = result.command
+        assert isinstance(command, ConfigSet)
+        if self.actions is None:
+            return self._remember(result, None, failed="not available on this cabinet")
+        # Remembered before acting: a setting is applied at most once per command.
         self._remember(result, Applied.applied())
         try:
-            if isinstance(command, DoorOpen):
-                applied = await self.actions.open_door(command)
-            else:
-                assert isinstance(command, ConfigSet)
-                applied = await self.actions.set_config(command)
+            applied = await self.actions.set_config(command)
         except Exception as exc:
             fact(log, "command.failed", logging.ERROR, cmd=result.type.value, error=str(exc))
             return self._remember(result, None, failed=type(exc).__name__)
@@ -558,8 +591,11 @@ class CloudSync:
         return Ack(jti, AckStatus.DUPLICATE, None, self._now_text(), first=summary)
 
     def _refuse(self, rejection: Rejection) -> Ack:
-        jti = rejection.jti if rejection.signed else None
-        if jti is not None:
+        # Signed, the jti is the cloud's; refused for its key or signature, it is only
+        # read (so the cloud can match the refusal to what it sent) and never looked up
+        # or remembered: it must not block the genuine command with the same id.
+        jti = rejection.jti
+        if jti is not None and rejection.signed:
             first = self.store.command_result(jti)
             if first is not None:
                 return self._duplicate(jti, first)
@@ -569,7 +605,7 @@ class CloudSync:
             self._emit_rejected(tx, jti, rejection.text)
             # Only a signed command's id is the cloud's: remember it so a redelivery is a
             # duplicate. An unsigned one could pre-empt or flood the replay store.
-            if jti is not None and rejection.exp is not None:
+            if jti is not None and rejection.signed and rejection.exp is not None:
                 tx.remember_command(jti, rejection.exp, json.dumps(ack.payload()))
         self.events_committed()
         return ack
