@@ -170,6 +170,8 @@ class Hardware:
             if c.lock.board in self._bus_of_board
         }
         self._waiters: dict[str, list[asyncio.Future[UnlockOutcome]]] = {}
+        # per board, the last reading that changed nothing and the state it left
+        self._quiet: dict[str, tuple[tuple[bool, ...], tuple[object, ...]] | None] = {}
         # who waits for a compartment's next pulse to be sent (or its unlock to end)
         self._pulse_waiters: dict[str, list[asyncio.Future[bool]]] = {}
         self._closed_listeners: list[Callable[[DoorClosed], None]] = []
@@ -344,15 +346,27 @@ class Hardware:
             await asyncio.sleep(DISCONNECTED_RETRY_S)
         else:
             schedule.read_took(time.monotonic() - started)
-            self._apply(self.supervisor.board_read(board.name, bits, self.clock.monotonic()))
+            if self._quiet.get(board.name) == (bits, before):
+                # The same inputs as last time, which changed nothing, and nothing else
+                # changed the board's doors since: the supervisor would answer nothing
+                # again. Most readings of an idle cabinet end here, cheaply.
+                return
+            effects = self.supervisor.board_read(board.name, bits, self.clock.monotonic())
+            self._apply(effects)
             unread = self._unread[bus_name]
             if unread:
                 unread.discard(board.name)
                 if not unread:
                     self._first_scan[bus_name].set()
+            after = self.supervisor.board_state(board.name)
+            self._quiet[board.name] = (bits, after) if not effects and after == before else None
+            if after != before:
+                # An occupancy change, say, is no event but is part of the state the
+                # cloud, the kiosk and lockerctl show: tell them too.
+                self._changed()
+            return
+        self._quiet[board.name] = None  # the failure counts: the next reading is heard
         if self.supervisor.board_state(board.name) != before:
-            # An occupancy change, say, is no event but is part of the state the
-            # cloud, the kiosk and lockerctl show: tell them too.
             self._changed()
 
     async def _tick(self) -> None:

@@ -7,8 +7,10 @@ per *slot*; a slot is as long as the larger of
 
 - the measured cost of one read divided by ``POLL_DUTY_MAX``, so the line carries polls
   at most that fraction of the time and an unlock usually finds it idle; and
-- ``SCAN_PERIOD_S`` divided by the number of boards, so every board is still read that
-  often, which is what reporting a door change promptly needs, and no more.
+- ``DOOR_SEEN_WITHIN_S`` less the cost of a read, divided by the number of boards: a
+  door's change is then in a reading within ``DOOR_SEEN_WITHIN_S``, which is what
+  reporting it within the contract's goal needs, and the boards are asked no more often
+  (an idle cabinet idles).
 
 ``poll_interval_ms`` in a bus's config overrides this: each board is then read every
 that many milliseconds (0: as fast as the bus answers, as before this schedule).
@@ -30,8 +32,8 @@ from drivers.base import Bus
 
 from .config import BusConfig
 
-POLL_DUTY_MAX = 0.3
-SCAN_PERIOD_S = 0.07
+POLL_DUTY_MAX = 0.35
+DOOR_SEEN_WITHIN_S = 0.085
 # A command on its way to an unlock holds new polls on its bus until it has pulsed or
 # was refused; never longer than this, so a stuck or hostile sender cannot stop polling.
 HOLD_MAX_S = 0.25
@@ -77,7 +79,8 @@ class PollSchedule:
         floor = self.min_scan_s / self.boards
         if self.interval_s is not None:
             return max(self.interval_s / self.boards, floor)
-        return max(self.read_cost_s / POLL_DUTY_MAX, SCAN_PERIOD_S / self.boards, floor)
+        cost = self.read_cost_s
+        return max(cost / POLL_DUTY_MAX, (DOOR_SEEN_WITHIN_S - cost) / self.boards, floor)
 
     def read_took(self, seconds: float) -> None:
         """A successful read took ``seconds`` (turn, silence and both frames)."""
