@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -36,34 +36,33 @@ class CabinetActions:
     """The daemon's answer to ``door.open`` and ``config.set``.
 
     A ``door.open`` is two steps, so the cloud's commands never wait on each other
-    (docs/adr/0023-cloud-commands-without-head-of-line-blocking.md): :meth:`commit_open`
-    commits the unlock intent in the caller's transaction (one fsync, with the command's
-    id and answer), in arrival order; :meth:`pulse_open` then pulses and returns once the
-    pulse is sent. What the door does after that is told as events.
+    (docs/adr/0023-cloud-commands-without-head-of-line-blocking.md): :meth:`commit_opens`
+    commits the unlock intents of the opens that arrived together in one transaction (one
+    fsync, with the commands' ids and answers), in arrival order; :meth:`pulse_open` then
+    pulses and returns once the pulse is sent. What the door does after that is told as events.
     """
 
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
 
+    def knows(self, compartment: str) -> bool:
+        return compartment in self.daemon.hardware.supervisor.compartment_ids
+
     def reserve(self, compartment: str) -> Callable[[], None]:
         """Keep new polls off the lock's bus while a command for it is checked."""
         return self.daemon.hardware.reserve(compartment)
 
-    async def commit_open(
-        self, command: DoorOpen, remember: Callable[[Transaction], None] | None = None
-    ) -> Applied | None:
-        """Commit the intent (and ``remember``) in one transaction; None once committed,
-        else the refusal, with nothing committed."""
-        if command.compartment not in self.daemon.hardware.supervisor.compartment_ids:
-            return Applied.rejected(f"no compartment {command.compartment!r} in this cabinet")
+    async def commit_opens(
+        self, opens: Sequence[tuple[DoorOpen, Callable[[Transaction], None]]]
+    ) -> None:
+        """Commit the intents (and what each ``decide`` writes) in one transaction."""
 
         def decide(tx: Transaction) -> None:
-            if remember is not None:
-                remember(tx)
-            tx.record_unlock_intent(command.compartment, Actor.REMOTE.value, command.reason)
+            for command, also in opens:
+                also(tx)
+                tx.record_unlock_intent(command.compartment, Actor.REMOTE.value, command.reason)
 
         await self.daemon.async_store.write(decide)
-        return None
 
     async def pulse_open(self, command: DoorOpen) -> Applied:
         """Pulse a committed unlock; ``applied`` once the pulse is sent."""
@@ -72,9 +71,9 @@ class CabinetActions:
 
     async def open_door(self, command: DoorOpen) -> Applied:
         """Both steps, and wait for the door itself: for callers that want the outcome."""
-        refused = await self.commit_open(command)
-        if refused is not None:
-            return refused
+        if not self.knows(command.compartment):
+            return Applied.rejected(f"no compartment {command.compartment!r} in this cabinet")
+        await self.commit_opens([(command, lambda _tx: None)])
         outcome = await self.daemon.hardware.unlock(
             command.compartment, Actor.REMOTE, command.reason, recorded=True
         )

@@ -7,7 +7,7 @@ with no MQTT in them.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -60,16 +60,21 @@ class Ack:
         return json.dumps(self.payload(), separators=(",", ":"), ensure_ascii=False).encode()
 
 
+Decide = Callable[[Transaction], None]
+
+
 class RemoteActions(Protocol):
     """What the rest of the daemon does for commands that are more than a store write."""
+
+    def knows(self, compartment: str) -> bool:
+        """Whether this cabinet has ``compartment``."""
 
     def reserve(self, compartment: str) -> Callable[[], None]:
         """Keep new polls off the compartment's bus until the returned release is called."""
 
-    async def commit_open(
-        self, command: DoorOpen, remember: Callable[[Transaction], None] | None = None
-    ) -> Applied | None:
-        """Commit the unlock intent with ``remember`` in one transaction (None), or refuse."""
+    async def commit_opens(self, opens: Sequence[tuple[DoorOpen, Decide]]) -> None:
+        """Commit each open's unlock intent, and what its ``Decide`` writes, in one
+        transaction, in order."""
 
     async def pulse_open(self, command: DoorOpen) -> Applied:
         """Pulse a committed unlock; ``applied`` once the pulse is sent."""

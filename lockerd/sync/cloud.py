@@ -35,7 +35,7 @@ from ..events import DomainEvent, EventType, StoredEvent, rfc3339_ms
 from ..logs import fact
 from ..store import Applied, ApplyStatus, Store, Transaction
 from .apply import Ack, AckStatus, RemoteActions, apply_command
-from .command_runner import CommandRunner, PendingOpen
+from .command_runner import CommandRunner, run_one
 from .commands import (
     DEFAULT_MAX_LIFETIME_S,
     CommandType,
@@ -475,105 +475,93 @@ class CloudSync:
 
     async def handle_command(self, payload: bytes, session: Session | None = None) -> Ack:
         """Verify, apply and remember one command; the returned :class:`Ack` goes on ``acks``."""
-        admitted = await self.admit(payload, session)
-        if isinstance(admitted, PendingOpen):
-            return await self.finish_open(admitted)
-        return admitted
+        return await run_one(self, payload, session)
 
-    async def admit(self, payload: bytes, session: Session | None = None) -> Ack | PendingOpen:
-        """Verify one command and commit what it decides; a door still to pulse is pending."""
+    def check(self, payload: bytes) -> Ack | VerifiedCommand:
+        """Verify one command: the answer if it ends here (refused, duplicate), else it."""
         now = self.clock.wall()
         result = self.verifier.verify(payload, now)
         if isinstance(result, Rejection):
             return self._refuse(result)
-        first = self.store.command_result(result.jti)
-        if first is not None:
-            return self._duplicate(result.jti, first)
+        seen = self.seen(result.jti)
+        if seen is not None:
+            return seen
         self._observe_skew(result, now)
         fact(log, "command.received", cmd=result.type.value)
+        return result
+
+    def seen(self, jti: str) -> Ack | None:
+        """The ``duplicate`` answer if ``jti`` was answered before."""
+        first = self.store.command_result(jti)
+        return None if first is None else self._duplicate(jti, first)
+
+    def opens_now(self, result: VerifiedCommand) -> bool:
+        """A ``door.open`` of a door this cabinet has: committed with its neighbours."""
+        command = result.command
+        return (
+            isinstance(command, DoorOpen)
+            and self.actions is not None
+            and self.actions.knows(command.compartment)
+        )
+
+    async def apply_checked(self, result: VerifiedCommand, session: Session | None) -> Ack:
+        """Apply a verified command that is not a ``door.open`` of a known door."""
         command = result.command
         if isinstance(command, DoorOpen):
-            return await self._admit_open(result, command)
+            if self.actions is None:
+                return self.remember(result, None, failed="not available on this cabinet")
+            reason = f"no compartment {command.compartment!r} in this cabinet"
+            return self.remember(result, Applied.rejected(reason))
         if isinstance(command, ConfigSet):
             return await self._apply_action(result, session)
         if isinstance(command, StateRequest):
             if session is not None:
                 await self._publish_state(session)
                 await session.publish(self.topics.sync, self._sync_summary())
-            return self._remember(result, Applied.applied())
+            return self.remember(result, Applied.applied())
         try:
             with self.store.transaction() as tx:
                 applied = apply_command(tx, command)
-                ack = self._ack_for(result, applied)
+                ack = self.ack_for(result, applied)
                 if applied.status is ApplyStatus.REJECTED:
                     self._emit_rejected(tx, result.jti, f"{applied.reason}")
                 tx.remember_command(result.jti, result.exp, json.dumps(ack.payload()))
         except Exception as exc:
             fact(log, "command.failed", logging.ERROR, cmd=result.type.value, error=str(exc))
-            return self._remember(result, None, failed=f"{type(exc).__name__}")
+            return self.remember(result, None, failed=f"{type(exc).__name__}")
         self.state_changed()
         self.events_committed()
         fact(log, "command.done", cmd=result.type.value, status=ack.status.value)
         return ack
 
-    async def _admit_open(self, result: VerifiedCommand, command: DoorOpen) -> Ack | PendingOpen:
-        if self.actions is None:
-            return self._remember(result, None, failed="not available on this cabinet")
-        # The jti, its answer and the unlock intent in one transaction, the one fsync
-        # before the pulse: a door opens at most once per command, even across a crash.
-        ack = self._ack_for(result, Applied.applied())
-
-        def remember(tx: Transaction) -> None:
-            tx.remember_command(result.jti, result.exp, json.dumps(ack.payload()))
-
-        try:
-            refused = await self.actions.commit_open(command, remember)
-        except Exception as exc:
-            fact(log, "command.failed", logging.ERROR, cmd=result.type.value, error=str(exc))
-            return self._remember(result, None, failed=type(exc).__name__)
-        if refused is not None:
-            return self._remember(result, refused)
-        return PendingOpen(result, command, ack)
-
-    async def finish_open(self, pending: PendingOpen) -> Ack:
-        """Pulse an admitted ``door.open``; its answer once the pulse is sent."""
-        assert self.actions is not None
-        applied = await self.actions.pulse_open(pending.command)
-        self.state_changed()
-        if applied.status is ApplyStatus.APPLIED:
-            fact(log, "command.done", cmd=pending.result.type.value, status="applied")
-            return pending.ack
-        # The board could not be reached: the answer on record becomes the failure.
-        return self._remember(pending.result, applied)
-
     async def _apply_action(self, result: VerifiedCommand, session: Session | None) -> Ack:
         command = result.command
         assert isinstance(command, ConfigSet)
         if self.actions is None:
-            return self._remember(result, None, failed="not available on this cabinet")
+            return self.remember(result, None, failed="not available on this cabinet")
         # Remembered before acting: a setting is applied at most once per command.
-        self._remember(result, Applied.applied())
+        self.remember(result, Applied.applied())
         try:
             applied = await self.actions.set_config(command)
         except Exception as exc:
             fact(log, "command.failed", logging.ERROR, cmd=result.type.value, error=str(exc))
-            return self._remember(result, None, failed=type(exc).__name__)
+            return self.remember(result, None, failed=type(exc).__name__)
         self.state_changed()
         self.events_committed()
-        return self._remember(result, applied)
+        return self.remember(result, applied)
 
-    def _ack_for(self, result: VerifiedCommand, applied: Applied) -> Ack:
+    def ack_for(self, result: VerifiedCommand, applied: Applied) -> Ack:
         status = AckStatus(applied.status.value)
         reason = None if status is AckStatus.APPLIED else applied.reason
         return Ack(result.jti, status, reason, self._now_text())
 
-    def _remember(
+    def remember(
         self, result: VerifiedCommand, applied: Applied | None, failed: str | None = None
     ) -> Ack:
         if applied is None:
             ack = Ack(result.jti, AckStatus.FAILED, failed, self._now_text())
         else:
-            ack = self._ack_for(result, applied)
+            ack = self.ack_for(result, applied)
         with self.store.transaction() as tx:
             if ack.status is AckStatus.REJECTED:
                 self._emit_rejected(tx, result.jti, ack.reason or "rejected")

@@ -2,9 +2,10 @@
 
 Each message on ``cmd`` goes through two stages:
 
-1. **admit**, one message at a time in arrival order: verify, look up the ``jti``, and
-   commit what the command decides (for a ``door.open``: its ``jti``, its answer and the
-   unlock intent in one transaction). Most commands are done here.
+1. **admit**, in arrival order: verify, look up the ``jti``, and commit what the command
+   decides. ``door.open``s that arrived together are committed together: their ``jti``s,
+   answers and unlock intents in one transaction, one fsync before their pulses. Most
+   other commands are done here.
 2. **carry out**, concurrently: only a ``door.open`` has work left, its pulse. Opens of
    the same compartment are pulsed in the order they were admitted; opens of different
    compartments do not wait for each other. A door that does not open holds up nothing:
@@ -25,12 +26,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..logs import fact
+from ..store import Applied, ApplyStatus, Transaction
 from .commands import DoorOpen, VerifiedCommand, door_open_compartment
 from .mqtt import Incoming, Session
 
@@ -58,6 +61,69 @@ class _Delivery:
     done: bool = False
 
 
+@dataclass
+class _Admitted:
+    """A ``door.open`` verified and waiting, with its neighbours, for its commit."""
+
+    delivery: _Delivery
+    result: VerifiedCommand
+    release: Callable[[], None]
+
+
+async def admit_opens(sync: CloudSync, results: list[VerifiedCommand]) -> list[Ack | PendingOpen]:
+    """Commit several ``door.open``s (known doors) in one transaction, in order.
+
+    Each one's ``jti``, its ``applied`` answer and its unlock intent go in together: one
+    fsync before the pulses, and a door opens at most once per command even across a
+    crash. If the commit fails, each is answered ``failed`` and nothing is pulsed.
+    """
+    assert sync.actions is not None
+    pending: list[PendingOpen] = []
+    opens: list[tuple[DoorOpen, Callable[[Transaction], None]]] = []
+    for result in results:
+        command = result.command
+        assert isinstance(command, DoorOpen)
+        ack = sync.ack_for(result, Applied.applied())
+        pending.append(PendingOpen(result, command, ack))
+        opens.append((command, _remembering(result, ack)))
+    try:
+        await sync.actions.commit_opens(opens)
+    except Exception as exc:
+        fact(log, "command.failed", logging.ERROR, cmd="door.open", error=str(exc))
+        return [sync.remember(p.result, None, failed=type(exc).__name__) for p in pending]
+    return list(pending)
+
+
+def _remembering(result: VerifiedCommand, ack: Ack) -> Callable[[Transaction], None]:
+    def remember(tx: Transaction) -> None:
+        tx.remember_command(result.jti, result.exp, json.dumps(ack.payload()))
+
+    return remember
+
+
+async def finish_open(sync: CloudSync, pending: PendingOpen) -> Ack:
+    """Pulse an admitted ``door.open``; its answer once the pulse is sent."""
+    assert sync.actions is not None
+    applied = await sync.actions.pulse_open(pending.command)
+    sync.state_changed()
+    if applied.status is ApplyStatus.APPLIED:
+        fact(log, "command.done", cmd=pending.result.type.value, status="applied")
+        return pending.ack
+    # The board could not be reached: the answer on record becomes the failure.
+    return sync.remember(pending.result, applied)
+
+
+async def run_one(sync: CloudSync, payload: bytes, session: Session | None) -> Ack:
+    """One command from start to answer, outside a session's runner (tests, tools)."""
+    checked = sync.check(payload)
+    if not isinstance(checked, VerifiedCommand):
+        return checked
+    if not sync.opens_now(checked):
+        return await sync.apply_checked(checked, session)
+    [admitted] = await admit_opens(sync, [checked])
+    return admitted if not isinstance(admitted, PendingOpen) else await finish_open(sync, admitted)
+
+
 class CommandRunner:
     """Runs the commands of one MQTT session; see the module's docstring."""
 
@@ -72,41 +138,72 @@ class CommandRunner:
     async def run(self) -> None:
         try:
             while True:
-                message = await self.session.incoming.get()
-                delivery = _Delivery(message)
-                self._deliveries.append(delivery)
-                if message.topic != self.sync.topics.cmd:
-                    self.sync.other_message(message)
-                    self._done(delivery)
-                    continue
-                await self._admit(delivery)
+                # Whatever arrived while the last batch was committed is admitted
+                # together: one transaction, so ten opens cost one fsync, not ten.
+                batch = [await self.session.incoming.get()]
+                while not self.session.incoming.empty():
+                    batch.append(self.session.incoming.get_nowait())
+                await self._admit(batch)
         finally:
             for task in list(self._tasks):
                 task.cancel()
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _admit(self, delivery: _Delivery) -> None:
-        release = self._reserve(delivery.message.payload)
-        try:
-            outcome = await self.sync.admit(delivery.message.payload, self.session)
-        except Exception as exc:  # one bad command must not stop the link
+    async def _admit(self, messages: list[Incoming]) -> None:
+        opens: list[_Admitted] = []
+        for message in messages:
+            delivery = _Delivery(message)
+            self._deliveries.append(delivery)
+            if message.topic != self.sync.topics.cmd:
+                self.sync.other_message(message)
+                self._done(delivery)
+                continue
+            release = self._reserve(message.payload)
+            try:
+                checked = self.sync.check(message.payload)
+                if isinstance(checked, VerifiedCommand) and self.sync.opens_now(checked):
+                    if any(o.result.jti == checked.jti for o in opens):
+                        # the same jti twice in one batch: the first one's answer counts
+                        await self._commit(opens)
+                        opens = []
+                        checked = self.sync.seen(checked.jti) or checked
+                    if isinstance(checked, VerifiedCommand):
+                        opens.append(_Admitted(delivery, checked, release))
+                        continue
+                # anything else is carried out here, after the opens before it
+                await self._commit(opens)
+                opens = []
+                if isinstance(checked, VerifiedCommand):
+                    checked = await self.sync.apply_checked(checked, self.session)
+            except Exception as exc:  # one bad command must not stop the link
+                fact(log, "command.crashed", logging.ERROR, error=type(exc).__name__)
+                checked = self.sync.internal_error()
             release()
-            fact(log, "command.crashed", logging.ERROR, error=type(exc).__name__)
-            outcome = self.sync.internal_error()
-        if not isinstance(outcome, PendingOpen):
-            release()
-            await self._answer(delivery, outcome)
+            await self._answer(delivery, checked)
+        await self._commit(opens)
+
+    async def _commit(self, opens: list[_Admitted]) -> None:
+        if not opens:
             return
-        pending = outcome
-        before = self._last_open.get(pending.command.compartment)
-        task = asyncio.create_task(
-            self._carry_out(delivery, pending, before, release),
-            name=f"sync.open {pending.command.compartment}",
-        )
-        self._last_open[pending.command.compartment] = task
-        self._tasks.add(task)
-        task.add_done_callback(self._forget(pending.command.compartment))
+        try:
+            outcomes = await admit_opens(self.sync, [o.result for o in opens])
+        except Exception as exc:
+            fact(log, "command.crashed", logging.ERROR, error=type(exc).__name__)
+            outcomes = [self.sync.internal_error(o.result.jti) for o in opens]
+        for admitted, outcome in zip(opens, outcomes, strict=True):
+            if not isinstance(outcome, PendingOpen):
+                admitted.release()
+                await self._answer(admitted.delivery, outcome)
+                continue
+            compartment = outcome.command.compartment
+            before = self._last_open.get(compartment)
+            task = asyncio.create_task(
+                self._carry_out(admitted, outcome, before), name=f"sync.open {compartment}"
+            )
+            self._last_open[compartment] = task
+            self._tasks.add(task)
+            task.add_done_callback(self._forget(compartment))
 
     def _forget(self, compartment: str) -> Callable[[asyncio.Task[None]], None]:
         def forget(task: asyncio.Task[None]) -> None:
@@ -117,11 +214,7 @@ class CommandRunner:
         return forget
 
     async def _carry_out(
-        self,
-        delivery: _Delivery,
-        pending: PendingOpen,
-        before: asyncio.Task[None] | None,
-        release: Callable[[], None],
+        self, admitted: _Admitted, pending: PendingOpen, before: asyncio.Task[None] | None
     ) -> None:
         try:
             if before is not None:
@@ -129,13 +222,13 @@ class CommandRunner:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(before)
             try:
-                ack = await self.sync.finish_open(pending)
+                ack = await finish_open(self.sync, pending)
             except Exception as exc:
                 fact(log, "command.crashed", logging.ERROR, error=type(exc).__name__)
                 ack = self.sync.internal_error(pending.result.jti)
         finally:
-            release()
-        await self._answer(delivery, ack)
+            admitted.release()
+        await self._answer(admitted.delivery, ack)
 
     async def _answer(self, delivery: _Delivery, ack: Ack) -> None:
         await self.session.publish(self.sync.topics.acks, ack.encode())
