@@ -232,6 +232,7 @@ async def latency(workdir: Path, broker: Mosquitto, trials: int) -> dict[str, li
     opens: list[float] = []
     door_opens: list[float] = []
     door_closes: list[float] = []
+    failures: list[str] = []
     simdir = workdir / "sim-remote"
     simdir.mkdir()
     async with simulator(simdir, BAUD, lambda _p, _b: hardware) as (_port, control):
@@ -251,7 +252,9 @@ async def latency(workdir: Path, broker: Mosquitto, trials: int) -> dict[str, li
                 sent = time.monotonic()
                 cloud.publish(token)
                 ack = await cloud.ack(jti)
-                assert ack["status"] == "applied", ack
+                if ack["status"] != "applied":
+                    failures.append(f"{compartment}: {ack['status']} {ack['reason']}")
+                    continue
                 opened_at = await cloud.event("door.opened", compartment, sent)
                 reply = await control.call("pulses")
                 pulses = [p for p in reply.get(compartment, []) if p["frame_complete_at"] > sent]
@@ -264,6 +267,10 @@ async def latency(workdir: Path, broker: Mosquitto, trials: int) -> dict[str, li
                 closed_at = await cloud.event("door.closed", compartment, closing)
                 door_closes.append(closed_at - closing)
     cloud.stop()
+    if failures:
+        log = (workdir / "lockerd-remote.log").read_text().splitlines()
+        print(f"{len(failures)} open(s) not applied: {failures}")
+        print("\n".join(line for line in log if "failed" in line or "offline" in line)[-3000:])
     return {"open": opens, "door_open": door_opens, "door_close": door_closes}
 
 
