@@ -53,14 +53,15 @@ class CabinetActions:
         return self.daemon.hardware.reserve(compartment)
 
     async def commit_opens(
-        self, opens: Sequence[tuple[DoorOpen, Callable[[Transaction], None]]]
+        self, opens: Sequence[tuple[DoorOpen, Callable[[Transaction], bool]]]
     ) -> None:
-        """Commit the intents (and what each ``decide`` writes) in one transaction."""
+        """Commit the intents in one transaction, each after its ``also`` (which may say
+        the command was answered before: then no intent)."""
 
         def decide(tx: Transaction) -> None:
             for command, also in opens:
-                also(tx)
-                tx.record_unlock_intent(command.compartment, Actor.REMOTE.value, command.reason)
+                if also(tx):
+                    tx.record_unlock_intent(command.compartment, Actor.REMOTE.value, command.reason)
 
         await self.daemon.async_store.write(decide)
 
@@ -73,7 +74,7 @@ class CabinetActions:
         """Both steps, and wait for the door itself: for callers that want the outcome."""
         if not self.knows(command.compartment):
             return Applied.rejected(f"no compartment {command.compartment!r} in this cabinet")
-        await self.commit_opens([(command, lambda _tx: None)])
+        await self.commit_opens([(command, lambda _tx: True)])
         outcome = await self.daemon.hardware.unlock(
             command.compartment, Actor.REMOTE, command.reason, recorded=True
         )

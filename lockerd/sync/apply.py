@@ -60,7 +60,8 @@ class Ack:
         return json.dumps(self.payload(), separators=(",", ":"), ensure_ascii=False).encode()
 
 
-Decide = Callable[[Transaction], None]
+# Writes a command's part of a door.open's transaction; False: already answered, skip it.
+Decide = Callable[[Transaction], bool]
 
 
 class RemoteActions(Protocol):
@@ -73,8 +74,8 @@ class RemoteActions(Protocol):
         """Keep new polls off the compartment's bus until the returned release is called."""
 
     async def commit_opens(self, opens: Sequence[tuple[DoorOpen, Decide]]) -> None:
-        """Commit each open's unlock intent, and what its ``Decide`` writes, in one
-        transaction, in order."""
+        """In one transaction, in order: each open's ``Decide``, then its unlock intent
+        unless the ``Decide`` said no."""
 
     async def pulse_open(self, command: DoorOpen) -> Applied:
         """Pulse a committed unlock; ``applied`` once the pulse is sent."""

@@ -477,13 +477,17 @@ class CloudSync:
         """Verify, apply and remember one command; the returned :class:`Ack` goes on ``acks``."""
         return await run_one(self, payload, session)
 
-    def check(self, payload: bytes) -> Ack | VerifiedCommand:
-        """Verify one command: the answer if it ends here (refused, duplicate), else it."""
+    def check(self, payload: bytes, look_up: bool = True) -> Ack | VerifiedCommand:
+        """Verify one command: the answer if it ends here (refused, duplicate), else it.
+
+        ``look_up=False`` leaves the duplicate check to the caller's transaction: the
+        lookup waits for the store, and a burst of opens should not wait for it here.
+        """
         now = self.clock.wall()
         result = self.verifier.verify(payload, now)
         if isinstance(result, Rejection):
             return self._refuse(result)
-        seen = self.seen(result.jti)
+        seen = self.seen(result.jti) if look_up else None
         if seen is not None:
             return seen
         self._observe_skew(result, now)
@@ -493,7 +497,7 @@ class CloudSync:
     def seen(self, jti: str) -> Ack | None:
         """The ``duplicate`` answer if ``jti`` was answered before."""
         first = self.store.command_result(jti)
-        return None if first is None else self._duplicate(jti, first)
+        return None if first is None else self.duplicate(jti, first)
 
     def opens_now(self, result: VerifiedCommand) -> bool:
         """A ``door.open`` of a door this cabinet has: committed with its neighbours."""
@@ -569,7 +573,7 @@ class CloudSync:
         self.events_committed()
         return ack
 
-    def _duplicate(self, jti: str, first_json: str) -> Ack:
+    def duplicate(self, jti: str, first_json: str) -> Ack:
         try:
             first = json.loads(first_json)
             summary = {"status": first.get("status"), "reason": first.get("reason")}
@@ -586,7 +590,7 @@ class CloudSync:
         if jti is not None and rejection.signed:
             first = self.store.command_result(jti)
             if first is not None:
-                return self._duplicate(jti, first)
+                return self.duplicate(jti, first)
         ack = Ack(jti, AckStatus.REJECTED, rejection.text, self._now_text())
         fact(log, "command.rejected", logging.WARNING, reason=rejection.reason.value)
         with self.store.transaction() as tx:

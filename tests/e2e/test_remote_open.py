@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import statistics
+import threading
 import time
 import tomllib
 from collections.abc import AsyncIterator
@@ -19,7 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
+from paho.mqtt.client import Client, MQTTMessage
+from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.unlock_latency import floors
 from hil.cloud import ReferenceCloud, Signer, provision
@@ -37,7 +41,7 @@ CABINET = "CAB-E2E-REMOTE"
 ISSUER = "lockers-cloud-e2e"
 BAUD = 9600
 JAMMED = [f"A{n:02d}" for n in range(1, 11)]  # line 1
-GOOD = [f"B{n:02d}" for n in range(1, 7)]  # line 2
+GOOD = [f"B{n:02d}" for n in range(1, 11)]  # line 2
 # A 24-input read or a pulse with its silences, on the wire at 9600 baud (docs/hardware.md).
 ONE_TRANSACTION_S = floors(BAUD)["write"]
 
@@ -71,12 +75,52 @@ def hardware_toml(directory: Path, open_within_s: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+class CommandWatch:
+    """Another subscriber to ``cmd``: when the broker hands each command on (by jti).
+
+    Timing from there leaves out how long the cloud's own client takes to put a burst on
+    the wire, which is not the cabinet's doing; the cabinet gets each command at about the
+    same moment as this subscriber.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.arrived: dict[str, float] = {}
+        self.lock = threading.Lock()
+        self.client = Client(CallbackAPIVersion.VERSION2, client_id="cmd-watch")
+        self.subscribed = threading.Event()
+        self.client.on_connect = lambda client, *_: client.subscribe(f"lockers/v1/{CABINET}/cmd", 1)
+        self.client.on_subscribe = lambda *_: self.subscribed.set()
+        self.client.on_message = self._message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def _message(self, _client: Client, _userdata: Any, message: MQTTMessage) -> None:
+        at = time.monotonic()
+        claims = jwt.decode(message.payload.decode(), options={"verify_signature": False})
+        with self.lock:
+            self.arrived[claims["jti"]] = at
+
+    async def arrival(self, jti: str) -> float:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with self.lock:
+                if jti in self.arrived:
+                    return self.arrived[jti]
+            await asyncio.sleep(0.005)
+        raise AssertionError(f"the broker never handed on {jti}")
+
+    def stop(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
 @dataclass
 class World:
     control: ControlClient
     daemon: Daemon
     cloud: ReferenceCloud
     signer: Signer
+    watch: CommandWatch
 
     def open(self, compartment: str) -> tuple[str, bytes]:
         data = {"compartment": compartment, "reason": "support call", "reservation_id": None}
@@ -131,17 +175,20 @@ async def world(tmp_path: Path, open_within_s: float) -> AsyncIterator[World]:
         running = asyncio.create_task(daemon.run(stop))
         cloud = ReferenceCloud("127.0.0.1", broker.port, client_id="cloud-e2e-remote")
         cloud.start()
+        watch = CommandWatch(broker.port)
         try:
+            assert await asyncio.to_thread(watch.subscribed.wait, 15)
             await cloud.wait_ready()
             assert daemon.cloud is not None
             await asyncio.wait_for(daemon.cloud.connected.wait(), 15)
             signer = Signer(ISSUER, provisioning.kid, provisioning.signing_key, CABINET)
-            yield World(control, daemon, cloud, signer)
+            yield World(control, daemon, cloud, signer, watch)
         finally:
             stop.set()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(running, 15)
             cloud.stop()
+            watch.stop()
             with contextlib.suppress(Exception):
                 await control.close()
             broker.stop()
@@ -155,28 +202,33 @@ async def test_ten_jammed_doors_do_not_hold_up_a_good_one(tmp_path: Path) -> Non
         for compartment in GOOD[:5]:
             await asyncio.sleep(0.3)
             jti, token = w.open(compartment)
-            sent = time.monotonic()
             w.cloud.send(CABINET, token)
+            sent = await w.watch.arrival(jti)
             pulse = await w.pulse_after(compartment, sent)
             alone.append(pulse["frame_complete_at"] - sent)
             assert (await w.cloud.wait_ack(CABINET, jti))["status"] == "applied"
 
-        await asyncio.sleep(0.3)
-        good = GOOD[5]
-        commands = [w.open(c) for c in [*JAMMED, good]]
-        sent = time.monotonic()
-        for _, token in commands:
-            w.cloud.send(CABINET, token)
-        pulse = await w.pulse_after(good, sent)
-        together = pulse["frame_complete_at"] - sent
-
-        # Every command is answered, each once its pulse went out: none waits for a door.
-        acks = [await w.cloud.wait_ack(CABINET, jti, timeout_s=10) for jti, _ in commands]
-        assert [a["status"] for a in acks] == ["applied"] * len(commands), acks
+        # The same command behind ten opens of jammed doors, published together; five
+        # times, compared median to median, so one slow fsync of the machine is no verdict.
+        together: list[float] = []
+        for good in GOOD[5:]:
+            await asyncio.sleep(0.3)
+            commands = [w.open(c) for c in [*JAMMED, good]]
+            for _, token in commands:
+                w.cloud.send(CABINET, token)
+            sent = await w.watch.arrival(commands[-1][0])  # right behind the ten others
+            pulse = await w.pulse_after(good, sent)
+            together.append(pulse["frame_complete_at"] - sent)
+            # Every command is answered, each once its pulse went out: none waits for a door.
+            acks = [await w.cloud.wait_ack(CABINET, jti, timeout_s=10) for jti, _ in commands]
+            assert [a["status"] for a in acks] == ["applied"] * len(commands), acks
         for compartment in JAMMED:
-            await w.pulse_after(compartment, sent)
-        print(f"good door alone {sorted(alone)} s, behind ten jammed doors {together:.4f} s")
-        assert together <= statistics.median(alone) + ONE_TRANSACTION_S, (together, alone)
+            assert (await w.control.call("pulses")).get(compartment), compartment
+        print(f"good door alone {sorted(alone)} s, behind ten jammed doors {sorted(together)} s")
+        assert statistics.median(together) <= statistics.median(alone) + ONE_TRANSACTION_S, (
+            together,
+            alone,
+        )
 
 
 async def test_door_open_is_answered_once_pulsed_and_the_door_reports_itself(
