@@ -40,6 +40,8 @@ if mosquitto_binary() is None:
 CABINET = "CAB-E2E-REMOTE"
 ISSUER = "lockers-cloud-e2e"
 BAUD = 9600
+# The jammed doors on one line and the good one on another: pulses on one line go one
+# after the other, so behind ten on the same line no command could be within one transaction.
 JAMMED = [f"A{n:02d}" for n in range(1, 11)]  # line 1
 GOOD = [f"B{n:02d}" for n in range(1, 11)]  # line 2
 # A 24-input read or a pulse with its silences, on the wire at 9600 baud (docs/hardware.md).
