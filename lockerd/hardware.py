@@ -308,6 +308,9 @@ class Hardware:
     async def _poll(self, bus_name: str, bus: Bus) -> None:
         """Read one board per slot, in turn; a board whose door was just unlocked first."""
         boards = self._boards_by_bus[bus_name]
+        if not boards:
+            fact(log, "bus.no_boards", logging.WARNING, bus=bus_name, detail="nothing to poll")
+            return
         by_name = {b.name: b for b in boards}
         schedule = self._schedules[bus_name]
         next_try: dict[str, float] = {}

@@ -178,8 +178,9 @@ class CommandRunner:
                 self.sync.other_message(message)
                 self._done(delivery)
                 continue
-            release = self._reserve(message.payload)
+            release = _nothing
             try:
+                release = self._reserve(message.payload)
                 checked = self.sync.check(message.payload, look_up=False)
                 if isinstance(checked, VerifiedCommand) and self.sync.opens_now(checked):
                     jti = checked.jti
