@@ -35,7 +35,13 @@ from typing import TYPE_CHECKING
 
 from ..logs import fact
 from ..store import Applied, ApplyStatus, Transaction
-from .commands import DoorOpen, VerifiedCommand, door_open_compartment
+from .commands import (
+    MAX_PAYLOAD_BYTES,
+    CommandType,
+    DoorOpen,
+    VerifiedCommand,
+    unverified_claims,
+)
 from .mqtt import Incoming, Session
 
 if TYPE_CHECKING:
@@ -301,6 +307,23 @@ class CommandRunner:
             return _nothing
         compartment = door_open_compartment(payload)
         return _nothing if compartment is None else actions.reserve(compartment)
+
+
+def door_open_compartment(payload: bytes) -> str | None:
+    """The compartment an (unverified) ``door.open`` names, to clear its bus early."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        return None
+    try:
+        claims = unverified_claims(payload.decode("ascii").strip())
+    except UnicodeDecodeError:
+        return None
+    if claims is None or claims.get("cmd") != CommandType.DOOR_OPEN.value:
+        return None
+    data = claims.get("data")
+    compartment = data.get("compartment") if isinstance(data, dict) else None
+    if not isinstance(compartment, str) or not 1 <= len(compartment) <= 64:
+        return None
+    return compartment  # only a key to look up; an unknown one holds nothing
 
 
 def _nothing() -> None:

@@ -332,21 +332,6 @@ def readable_jti(token: str) -> str | None:
     return jti if isinstance(jti, str) and _JTI.match(jti) else None
 
 
-def door_open_compartment(payload: bytes) -> str | None:
-    """The compartment an (unverified) ``door.open`` names, to clear its bus early."""
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        return None
-    try:
-        claims = unverified_claims(payload.decode("ascii").strip())
-    except UnicodeDecodeError:
-        return None
-    if claims is None or claims.get("cmd") != CommandType.DOOR_OPEN.value:
-        return None
-    data = claims.get("data")
-    compartment = data.get("compartment") if isinstance(data, dict) else None
-    return compartment if isinstance(compartment, str) and _COMPARTMENT.match(compartment) else None
-
-
 _SIGNATURE_REJECTIONS: dict[SignatureProblem, tuple[RejectReason, str]] = {
     SignatureProblem.MALFORMED: (RejectReason.MALFORMED, "not a JWS compact serialization"),
     SignatureProblem.BAD_HEADER: (RejectReason.BAD_HEADER, "unexpected header field"),
