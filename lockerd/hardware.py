@@ -1,15 +1,16 @@
 """The I/O shell around door supervision: buses, poll loops, pulses, and where events go.
 
-Every bus gets one poll task that scans its boards back to back (the bus's own
-rate) and hands each reading to the :class:`~lockerd.cabinet.DoorSupervisor`.
-Unlocks are separate tasks that take the bus before the next poll (the drivers'
-arbiter orders them). Whatever the supervisor answers is carried out here:
-facts are committed through the :class:`EventSink` first, in the order they were
-decided, by one committer task; only then are outcomes delivered and listeners
-told, so nothing is shown or reported on the strength of a fact that is not yet
-committed. A store that cannot write does not stop the polling: the facts wait, in
-order, and the committer tries again on a timer with backoff (not at the next
-hardware change) until they are in.
+Every bus gets one poll task that reads its boards in turn, one read per slot, at
+a rate chosen from the bus's own transaction time (docs/adr/0022), and hands each
+reading to the :class:`~lockerd.cabinet.DoorSupervisor`. Unlocks are separate tasks
+that take the bus before the next poll (the drivers' arbiter orders them); a command
+on its way to an unlock may hold new polls meanwhile (:meth:`Hardware.reserve`).
+Whatever the supervisor answers is carried out here: facts are committed through
+the :class:`EventSink` first, in the order they were decided, by one committer
+task; only then are outcomes delivered and listeners told, so nothing is shown or
+reported on the strength of a fact that is not yet committed. A store that cannot
+write does not stop the polling: the facts wait, in order, and the committer tries
+again on a timer with backoff (not at the next hardware change) until they are in.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,6 +43,7 @@ from .events import DomainEvent
 from .listeners import subscribe
 from .logs import fact
 from .model import Actor
+from .poll_schedule import PollSchedule
 
 log = logging.getLogger("lockerd.hardware")
 
@@ -156,10 +159,21 @@ class Hardware:
             self._boards_by_bus[bus_config.name] = handles
             for handle in handles:
                 self.boards[handle.name] = handle
-        self._poll_intervals = {
-            b.name: max(b.poll_interval_ms / 1000, min_poll_s(b)) for b in config.buses
+        self._schedules = {
+            b.name: PollSchedule.for_bus(b, len(self._boards_by_bus[b.name]), min_poll_s(b))
+            for b in config.buses
+        }
+        self._bus_of_board = {board.name: bus.name for bus in config.buses for board in bus.boards}
+        self._lock_bus = {
+            c.id: self._bus_of_board[c.lock.board]
+            for c in config.compartments
+            if c.lock.board in self._bus_of_board
         }
         self._waiters: dict[str, list[asyncio.Future[UnlockOutcome]]] = {}
+        # per board, the last reading that changed nothing and the state it left
+        self._quiet: dict[str, tuple[tuple[bool, ...], tuple[object, ...]] | None] = {}
+        # who waits for a compartment's next pulse to be sent (or its unlock to end)
+        self._pulse_waiters: dict[str, list[asyncio.Future[bool]]] = {}
         self._closed_listeners: list[Callable[[DoorClosed], None]] = []
         self._change_listeners: list[Callable[[], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -222,6 +236,10 @@ class Hardware:
             for waiter in waiters:
                 if not waiter.done():
                     waiter.cancel()
+        for pulse_waiters in self._pulse_waiters.values():
+            for pulse_waiter in pulse_waiters:
+                if not pulse_waiter.done():
+                    pulse_waiter.cancel()
 
     # ------------------------------------------------------------ commands
 
@@ -242,6 +260,37 @@ class Hardware:
         self._apply(self.supervisor.request_unlock(compartment_id, actor, self.clock.monotonic()))
         return await waiter
 
+    async def unlock_and_pulse(self, compartment_id: str, actor: Actor) -> bool:
+        """Start an unlock whose intent the caller has committed; wait only for its pulse.
+
+        True once the pulse has been sent (or an unlock of that door was already under
+        way); False if the board could not be reached to pulse it. What the door does
+        next is the supervisor's business, told as events (``door.opened``,
+        ``lock.failed``), so a door nobody pulls holds up nothing else.
+        """
+        if compartment_id not in self.supervisor.compartment_ids:
+            raise KeyError(compartment_id)
+        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        effects = self.supervisor.request_unlock(compartment_id, actor, self.clock.monotonic())
+        if not any(isinstance(e, Pulse) for e in effects):
+            waiter.set_result(True)  # already being unlocked by an earlier request
+        else:
+            self._pulse_waiters.setdefault(compartment_id, []).append(waiter)
+        self._apply(effects)
+        return await waiter
+
+    def reserve(self, compartment_id: str) -> Callable[[], None]:
+        """Hold new polls on the bus of ``compartment_id``'s lock; returns the release.
+
+        Called as soon as a command that may unlock it arrives, before it is verified
+        and committed, so the unlock finds the line idle (docs/adr/0022). Bounded by
+        ``HOLD_MAX_S``; an unknown compartment holds nothing.
+        """
+        bus = self._lock_bus.get(compartment_id)
+        if bus is None:
+            return lambda: None
+        return self._schedules[bus].hold(time.monotonic())
+
     def on_door_closed(self, listener: Callable[[DoorClosed], None]) -> Callable[[], None]:
         """Call ``listener`` after each committed close; returns the unsubscribe."""
         return subscribe(self._closed_listeners, listener)
@@ -257,46 +306,71 @@ class Hardware:
     # ------------------------------------------------------------ loops
 
     async def _poll(self, bus_name: str, bus: Bus) -> None:
+        """Read one board per slot, in turn; a board whose door was just unlocked first."""
         boards = self._boards_by_bus[bus_name]
-        interval = self._poll_intervals[bus_name]
+        if not boards:
+            fact(log, "bus.no_boards", logging.WARNING, bus=bus_name, detail="nothing to poll")
+            return
+        by_name = {b.name: b for b in boards}
+        schedule = self._schedules[bus_name]
         next_try: dict[str, float] = {}
+        turn = 0
         while True:
-            for board in boards:
+            await schedule.wait_for_slot(bus)
+            soon = schedule.take_read_soon()
+            if soon is not None and soon in by_name:
+                board = by_name[soon]
+            else:
+                board = boards[turn]
+                turn = (turn + 1) % len(boards)
+                if turn == 0:
+                    self.scans += 1
                 now = self.clock.monotonic()
                 if self.supervisor.board_online(board.name) is False:
                     if now < next_try.get(board.name, 0.0):
+                        schedule.skip()
                         continue
                     next_try[board.name] = now + OFFLINE_RETRY_S
-                before = self.supervisor.board_state(board.name)
-                try:
-                    bits = await board.read_inputs()
-                except BoardError as exc:
-                    self._apply(self.supervisor.board_failed(board.name, self.clock.monotonic()))
-                    fact(log, "board.read_failed", logging.DEBUG, board=board.name, error=exc)
-                except Exception:  # a bug in a driver must not stop the whole cabinet
-                    log.exception("poll.crashed bus=%s board=%s", bus_name, board.name)
-                    self._apply(self.supervisor.board_failed(board.name, self.clock.monotonic()))
-                    await asyncio.sleep(DISCONNECTED_RETRY_S)
-                else:
-                    self._apply(
-                        self.supervisor.board_read(board.name, bits, self.clock.monotonic())
-                    )
-                    unread = self._unread[bus_name]
-                    if unread:
-                        unread.discard(board.name)
-                        if not unread:
-                            self._first_scan[bus_name].set()
-                if self.supervisor.board_state(board.name) != before:
-                    # An occupancy change, say, is no event but is part of the state the
-                    # cloud, the kiosk and lockerctl show: tell them too.
-                    self._changed()
-            self.scans += 1
+            await self._read(bus_name, board, schedule)
             if not bus.connected:
                 await asyncio.sleep(DISCONNECTED_RETRY_S)
-            elif interval > 0:
-                await bus.wait_for_input_change(interval)
-            else:
-                await asyncio.sleep(0)  # let unlocks and the rest of the loop in
+
+    async def _read(self, bus_name: str, board: LockBoard, schedule: PollSchedule) -> None:
+        before = self.supervisor.board_state(board.name)
+        started = time.monotonic()
+        try:
+            bits = await board.read_inputs()
+        except BoardError as exc:
+            self._apply(self.supervisor.board_failed(board.name, self.clock.monotonic()))
+            fact(log, "board.read_failed", logging.DEBUG, board=board.name, error=exc)
+        except Exception:  # a bug in a driver must not stop the whole cabinet
+            log.exception("poll.crashed bus=%s board=%s", bus_name, board.name)
+            self._apply(self.supervisor.board_failed(board.name, self.clock.monotonic()))
+            await asyncio.sleep(DISCONNECTED_RETRY_S)
+        else:
+            schedule.read_took(time.monotonic() - started)
+            if self._quiet.get(board.name) == (bits, before):
+                # The same inputs as last time, which changed nothing, and nothing else
+                # changed the board's doors since: the supervisor would answer nothing
+                # again. Most readings of an idle cabinet end here, cheaply.
+                return
+            effects = self.supervisor.board_read(board.name, bits, self.clock.monotonic())
+            self._apply(effects)
+            unread = self._unread[bus_name]
+            if unread:
+                unread.discard(board.name)
+                if not unread:
+                    self._first_scan[bus_name].set()
+            after = self.supervisor.board_state(board.name)
+            self._quiet[board.name] = (bits, after) if not effects and after == before else None
+            if after != before:
+                # An occupancy change, say, is no event but is part of the state the
+                # cloud, the kiosk and lockerctl show: tell them too.
+                self._changed()
+            return
+        self._quiet[board.name] = None  # the failure counts: the next reading is heard
+        if self.supervisor.board_state(board.name) != before:
+            self._changed()
 
     async def _tick(self) -> None:
         while True:
@@ -308,6 +382,14 @@ class Hardware:
         try:
             await board.pulse(pulse.channel, pulse.duration_ms)
             fact(log, "lock.pulsed", compartment=pulse.compartment, attempt=pulse.attempt)
+            for waiter in self._pulse_waiters.pop(pulse.compartment, []):
+                if not waiter.done():
+                    waiter.set_result(True)
+            # The door just unlocked is the one most likely to change: read its board
+            # in the next slot rather than in its turn.
+            bus = self._bus_of_board.get(pulse.board)
+            if bus is not None:
+                self._schedules[bus].read_soon(pulse.board)
         except BoardError as exc:
             fact(
                 log,
@@ -420,6 +502,9 @@ class Hardware:
                 for waiter in self._waiters.pop(effect.compartment, []):
                     if not waiter.done():
                         waiter.set_result(effect)
+                for pulsed in self._pulse_waiters.pop(effect.compartment, []):
+                    if not pulsed.done():
+                        pulsed.set_result(effect.result is not UnlockResult.UNREACHABLE)
                 if effect.result is not UnlockResult.OPENED:
                     fact(log, "unlock.failed", compartment=effect.compartment, result=effect.result)
             elif isinstance(effect, DoorClosed):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -34,16 +35,50 @@ _PREFIX = "remote."
 
 
 class CabinetActions:
-    """The daemon's answer to ``door.open`` and ``config.set``."""
+    """The daemon's answer to ``door.open`` and ``config.set``.
+
+    A ``door.open`` is two steps, so the cloud's commands never wait on each other
+    (docs/adr/0023-cloud-commands-without-head-of-line-blocking.md): :meth:`commit_opens`
+    commits the unlock intents of the opens that arrived together in one transaction (one
+    fsync, with the commands' ids and answers), in arrival order; :meth:`pulse_open` then
+    pulses and returns once the pulse is sent. What the door does after that is told as events.
+    """
 
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
 
+    def knows(self, compartment: str) -> bool:
+        return compartment in self.daemon.hardware.supervisor.compartment_ids
+
+    def reserve(self, compartment: str) -> Callable[[], None]:
+        """Keep new polls off the lock's bus while a command for it is checked."""
+        return self.daemon.hardware.reserve(compartment)
+
+    async def commit_opens(
+        self, opens: Sequence[tuple[DoorOpen, Callable[[Transaction], bool]]]
+    ) -> None:
+        """Commit the intents in one transaction, each after its ``also`` (which may say
+        the command was answered before: then no intent)."""
+
+        def decide(tx: Transaction) -> None:
+            for command, also in opens:
+                if also(tx):
+                    tx.record_unlock_intent(command.compartment, Actor.REMOTE.value, command.reason)
+
+        await self.daemon.async_store.write(decide)
+
+    async def pulse_open(self, command: DoorOpen) -> Applied:
+        """Pulse a committed unlock; ``applied`` once the pulse is sent."""
+        pulsed = await self.daemon.hardware.unlock_and_pulse(command.compartment, Actor.REMOTE)
+        return Applied.applied() if pulsed else Applied.failed(UnlockResult.UNREACHABLE.value)
+
     async def open_door(self, command: DoorOpen) -> Applied:
-        if command.compartment not in self.daemon.hardware.supervisor.compartment_ids:
+        """Both steps, and wait for the door itself: for callers that want the outcome."""
+        if not self.knows(command.compartment):
             return Applied.rejected(f"no compartment {command.compartment!r} in this cabinet")
+        await self.commit_opens([(command, lambda _tx: True)])
         outcome = await self.daemon.hardware.unlock(
-            command.compartment, Actor.REMOTE, command.reason
+            command.compartment, Actor.REMOTE, command.reason, recorded=True
         )
         if outcome.result is UnlockResult.OPENED:
             return Applied.applied()

@@ -38,7 +38,8 @@ class BusConfig:
     tcp_port: int
     baudrate: int
     timeout_ms: int
-    poll_interval_ms: int
+    # None: the automatic schedule (docs/adr/0022); 0: as fast as the bus answers
+    poll_interval_ms: int | None
     boards: tuple[BoardConfig, ...]
 
     def settings(self) -> BusSettings:
@@ -90,7 +91,7 @@ def parse_bus(table: Table) -> BusConfig:
         if why is not None:
             table.problem(table.key("baudrate"), why)
     timeout_ms = table.integer("timeout_ms", 150, lo=10, hi=5000) if "timeout_ms" in keys else 150
-    poll_interval_ms = table.integer("poll_interval_ms", 0, lo=0, hi=60_000)
+    poll_interval_ms = table.integer("poll_interval_ms", None, lo=0, hi=60_000)
     if family is not None:
         for key in _LINK_KEYS:
             if key in table.data and key not in keys:

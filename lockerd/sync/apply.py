@@ -7,7 +7,7 @@ with no MQTT in them.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -60,10 +60,25 @@ class Ack:
         return json.dumps(self.payload(), separators=(",", ":"), ensure_ascii=False).encode()
 
 
+# Writes a command's part of a door.open's transaction; False: already answered, skip it.
+Decide = Callable[[Transaction], bool]
+
+
 class RemoteActions(Protocol):
     """What the rest of the daemon does for commands that are more than a store write."""
 
-    async def open_door(self, command: DoorOpen) -> Applied: ...
+    def knows(self, compartment: str) -> bool:
+        """Whether this cabinet has ``compartment``."""
+
+    def reserve(self, compartment: str) -> Callable[[], None]:
+        """Keep new polls off the compartment's bus until the returned release is called."""
+
+    async def commit_opens(self, opens: Sequence[tuple[DoorOpen, Decide]]) -> None:
+        """In one transaction, in order: each open's ``Decide``, then its unlock intent
+        unless the ``Decide`` said no."""
+
+    async def pulse_open(self, command: DoorOpen) -> Applied:
+        """Pulse a committed unlock; ``applied`` once the pulse is sent."""
 
     async def set_config(self, command: ConfigSet) -> Applied: ...
 

@@ -35,6 +35,7 @@ from ..events import DomainEvent, EventType, StoredEvent, rfc3339_ms
 from ..logs import fact
 from ..store import Applied, ApplyStatus, Store, Transaction
 from .apply import Ack, AckStatus, RemoteActions, apply_command
+from .command_runner import CommandRunner, run_one
 from .commands import (
     DEFAULT_MAX_LIFETIME_S,
     CommandType,
@@ -54,6 +55,7 @@ from .mqtt import (
     Backoff,
     ConnectFailed,
     ConnectionLost,
+    Incoming,
     LinkSettings,
     PublishRefused,
     Session,
@@ -465,32 +467,36 @@ class CloudSync:
     # -- commands
 
     async def _command_loop(self, session: Session) -> None:
-        while True:
-            message = await session.incoming.get()
-            if message.topic == self.topics.cert and self.renewal is not None:
-                self.renewal.deliver(message.payload)
-            elif message.topic == self.topics.cmd:
-                try:
-                    ack = await self.handle_command(message.payload, session)
-                except Exception as exc:  # one bad command must not stop the link
-                    fact(log, "command.crashed", logging.ERROR, error=type(exc).__name__)
-                    ack = Ack(None, AckStatus.FAILED, "internal error", self._now_text())
-                await session.publish(self.topics.acks, ack.encode())
-            # Acknowledged to the broker only now: a crash before this makes it resend.
-            session.ack(message)
+        await CommandRunner(self, session).run()
+
+    def other_message(self, message: Incoming) -> None:
+        """A message on a topic other than ``cmd`` (the certificate renewal's reply)."""
+        if message.topic == self.topics.cert and self.renewal is not None:
+            self.renewal.deliver(message.payload)
+
+    def internal_error(self, jti: str | None = None) -> Ack:
+        return Ack(jti, AckStatus.FAILED, "internal error", self._now_text())
 
     def _now_text(self) -> str:
         return rfc3339_ms(self.clock.wall())
 
     async def handle_command(self, payload: bytes, session: Session | None = None) -> Ack:
         """Verify, apply and remember one command; the returned :class:`Ack` goes on ``acks``."""
+        return await run_one(self, payload, session)
+
+    def check(self, payload: bytes, look_up: bool = True) -> Ack | VerifiedCommand:
+        """Verify one command: the answer if it ends here (refused, duplicate), else it.
+
+        ``look_up=False`` leaves the duplicate check to the caller's transaction: the
+        lookup waits for the store, and a burst of opens should not wait for it here.
+        """
         now = self.clock.wall()
         result = self.verifier.verify(payload, now)
         if isinstance(result, Rejection):
             return self._refuse(result)
-        first = self.store.command_result(result.jti)
-        if first is not None:
-            return self._duplicate(result.jti, first)
+        seen = self.seen(result.jti) if look_up else None
+        if seen is not None:
+            return seen
         if outlived(result.exp, watermark(self.store)):
             # Its id may have been forgotten: it cannot be told from a replay.
             detail = "older than what the cabinet remembers"
@@ -498,24 +504,47 @@ class CloudSync:
             return self._refuse(signed)
         self._observe_skew(result, now)
         fact(log, "command.received", cmd=result.type.value)
+        return result
+
+    def seen(self, jti: str) -> Ack | None:
+        """The ``duplicate`` answer if ``jti`` was answered before."""
+        first = self.store.command_result(jti)
+        return None if first is None else self.duplicate(jti, first)
+
+    def opens_now(self, result: VerifiedCommand) -> bool:
+        """A ``door.open`` of a door this cabinet has: committed with its neighbours."""
         command = result.command
-        if isinstance(command, DoorOpen | ConfigSet):
+        return (
+            isinstance(command, DoorOpen)
+            and self.actions is not None
+            and self.actions.knows(command.compartment)
+        )
+
+    async def apply_checked(self, result: VerifiedCommand, session: Session | None) -> Ack:
+        """Apply a verified command that is not a ``door.open`` of a known door."""
+        command = result.command
+        if isinstance(command, DoorOpen):
+            if self.actions is None:
+                return self.remember(result, None, failed="not available on this cabinet")
+            reason = f"no compartment {command.compartment!r} in this cabinet"
+            return self.remember(result, Applied.rejected(reason))
+        if isinstance(command, ConfigSet):
             return await self._apply_action(result, session)
         if isinstance(command, StateRequest):
             if session is not None:
                 await self._publish_state(session)
                 await session.publish(self.topics.sync, self._sync_summary())
-            return self._remember(result, Applied.applied())
+            return self.remember(result, Applied.applied())
         try:
             with self.store.transaction() as tx:
                 applied = apply_command(tx, command)
-                ack = self._ack_for(result, applied)
+                ack = self.ack_for(result, applied)
                 if applied.status is ApplyStatus.REJECTED:
                     self._emit_rejected(tx, result.jti, f"{applied.reason}")
                 tx.remember_command(result.jti, result.exp, json.dumps(ack.payload()))
         except Exception as exc:
             fact(log, "command.failed", logging.ERROR, cmd=result.type.value, error=str(exc))
-            return self._remember(result, None, failed=f"{type(exc).__name__}")
+            return self.remember(result, None, failed=f"{type(exc).__name__}")
         self.state_changed()
         self.events_committed()
         fact(log, "command.done", cmd=result.type.value, status=ack.status.value)
@@ -523,36 +552,32 @@ class CloudSync:
 
     async def _apply_action(self, result: VerifiedCommand, session: Session | None) -> Ack:
         command = result.command
+        assert isinstance(command, ConfigSet)
         if self.actions is None:
-            return self._remember(result, None, failed="not available on this cabinet")
-        # Remembered before acting: a door opens at most once per command, even across a
-        # crash in between (the intent is the unlock layer's business).
-        self._remember(result, Applied.applied())
+            return self.remember(result, None, failed="not available on this cabinet")
+        # Remembered before acting: a setting is applied at most once per command.
+        self.remember(result, Applied.applied())
         try:
-            if isinstance(command, DoorOpen):
-                applied = await self.actions.open_door(command)
-            else:
-                assert isinstance(command, ConfigSet)
-                applied = await self.actions.set_config(command)
+            applied = await self.actions.set_config(command)
         except Exception as exc:
             fact(log, "command.failed", logging.ERROR, cmd=result.type.value, error=str(exc))
-            return self._remember(result, None, failed=type(exc).__name__)
+            return self.remember(result, None, failed=type(exc).__name__)
         self.state_changed()
         self.events_committed()
-        return self._remember(result, applied)
+        return self.remember(result, applied)
 
-    def _ack_for(self, result: VerifiedCommand, applied: Applied) -> Ack:
+    def ack_for(self, result: VerifiedCommand, applied: Applied) -> Ack:
         status = AckStatus(applied.status.value)
         reason = None if status is AckStatus.APPLIED else applied.reason
         return Ack(result.jti, status, reason, self._now_text())
 
-    def _remember(
+    def remember(
         self, result: VerifiedCommand, applied: Applied | None, failed: str | None = None
     ) -> Ack:
         if applied is None:
             ack = Ack(result.jti, AckStatus.FAILED, failed, self._now_text())
         else:
-            ack = self._ack_for(result, applied)
+            ack = self.ack_for(result, applied)
         with self.store.transaction() as tx:
             if ack.status is AckStatus.REJECTED:
                 self._emit_rejected(tx, result.jti, ack.reason or "rejected")
@@ -560,7 +585,7 @@ class CloudSync:
         self.events_committed()
         return ack
 
-    def _duplicate(self, jti: str, first_json: str) -> Ack:
+    def duplicate(self, jti: str, first_json: str) -> Ack:
         try:
             first = json.loads(first_json)
             summary = {"status": first.get("status"), "reason": first.get("reason")}
@@ -570,18 +595,21 @@ class CloudSync:
         return Ack(jti, AckStatus.DUPLICATE, None, self._now_text(), first=summary)
 
     def _refuse(self, rejection: Rejection) -> Ack:
-        jti = rejection.jti if rejection.signed else None
-        if jti is not None:
+        # Signed, the jti is the cloud's; refused for its key or signature, it is only
+        # read (so the cloud can match the refusal to what it sent) and never looked up
+        # or remembered: it must not block the genuine command with the same id.
+        jti = rejection.jti
+        if jti is not None and rejection.signed:
             first = self.store.command_result(jti)
             if first is not None:
-                return self._duplicate(jti, first)
+                return self.duplicate(jti, first)
         ack = Ack(jti, AckStatus.REJECTED, rejection.text, self._now_text())
         fact(log, "command.rejected", logging.WARNING, reason=rejection.reason.value)
         with self.store.transaction() as tx:
             self._emit_rejected(tx, jti, rejection.text)
             # Only a signed command's id is the cloud's: remember it so a redelivery is a
             # duplicate. An unsigned one could pre-empt or flood the replay store.
-            if jti is not None and rejection.exp is not None:
+            if jti is not None and rejection.signed and rejection.exp is not None:
                 tx.remember_command(jti, rejection.exp, json.dumps(ack.payload()))
         self.events_committed()
         return ack

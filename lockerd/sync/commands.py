@@ -238,6 +238,31 @@ class TrustStore:
         return cls(keys)
 
 
+# Refusals whose unverified jti is still read and reported: the token is well formed,
+# only the key or the signature is wrong.
+_JTI_READABLE_WHEN = frozenset({SignatureProblem.UNKNOWN_KID, SignatureProblem.BAD_SIGNATURE})
+
+
+def unverified_claims(token: str) -> dict[str, Any] | None:
+    """The claims of ``token`` *without* checking its signature; None if unreadable.
+
+    Only for naming a refused command, or for guessing early which door a command is
+    about; never for deciding anything.
+    """
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except Exception:  # anything at all (deep nesting too): it is only a guess
+        return None
+    return claims if isinstance(claims, dict) else None
+
+
+def readable_jti(token: str) -> str | None:
+    """The unverified ``jti`` of ``token`` if it is a well-formed id, else None."""
+    claims = unverified_claims(token)
+    jti = None if claims is None else claims.get("jti")
+    return jti if isinstance(jti, str) and _JTI.match(jti) else None
+
+
 _SIGNATURE_REJECTIONS: dict[SignatureProblem, tuple[RejectReason, str]] = {
     SignatureProblem.MALFORMED: (RejectReason.MALFORMED, "not a JWS compact serialization"),
     SignatureProblem.BAD_HEADER: (RejectReason.BAD_HEADER, "unexpected header field"),
@@ -286,7 +311,10 @@ class Verifier:
         checked = check_signature(token, self.trust)
         if isinstance(checked, SignatureProblem):
             reason, detail = _SIGNATURE_REJECTIONS[checked]
-            return Rejection(reason, detail)
+            # Name the command the cloud sent, so it can match the refusal (after a
+            # botched key rotation, say); unsigned, this jti is never remembered.
+            readable = checked in _JTI_READABLE_WHEN
+            return Rejection(reason, detail, jti=readable_jti(token) if readable else None)
         return self._check_claims(checked.claims, checked.kid, now)
 
     def _check_claims(self, claims: dict[str, Any], kid: str, now: float) -> VerifiedCommand:

@@ -10,10 +10,11 @@ from typing import Any
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
-from hil.cloud import ReferenceCloud, code_hash
+from hil.cloud import ReferenceCloud, Signer, code_hash
 from lockerd.events import DomainEvent
 from tests.lockerd.sync.harness import Cabinet
 
@@ -221,3 +222,41 @@ def test_enrolment_and_renewal_messages_fit_the_contract(tmp_path: Path) -> None
         check("enrol-request", {**json.loads(request), "token": "short"})
     with pytest.raises(AssertionError):
         check("enrol-reply", {**json.loads(answer[1]), "code_key": "x"})
+
+
+async def test_a_refusal_for_key_or_signature_names_the_jti_and_does_not_block_it(
+    cabinet: Cabinet, cloud: ReferenceCloud
+) -> None:
+    """After a botched key rotation the cloud can match each refusal to what it sent, and
+    the same command signed with the right key is still applied: the jti read from an
+    unverified command is reported, never remembered."""
+    stray = Ed25519PrivateKey.generate()
+    signer = cabinet.signer
+    unknown_kid = Signer(signer.issuer, "retired-1", stray, signer.audience)
+    wrong_key = Signer(signer.issuer, signer.kid, stray, signer.audience)  # a trusted kid
+    view = cloud.view(cabinet.id)
+    for forger, reason in ((unknown_kid, "unknown_kid"), (wrong_key, "bad_signature")):
+        jti, token = forger.sign("state.request", {})
+        cloud.send(cabinet.id, token)
+        ack = await cloud.wait_ack(cabinet.id, jti)
+        check("ack", ack)
+        assert (ack["status"], ack["reason"]) == ("rejected", reason), ack
+
+        def rejected(jti: str = jti) -> list[dict[str, Any]]:
+            return [e for e in view.events.values() if e["type"] == "command.rejected"
+                    and e["data"]["cmd"] == jti]  # fmt: skip
+
+        await cloud.wait_for(lambda rejected=rejected: bool(rejected()), what="command.rejected")
+        event = rejected()[0]
+        check("event", event)
+        assert event["data"]["reason"] == reason
+        # The genuine command with the same id is applied, not a duplicate of the forgery.
+        _, genuine = signer.sign("state.request", {}, jti=jti)
+        answered = len(view.acks)
+        cloud.send(cabinet.id, genuine)
+        await cloud.wait_for(lambda answered=answered: len(view.acks) > answered, what="ack")
+        assert view.acks[-1]["cmd"] == jti and view.acks[-1]["status"] == "applied", view.acks
+    # An unreadable one still names nothing.
+    cloud.send(cabinet.id, b"not.a.token")
+    await cloud.wait_for(lambda: view.acks[-1]["cmd"] is None, what="anonymous refusal")
+    assert view.acks[-1]["status"] == "rejected"

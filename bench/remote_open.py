@@ -1,0 +1,428 @@
+"""Remote open and door reports through a real broker, and what an idle cabinet costs.
+
+``python -m bench.remote_open`` (or ``bench/remote_open``) runs lockerd as its own process
+(``python -m lockerd run``) against the simulator in another (``python -m hil serve``)
+and a local Mosquitto, the way a cabinet runs, and measures from a third, the "cloud":
+
+- **remote open**: a signed ``door.open`` published on ``cmd`` -> the whole pulse frame at
+  the board (the simulator's ``frame_complete_at``, CLOCK_MONOTONIC like ours). One
+  Modbus RTU board at 9600 baud whose 24 inputs are polled, 8 doors that spring open
+  when unlocked; one command at a time, sent at a random moment of the poll cycle.
+- **door change -> event**: a door's change at the board -> its ``door.*`` event received
+  by an MQTT subscriber. Two kinds, reported apart and together: the spring door
+  opening when its relay is energised (the pulse's ``started_at``), and a person
+  closing it at a random moment (the control call).
+- **idle cost**: CPU (user + system, share of one core) and RSS of the daemon, idle and
+  connected to the broker, at 96 doors: 4 boards x 24 on Modbus TCP, and on one RS-485
+  line at 9600 baud.
+
+Floors (docs/hardware.md, 9600 baud, 11 bits a character): the pulse request is on the
+wire in 13.2 ms with the line idle; a door change cannot be reported sooner than the
+24-input read that sees it, 26.4 ms with its silences. Goals: remote open p50 <= 16 ms and
+p90 <= 30 ms, door change p50 <= 60 ms and p90 <= 100 ms, in the same run; idle
+<= 3 % of a core and <= 60 MiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from paho.mqtt.client import Client, MQTTMessage
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from bench.unlock_latency import frame_s, simulator
+from hil.cloud import Signer, provision
+from tests.support.mosquitto import Mosquitto
+
+CABINET = "BENCH-REMOTE"
+ISSUER = "lockers-cloud-bench"
+BAUD = 9600
+DOORS = 8
+INPUTS = 24
+GOALS = {"open_p50": 16.0, "open_p90": 30.0, "door_p50": 60.0, "door_p90": 100.0}
+IDLE_CPU_GOAL = 3.0  # % of one core
+IDLE_RSS_GOAL_MIB = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# -- configurations ------------------------------------------------------------------------------
+
+
+def hardware_toml(bus: list[str], boards: int, doors: int, inputs: int) -> str:
+    lines = ["[cabinet]", f'id = "{CABINET}"', "", "[[buses]]", 'name = "bus1"', *bus]
+    for board in range(1, boards + 1):
+        lines += [
+            "  [[buses.boards]]",
+            f'  name = "b{board}"',
+            f"  address = {board}",
+            f"  relays = {max(doors, 8)}",
+            f"  inputs = {inputs}",
+        ]
+    for board in range(1, boards + 1):
+        for channel in range(doors):
+            lines += [
+                "[[compartments]]",
+                f'id = "{chr(ord("A") + board - 1)}{channel + 1:02d}"',
+                'size = "M"',
+                f'lock = {{ board = "b{board}", channel = {channel} }}',
+                f'door = {{ board = "b{board}", input = {channel} }}',
+            ]
+    return "\n".join(lines) + "\n"
+
+
+def daemon_toml(hardware: str, workdir: Path, broker_port: int, trusted: Path) -> str:
+    head, rest = hardware.split("\n", 2)[:2], hardware.split("\n", 2)[2]
+    return "\n".join(
+        [
+            *head,
+            f'state_dir = "{workdir / "state"}"',
+            rest,
+            "[maintenance]",
+            f'socket = "{workdir / "lockerd.sock"}"',
+            "[kiosk]",
+            "enabled = false",
+            "[mqtt]",
+            'host = "127.0.0.1"',
+            f"port = {broker_port}",
+            f'issuer = "{ISSUER}"',
+            f'trusted_keys = "{trusted}"',
+            "",
+        ]
+    )
+
+
+@contextlib.contextmanager
+def daemon(config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "lockerd", "run", "--config", str(config)],
+            stdout=sink,
+            stderr=sink,
+        )
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# -- the cloud side ------------------------------------------------------------------------------
+
+
+class Cloud:
+    """Publishes commands and notes when each ack and event arrives (time.monotonic)."""
+
+    def __init__(self, port: int) -> None:
+        self.client = Client(
+            CallbackAPIVersion.VERSION2,
+            client_id="bench-cloud",
+            protocol=MQTTProtocolVersion.MQTTv5,
+        )
+        self.lock = threading.Lock()
+        self.acks: dict[str, tuple[float, dict[str, Any]]] = {}
+        self.events: list[tuple[float, dict[str, Any]]] = []
+        self.ready = threading.Event()
+        self.online = threading.Event()
+        base = f"lockers/v1/{CABINET}/"
+        self.cmd = base + "cmd"
+
+        def on_connect(client: Client, *_: Any) -> None:
+            client.subscribe(base + "#", qos=1)
+            self.ready.set()
+
+        def on_message(_client: Client, _userdata: Any, message: MQTTMessage) -> None:
+            at = time.monotonic()
+            try:
+                body = json.loads(message.payload)
+            except ValueError:
+                return
+            with self.lock:
+                if message.topic.endswith("/acks"):
+                    self.acks[str(body.get("cmd"))] = (at, body)
+                elif message.topic.endswith("/events"):
+                    self.events.append((at, body))
+                elif message.topic.endswith("/status") and body.get("online"):
+                    self.online.set()
+
+        self.client.on_connect = on_connect
+        self.client.on_message = on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def publish(self, token: bytes) -> None:
+        self.client.publish(self.cmd, token, qos=1)
+
+    async def ack(self, jti: str, timeout_s: float = 10.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self.lock:
+                if jti in self.acks:
+                    return self.acks[jti][1]
+            await asyncio.sleep(0.002)
+        raise TimeoutError(f"no ack for {jti}")
+
+    async def event(
+        self, kind: str, compartment: str, after: float, timeout_s: float = 10.0
+    ) -> float:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self.lock:
+                for at, body in self.events:
+                    data = body.get("data") or {}
+                    if (
+                        at > after
+                        and body.get("type") == kind
+                        and data.get("compartment") == compartment
+                    ):
+                        return at
+            await asyncio.sleep(0.002)
+        raise TimeoutError(f"no {kind} for {compartment}")
+
+    def stop(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+# -- the measurements ----------------------------------------------------------------------------
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+async def latency(workdir: Path, broker: Mosquitto, trials: int) -> dict[str, list[float]]:
+    port_path = workdir / "tty-remote"
+    bus = [
+        'family = "modbus-rtu"',
+        f'port = "{port_path}"',
+        f"baudrate = {BAUD}",
+        "timeout_ms = 150",
+    ]
+    hardware = hardware_toml(bus, 1, DOORS, INPUTS)
+    provisioning = provision(CABINET, workdir / "cloud")
+    signer = Signer(ISSUER, provisioning.kid, provisioning.signing_key, CABINET)
+    config = workdir / "lockerd-remote.toml"
+    config.write_text(daemon_toml(hardware, workdir, broker.port, provisioning.trusted_keys))
+    cloud = Cloud(broker.port)
+    opens: list[float] = []
+    door_opens: list[float] = []
+    door_closes: list[float] = []
+    failures: list[str] = []
+    simdir = workdir / "sim-remote"
+    simdir.mkdir()
+    async with simulator(simdir, BAUD, lambda _p, _b: hardware) as (_port, control):
+        compartments = [f"A{n:02d}" for n in range(1, DOORS + 1)]
+        for compartment in compartments:
+            await control.call("set_spring", compartment=compartment, spring=True)
+        with daemon(config, workdir / "lockerd-remote.log"):
+            await asyncio.get_running_loop().run_in_executor(None, cloud.online.wait, 30)
+            await asyncio.sleep(2.0)  # first scans done, link settled
+            for trial in range(trials):
+                compartment = compartments[trial % len(compartments)]
+                await asyncio.sleep(random.uniform(0.15, 0.35))  # a random moment of the cycle
+                jti, token = signer.sign(
+                    "door.open",
+                    {"compartment": compartment, "reason": "bench", "reservation_id": None},
+                )
+                sent = time.monotonic()
+                cloud.publish(token)
+                ack = await cloud.ack(jti)
+                if ack["status"] != "applied":
+                    failures.append(f"{compartment}: {ack['status']} {ack['reason']}")
+                    continue
+                opened_at = await cloud.event("door.opened", compartment, sent)
+                reply = await control.call("pulses")
+                pulses = [p for p in reply.get(compartment, []) if p["frame_complete_at"] > sent]
+                assert pulses, f"no pulse for {compartment}"
+                opens.append(pulses[0]["frame_complete_at"] - sent)
+                door_opens.append(opened_at - pulses[0]["started_at"])
+                await asyncio.sleep(random.uniform(0.3, 0.5))  # the pulse ends, the door waits
+                closing = time.monotonic()
+                await control.call("close_door", compartment=compartment)
+                closed_at = await cloud.event("door.closed", compartment, closing)
+                door_closes.append(closed_at - closing)
+    cloud.stop()
+    if failures:
+        log = (workdir / "lockerd-remote.log").read_text().splitlines()
+        print(f"{len(failures)} open(s) not applied: {failures}")
+        print("\n".join(line for line in log if "failed" in line or "offline" in line)[-3000:])
+    return {"open": opens, "door_open": door_opens, "door_close": door_closes}
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def idle_cost(
+    workdir: Path, broker: Mosquitto, family: str, seconds: float
+) -> tuple[float, float]:
+    if family == "modbus-tcp":
+        bus = [
+            'family = "modbus-tcp"',
+            'host = "127.0.0.1"',
+            f"tcp_port = {free_port()}",
+            "timeout_ms = 150",
+        ]
+    else:
+        bus = [
+            'family = "modbus-rtu"',
+            f'port = "{workdir / ("tty-idle-" + family)}"',
+            f"baudrate = {BAUD}",
+            "timeout_ms = 150",
+        ]
+    hardware = hardware_toml(bus, 4, 24, 24)
+    provisioning = provision(CABINET, workdir / f"cloud-{family}")
+    state = workdir / f"idle-{family}"
+    state.mkdir()
+    config = workdir / f"lockerd-idle-{family}.toml"
+    config.write_text(daemon_toml(hardware, state, broker.port, provisioning.trusted_keys))
+    simdir = workdir / f"sim-{family}"
+    simdir.mkdir()
+    async with simulator(simdir, BAUD, lambda _p, _b: hardware):
+        with daemon(config, workdir / f"lockerd-idle-{family}.log") as process:
+            await asyncio.sleep(5.0)  # start-up, first scans, connection
+            before, started = cpu_seconds(process.pid), time.monotonic()
+            await asyncio.sleep(seconds)
+            used = cpu_seconds(process.pid) - before
+            elapsed = time.monotonic() - started
+            return 100 * used / elapsed, rss_mib(process.pid)
+
+
+# -- output --------------------------------------------------------------------------------------
+
+
+def row(
+    name: str, values: list[float], floor_ms: float, p50_goal: float, p90_goal: float
+) -> list[str]:
+    p50, p90 = pct(values, 0.5) * 1000, pct(values, 0.9) * 1000
+    met = "yes" if p50 <= p50_goal and p90 <= p90_goal else "NO"
+    return [
+        name,
+        str(len(values)),
+        f"{p50:.1f} / {p90:.1f}",
+        f"{floor_ms:.1f}",
+        f"{p50 / floor_ms:.2f} / {p90 / floor_ms:.2f}",
+        f"<= {p50_goal:.0f} / {p90_goal:.0f}",
+        met,
+    ]
+
+
+def print_table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(r, widths, strict=True)))
+
+
+async def main_async(trials: int, idle_s: float) -> None:
+    with tempfile.TemporaryDirectory(prefix="lockerd-bench-") as tmp:
+        workdir = Path(tmp)
+        broker = Mosquitto(workdir / "mosquitto", persistence=False)
+        broker.start()
+        try:
+            found = await latency(workdir, broker, trials)
+            tcp = await idle_cost(workdir, broker, "modbus-tcp", idle_s)
+            rtu = await idle_cost(workdir, broker, "modbus-rtu", idle_s)
+        finally:
+            broker.stop()
+    pulse_floor = frame_s(8, BAUD) * 1000
+    read_floor = (frame_s(8, BAUD) + frame_s(5 + math.ceil(INPUTS / 8), BAUD)) * 1000
+    print(
+        f"remote open and door reports: 1 Modbus RTU board at {BAUD} baud, {INPUTS} inputs polled,"
+    )
+    print(f"{DOORS} spring doors, local Mosquitto, one command at a time; load {os.getloadavg()}")
+    header = ["measure", "n", "p50 / p90 ms", "floor ms", "x floor", "goal ms", "met"]
+    both = found["door_open"] + found["door_close"]
+    print_table(
+        header,
+        [
+            row(
+                "remote open (cmd -> pulse frame)",
+                found["open"],
+                pulse_floor,
+                GOALS["open_p50"],
+                GOALS["open_p90"],
+            ),
+            row(
+                "door change -> door.* event",
+                both,
+                read_floor,
+                GOALS["door_p50"],
+                GOALS["door_p90"],
+            ),
+            row(
+                "  of which: spring open",
+                found["door_open"],
+                read_floor,
+                GOALS["door_p50"],
+                GOALS["door_p90"],
+            ),
+            row(
+                "  of which: closed by hand",
+                found["door_close"],
+                read_floor,
+                GOALS["door_p50"],
+                GOALS["door_p90"],
+            ),
+        ],
+    )
+    print()
+    print(f"idle daemon at 96 doors (4 boards x 24), connected to the broker, {idle_s:.0f} s:")
+    print_table(
+        ["transport", "CPU % of a core", "RSS MiB", "goal", "met"],
+        [
+            [
+                name,
+                f"{cpu:.2f}",
+                f"{rss:.1f}",
+                f"<= {IDLE_CPU_GOAL:.0f} % / {IDLE_RSS_GOAL_MIB:.0f} MiB",
+                "yes" if cpu <= IDLE_CPU_GOAL and rss <= IDLE_RSS_GOAL_MIB else "NO",
+            ]
+            for name, (cpu, rss) in (("Modbus TCP", tcp), (f"Modbus RTU {BAUD} baud", rtu))
+        ],
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench/remote_open", description=__doc__.split("\n")[0])
+    parser.add_argument("--trials", type=int, default=40, help="remote opens to time")
+    parser.add_argument("--idle-s", type=float, default=20.0, help="seconds of idle measured")
+    args = parser.parse_args(argv)
+    asyncio.run(main_async(args.trials, args.idle_s))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""When a bus's poll loop may send its next read (docs/adr/0022-a-bus-schedule-that-leaves-room.md).
+
+Reading the boards back to back keeps a half-duplex line busy all the time: an unlock
+then nearly always waits behind a poll, and an idle cabinet on Modbus TCP spends most
+of a core asking boards that have nothing new to say. Instead each bus reads one board
+per *slot*; a slot is as long as the larger of
+
+- the measured cost of one read divided by ``POLL_DUTY_MAX``, so the line carries polls
+  at most that fraction of the time and an unlock usually finds it idle; and
+- ``DOOR_SEEN_WITHIN_S`` less the cost of a read, divided by the number of boards: a
+  door's change is then in a reading within ``DOOR_SEEN_WITHIN_S``, which is what
+  reporting it within the contract's goal needs, and the boards are asked no more often
+  (an idle cabinet idles).
+
+``poll_interval_ms`` in a bus's config overrides this: each board is then read every
+that many milliseconds (0: as fast as the bus answers, as before this schedule).
+
+Two things may change the order. A command on its way to an unlock *holds* new polls
+(:meth:`PollSchedule.hold`) until it has pulsed or was refused, never longer than
+``HOLD_MAX_S``. A board whose door was just unlocked is read in the next slot
+(:meth:`PollSchedule.read_soon`): its door is the one most likely to change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Callable
+
+from drivers.base import Bus
+
+from .config import BusConfig
+
+POLL_DUTY_MAX = 0.35
+DOOR_SEEN_WITHIN_S = 0.085
+# A command on its way to an unlock holds new polls on its bus until it has pulsed or
+# was refused; never longer than this, so a stuck or hostile sender cannot stop polling.
+HOLD_MAX_S = 0.25
+# How fast the measured cost of one read follows the bus (weight of the newest read).
+READ_COST_WEIGHT = 0.2
+# GPIO edges wake the poll loop at once; elsewhere a sleep ends early only for this.
+_EDGE_DRIVEN = frozenset({"gpio"})
+
+
+class PollSchedule:
+    """One bus's poll slots, holds and early reads. All times are ``time.monotonic``."""
+
+    def __init__(
+        self,
+        boards: int,
+        interval_s: float | None = None,
+        min_scan_s: float = 0.0,
+        edge_driven: bool = False,
+    ) -> None:
+        self.boards = max(1, boards)
+        self.interval_s = interval_s  # None: automatic; 0: flat out; else per board
+        self.min_scan_s = min_scan_s  # a family's own floor for a whole scan (GPIO)
+        self.edge_driven = edge_driven
+        self.read_cost_s = 0.0
+        self._next_at = 0.0
+        self._slot_started = 0.0
+        self._skips_in_row = 0
+        self._holds: dict[int, float] = {}
+        self._tokens = itertools.count()
+        self._soon: list[str] = []
+        self._waker: asyncio.Future[None] | None = None
+
+    @classmethod
+    def for_bus(cls, config: BusConfig, boards: int, min_scan_s: float = 0.0) -> PollSchedule:
+        interval = None if config.poll_interval_ms is None else config.poll_interval_ms / 1000
+        return cls(boards, interval, min_scan_s, config.family in _EDGE_DRIVEN)
+
+    # ------------------------------------------------------------ the rate
+
+    @property
+    def slot_s(self) -> float:
+        """Time from the start of one read to the start of the next on this bus."""
+        floor = self.min_scan_s / self.boards
+        if self.interval_s is not None:
+            return max(self.interval_s / self.boards, floor)
+        cost = self.read_cost_s
+        return max(cost / POLL_DUTY_MAX, (DOOR_SEEN_WITHIN_S - cost) / self.boards, floor)
+
+    def read_took(self, seconds: float) -> None:
+        """A successful read took ``seconds`` (turn, silence and both frames)."""
+        if self.read_cost_s == 0.0:
+            self.read_cost_s = seconds
+        else:
+            self.read_cost_s += READ_COST_WEIGHT * (seconds - self.read_cost_s)
+        self._skips_in_row = 0
+
+    def skip(self) -> None:
+        """The slot just given was not used (an offline board not due): give it back,
+        unless a whole round was skipped, so a bus of dead boards does not spin."""
+        self._skips_in_row += 1
+        if self._skips_in_row < self.boards:
+            self._next_at = self._slot_started
+
+    # ------------------------------------------------------------ holds and early reads
+
+    def hold(self, now: float) -> Callable[[], None]:
+        """Hold new polls from ``now``; returns the release (idempotent)."""
+        token = next(self._tokens)
+        self._holds[token] = now
+
+        def release() -> None:
+            if self._holds.pop(token, None) is not None:
+                self._wake()
+
+        return release
+
+    @property
+    def held(self) -> bool:
+        return bool(self._holds)
+
+    def read_soon(self, board: str) -> None:
+        """Read ``board`` in the next slot, before the others' turns."""
+        if board not in self._soon:
+            self._soon.append(board)
+        self._wake()
+
+    def take_read_soon(self) -> str | None:
+        return self._soon.pop(0) if self._soon else None
+
+    # ------------------------------------------------------------ waiting
+
+    def _held_until(self, now: float) -> float:
+        for token, since in list(self._holds.items()):
+            if now - since >= HOLD_MAX_S:
+                del self._holds[token]  # a hold never outlives its bound
+        return min(self._holds.values()) + HOLD_MAX_S if self._holds else 0.0
+
+    async def wait_for_slot(self, bus: Bus) -> None:
+        """Return when the next read may go on the wire."""
+        while True:
+            now = time.monotonic()
+            held_until = self._held_until(now)
+            due = now if self._soon else self._next_at
+            wake_at = max(due, held_until)
+            if wake_at <= now:
+                await asyncio.sleep(0)  # always let the rest of the loop in
+                break
+            if self.edge_driven and not self._holds:
+                await bus.wait_for_input_change(wake_at - now)
+                break  # an edge (or the slot): read now
+            await self._sleep(wake_at - now)
+        self._slot_started = time.monotonic()
+        self._next_at = self._slot_started + self.slot_s
+
+    async def _sleep(self, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        waker: asyncio.Future[None] = loop.create_future()
+        self._waker = waker
+        timer = loop.call_later(seconds, self._wake)
+        try:
+            await waker
+        finally:
+            timer.cancel()
+            self._waker = None
+
+    def _wake(self) -> None:
+        waker = self._waker
+        if waker is not None and not waker.done():
+            waker.set_result(None)

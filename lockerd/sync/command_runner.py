@@ -1,0 +1,330 @@
+"""Cloud commands that never wait on each other (docs/adr/0023).
+
+Each message on ``cmd`` goes through two stages:
+
+1. **admit**, in arrival order: verify, look up the ``jti``, and commit what the command
+   decides. ``door.open``s that arrived together are committed together: their ``jti``s,
+   answers and unlock intents in one transaction, one fsync before their pulses; the next
+   messages are verified while that commit runs. Other commands wait for the opens before
+   them to be committed, then are done here.
+2. **carry out**, concurrently: only a ``door.open`` has work left, its pulse. Opens of
+   the same compartment are pulsed in the order they were admitted; opens of different
+   compartments do not wait for each other. A door that does not open holds up nothing:
+   its ``door.open`` is answered once the pulse is sent, and what the door does next is
+   told as events (``door.opened``, ``lock.failed``).
+
+The broker gets its acknowledgement (PUBACK) for a message only once that command's
+answer is durable and published, and in the order the messages arrived, as MQTT asks
+of a client; a command still pulsing delays only later PUBACKs, never later commands.
+
+A ``door.open`` also reserves its lock's bus the moment it arrives, before it is
+verified, so no new poll starts while it is checked and committed; the reservation is
+released once the pulse is sent or the command refused, and is bounded in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..logs import fact
+from ..store import Applied, ApplyStatus, Transaction
+from .commands import (
+    MAX_PAYLOAD_BYTES,
+    CommandType,
+    DoorOpen,
+    VerifiedCommand,
+    unverified_claims,
+)
+from .mqtt import Incoming, Session
+
+if TYPE_CHECKING:
+    from .apply import Ack
+    from .cloud import CloudSync
+
+log = logging.getLogger("lockerd.sync")
+
+
+@dataclass(frozen=True)
+class PendingOpen:
+    """A ``door.open`` whose intent and answer are committed; its pulse is still to send."""
+
+    result: VerifiedCommand
+    command: DoorOpen
+    ack: Ack
+
+
+@dataclass
+class _Delivery:
+    """One message from the broker and whether it may be acknowledged to it yet."""
+
+    message: Incoming
+    done: bool = False
+
+
+@dataclass
+class _Admitted:
+    """A ``door.open`` verified and waiting, with its neighbours, for its commit."""
+
+    delivery: _Delivery
+    result: VerifiedCommand
+    release: Callable[[], None]
+
+
+async def admit_opens(sync: CloudSync, results: list[VerifiedCommand]) -> list[Ack | PendingOpen]:
+    """Commit several ``door.open``s (known doors) in one transaction, in order.
+
+    Each one's ``jti``, its ``applied`` answer and its unlock intent go in together: one
+    fsync before the pulses, and a door opens at most once per command even across a
+    crash. A ``jti`` answered before is found in the same transaction (off the event
+    loop) and answered ``duplicate``, with no intent. If the commit fails, each is
+    answered ``failed`` and nothing is pulsed.
+    """
+    assert sync.actions is not None
+    pending: list[PendingOpen] = []
+    answered_before: dict[str, str] = {}
+    opens: list[tuple[DoorOpen, Callable[[Transaction], bool]]] = []
+    for result in results:
+        command = result.command
+        assert isinstance(command, DoorOpen)
+        ack = sync.ack_for(result, Applied.applied())
+        pending.append(PendingOpen(result, command, ack))
+        opens.append((command, _remembering(result, ack, answered_before)))
+    try:
+        await sync.actions.commit_opens(opens)
+    except Exception as exc:
+        fact(log, "command.failed", logging.ERROR, cmd="door.open", error=str(exc))
+        return [sync.remember(p.result, None, failed=type(exc).__name__) for p in pending]
+    return [
+        sync.duplicate(p.result.jti, answered_before[p.result.jti])
+        if p.result.jti in answered_before
+        else p
+        for p in pending
+    ]
+
+
+def _remembering(
+    result: VerifiedCommand, ack: Ack, answered_before: dict[str, str]
+) -> Callable[[Transaction], bool]:
+    def remember(tx: Transaction) -> bool:
+        first = tx.command_result(result.jti)
+        if first is not None:
+            answered_before[result.jti] = first
+            return False
+        tx.remember_command(result.jti, result.exp, json.dumps(ack.payload()))
+        return True
+
+    return remember
+
+
+async def finish_open(sync: CloudSync, pending: PendingOpen) -> Ack:
+    """Pulse an admitted ``door.open``; its answer once the pulse is sent."""
+    assert sync.actions is not None
+    applied = await sync.actions.pulse_open(pending.command)
+    sync.state_changed()
+    if applied.status is ApplyStatus.APPLIED:
+        fact(log, "command.done", cmd=pending.result.type.value, status="applied")
+        return pending.ack
+    # The board could not be reached: the answer on record becomes the failure.
+    return sync.remember(pending.result, applied)
+
+
+async def run_one(sync: CloudSync, payload: bytes, session: Session | None) -> Ack:
+    """One command from start to answer, outside a session's runner (tests, tools)."""
+    checked = sync.check(payload, look_up=False)
+    if not isinstance(checked, VerifiedCommand):
+        return checked
+    if not sync.opens_now(checked):
+        return sync.seen(checked.jti) or await sync.apply_checked(checked, session)
+    [admitted] = await admit_opens(sync, [checked])
+    return admitted if not isinstance(admitted, PendingOpen) else await finish_open(sync, admitted)
+
+
+class CommandRunner:
+    """Runs the commands of one MQTT session; see the module's docstring."""
+
+    def __init__(self, sync: CloudSync, session: Session) -> None:
+        self.sync = sync
+        self.session = session
+        self._deliveries: collections.deque[_Delivery] = collections.deque()
+        # the last pulse task of each compartment: the next open of it waits for that one
+        self._last_open: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._committer: asyncio.Task[None] | None = None
+        self._waiting: list[_Admitted] = []  # opens admitted, for the committer's next turn
+        self._committing_jtis: set[str] = set()
+
+    async def run(self) -> None:
+        try:
+            while True:
+                # Whatever arrived while the last batch was committed is admitted
+                # together: one transaction, so ten opens cost one fsync, not ten.
+                batch = [await self.session.incoming.get()]
+                while not self.session.incoming.empty():
+                    batch.append(self.session.incoming.get_nowait())
+                await self._admit(batch)
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _admit(self, messages: list[Incoming]) -> None:
+        opens: list[_Admitted] = []
+        for message in messages:
+            delivery = _Delivery(message)
+            self._deliveries.append(delivery)
+            if message.topic != self.sync.topics.cmd:
+                self.sync.other_message(message)
+                self._done(delivery)
+                continue
+            release = _nothing
+            try:
+                release = self._reserve(message.payload)
+                checked = self.sync.check(message.payload, look_up=False)
+                if isinstance(checked, VerifiedCommand) and self.sync.opens_now(checked):
+                    jti = checked.jti
+                    if jti in self._committing_jtis or any(o.result.jti == jti for o in opens):
+                        # the same jti again before the first is committed: its answer counts
+                        self._commit_later(opens)
+                        opens = []
+                        await self._committed()
+                        checked = self.sync.seen(jti) or checked
+                    if isinstance(checked, VerifiedCommand):
+                        opens.append(_Admitted(delivery, checked, release))
+                        continue
+                # anything else is carried out here, after the opens before it
+                self._commit_later(opens)
+                opens = []
+                await self._committed()
+                if isinstance(checked, VerifiedCommand):
+                    checked = self.sync.seen(checked.jti) or checked
+                if isinstance(checked, VerifiedCommand):
+                    checked = await self.sync.apply_checked(checked, self.session)
+            except Exception as exc:  # one bad command must not stop the link
+                fact(log, "command.crashed", logging.ERROR, error=type(exc).__name__)
+                checked = self.sync.internal_error()
+            release()
+            await self._answer(delivery, checked)
+        self._commit_later(opens)
+
+    def _commit_later(self, opens: list[_Admitted]) -> None:
+        """Commit ``opens`` after those before them, without waiting for it.
+
+        One committer at a time: what is admitted while it commits (the rest of a burst,
+        verified meanwhile) waits and goes in together in its next transaction, so a
+        burst costs about two fsyncs, not one per command.
+        """
+        if not opens:
+            return
+        self._waiting.extend(opens)
+        self._committing_jtis.update(o.result.jti for o in opens)
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_waiting(), name="sync.commit")
+            self._tasks.add(self._committer)
+            self._committer.add_done_callback(self._tasks.discard)
+
+    async def _commit_waiting(self) -> None:
+        while self._waiting:
+            group, self._waiting = self._waiting, []
+            try:
+                await self._commit(group)
+            finally:
+                self._committing_jtis.difference_update(o.result.jti for o in group)
+
+    async def _committed(self) -> None:
+        """Wait until every open admitted so far is committed."""
+        while self._committer is not None and not self._committer.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._committer)
+
+    async def _commit(self, opens: list[_Admitted]) -> None:
+        if not opens:
+            return
+        try:
+            outcomes = await admit_opens(self.sync, [o.result for o in opens])
+        except Exception as exc:
+            fact(log, "command.crashed", logging.ERROR, error=type(exc).__name__)
+            outcomes = [self.sync.internal_error(o.result.jti) for o in opens]
+        for admitted, outcome in zip(opens, outcomes, strict=True):
+            if not isinstance(outcome, PendingOpen):
+                admitted.release()
+                await self._answer(admitted.delivery, outcome)
+                continue
+            compartment = outcome.command.compartment
+            before = self._last_open.get(compartment)
+            task = asyncio.create_task(
+                self._carry_out(admitted, outcome, before), name=f"sync.open {compartment}"
+            )
+            self._last_open[compartment] = task
+            self._tasks.add(task)
+            task.add_done_callback(self._forget(compartment))
+
+    def _forget(self, compartment: str) -> Callable[[asyncio.Task[None]], None]:
+        def forget(task: asyncio.Task[None]) -> None:
+            self._tasks.discard(task)
+            if self._last_open.get(compartment) is task:
+                del self._last_open[compartment]
+
+        return forget
+
+    async def _carry_out(
+        self, admitted: _Admitted, pending: PendingOpen, before: asyncio.Task[None] | None
+    ) -> None:
+        try:
+            if before is not None:
+                # the same compartment: pulses in the order the commands were admitted
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(before)
+            try:
+                ack = await finish_open(self.sync, pending)
+            except Exception as exc:
+                fact(log, "command.crashed", logging.ERROR, error=type(exc).__name__)
+                ack = self.sync.internal_error(pending.result.jti)
+        finally:
+            admitted.release()
+        await self._answer(admitted.delivery, ack)
+
+    async def _answer(self, delivery: _Delivery, ack: Ack) -> None:
+        await self.session.publish(self.sync.topics.acks, ack.encode())
+        self._done(delivery)
+
+    def _done(self, delivery: _Delivery) -> None:
+        """Acknowledge to the broker every message, oldest first, whose answer is out."""
+        delivery.done = True
+        while self._deliveries and self._deliveries[0].done:
+            self.session.ack(self._deliveries.popleft().message)
+
+    def _reserve(self, payload: bytes) -> Callable[[], None]:
+        actions = self.sync.actions
+        if actions is None:
+            return _nothing
+        compartment = door_open_compartment(payload)
+        return _nothing if compartment is None else actions.reserve(compartment)
+
+
+def door_open_compartment(payload: bytes) -> str | None:
+    """The compartment an (unverified) ``door.open`` names, to clear its bus early."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        return None
+    try:
+        claims = unverified_claims(payload.decode("ascii").strip())
+    except UnicodeDecodeError:
+        return None
+    if claims is None or claims.get("cmd") != CommandType.DOOR_OPEN.value:
+        return None
+    data = claims.get("data")
+    compartment = data.get("compartment") if isinstance(data, dict) else None
+    if not isinstance(compartment, str) or not 1 <= len(compartment) <= 64:
+        return None
+    return compartment  # only a key to look up; an unknown one holds nothing
+
+
+def _nothing() -> None:
+    return None

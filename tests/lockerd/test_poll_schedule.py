@@ -1,0 +1,85 @@
+"""The bus schedule (docs/adr/0022) on the real drivers against the simulator.
+
+Counts of requests, not timings: an idle bus is read at the rate the door-change goal
+needs (not as fast as the boards answer), a slow line is left idle most of the time, and
+a command on its way to an unlock holds new polls until it releases the bus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from lockerd.hardware import Hardware
+from lockerd.model import DoorState
+from lockerd.poll_schedule import DOOR_SEEN_WITHIN_S, HOLD_MAX_S, POLL_DUTY_MAX
+from tests.lockerd.test_hardware import start_rig, stop_rig
+from tests.support.cabinets import modbus_cabinet
+from tests.support.waiting import wait_for
+
+
+@asynccontextmanager
+async def running(raw: dict[str, Any]) -> AsyncIterator[Hardware]:
+    sim, hardware, _ = await start_rig(raw)
+    try:
+        await wait_for(lambda: hardware.supervisor.view("A01").door is DoorState.CLOSED)
+        yield hardware
+    finally:
+        await stop_rig(sim, hardware)
+
+
+def requests(hardware: Hardware) -> int:
+    return sum(board.stats.requests for board in hardware.boards.values())
+
+
+async def reads_per_board_per_s(hardware: Hardware, seconds: float) -> float:
+    before = requests(hardware)
+    await asyncio.sleep(seconds)
+    return (requests(hardware) - before) / len(hardware.boards) / seconds
+
+
+async def test_an_idle_tcp_cabinet_is_read_as_often_as_the_goal_needs_and_no_more() -> None:
+    raw = modbus_cabinet("modbus-tcp", boards=4, doors_per_board=24, occupancy=False)
+    async with running(raw) as hardware:
+        rate = await reads_per_board_per_s(hardware, 2.0)
+    # every board about every DOOR_SEEN_WITHIN_S: not the thousands a second the boards
+    # could answer, and not so rarely that a door change waits
+    assert 0.5 / DOOR_SEEN_WITHIN_S <= rate <= 1.5 / DOOR_SEEN_WITHIN_S, rate
+
+
+async def test_poll_interval_zero_still_reads_as_fast_as_the_boards_answer() -> None:
+    raw = modbus_cabinet("modbus-tcp", boards=2, doors_per_board=4, occupancy=False)
+    raw["buses"][0]["poll_interval_ms"] = 0
+    async with running(raw) as hardware:
+        rate = await reads_per_board_per_s(hardware, 1.0)
+    assert rate > 3 / DOOR_SEEN_WITHIN_S, rate
+
+
+async def test_a_slow_line_is_left_idle_most_of_the_time() -> None:
+    raw = modbus_cabinet("modbus-rtu", boards=1, doors_per_board=8, baudrate=9600)
+    async with running(raw) as hardware:
+        rate = await reads_per_board_per_s(hardware, 2.0)
+    # a 24-input read is at least ~20 ms on the wire at 9600 baud
+    assert rate <= POLL_DUTY_MAX / 0.020 * 1.1, rate
+    assert rate >= 0.5 / DOOR_SEEN_WITHIN_S, rate  # door changes are still seen
+
+
+async def test_a_reserved_bus_starts_no_new_poll_until_it_is_released() -> None:
+    raw = modbus_cabinet("modbus-rtu", boards=1, doors_per_board=8, baudrate=9600)
+    async with running(raw) as hardware:
+        release = hardware.reserve("A01")
+        await asyncio.sleep(0.05)  # a read already on the wire ends
+        held_from = requests(hardware)
+        await asyncio.sleep(HOLD_MAX_S * 0.6)
+        assert requests(hardware) == held_from  # nothing new went on the line
+        release()
+        await wait_for(lambda: requests(hardware) >= held_from + 2)
+        # a hold never released ends by itself
+        hardware.reserve("A01")
+        await asyncio.sleep(0.05)
+        forgotten_at = requests(hardware)
+        await wait_for(lambda: requests(hardware) >= forgotten_at + 2, timeout=HOLD_MAX_S * 8)
+        # an unknown compartment holds nothing
+        hardware.reserve("Z99")()
