@@ -50,12 +50,12 @@ from .commands import (
     Verifier,
 )
 from .enrolment import Renewal
+from .inbox import Incoming
 from .link import BrokerLink
 from .mqtt import (
     Backoff,
     ConnectFailed,
     ConnectionLost,
-    Incoming,
     LinkSettings,
     PublishRefused,
     Session,

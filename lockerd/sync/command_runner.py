@@ -42,7 +42,8 @@ from .commands import (
     VerifiedCommand,
     unverified_claims,
 )
-from .mqtt import Incoming, Session
+from .inbox import Incoming
+from .mqtt import Session
 
 if TYPE_CHECKING:
     from .apply import Ack

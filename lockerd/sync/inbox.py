@@ -62,5 +62,14 @@ class Inbox:
         self.queued_bytes -= message.size
         return message
 
+    def empty(self) -> bool:
+        return self._queue.empty()
+
+    def get_nowait(self) -> Incoming:
+        """The next message already queued (raises asyncio.QueueEmpty if none)."""
+        message = self._queue.get_nowait()
+        self.queued_bytes -= message.size
+        return message
+
     def qsize(self) -> int:
         return self._queue.qsize()
