@@ -20,20 +20,18 @@ import collections
 import contextlib
 import json
 import logging
-import os
-import resource
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 from .. import __version__
 from ..clock import Clock
-from ..config import Config, MqttConfig
+from ..config import Config
 from ..events import DomainEvent, EventType, StoredEvent, rfc3339_ms
 from ..logs import fact
 from ..store import Applied, ApplyStatus, Store, Transaction
+from . import reports
 from .apply import Ack, AckStatus, RemoteActions, apply_command
 from .command_runner import CommandRunner, run_one
 from .commands import (
@@ -51,21 +49,16 @@ from .commands import (
 )
 from .enrolment import Renewal
 from .inbox import Incoming
-from .link import BrokerLink
+from .link import BrokerLink, Topics, link_settings
 from .mqtt import (
     Backoff,
     ConnectFailed,
     ConnectionLost,
-    LinkSettings,
     PublishRefused,
     Session,
     SubscribeRefused,
-    TlsSettings,
     Will,
     connect,
-)
-from .mqtt import (
-    Protocol as MqttProtocol,
 )
 from .replay import ReplayMemory, forget_expired, outlived, watermark
 
@@ -86,55 +79,6 @@ GOODBYE_TIMEOUT_S = 2.0
 # A connection that lasted this long resets the backoff.
 STABLE_CONNECTION_S = 10.0
 OUTBOX_BOUND_CHECK_S = 1.0
-
-
-class Topics:
-    def __init__(self, cabinet_id: str) -> None:
-        base = f"lockers/v1/{cabinet_id}/"
-        self.status = base + "status"
-        self.state = base + "state"
-        self.events = base + "events"
-        self.acks = base + "acks"
-        self.sync = base + "sync"
-        self.telemetry = base + "telemetry"
-        self.cmd = base + "cmd"
-        # Certificate renewal over the mutual-TLS link: our CSR out, the new certificate in.
-        self.csr = base + "csr"
-        self.cert = base + "cert"
-
-
-def link_settings(cabinet_id: str, mqtt: MqttConfig) -> LinkSettings:
-    tls = None
-    if mqtt.tls_ca is not None:
-        tls = TlsSettings(ca=mqtt.tls_ca, cert=mqtt.tls_cert, key=mqtt.tls_key)
-    return LinkSettings(
-        client_id=cabinet_id,
-        host=mqtt.host,
-        port=mqtt.port,
-        protocol=MqttProtocol(mqtt.protocol),
-        keepalive_s=mqtt.keepalive_s,
-        username=mqtt.username,
-        password=mqtt.password,
-        tls=tls,
-        session_expiry_s=mqtt.session_expiry_s,
-        max_inflight=mqtt.max_inflight,
-    )
-
-
-def _rss_bytes() -> int:
-    try:
-        with open("/proc/self/statm", encoding="ascii") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-
-
-def _file_bytes(path: Path) -> int:
-    total = 0
-    for suffix in ("", "-wal", "-shm"):
-        with contextlib.suppress(OSError):
-            total += (path.parent / (path.name + suffix)).stat().st_size
-    return total
 
 
 class CloudSync:
@@ -443,20 +387,16 @@ class CloudSync:
             await asyncio.sleep(STATE_MIN_INTERVAL_S)
 
     def telemetry(self) -> dict[str, Any]:
-        depth = self.store.outbox_depth()
-        return {
-            "v": 1,
-            "cabinet": self.cabinet_id,
-            "ts": rfc3339_ms(self.clock.wall()),
-            "uptime_s": int(self.clock.monotonic() - self._started),
-            "seq": self.store.last_seq(),
-            "outbox": depth,
-            "outbox_max": self.mqtt.outbox_max_events,
-            "outbox_full": depth >= self.mqtt.outbox_max_events,
-            "db_bytes": _file_bytes(self.store.path),
-            "bus_errors": self.bus_errors() if self.bus_errors is not None else 0,
-            "rss_bytes": _rss_bytes(),
-        }
+        return reports.telemetry(
+            self.cabinet_id,
+            rfc3339_ms(self.clock.wall()),
+            uptime_s=int(self.clock.monotonic() - self._started),
+            seq=self.store.last_seq(),
+            depth=self.store.outbox_depth(),
+            depth_max=self.mqtt.outbox_max_events,
+            database=self.store.path,
+            bus_errors=self.bus_errors() if self.bus_errors is not None else 0,
+        )
 
     async def _telemetry_loop(self, session: Session) -> None:
         while True:
@@ -650,13 +590,4 @@ class CloudSync:
 
     def _sync_summary(self) -> bytes:
         reservations, credentials = self.store.sync_summary()
-        body = {
-            "v": 1,
-            "ts": self._now_text(),
-            "reservations": [
-                {"id": rid, "version": version, "state": state}
-                for rid, version, state in reservations
-            ],
-            "credentials": [{"id": cid, "version": version} for cid, version in credentials],
-        }
-        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        return reports.sync_summary(self._now_text(), reservations, credentials)

@@ -18,9 +18,11 @@ from typing import Any
 
 from cryptography import x509
 
+from ..config import MqttConfig
 from ..logs import fact
 from .endpoints import Endpoint, Target, resolve, rotate
-from .mqtt import ConnectFailed, LinkSettings
+from .mqtt import ConnectFailed, LinkSettings, TlsSettings
+from .mqtt import Protocol as MqttProtocol
 
 log = logging.getLogger("lockerd.sync")
 
@@ -190,3 +192,36 @@ class BrokerLink:
 
 def _is_certificate_alert(alert: str) -> bool:
     return "certificate" in alert or alert in ("unknown ca", "bad certificate", "access denied")
+
+
+class Topics:
+    def __init__(self, cabinet_id: str) -> None:
+        base = f"lockers/v1/{cabinet_id}/"
+        self.status = base + "status"
+        self.state = base + "state"
+        self.events = base + "events"
+        self.acks = base + "acks"
+        self.sync = base + "sync"
+        self.telemetry = base + "telemetry"
+        self.cmd = base + "cmd"
+        # Certificate renewal over the mutual-TLS link: our CSR out, the new certificate in.
+        self.csr = base + "csr"
+        self.cert = base + "cert"
+
+
+def link_settings(cabinet_id: str, mqtt: MqttConfig) -> LinkSettings:
+    tls = None
+    if mqtt.tls_ca is not None:
+        tls = TlsSettings(ca=mqtt.tls_ca, cert=mqtt.tls_cert, key=mqtt.tls_key)
+    return LinkSettings(
+        client_id=cabinet_id,
+        host=mqtt.host,
+        port=mqtt.port,
+        protocol=MqttProtocol(mqtt.protocol),
+        keepalive_s=mqtt.keepalive_s,
+        username=mqtt.username,
+        password=mqtt.password,
+        tls=tls,
+        session_expiry_s=mqtt.session_expiry_s,
+        max_inflight=mqtt.max_inflight,
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import time
 import tomllib
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,8 @@ from hil.cloud import ReferenceCloud, Signer, provision
 from lockerd.clock import ManualClock
 from lockerd.config import ConfigError, parse
 from lockerd.remote import SETTABLE
-from lockerd.store import Applied
+from lockerd.store import Applied, Store
+from lockerd.sync.apply import Decide
 from lockerd.sync.commands import (
     ConfigSet,
     DoorOpen,
@@ -43,12 +45,28 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Signer, Verifier]:
 
 
 class CountingDoors:
-    """The cabinet's actions, counting pulses instead of driving a board."""
+    """The cabinet's actions (RemoteActions), counting pulses instead of driving a board.
 
-    def __init__(self) -> None:
+    Opens are committed for real, in the store's transaction, so a replay is caught
+    exactly where the daemon catches it."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
         self.pulses: list[str] = []
 
-    async def open_door(self, command: DoorOpen) -> Applied:
+    def knows(self, compartment: str) -> bool:
+        return True
+
+    def reserve(self, compartment: str) -> Callable[[], None]:
+        return lambda: None
+
+    async def commit_opens(self, opens: Sequence[tuple[DoorOpen, Decide]]) -> None:
+        with self.store.transaction() as tx:
+            for command, decide in opens:
+                if decide(tx):
+                    tx.record_unlock_intent(command.compartment, "remote", command.reason)
+
+    async def pulse_open(self, command: DoorOpen) -> Applied:
         self.pulses.append(command.compartment)
         return Applied.applied()
 
@@ -80,7 +98,7 @@ def test_a_command_dated_years_ahead_is_refused(keys: tuple[Signer, Verifier]) -
 
 async def test_a_future_command_neither_pulses_nor_skews_the_estimate(tmp_path: Path) -> None:
     cab = make_cabinet(tmp_path / "cab", 1883, CAB)
-    doors = CountingDoors()
+    doors = CountingDoors(cab.store)
     cab.sync.actions = doors
     iat = int(time.time()) + 10 * 365 * 86400
     _, token = cab.signer.sign(
@@ -110,7 +128,7 @@ async def test_a_wall_clock_leap_and_a_reconnect_do_not_let_a_command_replay(
     cab = make_cabinet(tmp_path / "cab", port, cabinet_id)
     clock = ManualClock(wall=time.time(), monotonic=time.monotonic())
     cab.sync.clock = clock
-    doors = CountingDoors()
+    doors = CountingDoors(cab.store)
     cab.sync.actions = doors
     cab.start()
     try:
@@ -150,7 +168,7 @@ def test_ids_are_forgotten_only_after_their_monotonic_keep() -> None:
 async def test_a_command_older_than_the_watermark_is_refused(tmp_path: Path) -> None:
     """Even with a wall clock wrong for longer than the keep: a forgotten id cannot return."""
     cab = make_cabinet(tmp_path / "cab", 1883, CAB)
-    doors = CountingDoors()
+    doors = CountingDoors(cab.store)
     cab.sync.actions = doors
     clock = ManualClock(wall=time.time(), monotonic=0.0)
     cab.sync.clock = clock
