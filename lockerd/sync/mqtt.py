@@ -178,6 +178,9 @@ class Session:
     def _attach(self) -> None:
         sock = self._client.socket()
         if sock is None:
+            alert = getattr(self._client, "tls_alert", None)
+            if alert is not None:
+                raise ConnectFailed(f"TLS alert from the broker: {alert}", alert=alert)
             raise ConnectFailed("the connection closed while opening")
         self._socket = sock
         self._client.on_socket_close = self._on_socket_close
@@ -392,7 +395,8 @@ class _Client(Client):
 
     Two of paho's internal hooks are overridden (paho 2.1): ``_create_socket_connection``
     so that one address of a cluster node is opened while TLS still checks the node's
-    name, and ``_sock_recv`` because paho turns an alert into a bare "connection lost".
+    name, and ``_sock_recv``/``_sock_send`` because paho turns an alert into a bare
+    "connection lost".
     """
 
     address: str | None = None
@@ -406,6 +410,16 @@ class _Client(Client):
     def _sock_recv(self, bufsize: int) -> bytes:
         try:
             return super()._sock_recv(bufsize)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            raise
+        except ssl.SSLError as exc:
+            self.tls_alert = _alert_text(exc)
+            raise
+
+    def _sock_send(self, buf: bytes | bytearray) -> int:
+        # The alert can also meet the CONNECT on its way out, while paho still connects.
+        try:
+            return super()._sock_send(buf)
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
             raise
         except ssl.SSLError as exc:
