@@ -15,34 +15,18 @@ import pytest
 
 from lockerd.config import load
 from tests.lockerd.test_maint import lockerctl
+from tests.support.cabinets import ONE_DOOR_CABINET_TOML
 from tests.support.pki import CertificateAuthority
 
-CABINET = """\
-[cabinet]
-id = "CAB-UNSET"
-state_dir = "{state}"
-
-[[buses]]
-name = "eth"
-family = "modbus-tcp"
-host = "127.0.0.1"
-  [[buses.boards]]
-  name = "b1"
-  address = 1
-  relays = 4
-  inputs = 4
-
-[[compartments]]
-id = "A01"
-size = "S"
-lock = {{ board = "b1", channel = 0 }}
-door = {{ board = "b1", input = 0 }}
-
+CABINET = (
+    ONE_DOOR_CABINET_TOML.replace("{cabinet_id}", "CAB-UNSET").replace("{state_dir}", "{state}")
+    + """
 [mqtt]
 host = "127.0.0.1"
 issuer = "cloud"
 trusted_keys = "trusted-keys"
 """
+)
 LOCKERD_GID = 4242  # a stand-in for the lockerd group
 NOBODY = 65534
 

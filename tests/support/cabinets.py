@@ -152,3 +152,29 @@ def family_cabinet(
     if family == "gpio":
         return gpio_cabinet(boards, doors_per_board, doors)
     return modbus_cabinet(family, boards, doors_per_board, doors=doors)
+
+
+# One Modbus TCP board with one door: the smallest cabinet a config file can describe,
+# for tests of what surrounds the doors (provisioning, enrolment). Format with
+# ``cabinet_id`` and ``state_dir``.
+ONE_DOOR_CABINET_TOML = """\
+[cabinet]
+id = "{cabinet_id}"
+state_dir = "{state_dir}"
+
+[[buses]]
+name = "eth"
+family = "modbus-tcp"
+host = "127.0.0.1"
+  [[buses.boards]]
+  name = "b1"
+  address = 1
+  relays = 4
+  inputs = 4
+
+[[compartments]]
+id = "A01"
+size = "S"
+lock = {{ board = "b1", channel = 0 }}
+door = {{ board = "b1", input = 0 }}
+"""

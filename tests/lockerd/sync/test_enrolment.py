@@ -38,31 +38,14 @@ from lockerd.sync.cloud import CloudSync
 from lockerd.sync.enrolment import EnrolmentRefused, make_csr, make_key, parse_enrol_reply
 from lockerd.sync.mqtt import LinkSettings, PublishRefused, TlsSettings, connect
 from tests.lockerd.sync.harness import ISSUER, open_store, snapshot_of
+from tests.support.cabinets import ONE_DOOR_CABINET_TOML
 from tests.support.mosquitto import BrokerTls, Mosquitto
 from tests.support.pki import CertificateAuthority
 from tests.support.waiting import wait_for
 
-CABINET_TOML = """
-[cabinet]
-id = "CAB-UNSET"
-state_dir = "{dir}/state"
-
-[[buses]]
-name = "eth"
-family = "modbus-tcp"
-host = "127.0.0.1"
-  [[buses.boards]]
-  name = "b1"
-  address = 1
-  relays = 4
-  inputs = 4
-
-[[compartments]]
-id = "A01"
-size = "S"
-lock = {{ board = "b1", channel = 0 }}
-door = {{ board = "b1", input = 0 }}
-"""
+CABINET_TOML = ONE_DOOR_CABINET_TOML.replace("{cabinet_id}", "CAB-UNSET").replace(
+    "{state_dir}", "{dir}/state"
+)
 
 
 @dataclass
