@@ -48,6 +48,7 @@ from typing import Any
 
 import aiohttp
 
+from bench._report import aligned_table
 from bench.unlock_latency import (
     BOARDS,
     DOORS,
@@ -330,14 +331,7 @@ def print_table(trials: list[Trial], direct: dict[str, list[float]]) -> None:
             f"{sum(t.turn_held for t in trials)}/{len(trials)}",
         ]
     )
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    for line in [header, ["-" * w for w in widths], *rows]:
-        print(
-            "  ".join(
-                cell.ljust(w) if i == 0 else cell.rjust(w)
-                for i, (cell, w) in enumerate(zip(line, widths, strict=True))
-            )
-        )
+    aligned_table(header, rows)
     print(
         f"modbus rtu {BAUD} baud, {BOARDS} boards x {DOORS} inputs polled continuously."
         " From just before POST /api/pickup\nis sent to the simulator holding the whole pulse"

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench._report import aligned_table
 from bench.unlock_latency import cabinet_toml, pct, simulator
 from lockerd.app import KEEP_ACKNOWLEDGED_EVENTS, Daemon
 from lockerd.clock import SystemClock
@@ -433,14 +434,7 @@ def print_table(rows: list[Row]) -> None:
                 f"{row.poll_failures}",
             ]
         )
-    widths = [max(len(r[i]) for r in [header, *table]) for i in range(len(header))]
-    for line in [header, ["-" * w for w in widths], *table]:
-        print(
-            "  ".join(
-                cell.ljust(w) if i == 0 else cell.rjust(w)
-                for i, (cell, w) in enumerate(zip(line, widths, strict=True))
-            )
-        )
+    aligned_table(header, table)
     print(
         f"lateness of a {TICK_S * 1000:.0f} ms ticker on the daemon's loop while each runs"
         " (a tick missed while the loop\nwas blocked counts with its own lateness). 'old' ="
