@@ -51,7 +51,11 @@ class AsyncStore:
         self.reserve = reserve
         self.path = store.path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lockerd-store")
-        self._loop = asyncio.get_event_loop_policy().get_event_loop()
+        # The loop that hears of commits: the running one if made inside it, else the one
+        # that first reads or binds (a commit before that has no listener to tell yet).
+        self._loop: asyncio.AbstractEventLoop | None = None
+        with contextlib.suppress(RuntimeError):
+            self._loop = asyncio.get_running_loop()
         self._listeners: list[CommitListener] = []
         # Any commit, by the worker or by a direct caller, reaches the loop's listeners.
         store.commit_listeners.append(self._committed_in_thread)
@@ -118,7 +122,7 @@ class AsyncStore:
 
     def _committed_in_thread(self, events: Sequence[StoredEvent]) -> None:
         loop = self._loop
-        if loop.is_closed():
+        if loop is None or loop.is_closed():
             return
         # RuntimeError: the loop has just closed, nobody is left to tell
         with contextlib.suppress(RuntimeError):
