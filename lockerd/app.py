@@ -27,7 +27,7 @@ from . import __version__, remote, status
 from .cabinet import DoorClosed
 from .clock import Clock, SystemClock
 from .codes import CODE_KEY_NAME, CodeKey
-from .config import Config
+from .config import Config, SecondFactor
 from .events import DomainEvent, EventType
 from .flows import Flows
 from .flows.core import qr_verifier
@@ -120,6 +120,7 @@ class Daemon:
                 guesses_per_day=config.throttle.cabinet_guesses_per_day,
                 burst=config.throttle.cabinet_burst,
             ),
+            second_factor=config.pickup.second_factor is SecondFactor.PHONE_LAST4,
         )
         # The store's own thread: the door facts, the flows, housekeeping and remote
         # settings go through it. The edges (kiosk, technician socket, cloud) still

@@ -25,6 +25,7 @@ from pathlib import Path
 KEY_BYTES = 32
 _DIGITS = re.compile(r"[0-9]{4,12}")  # ASCII digits only: "٣" is a digit to str.isdigit
 _BADGE = re.compile(r"[0-9A-Fa-f]{4,64}")
+_PHONE_LAST4 = re.compile(r"[0-9]{4}")  # the second factor: exactly the last 4 phone digits
 # Hashes are always 43 base64url characters (32 bytes, no padding).
 _HASH = re.compile(r"[A-Za-z0-9_-]{43}")
 
@@ -37,6 +38,9 @@ class Purpose(StrEnum):
     COURIER = "courier"
     TECHNICIAN = "technician"
     BADGE = "badge"
+    # The second factor of a pickup ([pickup] second_factor): the last 4 digits of the
+    # phone number the cloud booked with, hashed like a code (docs/adr/0030).
+    PHONE = "phone"
 
 
 class CodeFormatError(ValueError):
@@ -60,6 +64,13 @@ def validate_badge(uid: str) -> str:
     if not isinstance(uid, str) or not _BADGE.fullmatch(uid) or len(uid) % 2:
         raise CodeFormatError("a badge UID is 2 to 32 bytes of hex")
     return uid.upper()
+
+
+def validate_phone_last4(text: str) -> str:
+    """The last 4 digits of a phone number, exactly 4 ASCII digits."""
+    if not isinstance(text, str) or not _PHONE_LAST4.fullmatch(text):
+        raise CodeFormatError("the second factor is the last 4 digits of a phone number")
+    return text
 
 
 def validate_hash(text: str) -> str:
@@ -89,7 +100,12 @@ class CodeKey:
     def hash(self, purpose: Purpose | str, code: str) -> str:
         """The contract's hash of ``code`` for ``purpose``; checks the code's format first."""
         purpose = Purpose(purpose)
-        typed = validate_badge(code) if purpose is Purpose.BADGE else validate_code(code)
+        if purpose is Purpose.BADGE:
+            typed = validate_badge(code)
+        elif purpose is Purpose.PHONE:
+            typed = validate_phone_last4(code)
+        else:
+            typed = validate_code(code)
         message = f"{purpose.value}:{typed}".encode("ascii")
         return _encode(hmac.new(self._secret, message, hashlib.sha256).digest())
 

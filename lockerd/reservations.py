@@ -123,6 +123,8 @@ class Booking:
     sensitive: bool = False
     cod: Cod | None = None
     code_only: bool = False
+    # the keyed hash of the last 4 digits of the booking's phone (the second factor)
+    phone_hash: str | None = None
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,7 @@ class Reservation:
     deposited_at: float | None
     deposited_by: str | None
     expires_at: float | None
+    phone_hash: str | None = None  # the second factor's hash, when the cloud sent one
 
     @property
     def holds_compartment(self) -> bool:
@@ -200,6 +203,7 @@ def new_reservation(booking: Booking) -> Reservation:
         deposited_at=None,
         deposited_by=None,
         expires_at=None,
+        phone_hash=booking.phone_hash,
     )
 
 
@@ -225,6 +229,7 @@ def rebook(current: Reservation, booking: Booking, holds: HoldPolicy) -> Reserva
         version=booking.version,
         barcodes=booking.barcodes,
         code_hash=booking.code_hash,
+        phone_hash=booking.phone_hash,
         reserved_until=booking.reserved_until,
         hold_s=booking.hold_s,
         sensitive=booking.sensitive,

@@ -24,6 +24,7 @@ from .sections import (
     KioskConfig,
     MaintenanceConfig,
     PickupConfig,
+    SecondFactor,
     ThrottleConfig,
 )
 from .summary import summary
@@ -47,6 +48,7 @@ __all__ = [
     "MaintenanceConfig",
     "MqttConfig",
     "PickupConfig",
+    "SecondFactor",
     "ThrottleConfig",
     "load",
     "parse",

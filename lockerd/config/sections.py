@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from .reader import Table
+
+
+class SecondFactor(StrEnum):
+    """What a recipient types besides the pickup code (docs/adr/0030)."""
+
+    OFF = "off"
+    PHONE_LAST4 = "phone_last4"  # the last 4 digits of the phone the cloud booked with
 
 
 @dataclass(frozen=True)
@@ -15,6 +23,7 @@ class PickupConfig:
     normal_hold_s: int
     sensitive_hold_s: int
     not_taken_grace_s: int
+    second_factor: SecondFactor = SecondFactor.OFF
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,7 @@ def parse_pickup(table: Table | None) -> PickupConfig:
         normal_hold_s=t.integer("normal_hold_s", 72 * 3600, lo=60),
         sensitive_hold_s=t.integer("sensitive_hold_s", 24 * 3600, lo=60),
         not_taken_grace_s=t.integer("not_taken_grace_s", 300, lo=0, hi=86_400),
+        second_factor=t.choice("second_factor", SecondFactor, SecondFactor.OFF) or SecondFactor.OFF,
     )
     t.done()
     return pickup

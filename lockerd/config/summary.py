@@ -6,6 +6,7 @@ from drivers.family import lookup
 
 from ..model import Size
 from .document import Config
+from .sections import SecondFactor
 
 
 def summary(config: Config) -> str:
@@ -29,6 +30,8 @@ def summary(config: Config) -> str:
             lines.append(f"  size {size.value}: {len(ids)} ({', '.join(ids)})")
     sensed = sum(1 for c in config.compartments if c.occupancy is not None)
     lines.append(f"  occupancy sensors: {sensed} of {len(config.compartments)}")
+    if config.pickup.second_factor is SecondFactor.PHONE_LAST4:
+        lines.append("  pickup: code and the last 4 digits of the booking's phone")
     if config.mqtt is not None:
         mqtt = config.mqtt
         link = "mutual TLS" if mqtt.tls_cert else "TLS" if mqtt.tls_ca else "plain TCP"

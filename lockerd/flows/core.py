@@ -123,13 +123,13 @@ class Flows:
     # ------------------------------------------------------------ recipient
 
     async def pickup(
-        self, surface: str, typed: str, method: PickupMethod = PickupMethod.CODE
+        self, surface: str, typed: str, method: PickupMethod = PickupMethod.CODE, phone: str = ""
     ) -> FlowResult:
-        """A recipient types (or scans as QR) a pickup code."""
+        """A recipient types (or scans as QR) a pickup code; ``phone``: its second factor."""
         offline = not self.online()
 
         def decide(tx: Transaction) -> FlowResult | _Open:
-            verdict = tx.verify_code(self.code_key, surface, Purpose.PICKUP, typed)
+            verdict = tx.verify_code(self.code_key, surface, Purpose.PICKUP, typed, phone)
             early = self._verdict_refusal(verdict)
             if early is not None:
                 return early

@@ -5,15 +5,21 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
+import sqlite3
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
 from aiohttp import web
 
 from ..cabinet import CompartmentView
+from ..logs import fact
 from ..model import LockState
 from .screens import Screen
 from .session import BadRequest
+
+log = logging.getLogger("lockerd.kiosk")
 
 MAX_FIELD = 2048
 
@@ -84,3 +90,30 @@ def qr_svg(text: str) -> bytes:
     out = io.BytesIO()
     segno.make(text, error="m").save(out, kind="svg", scale=8, border=2, xmldecl=False)
     return out.getvalue()
+
+
+@web.middleware
+async def answer_errors(
+    request: web.Request,
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> web.StreamResponse:
+    """Every failure of a handler as a screen the page can show, never a traceback."""
+    try:
+        return await handler(request)
+    except BadRequest as bad:
+        fact(log, "kiosk.bad_request", logging.WARNING, path=request.path, why=bad.message)
+        return web.json_response(
+            {"screen": "error", "message": "error.bad_request", "detail": bad.message},
+            status=400,
+        )
+    except web.HTTPException:
+        raise
+    except sqlite3.Error as exc:
+        # The store cannot write (a full or failing disk): out of service, said once
+        # per fact in the log, never a traceback; no door opens on an unrecorded step.
+        fact(log, "kiosk.store_failed", logging.ERROR, path=request.path, error=exc)
+        return web.json_response({"screen": "error", "message": "error.out_of_service"}, status=503)
+    except Exception:
+        # A bug in one request never takes the kiosk down, and never opens a door.
+        log.exception("kiosk.request_failed path=%s", request.path)
+        return web.json_response({"screen": "error", "message": "error.unexpected"}, status=500)

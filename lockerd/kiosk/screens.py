@@ -36,6 +36,8 @@ class Screen:
 
 def screen_for(result: object, now: float) -> Screen:
     """The screen for any flow answer; an answer this kiosk does not know is an error screen."""
+    if isinstance(result, Screen):  # the kiosk's own question (the second factor's prompt)
+        return result
     if isinstance(result, Opened):
         values: list[tuple[str, Any]] = [("compartment", result.compartment)]
         if result.size is not None:

@@ -17,9 +17,8 @@ import contextlib
 import json
 import logging
 import secrets
-import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import WSMsgType, web
@@ -29,12 +28,13 @@ from drivers.scanner import Scan, SerialScanner
 
 from .. import status
 from ..cabinet import DoorClosed
+from ..config import SecondFactor
 from ..events import StoredEvent
 from ..logs import fact
 from ..qr import looks_like_token
-from ..reservations import PickupMethod
 from .guard import request_guard
 from .http import (
+    answer_errors,
     catalogue,
     file_response,
     optional_text,
@@ -45,6 +45,7 @@ from .http import (
     send,
 )
 from .layout import places
+from .pickup import Pickups
 from .screens import Screen, screen_for, service_cell
 from .session import BadRequest, KioskSession, Role
 
@@ -101,12 +102,14 @@ class KioskServer:
         self._pending: dict[str, asyncio.Task[None]] = {}  # see _soon
         self._again: set[str] = set()
         self._catalogues = {lang: catalogue(lang) for lang in self.config.languages}
+        phone = daemon.config.pickup.second_factor is SecondFactor.PHONE_LAST4
+        self.pickups = Pickups(self._flows, second_factor=phone)
 
     # ------------------------------------------------------------ life
 
     def app(self) -> web.Application:
         guard = request_guard(lambda: (self.host, self.port), MAX_BODY)
-        app = web.Application(client_max_size=MAX_BODY, middlewares=[guard, self._errors])
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[guard, answer_errors])
         r = app.router
         r.add_get("/", self._index)
         r.add_get("/static/{name}", self._static)
@@ -351,7 +354,7 @@ class KioskServer:
         if looks_like_token(text):
             return await self._shown(session, await flows.pickup_qr(SCANNER_SURFACE, text))
         if text.isdigit():
-            return await self._shown(session, await flows.pickup(surface, text, PickupMethod.CODE))
+            return await self._shown(session, await self.pickups.keyed(session, surface, text))
         return Screen("error", "scan.not_a_pickup")
 
     # ------------------------------------------------------------ handlers
@@ -418,8 +421,9 @@ class KioskServer:
 
     async def _pickup(self, request: web.Request) -> web.StreamResponse:
         session = self._session(request)
-        code = required_text(await read_body(request), "code")
-        result = await self._flows().pickup(KIOSK_SURFACE, code, PickupMethod.CODE)
+        body = await read_body(request)
+        code, phone = optional_text(body, "code"), optional_text(body, "phone_last4")
+        result = await self.pickups.typed(session, KIOSK_SURFACE, code, phone)
         return screen_response(await self._shown(session, result))
 
     async def _scan(self, request: web.Request) -> web.StreamResponse:
@@ -559,33 +563,3 @@ class KioskServer:
         d = self.daemon
         rows = await d.async_store.read(lambda store: store.compartments())
         return [service_cell(c) for c in status.compartments(d.config, rows, d.hardware.supervisor)]
-
-    # ------------------------------------------------------------ errors
-
-    @web.middleware
-    async def _errors(
-        self,
-        request: web.Request,
-        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
-    ) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except BadRequest as bad:
-            fact(log, "kiosk.bad_request", logging.WARNING, path=request.path, why=bad.message)
-            return web.json_response(
-                {"screen": "error", "message": "error.bad_request", "detail": bad.message},
-                status=400,
-            )
-        except web.HTTPException:
-            raise
-        except sqlite3.Error as exc:
-            # The store cannot write (a full or failing disk): out of service, said once
-            # per fact in the log, never a traceback; no door opens on an unrecorded step.
-            fact(log, "kiosk.store_failed", logging.ERROR, path=request.path, error=exc)
-            return web.json_response(
-                {"screen": "error", "message": "error.out_of_service"}, status=503
-            )
-        except Exception:
-            # A bug in one request never takes the kiosk down, and never opens a door.
-            log.exception("kiosk.request_failed path=%s", request.path)
-            return web.json_response({"screen": "error", "message": "error.unexpected"}, status=500)

@@ -27,6 +27,8 @@ class KioskSession:
     technician: str | None = None
     payment_reservation: str | None = None
     payment_url: str | None = None
+    # a pickup code typed, waiting for the phone's last 4 digits (lockerd/kiosk/pickup.py)
+    pending_code: str | None = None
     open_doors: set[str] = field(default_factory=set)
     sockets: set[web.WebSocketResponse] = field(default_factory=set)
 

@@ -31,7 +31,7 @@ class BookingRows(TransactionBase):
         current = self.reservation(booking.reservation_id)
         if current is not None and booking.version <= current.version:
             return Applied.stale()
-        problem = _check_booking(booking)
+        problem = _check_booking(booking, self._store.second_factor)
         if problem is not None:
             return Applied.rejected(problem)
         if current is None:
@@ -292,15 +292,17 @@ class BookingRows(TransactionBase):
             reservation.deposited_by,
             reservation.expires_at,
             self.now,
+            reservation.phone_hash,
         )
         columns = (
             "version, kind, state, size, compartment, compartment_named, code_hash,"
             " reserved_until, hold_s, sensitive, cod_amount, cod_currency, cod_pay_url, paid,"
-            " code_only, deposited_at, deposited_by, expires_at, updated_at"
+            " code_only, deposited_at, deposited_by, expires_at, updated_at, phone_hash"
         )
         if insert:
+            marks = ", ".join("?" * (len(values) + 1))
             self._x(
-                f"INSERT INTO reservations (id, {columns}) VALUES ({', '.join('?' * 20)})",
+                f"INSERT INTO reservations (id, {columns}) VALUES ({marks})",
                 (reservation.id, *values),
             )
         else:
@@ -316,7 +318,7 @@ class BookingRows(TransactionBase):
             )
 
 
-def _check_booking(booking: Booking) -> str | None:
+def _check_booking(booking: Booking, second_factor: bool) -> str | None:
     if booking.version < 0:
         return "version must not be negative"
     if booking.size is None and booking.compartment is None:
@@ -327,6 +329,13 @@ def _check_booking(booking: Booking) -> str | None:
         return "cod amount must not be negative"
     try:
         validate_hash(booking.code_hash)
+        if booking.phone_hash is not None:
+            validate_hash(booking.phone_hash)
     except CodeFormatError as exc:
         return str(exc)
+    if second_factor and booking.kind is ReservationKind.INBOUND and booking.phone_hash is None:
+        # Refused, not taken with the code alone: this cabinet's codes are too short to
+        # stand alone, and a booking the recipient cannot open is better found now, by
+        # the cloud, than at the cabinet (docs/adr/0030).
+        return "second_factor_required: phone_last4_hash (this cabinet's [pickup] second_factor)"
     return None

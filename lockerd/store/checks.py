@@ -25,13 +25,24 @@ class CodeChecks(TransactionBase):
 
     # --- codes at the keypad ------------------------------------------------------------------
 
-    def verify_code(self, key: CodeKey, surface: str, purpose: Purpose, typed: str) -> CodeVerdict:
+    def verify_code(
+        self,
+        key: CodeKey,
+        surface: str,
+        purpose: Purpose,
+        typed: str,
+        phone_last4: str | None = None,
+    ) -> CodeVerdict:
         """Check a typed code (or badge UID) at ``surface``, throttled, in one transaction.
 
         The work does not depend on how much of the code was right (the HMAC scrambles
         it before any lookup) nor on whether a booking exists (a miss still runs one
         constant-time comparison). A failure emits ``code.rejected`` and, when it starts
         a lockout, ``keypad.locked_out``; neither carries the code or its hash.
+
+        With ``[pickup] second_factor`` a pickup code is checked together with
+        ``phone_last4``, as one pair: one lookup of both hashes, one failure for a wrong
+        pair whichever half was wrong, and nothing that tells the halves apart.
         """
         policy = self._store.throttle_policy
         state = find_throttle_state(self._conn, surface)
@@ -46,11 +57,14 @@ class CodeChecks(TransactionBase):
             # The whole cabinet's guesses are spent: no code is checked anywhere until
             # one comes back. QR tokens (signed, unguessable) do not pass through here.
             return CodeVerdict(CodeOutcome.LOCKED_OUT, retry_at=cabinet_wait)
+        paired = purpose is Purpose.PICKUP and self._store.second_factor
         try:
             computed = key.hash(purpose, typed)
+            # Missing digits are a bad format like a short code (and counted the same).
+            phone = key.hash(Purpose.PHONE, phone_last4 or "") if paired else None
         except CodeFormatError:
             return self._code_failed(surface, state, purpose, CodeOutcome.BAD_FORMAT)
-        verdict = self._match(purpose, computed)
+        verdict = self._match(purpose, computed, phone)
         if verdict.outcome in (CodeOutcome.REJECTED,):
             return self._code_failed(surface, state, purpose, CodeOutcome.REJECTED)
         # A right code leaves every count as it is (throttle.record_success): one known
@@ -62,15 +76,27 @@ class CodeChecks(TransactionBase):
             return replace(verdict, events=(event,))
         return verdict
 
-    def _match(self, purpose: Purpose, computed: str) -> CodeVerdict:
+    def _match(self, purpose: Purpose, computed: str, phone: str | None) -> CodeVerdict:
         if purpose in (Purpose.PICKUP, Purpose.DROPOFF):
             kind = ReservationKind.INBOUND if purpose is Purpose.PICKUP else ReservationKind.DROPOFF
-            rows = self._rows(
-                "SELECT * FROM reservations WHERE code_hash = ? AND kind = ?",
-                (computed, kind.value),
-            )
+            if phone is None:
+                rows = self._rows(
+                    "SELECT * FROM reservations WHERE code_hash = ? AND kind = ?",
+                    (computed, kind.value),
+                )
+                matched = _compare_all(computed, [r["code_hash"] for r in rows])
+            else:
+                # Both hashes in one lookup, answered inside the index (code_hash,
+                # phone_hash): a right code with a wrong phone finds no row, as a wrong
+                # code does, so neither the work nor the answer says which half was wrong.
+                rows = self._rows(
+                    "SELECT * FROM reservations WHERE code_hash = ? AND phone_hash = ?"
+                    " AND kind = ?",
+                    (computed, phone, kind.value),
+                )
+                pairs = [(r["code_hash"], r["phone_hash"]) for r in rows]
+                matched = _compare_pairs((computed, phone), pairs)
             found: Reservation | None = None
-            matched = _compare_all(computed, [r["code_hash"] for r in rows])
             for row, same in zip(rows, matched, strict=True):
                 candidate = reservation_of(self._conn, row)
                 if same and found is None and self._code_opens(candidate):
@@ -163,3 +189,15 @@ def _compare_all(computed: str, stored: Sequence[str]) -> list[bool]:
         hmac.compare_digest(computed, _NO_HASH)
         return []
     return [hmac.compare_digest(computed, candidate) for candidate in stored]
+
+
+def _compare_pairs(computed: tuple[str, str], stored: Sequence[tuple[str, str]]) -> list[bool]:
+    """Both halves compared every time (``&``, never ``and``): no early exit on either."""
+    code, phone = computed
+    if not stored:
+        hmac.compare_digest(code, _NO_HASH) & hmac.compare_digest(phone, _NO_HASH)
+        return []
+    return [
+        hmac.compare_digest(code, stored_code) & hmac.compare_digest(phone, stored_phone)
+        for stored_code, stored_phone in stored
+    ]

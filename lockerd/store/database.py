@@ -75,6 +75,7 @@ class Store:
         holds: HoldPolicy,
         throttle_policy: ThrottlePolicy,
         budget_policy: BudgetPolicy | None = None,
+        second_factor: bool = False,
     ) -> None:
         self._db = db
         self._conn: sqlite3.Connection = db.conn
@@ -84,6 +85,8 @@ class Store:
         self.holds = holds
         self.throttle_policy = throttle_policy
         self.budget_policy = budget_policy or BudgetPolicy()
+        # [pickup] second_factor: a pickup code opens only with the phone's last 4 digits
+        self.second_factor = second_factor
         self._in_transaction = False
         self._lock = threading.RLock()
         self.commit_listeners: list[Callable[[Sequence[StoredEvent]], None]] = []
@@ -100,6 +103,7 @@ class Store:
         holds: HoldPolicy | None = None,
         throttle_policy: ThrottlePolicy | None = None,
         budget_policy: BudgetPolicy | None = None,
+        second_factor: bool = False,
     ) -> Store:
         """Open (creating if needed) and migrate the store at ``path``.
 
@@ -133,6 +137,7 @@ class Store:
                 holds or HoldPolicy(),
                 throttle_policy or ThrottlePolicy(),
                 budget_policy,
+                second_factor,
             )
             store._prepare()
         except sqlite3.DatabaseError as exc:

@@ -162,4 +162,13 @@ CREATE INDEX unlock_intents_open_by_compartment ON unlock_intents (compartment)
     WHERE outcome IS NULL;
 """
 
-MIGRATIONS: tuple[str, ...] = (_0001_INITIAL, _0002_PENDING_STEPS)
+_0003_SECOND_FACTOR = """
+-- The pickup's second factor ([pickup] second_factor = "phone_last4", docs/adr/0030):
+-- the cloud's keyed hash of the last 4 digits of the booking's phone, NULL when none.
+ALTER TABLE reservations ADD COLUMN phone_hash TEXT;
+-- Code and phone are looked up together, inside this index, so a right code with a wrong
+-- phone finds nothing, exactly like a wrong code: the work says nothing about which was wrong.
+CREATE INDEX reservations_code_phone ON reservations (code_hash, phone_hash);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_0001_INITIAL, _0002_PENDING_STEPS, _0003_SECOND_FACTOR)

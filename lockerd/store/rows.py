@@ -80,6 +80,7 @@ def reservation_of(conn: sqlite3.Connection, row: sqlite3.Row) -> Reservation:
         deposited_at=row["deposited_at"],
         deposited_by=row["deposited_by"],
         expires_at=row["expires_at"],
+        phone_hash=row["phone_hash"],
     )
 
 

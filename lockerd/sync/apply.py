@@ -105,6 +105,7 @@ def apply_command(tx: Transaction, command: Any) -> Applied:
                 else None
             ),
             code_only=command.code_only,
+            phone_hash=command.phone_last4_hash,
         )
         return tx.upsert_reservation(booking)
     if isinstance(command, ReservationCancel):

@@ -64,6 +64,8 @@ class ReservationUpsert:
     sensitive: bool
     cod: CashOnDelivery | None
     code_only: bool
+    # the second factor's hash (inbound only; absent or null: none)
+    phone_last4_hash: str | None = None
 
 
 @dataclass(frozen=True)
@@ -266,6 +268,9 @@ def _reservation_upsert(f: _Fields, _: Settable) -> ReservationUpsert:
         raise _BadField("dropoff_code_hash: only for kind dropoff")
     if not inbound and pickup is not None:
         raise _BadField("pickup_code_hash: only for kind inbound")
+    phone = f.text("phone_last4_hash", _CODE_HASH, nullable=True, required=False)
+    if not inbound and phone is not None:
+        raise _BadField("phone_last4_hash: only for kind inbound")
     cod_fields = f.obj("cod", nullable=True)
     cod = None
     if cod_fields is not None:
@@ -292,6 +297,7 @@ def _reservation_upsert(f: _Fields, _: Settable) -> ReservationUpsert:
         sensitive=f.boolean("sensitive"),
         cod=cod,
         code_only=f.boolean("code_only"),
+        phone_last4_hash=phone,
     )
     f.done()
     if command.size is None and command.compartment is None:
