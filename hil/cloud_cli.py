@@ -2,6 +2,8 @@
 
     python -m hil cloud [serve]                 keys kept, events printed, enrolment answered
     python -m hil cloud send door.open --compartment A01 --reason "stuck parcel"
+    python -m hil cloud send reservation.upsert --data '{...}' --pickup-code 40417
+        --phone-last4 0912                      codes sent as their keyed hashes
     python -m hil cloud token --cabinet CAB-0042   a one-time enrolment token
 
 Keys live outside the checkout, in ``$XDG_STATE_HOME/lockerd-hil-cloud`` (by default
@@ -25,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .ca import EnrolmentService, FleetCA, TokenBook
-from .cloud import Provisioning, ReferenceCloud, Signer, provision
+from .cloud import Provisioning, ReferenceCloud, Signer, code_hash, provision
 
 RETRY_CAP_S = 30.0
 COMMANDS = (
@@ -126,6 +128,14 @@ def add_parser(subparsers: Any) -> None:
     send.add_argument("--reason")
     send.add_argument("--in-service", choices=("yes", "no"))
     send.add_argument("--data", default="{}", help="the command's data as a JSON object")
+    send.add_argument(
+        "--pickup-code", help="reservation.upsert: the pickup code, sent as pickup_code_hash"
+    )
+    send.add_argument(
+        "--phone-last4",
+        help="reservation.upsert: the last 4 digits of the recipient's phone, sent as"
+        " phone_last4_hash (the second factor of a cabinet with [pickup] second_factor)",
+    )
     send.add_argument("--lifetime", type=int, default=60, help="seconds until exp")
     send.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the ack")
     token = commands.add_parser(
@@ -154,7 +164,7 @@ async def _run(args: argparse.Namespace) -> int:
         return 1
     signer = Signer(args.issuer, args.kid, keys.signing_key, args.cabinet)
     if args.cloud_command == "send":
-        return await _send(args, signer)
+        return await _send(args, signer, keys.code_key)
     print(f"trusted_keys = {keys.trusted_keys}" + ("  (new)" if made else "  (kept)"))
     print(f"code key     = {keys.code_key_file}")
     print(f"issuer       = {args.issuer}")
@@ -218,7 +228,7 @@ async def _print_events(cloud: ReferenceCloud, cabinet: str) -> None:
         reported = len(problems)
 
 
-def command_data(args: argparse.Namespace) -> dict[str, Any]:
+def command_data(args: argparse.Namespace, code_key: bytes | None = None) -> dict[str, Any]:
     try:
         data = json.loads(args.data)
     except ValueError as exc:
@@ -233,12 +243,22 @@ def command_data(args: argparse.Namespace) -> dict[str, Any]:
         data["in_service"] = args.in_service == "yes"
     if args.command == "door.open":
         data.setdefault("reservation_id", None)
+    # Codes typed in clear here leave only as the contract's keyed hashes.
+    for option, field, purpose in (
+        ("pickup_code", "pickup_code_hash", "pickup"),
+        ("phone_last4", "phone_last4_hash", "phone"),
+    ):
+        digits = getattr(args, option, None)
+        if digits is not None:
+            if code_key is None:
+                raise ValueError(f"--{option.replace('_', '-')} needs the cabinet's code key")
+            data[field] = code_hash(code_key, purpose, digits)
     return data
 
 
-async def _send(args: argparse.Namespace, signer: Signer) -> int:
+async def _send(args: argparse.Namespace, signer: Signer, code_key: bytes) -> int:
     try:
-        data = command_data(args)
+        data = command_data(args, code_key)
     except ValueError as exc:
         _say(str(exc))
         return 2

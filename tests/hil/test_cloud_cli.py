@@ -147,3 +147,26 @@ async def test_send_over_mutual_tls(tmp_path: Path) -> None:
         await cab.stop()
         cab.store.close()
         broker.kill()
+
+
+def test_send_takes_the_codes_in_clear_and_sends_their_keyed_hashes() -> None:
+    """``--pickup-code`` and ``--phone-last4`` (the second factor) leave only as hashes."""
+    import argparse
+
+    from hil.cloud import code_hash
+    from hil.cloud_cli import add_parser, command_data
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    args = parser.parse_args(
+        ["cloud", "send", "reservation.upsert", "--data", '{"reservation_id": "R-1"}',
+         "--pickup-code", "40417", "--phone-last4", "0912"]
+    )  # fmt: skip
+    key = bytes(range(32))
+    data = command_data(args, key)
+    assert data == {
+        "reservation_id": "R-1",
+        "pickup_code_hash": code_hash(key, "pickup", "40417"),
+        "phone_last4_hash": code_hash(key, "phone", "0912"),
+    }
+    assert "0912" not in str(data) and "40417" not in str(data)

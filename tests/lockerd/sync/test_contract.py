@@ -84,6 +84,7 @@ def _commands(cabinet: Cabinet) -> list[tuple[str, bytes]]:
                 "compartment": None,
                 "barcodes": ["JB1"],
                 "pickup_code_hash": code_hash(key, "pickup", "123456"),
+                "phone_last4_hash": code_hash(key, "phone", "0912"),
                 "dropoff_code_hash": None,
                 "reserved_until": now + 3600,
                 "hold_s": None,
