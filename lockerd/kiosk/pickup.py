@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from ..flows import FlowResult, Flows
 
 ASK_PHONE = Screen("phone", "phone.enter")
-ASK_PHONE_AGAIN = Screen("phone", "phone.invalid")
+# Said on the screen the person is on (the phone prompt), as every refusal is.
+ASK_PHONE_AGAIN = Screen("error", "phone.invalid")
 
 
 def phone_digits(text: str) -> str | None:

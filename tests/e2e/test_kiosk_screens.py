@@ -109,6 +109,41 @@ async def test_guest_screens(cabinet: Cabinet, browser: Any) -> None:
     tour.assert_clean()
 
 
+PHONE_LAST4 = {"pickup": {"second_factor": "phone_last4"}}
+
+
+@pytest.mark.parametrize("cabinet", [PHONE_LAST4], indirect=True, ids=["phone_last4"])
+async def test_second_factor_screens(cabinet: Cabinet, browser: Any) -> None:
+    """The code, then the last 4 digits of the booking's phone ([pickup] second_factor)."""
+    cid = await cabinet.ready("R-7", "40417", "PARCEL-7", phone="0912")
+    pulses = lambda: sum(len(p) for p in cabinet.sim.pulses().values())  # noqa: E731
+    deposited = pulses()
+    page = await open_page(browser, cabinet)
+    tour = Tour(page)
+    await page.click("button[data-go=pickup]")
+    await type_code(page, "40417")
+    await page.wait_for_selector("#keypad-label[data-i18n='phone.label']")
+    assert await message_key(page) == "phone.enter"
+    assert pulses() == deposited  # the code alone is not even checked
+    await tour.visit("phone")
+
+    await set_language(page, "en")
+    await type_code(page, "091")  # three digits: asked again, nothing checked
+    await page.wait_for_selector("#message[data-i18n='phone.invalid']")
+    await tour.visit("phone-invalid")
+
+    await set_language(page, "en")
+    for digit in "09121":  # the keys stop at four digits
+        await page.click(f"#keypad button[data-key='{digit}']")
+    assert await page.input_value("#code") == "0912"
+    await page.click("#key-ok")
+    await page.wait_for_selector("body[data-screen=door_open]")
+    assert await page.text_content("#door-compartment") == cid
+    await cabinet.close(cid, parcel=False)
+    await wait_for(lambda: cabinet.state("R-7") is ReservationState.PICKED_UP)
+    tour.assert_clean()
+
+
 @pytest.mark.parametrize("online", [True, False], ids=["online", "offline"])
 async def test_payment_screens(cabinet: Cabinet, browser: Any, online: bool) -> None:
     cod = Cod(amount=1250, currency="EUR", pay_url="https://pay.example/p/R-5")

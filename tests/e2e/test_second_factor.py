@@ -221,7 +221,7 @@ async def test_the_keypad_types_the_code_then_the_digits(world: World) -> None:
     asked = await world.kiosk.physical_entry("24680", "keypad")
     assert (asked.screen, asked.message) == ("phone", "phone.enter")
     again = await world.kiosk.physical_entry("77311", "keypad")  # five digits: asked again
-    assert (again.screen, again.message) == ("phone", "phone.invalid")
+    assert (again.screen, again.message) == ("error", "phone.invalid")
     assert not world.sim.compartment(cid).door_open
     opened = await world.kiosk.physical_entry("7731", "keypad")
     assert opened.screen == "door_open", opened

@@ -24,8 +24,10 @@ def test_shipped_catalogues_are_complete_and_well_formed() -> None:
 def keys_the_kiosk_uses() -> set[str]:
     """Every catalogue key the server, the screens and the page can show."""
     keys = {reason.message_key for reason in RefusalReason}
-    server = (KIOSK / "server.py").read_text() + (KIOSK / "screens.py").read_text()
-    prefixes = "door|payment|refused|error|session|scan|throttle|service|courier|parcel"
+    server = "".join(
+        (KIOSK / name).read_text() for name in ("server.py", "screens.py", "pickup.py")
+    )
+    prefixes = "door|payment|refused|error|session|scan|throttle|service|courier|parcel|phone"
     log_facts = set(re.findall(r'fact\(\s*log,\s*"([a-z_.]+)"', server))  # logged, not shown
     keys |= set(re.findall(rf'"((?:{prefixes})\.[a-z_]+)"', server)) - log_facts
     page = (KIOSK / "static" / "index.html").read_text() + (

@@ -54,6 +54,7 @@ class Cabinet:
         size: Size = Size.S,
         cod: Cod | None = None,
         kind: ReservationKind = ReservationKind.INBOUND,
+        phone: str | None = None,
     ) -> None:
         purpose = Purpose.PICKUP if kind is ReservationKind.INBOUND else Purpose.DROPOFF
         booking = Booking(
@@ -66,6 +67,7 @@ class Cabinet:
             code_hash=self.daemon.code_key.hash(purpose, code),
             reserved_until=self.daemon.clock.wall() + 86_400,
             cod=cod,
+            phone_hash=None if phone is None else self.daemon.code_key.hash(Purpose.PHONE, phone),
         )
         with self.daemon.store.transaction() as tx:
             assert tx.upsert_reservation(booking).status.value == "applied"
@@ -81,9 +83,11 @@ class Cabinet:
         self.sim.close_door(cid)
         await wait_for(lambda: not self.door_open(cid))
 
-    async def ready(self, rid: str, code: str, barcode: str, cod: Cod | None = None) -> str:
+    async def ready(
+        self, rid: str, code: str, barcode: str, cod: Cod | None = None, phone: str | None = None
+    ) -> str:
         """A parcel deposited by a courier through the flows (not the page)."""
-        self.book(rid, code, barcode, cod=cod)
+        self.book(rid, code, barcode, cod=cod, phone=phone)
         session = await self.daemon.flows.courier_login("setup", code=COURIER_CODE)
         opened = await session.scan(barcode)
         cid: str = opened.compartment
@@ -93,8 +97,10 @@ class Cabinet:
 
 
 @pytest.fixture
-async def cabinet(tmp_path: Path) -> AsyncIterator[Cabinet]:
+async def cabinet(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Cabinet]:
     raw = modbus_cabinet("modbus-tcp", boards=1, doors_per_board=8, doors=FAST_DOORS)
+    # Config sections a test asks for: @pytest.mark.parametrize("cabinet", [{...}], indirect=True)
+    raw.update(getattr(request, "param", {}))
     for index, compartment in enumerate(raw["compartments"]):
         compartment.update(column=index % 4 + 1, row=index // 4 + 1)
     sim = SimulatedCabinet(load_layout(raw), pace=True)

@@ -122,7 +122,7 @@
       put($("payment-state"), "payment.confirmed");
       say("payment.confirmed", {}, "good");
       // The code was right and the parcel is paid: ask again for the same code to open.
-      if (state.lastCode) submitCode(state.lastCode);
+      if (state.lastCode) api("POST", "/api/pickup", { code: state.lastCode, phone_last4: state.lastPhone }).then(render);
     } else if (msg.type === "screen") {
       render(msg);
     } else if (msg.type === "cabinet") {
@@ -152,6 +152,8 @@
       state.mode = "service"; drawCabinet(r.cabinet); show("service");
     } else if (r.screen === "home") {
       reset();
+    } else if (r.screen === "phone") {
+      askPhone();
     }
     // error: stay where the person is, the message says what went wrong
   }
@@ -241,18 +243,30 @@
     ensureSession().catch(() => say("error.network", {}, "bad"));
   }
 
+  // The pickup's second factor: the same keys, now for the last 4 digits of the phone.
+  function askPhone() {
+    state.entry = "phone";
+    $("code").value = "";
+    put($("keypad-label"), "phone.label");
+    put($("keypad-hint"), "phone.hint");
+    show("keypad");
+  }
+  function longest() { return state.entry === "phone" ? 4 : 12; }
+
   async function submitCode(code) {
     const paths = { pickup: ["/api/pickup", { code }], dropoff: ["/api/dropoff", { code }],
-                    courier: ["/api/courier/login", { code }], service: ["/api/service/login", { code }] };
+                    courier: ["/api/courier/login", { code }], service: ["/api/service/login", { code }],
+                    phone: ["/api/pickup", { phone_last4: code }] };
     const [path, body] = paths[state.entry] || paths.pickup;
     if (state.entry === "pickup") state.lastCode = code;
+    if (state.entry === "phone") state.lastPhone = code;
     try { render(await api("POST", path, body)); }
     catch (e) { say("error.network", {}, "bad"); }
     $("code").value = "";
   }
 
   function reset() {
-    state.mode = null; state.entry = null; state.lastCode = null; state.selected = null; state.cabinet = null;
+    state.mode = null; state.entry = null; state.lastCode = null; state.lastPhone = null; state.selected = null; state.cabinet = null;
     $("code").value = ""; $("barcode").value = "";
     show("home");
   }
@@ -268,7 +282,7 @@
     active();
     if (!el) return;
     if (el.dataset.go) go(el.dataset.go);
-    else if (el.dataset.key) { if ($("code").value.length < 12) $("code").value += el.dataset.key; }
+    else if (el.dataset.key) { if ($("code").value.length < longest()) $("code").value += el.dataset.key; }
     else if (el.id === "key-clear") $("code").value = "";
     else if (el.id === "key-ok") { if ($("code").value) submitCode($("code").value); }
     else if (el.dataset.problem) api("POST", "/api/courier/exception", { problem: el.dataset.problem }).then(render);
@@ -292,7 +306,7 @@
     active();
     if (document.body.dataset.screen !== "keypad" || ev.target === $("barcode")) return;
     const code = $("code");
-    if (/^[0-9]$/.test(ev.key)) { if (code.value.length < 12) code.value += ev.key; ev.preventDefault(); }
+    if (/^[0-9]$/.test(ev.key)) { if (code.value.length < longest()) code.value += ev.key; ev.preventDefault(); }
     else if (ev.key === "Backspace") { code.value = code.value.slice(0, -1); ev.preventDefault(); }
     else if (ev.key === "Enter" && ev.target === code) { if (code.value) submitCode(code.value); ev.preventDefault(); }
   });
