@@ -280,6 +280,7 @@ DATA_KEYS = [
     "size",
     "barcodes",
     "pickup_code_hash",
+    "phone_last4_hash",
     "credential_id",
     "role",
     "code_hash",
@@ -336,6 +337,7 @@ open_within_s = 3.0
 free_failures = 3
 [pickup]
 normal_hold_s = 259200
+second_factor = "phone_last4"
 [[buses]]
 name = "eth"
 family = "modbus-tcp"
