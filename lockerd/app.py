@@ -221,6 +221,16 @@ class Daemon:
                 compartment=compartment,
                 detail="removed from the config but still holds a live reservation",
             )
+        unpaired = self.store.pickups_without_second_factor() if self.store.second_factor else 0
+        if unpaired:
+            fact(
+                log,
+                "pickup.second_factor_missing",
+                logging.WARNING,
+                bookings=unpaired,
+                detail="booked without phone_last4_hash: they open by QR, remotely or by a"
+                " technician until the cloud sends them again",
+            )
         clean = self.store.get_setting("clean_shutdown") != "0"
         first_start = self.store.last_seq() == 0
         reason = "start" if clean or first_start else "crash_recovery"

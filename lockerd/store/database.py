@@ -452,6 +452,16 @@ class Store:
         ]
 
     @_serialized
+    def pickups_without_second_factor(self) -> int:
+        """Live inbound bookings without the phone's hash: no typed code opens them while
+        ``[pickup] second_factor`` asks for it (booked before it was turned on)."""
+        (count,) = self._conn.execute(
+            "SELECT count(*) FROM reservations WHERE kind = 'inbound'"
+            " AND state IN ('reserved', 'ready') AND phone_hash IS NULL"
+        ).fetchone()
+        return int(count)
+
+    @_serialized
     def clock_trusted(self, now: float | None = None) -> bool:
         """Whether the wall clock can be believed for deadlines (ADR 0014)."""
         wall = self.clock.wall() if now is None else now

@@ -20,7 +20,7 @@ from hil.cloud import code_hash
 from lockerd import throttle
 from lockerd.clock import ManualClock
 from lockerd.codes import CodeFormatError, CodeKey, Purpose, validate_phone_last4
-from lockerd.config import SecondFactor, parse
+from lockerd.config import SecondFactor, parse, summary
 from lockerd.kiosk.pickup import ASK_PHONE, ASK_PHONE_AGAIN, Pickups, phone_digits
 from lockerd.kiosk.session import BadRequest, KioskSession
 from lockerd.model import Size
@@ -185,6 +185,7 @@ def test_without_the_setting_the_code_alone_opens_and_the_phone_is_kept(
     store.close()
     # Turned on later: what was booked with a phone opens with it, the rest by QR or remotely.
     store = Store.open(tmp_path / "lockerd.db", "CAB-TEST", clock, second_factor=True)
+    assert store.pickups_without_second_factor() == 1  # said at start (app.py)
     assert check(store, "kiosk", CODE, PHONE).outcome is CodeOutcome.ACCEPTED
     assert check(store, "kiosk", "52525", "9999").outcome is CodeOutcome.REJECTED
 
@@ -339,9 +340,12 @@ def test_the_setting_is_read_and_checked() -> None:
             }
         ],
     }
-    assert parse(base, Path("lockerd.toml")).pickup.second_factor is SecondFactor.OFF
+    off = parse(base, Path("lockerd.toml"))
+    assert off.pickup.second_factor is SecondFactor.OFF
+    assert "phone" not in summary(off)
     on = parse({**base, "pickup": {"second_factor": "phone_last4"}}, Path("lockerd.toml"))
     assert on.pickup.second_factor is SecondFactor.PHONE_LAST4
+    assert "pickup: code and the last 4 digits of the booking's phone" in summary(on)
     from lockerd.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"pickup\.second_factor"):
