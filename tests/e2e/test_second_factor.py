@@ -69,7 +69,9 @@ class World:
     def pulses(self) -> int:
         return sum(len(p) for p in self.sim.pulses().values())
 
-    async def book(self, rid: str, code: str, phone: str | None) -> dict[str, object]:
+    async def book(
+        self, rid: str, code: str, phone: str | None, cod: dict[str, object] | None = None
+    ) -> dict[str, object]:
         data: dict[str, object] = {
             "reservation_id": rid,
             "version": 1,
@@ -82,7 +84,7 @@ class World:
             "reserved_until": int(time.time()) + 3600,
             "hold_s": None,
             "sensitive": False,
-            "cod": None,
+            "cod": cod,
             "code_only": False,
         }
         if phone is not None:
@@ -229,3 +231,36 @@ async def test_the_keypad_types_the_code_then_the_digits(world: World) -> None:
     await world.close(cid, Occupancy.EMPTY)
     await world.cloud.wait_for(lambda: bool(world.events("parcel.picked_up")), what="pickup")
     assert world.events("code.rejected") == []  # a malformed phone is asked again, not counted
+
+
+async def test_a_paid_parcel_opens_with_code_and_digits_sent_together(world: World) -> None:
+    """Cash on delivery: the pair was right, the payment comes from the cloud, and the page
+    sends code and digits again in one request."""
+    cod = {"amount": 1250, "currency": "EUR", "pay_url": "https://pay.example/R-3"}
+    ack = await world.book("R-3", "86420", "5500", cod=cod)
+    assert ack["status"] == "applied", ack
+    cid = await world.deposit("R-3")
+    base = f"http://127.0.0.1:{world.kiosk.port}"
+    async with aiohttp.ClientSession(base) as http:
+
+        async def post(path: str, body: dict[str, Any], sid: str = "") -> dict[str, Any]:
+            headers = {"X-Kiosk-Session": sid} if sid else {}
+            async with http.post(path, json=body, headers=headers) as response:
+                assert response.status == 200, await response.text()
+                answer: dict[str, Any] = await response.json()
+                return answer
+
+        sid = (await post("/api/sessions", {}))["session"]
+        assert (await post("/api/pickup", {"code": "86420"}, sid))["screen"] == "phone"
+        payment = await post("/api/pickup", {"phone_last4": "5500"}, sid)
+        assert payment["screen"] == "payment", payment
+        ack = await world.command(
+            "payment.confirmed",
+            {"reservation_id": "R-3", "amount": 1250, "currency": "EUR", "ref": "P-3"},
+        )
+        assert ack["status"] == "applied", ack
+        opened = await post("/api/pickup", {"code": "86420", "phone_last4": "5500"}, sid)
+        assert opened["screen"] == "door_open" and opened["compartment"] == cid, opened
+    assert world.sim.compartment(cid).door_open
+    await world.close(cid, Occupancy.EMPTY)
+    await world.cloud.wait_for(lambda: bool(world.events("parcel.picked_up")), what="pickup")
