@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from lockerd.kiosk.messages import PLURAL_CATEGORIES
 from lockerd.reservations import Cod, ReservationState
 from tests.support.kiosk_page import (
@@ -137,6 +139,40 @@ async def test_cod_pickup_waits_for_payment(cabinet: Cabinet, browser: Any) -> N
     assert not cabinet.door_open(cid)
     with cabinet.daemon.store.transaction() as tx:
         tx.confirm_payment("R-5", 1250, "EUR", "pay-ref-1")
+    await page.wait_for_selector("body[data-screen=door_open]")
+    assert await page.text_content("#door-compartment") == cid
+    await wait_for(lambda: cabinet.door_open(cid))
+
+
+@pytest.mark.parametrize(
+    "cabinet", [{"pickup": {"second_factor": "phone_last4"}}], indirect=True, ids=["phone_last4"]
+)
+async def test_second_factor_by_keyboard_then_payment(cabinet: Cabinet, browser: Any) -> None:
+    """The code, then the phone's last 4 digits from a keyboard (a fifth digit is not taken);
+    a wrong pair is refused; after the payment the page sends code and digits again."""
+    cod = Cod(amount=990, currency="EUR", pay_url="https://pay.example/p/R-8")
+    cid = await cabinet.ready("R-8", "73519", "PARCEL-8", cod=cod, phone="4410")
+    pulses = len(cabinet.sim.pulses().get(cid, []))
+    page = await open_page(browser, cabinet)
+    await page.click("button[data-go=pickup]")
+    await page.keyboard.type("73519")
+    await page.keyboard.press("Enter")
+    await page.wait_for_selector("#keypad-label[data-i18n='phone.label']")
+    assert await page.evaluate("document.activeElement.id") == "code"
+    await page.keyboard.type("44111")
+    assert await page.input_value("#code") == "4411"
+    await page.keyboard.press("Enter")
+    await page.wait_for_selector("#message[data-i18n='refused.code_not_valid']")
+    assert len(cabinet.sim.pulses().get(cid, [])) == pulses
+    # The pair was checked: the keypad asks for a code again, the message stays.
+    assert await page.get_attribute("#keypad-label", "data-i18n") == "code.enter"
+    await type_code(page, "73519")
+    await page.wait_for_selector("#keypad-label[data-i18n='phone.label']")
+    await type_code(page, "4410")
+    await page.wait_for_selector("body[data-screen=payment]")
+    assert len(cabinet.sim.pulses().get(cid, [])) == pulses  # nothing opens before payment
+    with cabinet.daemon.store.transaction() as tx:
+        tx.confirm_payment("R-8", 990, "EUR", "pay-ref-8")
     await page.wait_for_selector("body[data-screen=door_open]")
     assert await page.text_content("#door-compartment") == cid
     await wait_for(lambda: cabinet.door_open(cid))

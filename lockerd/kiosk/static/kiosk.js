@@ -154,6 +154,8 @@
       reset();
     } else if (r.screen === "phone") {
       askPhone();
+    } else if (r.screen === "error" && state.entry === "phone" && r.message !== "phone.invalid") {
+      askCode(); // the pair was checked (and refused): the next entry is a code again
     }
     // error: stay where the person is, the message says what went wrong
   }
@@ -250,6 +252,12 @@
     put($("keypad-label"), "phone.label");
     put($("keypad-hint"), "phone.hint");
     show("keypad");
+  }
+  function askCode() {
+    state.entry = "pickup";
+    $("code").value = "";
+    put($("keypad-label"), prompts.pickup);
+    put($("keypad-hint"), "code.hint.pickup");
   }
   function longest() { return state.entry === "phone" ? 4 : 12; }
 
