@@ -125,7 +125,7 @@ class Flows:
     async def pickup(
         self, surface: str, typed: str, method: PickupMethod = PickupMethod.CODE, phone: str = ""
     ) -> FlowResult:
-        """A recipient types (or scans as QR) a pickup code; ``phone``: its second factor."""
+        """A recipient's pickup code; ``phone``: its last 4 digits ([pickup] second_factor)."""
         offline = not self.online()
 
         def decide(tx: Transaction) -> FlowResult | _Open:
