@@ -41,6 +41,7 @@ class Purpose(StrEnum):
     # The second factor of a pickup ([pickup] second_factor): the last 4 digits of the
     # phone number the cloud booked with, hashed like a code (docs/adr/0030).
     PHONE = "phone"
+    DEPOSIT = "deposit"  # a booking's deposit code: opens its compartment for the courier
 
 
 class CodeFormatError(ValueError):

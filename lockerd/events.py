@@ -57,6 +57,8 @@ class EventType(StrEnum):
     COURIER_EXCEPTION = "courier.exception"
     CLOCK_SKEW = "clock.skew"
     OUTBOX_FULL = "outbox.full"
+    # Issue 13 (docs/adr/0025): a courier deposited a parcel the cabinet has no booking for.
+    PARCEL_DEPOSITED_UNBOOKED = "parcel.deposited_unbooked"
 
 
 # Every event type of the contract with exactly the data fields it carries. An
@@ -93,6 +95,9 @@ EVENT_FIELDS: Mapping[EventType, frozenset[str]] = {
     # Not in the contract's table (it is silent on a full outbox): the project's contract
     # copy adds it, so the alarm reaches the cloud in order like every other fact.
     EventType.OUTBOX_FULL: frozenset({"depth", "limit"}),
+    EventType.PARCEL_DEPOSITED_UNBOOKED: frozenset(
+        {"compartment", "barcode", "size", "credential_id"}
+    ),
 }
 
 

@@ -69,6 +69,8 @@ class Expect(StrEnum):
     PICKUP = "pickup"
     RETRIEVE = "retrieve"
     COLLECT = "collect"
+    # a parcel a courier deposits with no booking (its waybill is the step's barcode)
+    DEPOSIT_UNBOOKED = "deposit_unbooked"
 
 
 @dataclass(frozen=True)

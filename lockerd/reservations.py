@@ -125,6 +125,8 @@ class Booking:
     code_only: bool = False
     # the keyed hash of the last 4 digits of the booking's phone (the second factor)
     phone_hash: str | None = None
+    deposit_code_hash: str | None = None  # inbound: opens the compartment for the courier
+    pickup_group: str | None = None  # inbound: picked up with the group's other bookings
 
 
 @dataclass(frozen=True)
@@ -250,8 +252,14 @@ _AWAITING = (ReservationState.RESERVED, ReservationState.BOOKED)
 
 
 def deposit(
-    reservation: Reservation, barcode: str, credential_id: str, now: float, holds: HoldPolicy
+    reservation: Reservation,
+    barcode: str | None,
+    credential_id: str | None,
+    now: float,
+    holds: HoldPolicy,
 ) -> Step:
+    """The parcel is in. ``barcode`` and ``credential_id`` are None for a deposit opened by
+    the booking's deposit code (no login, nothing scanned)."""
     _require(reservation, "deposit", ReservationState.RESERVED)
     compartment = _compartment(reservation)
     hold = holds.hold_for(reservation.hold_s, reservation.sensitive)
@@ -484,3 +492,88 @@ def compartment_for_deposit(
         return None, False
     choice = choose_compartment(size, compartments, exclude)
     return choice, choice is not None
+
+
+# --- several parcels, one pickup; parcels deposited with no booking (docs/adr/0025) ---------
+
+
+def pickup_round(
+    anchor: Reservation, group: Iterable[Reservation], method: PickupMethod
+) -> list[Reservation]:
+    """The bookings one pickup opens, in the order their doors open.
+
+    ``anchor`` is the booking the code (or QR token) matched; ``group`` its pickup group.
+    A member joins when it is ready, has the anchor's pickup code, needs no payment and
+    allows ``method``; members awaiting payment are left for a pickup of their own after
+    payment. Doors open in compartment order, so the person walks the cabinet one way.
+    """
+    members = {anchor.id: anchor}
+    for member in group:
+        if (
+            member.id not in members
+            and member.kind is ReservationKind.INBOUND
+            and member.state is ReservationState.READY
+            and member.compartment is not None
+            and member.code_hash == anchor.code_hash
+            and not member.awaiting_payment
+            and not (member.code_only and method is not PickupMethod.CODE)
+        ):
+            members[member.id] = member
+    return sorted(members.values(), key=lambda r: (r.compartment or "", r.id))
+
+
+@dataclass(frozen=True)
+class UnbookedParcel:
+    """A parcel a logged-in courier put in with no booking: its waybill and where it is."""
+
+    barcode: str
+    compartment: str
+    credential_id: str
+    deposited_at: float
+
+
+def sizes_offered(
+    compartments: Iterable[Compartment], exclude: frozenset[str] = frozenset()
+) -> list[Size]:
+    """The sizes a courier may choose for a parcel with no booking: those that find room."""
+    compartments = list(compartments)
+    return [s for s in Size if choose_compartment(s, compartments, exclude) is not None]
+
+
+def unbooked_parcel_for(
+    reservation: Reservation, parcels: Iterable[UnbookedParcel]
+) -> UnbookedParcel | None:
+    """The unbooked parcel a booking from the cloud is for, if any.
+
+    A new inbound booking listing a parcel's waybill attaches to it, in the compartment
+    the parcel is in (the cloud names it, from ``parcel.deposited_unbooked``, or leaves
+    it null). A booking that names a compartment holding another unbooked parcel, or names
+    another compartment than the one its parcel is in, is refused: the parcel cannot move.
+    """
+    if reservation.kind is not ReservationKind.INBOUND or not reservation.state.awaiting_parcel:
+        return None
+    parcels = list(parcels)
+    listed = set(reservation.barcodes)
+    mine = [p for p in parcels if p.barcode in listed]
+    named = reservation.compartment if reservation.compartment_named else None
+    if named is not None:
+        there = next((p for p in parcels if p.compartment == named), None)
+        if there is not None and there.barcode not in listed:
+            raise TransitionError(f"compartment {named} holds another parcel with no booking")
+        if there is None and mine:
+            raise TransitionError(
+                f"the parcel of reservation {reservation.id} is in compartment "
+                f"{mine[0].compartment}, not {named}"
+            )
+        return there
+    return mine[0] if mine else None
+
+
+def attach(reservation: Reservation, parcel: UnbookedParcel, now: float, holds: HoldPolicy) -> Step:
+    """The cloud booked an unbooked parcel: the booking is deposited where the parcel is.
+
+    It then reads as any deposited parcel: ``parcel.deposited`` (with the courier who put
+    it in) and the hold counted from now, when the recipient can first be told.
+    """
+    placed = replace(reservation, compartment=parcel.compartment, compartment_named=True)
+    return deposit(placed, parcel.barcode, parcel.credential_id, now, holds)

@@ -18,7 +18,6 @@ import logging
 import re
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
@@ -34,6 +33,8 @@ from ..reservations import PickupMethod, ReservationKind, ReservationState, Tran
 from ..store import ApplyStatus, CodeOutcome, CodeVerdict, CredentialRole, Transaction
 from ..store.worker import AsyncStore
 from ..sync.commands import TrustStore
+from .deposit_code import prepare_code_deposit
+from .opening import _intend, _Open
 from .results import (
     Collection,
     Done,
@@ -46,6 +47,8 @@ from .results import (
     Refused,
     Wait,
 )
+from .round import Round, open_round, plan_round
+from .unbooked import unbooked_offer
 
 log = logging.getLogger("lockerd.flows")
 
@@ -64,23 +67,6 @@ class Cabinet(Protocol):
     ) -> UnlockOutcome: ...
 
     def views(self) -> list[CompartmentView]: ...
-
-
-@dataclass(frozen=True)
-class _Open:
-    """A decision to open a door whose unlock intent is committed with the decision."""
-
-    compartment: str
-    actor: Actor
-    reason: str
-    reservation_id: str | None
-    size: Size | None
-
-
-def _intend(tx: Transaction, opening: _Open) -> _Open:
-    """Record the unlock intent in the deciding transaction (one fsync before the pulse)."""
-    tx.record_unlock_intent(opening.compartment, opening.actor.value, opening.reason)
-    return opening
 
 
 class Problem(StrEnum):
@@ -123,18 +109,32 @@ class Flows:
     # ------------------------------------------------------------ recipient
 
     async def pickup(
-        self, surface: str, typed: str, method: PickupMethod = PickupMethod.CODE, phone: str = ""
+        self,
+        surface: str,
+        typed: str,
+        method: PickupMethod = PickupMethod.CODE,
+        phone: str = "",
+        *,
+        or_deposit: bool = False,
     ) -> FlowResult:
-        """A recipient's pickup code; ``phone``: its last 4 digits ([pickup] second_factor)."""
+        """A recipient's pickup code; ``phone``: its last 4 digits ([pickup] second_factor).
+        With ``or_deposit`` (a keypad that everyone types at) a booking's deposit code
+        opens its compartment too."""
         offline = not self.online()
+        also = Purpose.DEPOSIT if or_deposit else None
 
-        def decide(tx: Transaction) -> FlowResult | _Open:
-            verdict = tx.verify_code(self.code_key, surface, Purpose.PICKUP, typed, phone)
+        def decide(tx: Transaction) -> FlowResult | _Open | Round:
+            verdict = tx.verify_code(
+                self.code_key, surface, Purpose.PICKUP, typed, phone, or_purpose=also
+            )
             early = self._verdict_refusal(verdict)
             if early is not None:
                 return early
             reservation = verdict.reservation
-            assert reservation is not None and reservation.compartment is not None
+            assert reservation is not None
+            if reservation.state is ReservationState.RESERVED:  # its deposit code matched
+                return prepare_code_deposit(self, tx, reservation)
+            assert reservation.compartment is not None
             if reservation.code_only and method is not PickupMethod.CODE:
                 return Refused(RefusalReason.CODE_ONLY)
             if verdict.outcome is CodeOutcome.PAYMENT_REQUIRED and reservation.cod is not None:
@@ -142,6 +142,9 @@ class Flows:
                 return PaymentRequired(
                     cod.amount, cod.currency, reservation.id, cod.pay_url, offline
                 )
+            group = tx.pickup_group(reservation.id)
+            if group is not None:  # several parcels, one code: every door, one after another
+                return plan_round(tx, reservation, tx.group_members(group), method)
             cid = reservation.compartment
             step = PendingStep(cid, Expect.PICKUP, reservation.id, method=method.value)
             if not tx.expect_step(step):
@@ -163,7 +166,7 @@ class Flows:
         qr = self.qr
         offline = not self.online()
 
-        def decide(tx: Transaction) -> FlowResult | _Open:
+        def decide(tx: Transaction) -> FlowResult | _Open | Round:
             redeemed = qr.redeem(tx, token, self.clock.wall())
             if isinstance(redeemed, QrRejected):
                 fact(log, "qr.rejected", surface=surface, reason=redeemed.reason.value)
@@ -186,6 +189,9 @@ class Flows:
                 return PaymentRequired(
                     cod.amount, cod.currency, reservation.id, cod.pay_url, offline
                 )
+            group = tx.pickup_group(reservation.id)
+            if group is not None:
+                return plan_round(tx, reservation, tx.group_members(group), PickupMethod.QR)
             cid = reservation.compartment
             step = PendingStep(cid, Expect.PICKUP, reservation.id, method=PickupMethod.QR.value)
             if not tx.expect_step(step):
@@ -323,10 +329,12 @@ class Flows:
         cid = pending.compartment
         rid = pending.reservation_id
         try:
-            if pending.expect in (Expect.DEPOSIT, Expect.DROPOFF):
+            if pending.expect in (Expect.DEPOSIT, Expect.DROPOFF, Expect.DEPOSIT_UNBOOKED):
                 if present or (no_sensor and seen_open):
                     if pending.expect is Expect.DEPOSIT:
                         tx.deposit(rid, pending.barcode, pending.credential_id)
+                    elif pending.expect is Expect.DEPOSIT_UNBOOKED:
+                        tx.deposit_unbooked(cid, pending.barcode, pending.credential_id)
                     else:
                         tx.drop_off(rid)
                 # empty: the courier closed the door without the parcel; the booking waits
@@ -357,10 +365,12 @@ class Flows:
             return Refused(RefusalReason.CODE_NOT_VALID)
         return None
 
-    async def _carry_out(self, decided: FlowResult | _Open) -> FlowResult:
+    async def _carry_out(self, decided: FlowResult | _Open | Round) -> FlowResult:
         """Open the door a committed decision asked for; a refusal is answered as it is."""
         if isinstance(decided, _Open):
             return await self._open(decided)
+        if isinstance(decided, Round):
+            return await open_round(self, decided)
         return decided
 
     async def _open(self, opening: _Open) -> Opened | LockFailed:
@@ -462,7 +472,7 @@ class CourierSession:
             if not waiting:
                 if any(r.state.holds_parcel for r in found):
                     return Refused(RefusalReason.ALREADY_DEPOSITED)
-                return Refused(RefusalReason.NOT_BOOKED_HERE)
+                return unbooked_offer(tx, clean)  # no booking: the courier may choose a size
             return self._prepare(tx, waiting[0].id, clean, None, frozenset())
 
         return await self._deposit(await self.flows.store.write(decide), clean)

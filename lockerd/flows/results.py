@@ -51,6 +51,8 @@ class Opened:
     compartment: str
     reservation_id: str | None = None
     size: Size | None = None
+    # a pickup of several parcels: the doors that open after this one closes, in order
+    then: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -96,4 +98,12 @@ class Collection:
     failed: tuple[LockFailed, ...]
 
 
-FlowResult = Opened | Refused | LockFailed | PaymentRequired | Wait | LockedOut | Done
+@dataclass(frozen=True)
+class SizeChoice:
+    """A waybill the cabinet has no booking for: the courier may deposit it in a size."""
+
+    barcode: str
+    sizes: tuple[Size, ...]  # the sizes that find a free compartment now
+
+
+FlowResult = Opened | Refused | LockFailed | PaymentRequired | Wait | LockedOut | Done | SizeChoice

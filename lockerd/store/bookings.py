@@ -14,14 +14,14 @@ from ..events import DomainEvent, EventType, StoredEvent, rfc3339_ms
 from ..logs import fact
 from ..model import Size
 from ..reservations import Booking, PickupMethod, Reservation, ReservationKind, ReservationState
-from .chain import TransactionBase
+from .deposits import DepositRows
 from .results import Applied, CredentialGrant, StoreError
 from .rows import reservation_of
 
 log = logging.getLogger("lockerd.store")
 
 
-class BookingRows(TransactionBase):
+class BookingRows(DepositRows):
     """Bookings, credentials and their steps, inside the caller's transaction."""
 
     # --- the cloud's commands (version rules: a version not above the stored one is stale) ---
@@ -52,11 +52,20 @@ class BookingRows(TransactionBase):
             ):
                 # keep the compartment chosen for a courier who may be at the door now
                 after = replace(after, compartment=current.compartment)
-        if after.compartment is not None and after.state.awaiting_parcel:
+        try:
+            parcel = life.unbooked_parcel_for(after, self.unbooked_parcels())
+        except life.TransitionError as exc:
+            return Applied.rejected(str(exc))
+        if parcel is None and after.compartment is not None and after.state.awaiting_parcel:
             problem = self._compartment_problem(after.compartment, after.size, after.id)
             if problem is not None:
                 return Applied.rejected(problem)
         self._save(after, insert=current is None)
+        self.link_booking(after.id, booking.deposit_code_hash, booking.pickup_group)
+        if parcel is not None:
+            # the recipient's booking for a parcel already here: it is deposited at once
+            self._step(life.attach(after, parcel, self.now, self._store.holds))
+            self.forget_unbooked(parcel.barcode)
         return Applied.applied()
 
     def cancel_reservation(self, reservation_id: str, version: int) -> Applied:
@@ -187,10 +196,12 @@ class BookingRows(TransactionBase):
         return choice
 
     def deposit(self, reservation_id: str, barcode: str, credential_id: str) -> StoredEvent:
+        """A deposit is in; an empty barcode and credential: opened by the deposit code."""
         current = self._require(reservation_id)
-        return self._step(
-            life.deposit(current, barcode, credential_id, self.now, self._store.holds)
-        )[0]
+        step = life.deposit(
+            current, barcode or None, credential_id or None, self.now, self._store.holds
+        )
+        return self._step(step)[0]
 
     def drop_off(self, reservation_id: str) -> StoredEvent:
         return self._step(life.drop_off(self._require(reservation_id), self.now))[0]
@@ -331,6 +342,8 @@ def _check_booking(booking: Booking, second_factor: bool) -> str | None:
         validate_hash(booking.code_hash)
         if booking.phone_hash is not None:
             validate_hash(booking.phone_hash)
+        if booking.deposit_code_hash is not None:
+            validate_hash(booking.deposit_code_hash)
     except CodeFormatError as exc:
         return str(exc)
     if second_factor and booking.kind is ReservationKind.INBOUND and booking.phone_hash is None:

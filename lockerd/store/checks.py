@@ -14,6 +14,7 @@ from ..logs import fact
 from ..reservations import Reservation, ReservationKind, ReservationState
 from ..throttle import CABINET_ROW, ThrottleState
 from .chain import TransactionBase
+from .deposits import deposit_code_verdict
 from .results import CodeOutcome, CodeVerdict, CredentialRole
 from .rows import find_throttle_state, reservation_of
 
@@ -32,12 +33,16 @@ class CodeChecks(TransactionBase):
         purpose: Purpose,
         typed: str,
         phone_last4: str | None = None,
+        *,
+        or_purpose: Purpose | None = None,
     ) -> CodeVerdict:
         """Check a typed code (or badge UID) at ``surface``, throttled, in one transaction.
 
         The work does not depend on how much of the code was right (the HMAC scrambles
         it before any lookup) nor on whether a booking exists (a miss still runs one
-        constant-time comparison). A failure emits ``code.rejected`` and, when it starts
+        constant-time comparison). With ``or_purpose`` a code that is not ``purpose``'s is
+        tried as that one's too: one guess, counted once (a keypad where recipients and
+        couriers type their codes alike). A failure emits ``code.rejected`` and, when it starts
         a lockout, ``keypad.locked_out``; neither carries the code or its hash.
 
         With ``[pickup] second_factor`` a pickup code is checked together with
@@ -62,9 +67,12 @@ class CodeChecks(TransactionBase):
             computed = key.hash(purpose, typed)
             # Missing digits are a bad format like a short code (and counted the same).
             phone = key.hash(Purpose.PHONE, phone_last4 or "") if paired else None
+            alternative = None if or_purpose is None else key.hash(or_purpose, typed)
         except CodeFormatError:
             return self._code_failed(surface, state, purpose, CodeOutcome.BAD_FORMAT)
         verdict = self._match(purpose, computed, phone)
+        if verdict.outcome is CodeOutcome.REJECTED and or_purpose and alternative:
+            verdict = self._match(or_purpose, alternative, None)
         if verdict.outcome in (CodeOutcome.REJECTED,):
             return self._code_failed(surface, state, purpose, CodeOutcome.REJECTED)
         # A right code leaves every count as it is (throttle.record_success): one known
@@ -77,6 +85,8 @@ class CodeChecks(TransactionBase):
         return verdict
 
     def _match(self, purpose: Purpose, computed: str, phone: str | None) -> CodeVerdict:
+        if purpose is Purpose.DEPOSIT:
+            return deposit_code_verdict(self._conn, computed)
         if purpose in (Purpose.PICKUP, Purpose.DROPOFF):
             kind = ReservationKind.INBOUND if purpose is Purpose.PICKUP else ReservationKind.DROPOFF
             if phone is None:

@@ -171,4 +171,43 @@ ALTER TABLE reservations ADD COLUMN phone_hash TEXT;
 CREATE INDEX reservations_code_phone ON reservations (code_hash, phone_hash);
 """
 
-MIGRATIONS: tuple[str, ...] = (_0001_INITIAL, _0002_PENDING_STEPS, _0003_SECOND_FACTOR)
+# Number 4 belongs to a change made in parallel (issue 13's grace and remote pickups).
+# Until it lands it stands here as an empty placeholder, so this one keeps its number;
+# whoever lands it replaces the placeholder with their migration.
+_0004_PLACEHOLDER = ""
+
+_0005_DEPOSIT_CODES_GROUPS_UNBOOKED = """
+-- Issue 13, items 3 to 5 (docs/adr/0025). Kept beside the reservations table rather than
+-- as columns of it: each is optional, and most bookings have none.
+-- A booking's deposit code (keyed hash, purpose "deposit"): typed at the cabinet, it opens
+-- the booked compartment for the courier with no login and no barcode.
+CREATE TABLE deposit_codes (
+    reservation_id TEXT PRIMARY KEY REFERENCES reservations (id) ON DELETE CASCADE,
+    code_hash TEXT NOT NULL
+);
+CREATE INDEX deposit_codes_hash ON deposit_codes (code_hash);
+-- Bookings of one pickup group that share their pickup code are picked up together: one
+-- code (or QR token) opens every door of the group, one after another.
+CREATE TABLE pickup_groups (
+    reservation_id TEXT PRIMARY KEY REFERENCES reservations (id) ON DELETE CASCADE,
+    group_id TEXT NOT NULL
+);
+CREATE INDEX pickup_groups_group ON pickup_groups (group_id);
+-- A parcel a logged-in courier deposited with no booking: its waybill and compartment,
+-- until the cloud books its recipient (reservation.upsert), which turns it into a ready
+-- booking in that very compartment.
+CREATE TABLE unbooked_parcels (
+    barcode TEXT PRIMARY KEY,
+    compartment TEXT NOT NULL UNIQUE,
+    credential_id TEXT NOT NULL,
+    deposited_at REAL NOT NULL
+);
+"""
+
+MIGRATIONS: tuple[str, ...] = (
+    _0001_INITIAL,
+    _0002_PENDING_STEPS,
+    _0003_SECOND_FACTOR,
+    _0004_PLACEHOLDER,
+    _0005_DEPOSIT_CODES_GROUPS_UNBOOKED,
+)

@@ -107,10 +107,14 @@ def all_compartments(conn: sqlite3.Connection) -> list[Compartment]:
             f"SELECT * FROM reservations WHERE compartment IS NOT NULL AND state IN {LIVE_STATES}",
         )
     }
+    # a parcel deposited with no booking fills its compartment until the cloud books it
+    unbooked = {r[0] for r in conn.execute("SELECT compartment FROM unbooked_parcels")}
     result = []
     for row in fetch_rows(conn, "SELECT * FROM compartments ORDER BY id"):
         holder = holders.get(row["id"])
         state = life.compartment_state(bool(row["in_service"]), holder)
+        if row["id"] in unbooked and state is CompartmentState.FREE:
+            state = CompartmentState.OCCUPIED
         if not row["configured"] and holder is None:
             state = CompartmentState.OUT_OF_SERVICE
         result.append(

@@ -1,0 +1,64 @@
+"""A booking's deposit code: typed at the cabinet, it opens the booked compartment.
+
+Some services give the courier one code per order instead of a login (issue 13, item 3;
+docs/adr/0025). The code is a keyed hash of purpose ``deposit`` on the booking; typed at
+the kiosk's deposit screen, or at the keypad where pickup codes are typed too, it opens
+the booking's compartment (the named one, or the smallest free one of its size) with no
+login and no barcode. It counts in the keypad's throttle and the cabinet-wide guessing
+budget like every typed code, and it works only while the booking waits for its parcel.
+The close of the door records ``parcel.deposited`` (``barcode`` and ``credential_id``
+null), as a courier's deposit is.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from ..codes import Purpose
+from ..logs import fact
+from ..model import Actor, Expect, PendingStep
+from ..reservations import Reservation, TransitionError
+from ..store import Transaction
+from .opening import _intend, _Open
+from .results import FlowResult, RefusalReason, Refused
+
+if TYPE_CHECKING:
+    from .core import Flows
+
+log = logging.getLogger("lockerd.flows")
+
+
+def prepare_code_deposit(
+    flows: Flows, tx: Transaction, reservation: Reservation
+) -> Refused | _Open:
+    """Inside the code's transaction: the compartment, the pending deposit, the intent."""
+    if flows.degraded() is not None:
+        return Refused(RefusalReason.OUT_OF_SERVICE)
+    try:
+        cid = tx.assign_compartment(reservation.id)
+    except TransitionError:
+        return Refused(RefusalReason.NOT_ALLOWED)
+    if cid is None:
+        return Refused(RefusalReason.NO_FREE_COMPARTMENT)
+    if not tx.expect_step(PendingStep(cid, Expect.DEPOSIT, reservation.id)):
+        return Refused(RefusalReason.DOOR_BUSY, cid)
+    size = {c.id: c.size for c in tx.compartments()}.get(cid)
+    fact(log, "deposit_code.accepted", reservation=reservation.id, compartment=cid)
+    return _intend(tx, _Open(cid, Actor.COURIER, "deposit_code", reservation.id, size))
+
+
+async def deposit_with_code(flows: Flows, surface: str, typed: str) -> FlowResult:
+    """The kiosk's deposit screen: a deposit code and nothing else."""
+    if flows.degraded() is not None:
+        return Refused(RefusalReason.OUT_OF_SERVICE)
+
+    def decide(tx: Transaction) -> FlowResult | _Open:
+        verdict = tx.verify_code(flows.code_key, surface, Purpose.DEPOSIT, typed)
+        early = flows._verdict_refusal(verdict)
+        if early is not None:
+            return early
+        assert verdict.reservation is not None
+        return prepare_code_deposit(flows, tx, verdict.reservation)
+
+    return await flows._carry_out(await flows.store.write(decide))

@@ -1,0 +1,110 @@
+"""Deposit without a booking: a waybill the cabinet was never sent (issue 13, item 4).
+
+A logged-in courier scans a parcel the cabinet has no booking for; the kiosk offers the
+sizes that still find room (:class:`SizeChoice`), the courier picks one, and the smallest
+free compartment of that size opens. Its close records the parcel (``unbooked_parcels``)
+and ``parcel.deposited_unbooked`` in one transaction, online or not; the cloud later books
+the recipient with ``reservation.upsert`` listing the waybill, which turns the parcel into
+a ready booking in that same compartment (lockerd.reservations.attach, docs/adr/0025).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from typing import TYPE_CHECKING
+
+from .. import reservations as life
+from ..logs import fact
+from ..model import Actor, Expect, PendingStep, Size
+from ..reservations import ReservationKind
+from ..store import Transaction
+from .opening import _intend, _Open
+from .results import FlowResult, Opened, RefusalReason, Refused, SizeChoice
+
+if TYPE_CHECKING:
+    from .core import CourierSession
+
+log = logging.getLogger("lockerd.flows")
+
+# The pending step of a deposit with no booking has no reservation: it is keyed by door.
+NO_RESERVATION = ""
+
+
+def _busy(tx: Transaction) -> frozenset[str]:
+    """Doors another step waits on: not offered to a parcel with no booking."""
+    return frozenset(step.compartment for step in tx.pending_steps())
+
+
+def _already_here(tx: Transaction, barcode: str) -> bool:
+    booked = [r for r in tx.reservations_by_barcode(barcode) if r.kind is ReservationKind.INBOUND]
+    return tx.unbooked_parcel(barcode) is not None or any(r.state.holds_parcel for r in booked)
+
+
+def unbooked_offer(tx: Transaction, barcode: str) -> SizeChoice | Refused:
+    """A scanned waybill with no booking waiting for it: the sizes it may go in, or why not."""
+    if _already_here(tx, barcode):
+        return Refused(RefusalReason.ALREADY_DEPOSITED)
+    sizes = life.sizes_offered(tx.compartments(), _busy(tx))
+    if not sizes:
+        return Refused(RefusalReason.NO_FREE_COMPARTMENT)
+    return SizeChoice(barcode, tuple(sizes))
+
+
+async def deposit_unbooked(session: CourierSession, barcode: str, size: Size) -> FlowResult:
+    """The courier chose ``size`` for a parcel with no booking: its compartment opens."""
+    from .core import valid_barcode
+
+    ended = session._touch()
+    if ended is not None:
+        return ended
+    clean = valid_barcode(barcode)
+    if clean is None:
+        return Refused(RefusalReason.BAD_FORMAT)
+    flows = session.flows
+    if flows.degraded() is not None:
+        return Refused(RefusalReason.OUT_OF_SERVICE)
+
+    def decide(tx: Transaction) -> Refused | _Open:
+        if _already_here(tx, clean):
+            return Refused(RefusalReason.ALREADY_DEPOSITED)
+        waiting = [r for r in tx.reservations_by_barcode(clean) if r.state.awaiting_parcel]
+        if waiting:
+            # its booking arrived meanwhile: a scan now deposits it as booked
+            return Refused(RefusalReason.NOT_ALLOWED)
+        cid = life.choose_compartment(size, tx.compartments(), _busy(tx))
+        if cid is None:
+            return Refused(RefusalReason.NO_FREE_COMPARTMENT)
+        step = PendingStep(
+            cid, Expect.DEPOSIT_UNBOOKED, NO_RESERVATION, session.credential_id, clean
+        )
+        if not tx.expect_step(step):
+            return Refused(RefusalReason.DOOR_BUSY, cid)
+        chosen = {c.id: c.size for c in tx.compartments()}.get(cid)
+        fact(log, "unbooked.opening", compartment=cid, credential=session.credential_id)
+        return _intend(tx, _Open(cid, Actor.COURIER, "deposit_unbooked", None, chosen))
+
+    decided = await flows.store.write(decide)
+    if not isinstance(decided, _Open):
+        return decided
+    cid = decided.compartment
+    result = await flows._open(decided)
+    opened = isinstance(result, Opened)
+
+    def note(tx: Transaction) -> None:
+        step = tx.pending_step(cid)
+        # the close may already have settled it; only this deposit's step is marked
+        if step is None or step.expect is not Expect.DEPOSIT_UNBOOKED or step.barcode != clean:
+            return
+        if opened and not step.opened:
+            tx.mark_step_opened(cid)
+        elif not opened:
+            tx.forget_step(cid, NO_RESERVATION)
+
+    try:
+        await flows.store.write(note)
+    except sqlite3.Error as exc:
+        fact(log, "flow.note_failed", logging.ERROR, compartment=cid, error=exc)
+    if isinstance(result, Opened):
+        session.opened.append(result)
+    return result
