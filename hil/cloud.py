@@ -36,7 +36,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from .ca import ENROL_REQUEST_TOPIC, EnrolmentService
 
 GENESIS = "0" * 64
-PURPOSES = ("pickup", "dropoff", "courier", "technician", "badge", "phone")
+PURPOSES = ("pickup", "dropoff", "courier", "technician", "badge", "phone", "deposit")
 
 
 @dataclass(frozen=True)

@@ -136,6 +136,11 @@ def add_parser(subparsers: Any) -> None:
         help="reservation.upsert: the last 4 digits of the recipient's phone, sent as"
         " phone_last4_hash (the second factor of a cabinet with [pickup] second_factor)",
     )
+    send.add_argument(
+        "--deposit-code",
+        help="reservation.upsert: the courier's deposit code, sent as deposit_code_hash",
+    )
+    send.add_argument("--pickup-group", help="reservation.upsert: the booking's pickup group")
     send.add_argument("--lifetime", type=int, default=60, help="seconds until exp")
     send.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the ack")
     token = commands.add_parser(
@@ -247,12 +252,15 @@ def command_data(args: argparse.Namespace, code_key: bytes | None = None) -> dic
     for option, field, purpose in (
         ("pickup_code", "pickup_code_hash", "pickup"),
         ("phone_last4", "phone_last4_hash", "phone"),
+        ("deposit_code", "deposit_code_hash", "deposit"),
     ):
         digits = getattr(args, option, None)
         if digits is not None:
             if code_key is None:
                 raise ValueError(f"--{option.replace('_', '-')} needs the cabinet's code key")
             data[field] = code_hash(code_key, purpose, digits)
+    if getattr(args, "pickup_group", None) is not None:
+        data["pickup_group"] = args.pickup_group
     return data
 
 

@@ -106,6 +106,8 @@ def apply_command(tx: Transaction, command: Any) -> Applied:
             ),
             code_only=command.code_only,
             phone_hash=command.phone_last4_hash,
+            deposit_code_hash=command.deposit_code_hash,
+            pickup_group=command.pickup_group,
         )
         return tx.upsert_reservation(booking)
     if isinstance(command, ReservationCancel):

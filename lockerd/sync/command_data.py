@@ -66,6 +66,9 @@ class ReservationUpsert:
     code_only: bool
     # the second factor's hash (inbound only; absent or null: none)
     phone_last4_hash: str | None = None
+    # issue 13 (docs/adr/0025): optional, inbound only
+    deposit_code_hash: str | None = None
+    pickup_group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -271,6 +274,11 @@ def _reservation_upsert(f: _Fields, _: Settable) -> ReservationUpsert:
     phone = f.text("phone_last4_hash", _CODE_HASH, nullable=True, required=False)
     if not inbound and phone is not None:
         raise _BadField("phone_last4_hash: only for kind inbound")
+    # Both optional (a cloud that never sends them books as before), inbound only.
+    deposit_code = f.text("deposit_code_hash", _CODE_HASH, nullable=True, required=False)
+    group = f.text("pickup_group", _ID, nullable=True, required=False)
+    if not inbound and (deposit_code is not None or group is not None):
+        raise _BadField("deposit_code_hash, pickup_group: only for kind inbound")
     cod_fields = f.obj("cod", nullable=True)
     cod = None
     if cod_fields is not None:
@@ -298,6 +306,8 @@ def _reservation_upsert(f: _Fields, _: Settable) -> ReservationUpsert:
         cod=cod,
         code_only=f.boolean("code_only"),
         phone_last4_hash=phone,
+        deposit_code_hash=deposit_code,
+        pickup_group=group,
     )
     f.done()
     if command.size is None and command.compartment is None:

@@ -170,3 +170,43 @@ def test_send_takes_the_codes_in_clear_and_sends_their_keyed_hashes() -> None:
         "phone_last4_hash": code_hash(key, "phone", "0912"),
     }
     assert "0912" not in str(data) and "40417" not in str(data)
+
+
+async def test_send_a_booking_with_deposit_code_and_pickup_group_from_the_command_line(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """Issue 13's new upsert fields go out from the command line, hashed with the code key."""
+    import json
+    import time
+
+    from lockerd.codes import CodeKey, Purpose
+
+    keys_dir = tmp_path / "keys"
+    keys, _ = load_or_provision("CAB-CLI", keys_dir / "CAB-CLI", "cloud-1")
+    cab = make_cabinet(tmp_path / "cab", broker.port, "CAB-CLI", provisioning=keys)
+    common = ["--port", str(broker.port), "--dir", str(keys_dir), "--issuer", ISSUER]
+    data = {
+        "reservation_id": "R-CLI", "version": 1, "kind": "inbound", "size": "S",
+        "compartment": None, "barcodes": [], "dropoff_code_hash": None,
+        "reserved_until": int(time.time()) + 3600, "hold_s": None, "sensitive": False,
+        "cod": None, "code_only": False,
+    }  # fmt: skip
+    cab.start()
+    try:
+        await cab.wait_connected()
+        process = await hil_cloud(
+            "send", "reservation.upsert", "--data", json.dumps(data), "--pickup-code", "0042",
+            "--deposit-code", "778899", "--pickup-group", "G-1", "--cabinet", "CAB-CLI", *common,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(process.communicate(), 30)
+        assert process.returncode == 0, err.decode()
+        assert b'"status": "applied"' in out
+        key = CodeKey(keys.code_key)
+        with cab.store.transaction() as tx:
+            assert tx.pickup_group("R-CLI") == "G-1"
+            found = tx.verify_code(key, "test", Purpose.DEPOSIT, "778899").reservation
+        assert found is not None and found.id == "R-CLI"
+        assert b"778899" not in out and b"0042" not in out
+    finally:
+        await cab.stop()
+        cab.store.close()
