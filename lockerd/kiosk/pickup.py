@@ -61,9 +61,16 @@ class Pickups:
         return await self._pair(session, surface, phone)
 
     async def keyed(self, session: KioskSession, surface: str, digits: str) -> FlowResult | Screen:
-        """A keypad's or scanner's digits: a code, or the phone digits the screen asked for."""
+        """A keypad's or scanner's digits: a code, or the phone digits the screen asked for.
+
+        Without the second factor a courier's deposit code opens there too, checked with
+        the pickup code as one guess (docs/adr/0025); with it, the keypad asks every code
+        for phone digits, so deposit codes go through the screen's deposit entry.
+        """
         if self.second_factor and session.pending_code is not None:
             return await self._pair(session, surface, digits)
+        if not self.second_factor:
+            return await self._flows().pickup(surface, digits, PickupMethod.CODE, or_deposit=True)
         return await self.typed(session, surface, digits, None)
 
     async def _pair(self, session: KioskSession, surface: str, phone: str) -> FlowResult | Screen:

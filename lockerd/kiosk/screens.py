@@ -17,6 +17,7 @@ from ..flows.results import (
     Opened,
     PaymentRequired,
     Refused,
+    SizeChoice,
     Wait,
 )
 
@@ -42,7 +43,20 @@ def screen_for(result: object, now: float) -> Screen:
         values: list[tuple[str, Any]] = [("compartment", result.compartment)]
         if result.size is not None:
             values.append(("size", result.size.value))
+        if result.then:
+            # several parcels, one pickup: the doors that open next, and how many in all
+            values += [
+                ("then", list(result.then)),
+                ("position", 1),
+                ("count", len(result.then) + 1),
+            ]
+            return Screen("door_open", "door.opened_round", tuple(values))
         return Screen("door_open", "door.opened", tuple(values))
+    if isinstance(result, SizeChoice):
+        sizes = [size.value for size in result.sizes]
+        return Screen(
+            "unbooked_size", "courier.unbooked", (("barcode", result.barcode), ("sizes", sizes))
+        )
     if isinstance(result, PaymentRequired):
         return Screen(
             "payment",

@@ -32,6 +32,7 @@ from ..config import SecondFactor
 from ..events import StoredEvent
 from ..logs import fact
 from ..qr import looks_like_token
+from .deposits import add_routes as add_deposit_routes
 from .guard import request_guard
 from .http import (
     answer_errors,
@@ -132,6 +133,7 @@ class KioskServer:
         r.add_get("/api/payment", self._payment_status)
         r.add_get("/api/payment/qr.svg", self._payment_qr)
         r.add_get("/api/events", self._events)
+        add_deposit_routes(r, self)
         return app
 
     async def start(self) -> None:
@@ -364,7 +366,7 @@ class KioskServer:
         from ..flows.results import Opened, PaymentRequired
 
         if isinstance(result, Opened):
-            session.open_doors.add(result.compartment)
+            session.open_doors.update((result.compartment, *result.then))
         if isinstance(result, PaymentRequired):
             session.payment_reservation = result.reservation_id
             session.payment_url = result.pay_url

@@ -114,6 +114,7 @@
     // The server counts these as activity too (a door closing, a scan at the cabinet).
     if (msg.type === "door.closed" || msg.type === "screen") state.idleSince = Date.now();
     if (msg.type === "door.closed") {
+      if (nextDoor()) return;
       say(msg.message, { compartment: msg.compartment }, "good");
       if (msg.message === "parcel.deposited") { state.deposited += 1; putCount(); }
       if (state.mode === "courier") show("courier");
@@ -139,6 +140,9 @@
     say(r.message, values, tone);
     if (r.screen === "door_open") {
       showDoor(r.compartment);
+      startRound(r);
+    } else if (r.screen === "unbooked_size") {
+      showSizes(r);
     } else if (r.screen === "payment") {
       $("payment").classList.toggle("offline", Boolean(r.needs_network));
       $("payment-qr").src = "/api/payment/qr.svg?session=" + encodeURIComponent(state.session) + "&t=" + Date.now();
@@ -207,6 +211,39 @@
     show("door_open");
   }
 
+  // Several parcels, one pickup (issue 13): the doors open one after another, each when
+  // the one before it is closed; the screen follows them.
+  function startRound(r) {
+    const then = Array.isArray(r.then) ? r.then.slice() : [];
+    state.round = then.length ? { then, position: 1, count: r.count } : null;
+    if (state.round) put($("door-next"), "door.next.round");
+  }
+
+  function nextDoor() {
+    const round = state.round;
+    if (!round || !round.then.length) { state.round = null; return false; }
+    const id = round.then.shift();
+    round.position += 1;
+    say("door.round_next", { compartment: id, position: round.position, count: round.count }, "good");
+    showDoor(id);
+    if (round.then.length) put($("door-next"), "door.next.round");
+    return true;
+  }
+
+  // A waybill with no booking (issue 13): the courier picks a size; its compartment opens.
+  function showSizes(r) {
+    const box = $("unbooked-sizes");
+    box.replaceChildren();
+    for (const size of r.sizes || []) {
+      const b = document.createElement("button");
+      b.className = "medium"; b.dataset.size = size;
+      put(b, "size." + size);
+      b.onclick = () => api("POST", "/api/courier/unbooked", { barcode: r.barcode, size }).then(render);
+      box.append(b);
+    }
+    show("unbooked_size");
+  }
+
   function drawCabinet(cells) {
     state.cabinet = cells;
     const box = $("cabinet");
@@ -235,6 +272,7 @@
   }
 
   const prompts = { pickup: "code.enter", dropoff: "code.dropoff", courier: "code.courier", service: "code.service" };
+  prompts.deposit = "code.deposit"; // a courier's deposit code for one booking (issue 13)
   function go(mode) {
     state.mode = mode; state.entry = mode;
     $("code").value = "";
@@ -264,7 +302,8 @@
   async function submitCode(code) {
     const paths = { pickup: ["/api/pickup", { code }], dropoff: ["/api/dropoff", { code }],
                     courier: ["/api/courier/login", { code }], service: ["/api/service/login", { code }],
-                    phone: ["/api/pickup", { phone_last4: code }] };
+                    phone: ["/api/pickup", { phone_last4: code }],
+                    deposit: ["/api/deposit", { code }] };
     const [path, body] = paths[state.entry] || paths.pickup;
     if (state.entry === "pickup") state.lastCode = code;
     if (state.entry === "phone") state.lastPhone = code;
@@ -275,6 +314,7 @@
 
   function reset() {
     state.mode = null; state.entry = null; state.lastCode = null; state.lastPhone = null; state.selected = null; state.cabinet = null;
+    state.round = null;
     $("code").value = ""; $("barcode").value = "";
     show("home");
   }

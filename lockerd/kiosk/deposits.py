@@ -1,0 +1,46 @@
+"""The kiosk's deposit screens of issue 13 (docs/adr/0025): a booking's deposit code, and
+the size a courier picks for a waybill the cabinet has no booking for.
+
+Handlers only: each reads its body, calls its flow and answers the flow's screen, like
+the handlers in :mod:`lockerd.kiosk.server`, whose session and courier checks they use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from ..flows.deposit_code import deposit_with_code
+from ..flows.unbooked import deposit_unbooked
+from ..model import Size
+from .http import read_body, required_text, screen_response
+from .session import BadRequest
+
+if TYPE_CHECKING:
+    from .server import KioskServer
+
+
+def add_routes(router: web.UrlDispatcher, kiosk: KioskServer) -> None:
+    async def deposit_code(request: web.Request) -> web.StreamResponse:
+        """A courier's deposit code for one booking: no login, no barcode."""
+        session = kiosk._session(request)
+        code = required_text(await read_body(request), "code")
+        result = await deposit_with_code(kiosk._flows(), "kiosk", code)
+        return screen_response(await kiosk._shown(session, result))
+
+    async def unbooked(request: web.Request) -> web.StreamResponse:
+        """The size a logged-in courier chose for a parcel with no booking."""
+        session = kiosk._session(request)
+        courier = kiosk._courier(session)
+        body = await read_body(request)
+        barcode = required_text(body, "barcode")
+        try:
+            size = Size(required_text(body, "size"))
+        except ValueError as exc:
+            raise BadRequest("unknown size") from exc
+        result = await deposit_unbooked(courier, barcode, size)
+        return screen_response(await kiosk._shown(session, result))
+
+    router.add_post("/api/deposit", deposit_code)
+    router.add_post("/api/courier/unbooked", unbooked)
