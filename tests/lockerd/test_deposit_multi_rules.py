@@ -1,0 +1,306 @@
+"""Issue 13, items 3 to 5: the pure rules, the store's refusals and the flows' failure paths.
+
+The happy paths run end to end in tests/e2e/test_deposit_multi.py; here: which bookings a
+multi-parcel pickup opens (hypothesis), which unbooked parcel a booking attaches to and
+when it is refused, a wrong deposit code counted once in the throttle and the budget, the
+command fields refused where they do not belong, a round that stops when a door is left
+open, a lock that fails under an unbooked deposit, and crash recovery of one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lockerd import reservations as life
+from lockerd.codes import Purpose
+from lockerd.flows import round as rounds
+from lockerd.flows.deposit_code import deposit_with_code
+from lockerd.flows.results import LockFailed, Opened, RefusalReason, Refused, SizeChoice
+from lockerd.flows.unbooked import deposit_unbooked
+from lockerd.model import Expect, PendingStep, Size
+from lockerd.reservations import (
+    Booking,
+    PickupMethod,
+    Reservation,
+    ReservationKind,
+    ReservationState,
+    TransitionError,
+    UnbookedParcel,
+)
+from lockerd.store import CodeOutcome
+from lockerd.sync.command_data import CommandType, DataError, parse_data
+from tests.support.flow_rig import COURIER_CODE, Rig, flow_rig
+from tests.support.waiting import wait_for
+
+HASH_A = "A" * 42 + "a"
+HASH_B = "B" * 42 + "b"
+
+
+def reservation(rid: str, **fields: Any) -> Reservation:
+    base = life.new_reservation(
+        Booking(rid, 1, ReservationKind.INBOUND, Size.S, None, (), HASH_A, 2e9)
+    )
+    return replace(base, **fields)
+
+
+# ---------------------------------------------------------------- pure: several parcels
+
+
+members = st.lists(
+    st.builds(
+        lambda n, state, same, paid, code_only: reservation(
+            f"R-{n}",
+            state=state,
+            compartment=f"A{n:02d}",
+            code_hash=HASH_A if same else HASH_B,
+            cod=None if paid else life.Cod(100, "EUR", "https://pay.example/x"),
+            code_only=code_only,
+        ),
+        st.integers(1, 20),
+        st.sampled_from(list(ReservationState)),
+        st.booleans(),
+        st.booleans(),
+        st.booleans(),
+    ),
+    max_size=8,
+    unique_by=lambda r: r.id,
+)
+
+
+@given(members, st.sampled_from([PickupMethod.CODE, PickupMethod.QR]))
+def test_multi_round_opens_the_anchor_and_only_ready_paid_members_with_its_code(
+    group: list[Reservation], method: PickupMethod
+) -> None:
+    anchor = reservation("R-0", state=ReservationState.READY, compartment="A99")
+    chosen = life.pickup_round(anchor, group, method)
+    assert anchor in chosen
+    assert [r.compartment for r in chosen] == sorted(r.compartment or "" for r in chosen)
+    assert len({r.id for r in chosen}) == len(chosen)
+    for member in chosen:
+        if member is anchor:
+            continue
+        assert member.state is ReservationState.READY and member.code_hash == anchor.code_hash
+        assert not member.awaiting_payment
+        assert not (member.code_only and method is PickupMethod.QR)
+    left_out = [r for r in group if r not in chosen]
+    for member in left_out:
+        assert (
+            member.state is not ReservationState.READY
+            or member.code_hash != anchor.code_hash
+            or member.awaiting_payment
+            or (member.code_only and method is PickupMethod.QR)
+        )
+
+
+# ---------------------------------------------------------------- pure: unbooked parcels
+
+
+PARCEL = UnbookedParcel("WB-1", "A02", "C-9", 1.8e9)
+
+
+def test_unbooked_booking_attaches_by_compartment_or_by_waybill() -> None:
+    named = reservation("R-1", barcodes=("WB-1",), compartment="A02", compartment_named=True)
+    assert life.unbooked_parcel_for(named, [PARCEL]) == PARCEL
+    by_waybill = reservation("R-1", barcodes=("X", "WB-1"))
+    assert life.unbooked_parcel_for(by_waybill, [PARCEL]) == PARCEL
+    assert life.unbooked_parcel_for(reservation("R-1", barcodes=("X",)), [PARCEL]) is None
+    dropoff = replace(by_waybill, kind=ReservationKind.DROPOFF, state=ReservationState.BOOKED)
+    assert life.unbooked_parcel_for(dropoff, [PARCEL]) is None
+    step = life.attach(by_waybill, PARCEL, 1.9e9, life.HoldPolicy(normal_s=100))
+    assert step.reservation.state is ReservationState.READY
+    assert step.reservation.compartment == "A02" and step.reservation.expires_at == 1.9e9 + 100
+    assert step.events[0].data["credential_id"] == "C-9"
+
+
+def test_unbooked_booking_naming_the_wrong_compartment_is_refused() -> None:
+    elsewhere = reservation("R-1", barcodes=("WB-1",), compartment="A05", compartment_named=True)
+    with pytest.raises(TransitionError, match="A02"):
+        life.unbooked_parcel_for(elsewhere, [PARCEL])
+    someone_else = reservation("R-2", barcodes=("WB-2",), compartment="A02", compartment_named=True)
+    with pytest.raises(TransitionError, match="another parcel"):
+        life.unbooked_parcel_for(someone_else, [PARCEL])
+
+
+# ---------------------------------------------------------------- the command's fields
+
+
+def upsert(**fields: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "reservation_id": "R-1", "version": 1, "kind": "inbound", "size": "S",
+        "compartment": None, "barcodes": [], "pickup_code_hash": HASH_A,
+        "dropoff_code_hash": None, "reserved_until": 2_000_000_000, "hold_s": None,
+        "sensitive": False, "cod": None, "code_only": False,
+    }  # fmt: skip
+    data.update(fields)
+    return data
+
+
+def test_deposit_code_and_multi_group_fields_are_checked_whole() -> None:
+    plain = parse_data(CommandType.RESERVATION_UPSERT, upsert(), {})
+    assert plain.deposit_code_hash is None and plain.pickup_group is None  # type: ignore[union-attr]
+    both = parse_data(
+        CommandType.RESERVATION_UPSERT, upsert(deposit_code_hash=HASH_B, pickup_group="G-1"), {}
+    )
+    assert both.deposit_code_hash == HASH_B and both.pickup_group == "G-1"  # type: ignore[union-attr]
+    for bad in (
+        upsert(deposit_code_hash=HASH_B + "\n"),
+        upsert(deposit_code_hash="1234"),
+        upsert(pickup_group="G 1"),
+        upsert(pickup_group="G-1\n"),
+        upsert(pickup_group=7),
+        upsert(kind="dropoff", pickup_code_hash=None, dropoff_code_hash=HASH_A, pickup_group="G-1"),
+        upsert(
+            kind="dropoff",
+            pickup_code_hash=None,
+            dropoff_code_hash=HASH_A,
+            deposit_code_hash=HASH_B,
+        ),
+    ):
+        with pytest.raises(DataError):
+            parse_data(CommandType.RESERVATION_UPSERT, bad, {})
+
+
+# ---------------------------------------------------------------- the store and the flows
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    async with flow_rig("modbus-tcp", tmp_path / "state") as rig:
+        yield rig
+
+
+def book(rig: Rig, rid: str, pickup: str, **fields: Any) -> str:
+    booking = Booking(
+        reservation_id=rid,
+        version=fields.pop("version", 1),
+        kind=ReservationKind.INBOUND,
+        size=fields.pop("size", Size.S),
+        compartment=fields.pop("compartment", None),
+        barcodes=fields.pop("barcodes", ()),
+        code_hash=rig.daemon.code_key.hash(Purpose.PICKUP, pickup),
+        reserved_until=rig.daemon.clock.wall() + 86_400,
+        **fields,
+    )
+    with rig.daemon.store.transaction() as tx:
+        applied = tx.upsert_reservation(booking)
+    return applied.status.value if applied.reason is None else applied.reason
+
+
+async def test_a_wrong_deposit_code_counts_once_in_the_throttle_and_the_budget(rig: Rig) -> None:
+    key = rig.daemon.code_key
+    assert book(rig, "R-1", "1357", deposit_code_hash=key.hash(Purpose.DEPOSIT, "778899")) == (
+        "applied"
+    )
+    # the keypad checks a typed code as both kinds, and a miss is still one guess
+    wrong = await rig.flows.pickup("keypad", "123456", or_deposit=True)
+    assert wrong == Refused(RefusalReason.CODE_NOT_VALID)
+    assert [e["failures_in_window"] for e in rig.events("code.rejected")] == [1]
+    assert rig.events("code.rejected")[0]["purpose"] == "pickup"
+    assert await deposit_with_code(rig.flows, "kiosk", "1357") == Refused(
+        RefusalReason.CODE_NOT_VALID
+    )
+    assert rig.events("code.rejected")[-1]["purpose"] == "deposit"
+    with rig.daemon.store.transaction() as tx:
+        verdict = tx.verify_code(key, "kiosk", Purpose.DEPOSIT, "778899")
+        assert verdict.outcome is CodeOutcome.ACCEPTED
+    assert all(not p for p in rig.sim.pulses().values())
+
+
+async def test_deposit_code_refused_while_the_store_runs_degraded(rig: Rig) -> None:
+    key = rig.daemon.code_key
+    book(rig, "R-1", "1357", deposit_code_hash=key.hash(Purpose.DEPOSIT, "778899"))
+    rig.flows.degraded = lambda: "disk full"
+    assert await deposit_with_code(rig.flows, "kiosk", "778899") == Refused(
+        RefusalReason.OUT_OF_SERVICE
+    )
+    assert await rig.flows.pickup("keypad", "778899", or_deposit=True) == Refused(
+        RefusalReason.OUT_OF_SERVICE
+    )
+    assert all(not p for p in rig.sim.pulses().values())
+
+
+async def test_an_unbooked_compartment_is_taken_by_no_other_booking(rig: Rig) -> None:
+    session = await rig.flows.courier_login("kiosk", code=COURIER_CODE)
+    assert not isinstance(session, Refused)
+    offer = await session.scan("WB-1")
+    assert offer == SizeChoice("WB-1", (Size.S, Size.M, Size.L, Size.XL))
+    opened = await deposit_unbooked(session, "WB-1", Size.S)
+    assert isinstance(opened, Opened) and opened.reservation_id is None
+    await rig.close(opened.compartment, parcel=True)
+    await wait_for(lambda: bool(rig.events("parcel.deposited_unbooked")))
+    cid = opened.compartment
+    # a booking naming it for another parcel is refused; a size-only booking goes elsewhere
+    refused = book(rig, "R-X", "2468", compartment=cid, barcodes=("OTHER",))
+    assert "another parcel" in refused
+    assert book(rig, "R-Y", "2468", barcodes=("OTHER",)) == "applied"
+    other = await session.scan("OTHER")
+    assert isinstance(other, Opened) and other.compartment != cid
+    session.end()
+
+
+async def test_an_unbooked_deposit_whose_lock_fails_records_nothing(rig: Rig) -> None:
+    session = await rig.flows.courier_login("kiosk", code=COURIER_CODE)
+    assert not isinstance(session, Refused)
+    rig.sim.jam_lock("A01")
+    failed = await deposit_unbooked(session, "WB-J", Size.S)
+    assert isinstance(failed, LockFailed) and failed.compartment == "A01"
+    with rig.daemon.store.transaction() as tx:
+        assert tx.pending_step("A01") is None and tx.unbooked_parcel("WB-J") is None
+    assert rig.events("parcel.deposited_unbooked") == []
+
+
+async def test_an_unbooked_deposit_closed_during_a_crash_is_recovered(rig: Rig) -> None:
+    # The step was committed and the door opened; the close was never committed.
+    with rig.daemon.store.transaction() as tx:
+        tx.expect_step(PendingStep("A03", Expect.DEPOSIT_UNBOOKED, "", "courier-1", "WB-C"))
+        tx.mark_step_opened("A03")
+    rig.sim.put_parcel("A03")
+    await wait_for(lambda: rig.daemon.hardware.scans > 3)
+    await rig.flows.recover()
+    assert rig.events("parcel.deposited_unbooked") == [
+        {"compartment": "A03", "barcode": "WB-C", "size": "L", "credential_id": "courier-1"}
+    ]
+
+
+async def test_multi_round_gives_up_the_rest_when_a_door_is_left_open(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rounds, "ROUND_WAIT_S", 0.5)
+    session = await rig.flows.courier_login("kiosk", code=COURIER_CODE)
+    assert not isinstance(session, Refused)
+    for rid, barcode in (("R-1", "MP-1"), ("R-2", "MP-2")):
+        book(rig, rid, "8642", barcodes=(barcode,), pickup_group="G-1")
+        await rig.deposit(session, barcode)
+    session.end()
+    pulses = {cid: len(p) for cid, p in rig.sim.pulses().items()}
+    first = await rig.flows.pickup("keypad", "8642")
+    assert isinstance(first, Opened) and len(first.then) == 1, first
+    [second] = first.then
+    # nobody closes the first door: the round stops and the second door never opens
+    await wait_for(lambda: not rounds._ROUNDS, timeout=10)
+    assert len(rig.sim.pulses()[second]) == pulses[second]
+    with rig.daemon.store.transaction() as tx:
+        assert tx.pending_step(second) is None
+        assert tx.pending_step(first.compartment) is not None  # its close still settles it
+    await rig.close(first.compartment, parcel=False)
+    await wait_for(lambda: len(rig.events("parcel.picked_up")) == 1)
+    # the code opens what is left the next time
+    again = await rig.flows.pickup("keypad", "8642")
+    assert isinstance(again, Opened) and again.compartment == second and again.then == ()
+
+
+def test_a_multi_round_on_screen_names_the_doors_to_come() -> None:
+    from lockerd.kiosk.screens import screen_for
+
+    screen = screen_for(Opened("A01", "R-1", Size.S, then=("A03", "A05")), 0.0)
+    assert screen.message == "door.opened_round"
+    assert json.loads(json.dumps(screen.json()))["then"] == ["A03", "A05"]
+    assert dict(screen.values)["count"] == 3
