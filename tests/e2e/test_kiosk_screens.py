@@ -84,7 +84,8 @@ async def test_guest_screens(cabinet: Cabinet, browser: Any) -> None:
     async def longest_message() -> None:  # the wordiest thing the status line can say
         lang = await page.evaluate("document.documentElement.lang")
         key = longest_status(lang)
-        values = '{"compartment": "A01", "retry_in_s": 300, "amount_text": "12.50 EUR"}'
+        values = '{"compartment": "A01", "retry_in_s": 300, "amount_text": "12.50 EUR"'
+        values += ', "position": 2, "count": 3}'  # a multi-door pickup's place in its round
         await page.evaluate(
             "([key, values]) => { const m = document.getElementById('message');"
             " m.dataset.i18n = key; m.dataset.i18nValues = values; m.className = 'bad'; }",
