@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import sqlite3
 from collections.abc import Callable
 from enum import StrEnum
@@ -35,6 +34,7 @@ from ..store.worker import AsyncStore
 from ..sync.commands import TrustStore
 from .deposit_code import prepare_code_deposit
 from .opening import _intend, _Open
+from .parcels import next_size, valid_barcode
 from .results import (
     Collection,
     Done,
@@ -51,10 +51,6 @@ from .round import Round, open_round, plan_round
 from .unbooked import unbooked_offer
 
 log = logging.getLogger("lockerd.flows")
-
-# Printable ASCII without spaces: what 1D/2D courier barcodes carry; anything else is a misread.
-_BARCODE = re.compile(r"[\x21-\x7e]{1,64}")
-_SIZES = [Size.S, Size.M, Size.L, Size.XL]
 
 
 class Cabinet(Protocol):
@@ -410,18 +406,6 @@ def qr_verifier(config: Config) -> QrVerifier | None:
     return QrVerifier(
         config.cabinet.id, config.mqtt.issuer, TrustStore.load(config.mqtt.trusted_keys)
     )
-
-
-def next_size(size: Size) -> Size | None:
-    rank = _SIZES.index(size)
-    return _SIZES[rank + 1] if rank + 1 < len(_SIZES) else None
-
-
-def valid_barcode(barcode: str) -> str | None:
-    if not isinstance(barcode, str):
-        return None
-    barcode = barcode.strip()
-    return barcode if _BARCODE.fullmatch(barcode) else None
 
 
 class CourierSession:

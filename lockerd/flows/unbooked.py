@@ -20,6 +20,7 @@ from ..model import Actor, Expect, PendingStep, Size
 from ..reservations import ReservationKind
 from ..store import Transaction
 from .opening import _intend, _Open
+from .parcels import valid_barcode
 from .results import FlowResult, Opened, RefusalReason, Refused, SizeChoice
 
 if TYPE_CHECKING:
@@ -53,8 +54,6 @@ def unbooked_offer(tx: Transaction, barcode: str) -> SizeChoice | Refused:
 
 async def deposit_unbooked(session: CourierSession, barcode: str, size: Size) -> FlowResult:
     """The courier chose ``size`` for a parcel with no booking: its compartment opens."""
-    from .core import valid_barcode
-
     ended = session._touch()
     if ended is not None:
         return ended

@@ -1,5 +1,6 @@
-"""The kiosk's deposit screens of issue 13 (docs/adr/0025): a booking's deposit code, and
-the size a courier picks for a waybill the cabinet has no booking for.
+"""The kiosk's deposit screens beside the courier's scan: a problem with the compartment
+just opened, and issue 13's (docs/adr/0025) deposit code and the size a courier picks for
+a waybill the cabinet has no booking for.
 
 Handlers only: each reads its body, calls its flow and answers the flow's screen, like
 the handlers in :mod:`lockerd.kiosk.server`, whose session and courier checks they use.
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from ..flows.core import Problem
 from ..flows.deposit_code import deposit_with_code
 from ..flows.unbooked import deposit_unbooked
 from ..model import Size
@@ -22,6 +24,18 @@ if TYPE_CHECKING:
 
 
 def add_routes(router: web.UrlDispatcher, kiosk: KioskServer) -> None:
+    async def courier_exception(request: web.Request) -> web.StreamResponse:
+        """does_not_fit opens a bigger compartment; dirty/broken take it out of service."""
+        session = kiosk._session(request)
+        courier = kiosk._courier(session)
+        problem = required_text(await read_body(request), "problem")
+        try:
+            kind = Problem(problem)
+        except ValueError as exc:
+            raise BadRequest("unknown problem") from exc
+        result = await courier.report(kind)
+        return screen_response(await kiosk._shown(session, result))
+
     async def deposit_code(request: web.Request) -> web.StreamResponse:
         """A courier's deposit code for one booking: no login, no barcode."""
         session = kiosk._session(request)
@@ -42,5 +56,6 @@ def add_routes(router: web.UrlDispatcher, kiosk: KioskServer) -> None:
         result = await deposit_unbooked(courier, barcode, size)
         return screen_response(await kiosk._shown(session, result))
 
+    router.add_post("/api/courier/exception", courier_exception)
     router.add_post("/api/deposit", deposit_code)
     router.add_post("/api/courier/unbooked", unbooked)

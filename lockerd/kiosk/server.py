@@ -124,7 +124,6 @@ class KioskServer:
         r.add_post("/api/dropoff", self._dropoff)
         r.add_post("/api/courier/login", self._courier_login)
         r.add_post("/api/courier/scan", self._courier_scan)
-        r.add_post("/api/courier/exception", self._courier_exception)
         r.add_post("/api/courier/logout", self._end_session)
         r.add_post("/api/service/login", self._service_login)
         r.add_get("/api/service/cabinet", self._service_cabinet)
@@ -466,19 +465,6 @@ class KioskServer:
         courier = self._courier(session)
         barcode = required_text(await read_body(request), "barcode")
         return screen_response(await self._shown(session, await courier.scan(barcode)))
-
-    async def _courier_exception(self, request: web.Request) -> web.StreamResponse:
-        session = self._session(request)
-        courier = self._courier(session)
-        problem = required_text(await read_body(request), "problem")
-        from ..flows.core import Problem
-
-        try:
-            kind = Problem(problem)
-        except ValueError as exc:
-            raise BadRequest("unknown problem") from exc
-        result = await courier.report(kind)
-        return screen_response(await self._shown(session, result))
 
     async def _service_login(self, request: web.Request) -> web.StreamResponse:
         session = self._session(request)
