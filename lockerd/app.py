@@ -160,6 +160,7 @@ class Daemon:
             qr=qr_verifier(config),
             degraded=lambda: self.async_store.degraded,
         )
+        flows.unbooked_deposits = config.courier.unbooked_deposits
         self.sink.door_closed_handlers.append(flows.door_closed)
 
         async def recover(_: Daemon) -> None:

@@ -21,11 +21,13 @@ from .cabinet import (
 from .mqtt import MqttConfig, parse_mqtt
 from .reader import ConfigError, Table
 from .sections import (
+    CourierConfig,
     InputsConfig,
     KioskConfig,
     MaintenanceConfig,
     PickupConfig,
     ThrottleConfig,
+    parse_courier,
     parse_inputs,
     parse_kiosk,
     parse_maintenance,
@@ -49,6 +51,7 @@ class Config:
     inputs: InputsConfig = field(default_factory=InputsConfig)
     maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
     kiosk: KioskConfig = field(default_factory=KioskConfig)
+    courier: CourierConfig = field(default_factory=CourierConfig)
 
     def board(self, name: str) -> tuple[BusConfig, BoardConfig]:
         for bus in self.buses:
@@ -93,6 +96,7 @@ def parse(raw: dict[str, Any], file: Path) -> Config:
     inputs = parse_inputs(root.table("inputs", required=False))
     maintenance = parse_maintenance(root.table("maintenance", required=False), file)
     kiosk = parse_kiosk(root.table("kiosk", required=False))
+    courier = parse_courier(root.table("courier", required=False))
     root.done()
 
     # Cross-checks run even when single keys were wrong, so every problem shows at once;
@@ -113,4 +117,5 @@ def parse(raw: dict[str, Any], file: Path) -> Config:
         inputs=inputs,
         maintenance=maintenance,
         kiosk=kiosk,
+        courier=courier,
     )

@@ -1,4 +1,5 @@
-"""The optional sections with defaults: [pickup], [inputs], [throttle], [maintenance], [kiosk]."""
+"""The optional sections with defaults: [pickup], [inputs], [throttle], [maintenance], [kiosk],
+[courier]."""
 
 from __future__ import annotations
 
@@ -167,3 +168,19 @@ def parse_kiosk(table: Table | None) -> KioskConfig:
     )
     t.done()
     return kiosk
+
+
+@dataclass(frozen=True)
+class CourierConfig:
+    """The [courier] section: what a logged-in courier may do beyond booked deposits."""
+
+    # A waybill with no booking here may be deposited in a size the courier picks, for the
+    # cloud to book later (docs/adr/0025). Off: such a scan is refused as not booked here.
+    unbooked_deposits: bool = False
+
+
+def parse_courier(table: Table | None) -> CourierConfig:
+    t = table or Table({}, "courier", [], Path())
+    courier = CourierConfig(unbooked_deposits=bool(t.flag("unbooked_deposits", False)))
+    t.done()
+    return courier

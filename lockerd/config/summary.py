@@ -32,6 +32,8 @@ def summary(config: Config) -> str:
     lines.append(f"  occupancy sensors: {sensed} of {len(config.compartments)}")
     if config.pickup.second_factor is SecondFactor.PHONE_LAST4:
         lines.append("  pickup: code and the last 4 digits of the booking's phone")
+    if config.courier.unbooked_deposits:
+        lines.append("  couriers may deposit parcels with no booking ([courier])")
     if config.mqtt is not None:
         mqtt = config.mqtt
         link = "mutual TLS" if mqtt.tls_cert else "TLS" if mqtt.tls_ca else "plain TCP"

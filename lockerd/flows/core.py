@@ -78,6 +78,8 @@ class Problem(StrEnum):
 class Flows:
     """Every flow of the cabinet over one store and one cabinet."""
 
+    unbooked_deposits = False  # [courier]: a waybill with no booking may be deposited
+
     def __init__(
         self,
         store: AsyncStore,
@@ -456,7 +458,7 @@ class CourierSession:
             if not waiting:
                 if any(r.state.holds_parcel for r in found):
                     return Refused(RefusalReason.ALREADY_DEPOSITED)
-                return unbooked_offer(tx, clean)  # no booking: the courier may choose a size
+                return unbooked_offer(tx, clean, self.flows.unbooked_deposits)
             return self._prepare(tx, waiting[0].id, clean, None, frozenset())
 
         return await self._deposit(await self.flows.store.write(decide), clean)

@@ -42,8 +42,11 @@ def _already_here(tx: Transaction, barcode: str) -> bool:
     return tx.unbooked_parcel(barcode) is not None or any(r.state.holds_parcel for r in booked)
 
 
-def unbooked_offer(tx: Transaction, barcode: str) -> SizeChoice | Refused:
-    """A scanned waybill with no booking waiting for it: the sizes it may go in, or why not."""
+def unbooked_offer(tx: Transaction, barcode: str, allowed: bool) -> SizeChoice | Refused:
+    """A scanned waybill with no booking waiting for it: the sizes it may go in, or why not
+    (not booked here, where ``[courier] unbooked_deposits`` is off)."""
+    if not allowed:
+        return Refused(RefusalReason.NOT_BOOKED_HERE)
     if _already_here(tx, barcode):
         return Refused(RefusalReason.ALREADY_DEPOSITED)
     sizes = life.sizes_offered(tx.compartments(), _busy(tx))
@@ -61,6 +64,8 @@ async def deposit_unbooked(session: CourierSession, barcode: str, size: Size) ->
     if clean is None:
         return Refused(RefusalReason.BAD_FORMAT)
     flows = session.flows
+    if not flows.unbooked_deposits:
+        return Refused(RefusalReason.NOT_BOOKED_HERE)
     if flows.degraded() is not None:
         return Refused(RefusalReason.OUT_OF_SERVICE)
 

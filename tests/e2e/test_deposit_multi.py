@@ -150,6 +150,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     }
     raw["maintenance"] = {"socket": str(tmp_path / "lockerd.sock")}
     raw["kiosk"] = {"enabled": False}  # started below on a free port, as the daemon would
+    raw["courier"] = {"unbooked_deposits": True}
     sim = SimulatedCabinet(load_layout(raw), pace=True)
     await sim.start()
     config = pointed_at(raw, sim, state_dir)

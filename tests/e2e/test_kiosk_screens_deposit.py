@@ -67,6 +67,7 @@ async def test_deposit_code_screens(cabinet: Cabinet, browser: Any) -> None:
 
 
 async def test_unbooked_size_screens(cabinet: Cabinet, browser: Any) -> None:
+    cabinet.daemon.flows.unbooked_deposits = True  # [courier] unbooked_deposits = true
     page = await open_page(browser, cabinet)
     tour = Tour(page)
     await page.click("button[data-go=courier]")

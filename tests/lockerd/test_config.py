@@ -296,3 +296,17 @@ def test_any_document_shape_gives_a_config_or_a_config_error(raw: dict[str, obje
         config.parse(raw, Path("x.toml"))
     except config.ConfigError as exc:
         assert exc.problems and all(p.startswith("x.toml: ") for p in exc.problems)
+
+
+def test_courier_unbooked_deposits_is_off_unless_said_and_checked(tmp_path: Path) -> None:
+    """[courier] unbooked_deposits (issue 13, docs/adr/0025): a boolean, off by default."""
+    assert config.load(write(tmp_path, BASE)).courier.unbooked_deposits is False
+    on = write(tmp_path, BASE + "\n[courier]\nunbooked_deposits = true\n")
+    assert config.load(on).courier.unbooked_deposits is True
+    result = subprocess.run(
+        [sys.executable, "-m", "lockerd", "check-config", str(on)], capture_output=True, text=True
+    )
+    assert "couriers may deposit parcels with no booking" in result.stdout
+    for bad in ('unbooked_deposits = "yes"', "unbooked_deposits = 1", "unbooked = true"):
+        with pytest.raises(config.ConfigError, match="courier"):
+            config.load(write(tmp_path, BASE + f"\n[courier]\n{bad}\n"))

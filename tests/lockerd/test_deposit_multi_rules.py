@@ -227,7 +227,18 @@ async def test_deposit_code_refused_while_the_store_runs_degraded(rig: Rig) -> N
     assert all(not p for p in rig.sim.pulses().values())
 
 
+async def test_unbooked_deposits_are_refused_unless_the_cabinet_allows_them(rig: Rig) -> None:
+    session = await rig.flows.courier_login("kiosk", code=COURIER_CODE)
+    assert not isinstance(session, Refused)
+    assert not rig.daemon.config.courier.unbooked_deposits  # the default
+    assert await session.scan("WB-1") == Refused(RefusalReason.NOT_BOOKED_HERE)
+    refused = await deposit_unbooked(session, "WB-1", Size.S)
+    assert refused == Refused(RefusalReason.NOT_BOOKED_HERE)
+    assert all(not p for p in rig.sim.pulses().values())
+
+
 async def test_an_unbooked_compartment_is_taken_by_no_other_booking(rig: Rig) -> None:
+    rig.flows.unbooked_deposits = True
     session = await rig.flows.courier_login("kiosk", code=COURIER_CODE)
     assert not isinstance(session, Refused)
     offer = await session.scan("WB-1")
@@ -247,6 +258,7 @@ async def test_an_unbooked_compartment_is_taken_by_no_other_booking(rig: Rig) ->
 
 
 async def test_an_unbooked_deposit_whose_lock_fails_records_nothing(rig: Rig) -> None:
+    rig.flows.unbooked_deposits = True
     session = await rig.flows.courier_login("kiosk", code=COURIER_CODE)
     assert not isinstance(session, Refused)
     rig.sim.jam_lock("A01")

@@ -30,7 +30,6 @@ from lockerd.flows import (
     Wait,
     valid_barcode,
 )
-from lockerd.flows.results import SizeChoice
 from lockerd.model import Size
 from lockerd.reservations import Cod, ReservationKind, ReservationState
 from tests.support.cabinets import FAMILIES
@@ -108,9 +107,7 @@ async def test_courier_badge_login_and_refusals(rig: Rig) -> None:
     )
     assert await rig.flows.courier_login("kiosk3", code="12ab") == Refused(RefusalReason.BAD_FORMAT)
     session = await login(rig, badge=COURIER_BADGE.lower())
-    # a waybill with no booking: the courier is offered a size (the unbooked deposit)
-    offer = await session.scan("NOT-BOOKED")
-    assert isinstance(offer, SizeChoice) and offer.barcode == "NOT-BOOKED"
+    assert await session.scan("NOT-BOOKED") == Refused(RefusalReason.NOT_BOOKED_HERE)
     assert await session.scan("bad code\n with space") == Refused(RefusalReason.BAD_FORMAT)
     assert await session.scan("") == Refused(RefusalReason.BAD_FORMAT)
     assert await session.report(Problem.DAMAGED) == Refused(RefusalReason.NOTHING_OPENED)
@@ -301,8 +298,7 @@ async def test_garbage_codes_and_barcodes_open_nothing(rig: Rig, codes: list[str
             await rig.flows.drop_off("fuzz", text),
             await session.scan(text),
         ):
-            # a waybill with no booking is only offered a size: that opens nothing either
-            assert isinstance(answer, (Refused, Wait, LockedOut, SizeChoice)), answer
+            assert isinstance(answer, (Refused, Wait, LockedOut)), answer
     assert all(not p for p in rig.sim.pulses().values())
 
 
