@@ -292,6 +292,16 @@ async def test_unbooked_deposit_offline_is_booked_by_the_cloud_against_its_compa
     assert world.events("parcel.deposited_unbooked") == [
         {"compartment": cid, "barcode": "WB-NEW-1", "size": "M", "credential_id": "C-9"}
     ]
+
+    # The retained state shows the compartment occupied, by no reservation yet.
+    def shown() -> dict[str, Any] | None:
+        state = world.cloud.view(CABINET).state
+        cells = {c["id"]: c for c in (state or {}).get("compartments", [])}
+        return cells.get(cid) if cells.get(cid, {}).get("state") == "occupied" else None
+
+    await world.cloud.wait_for(lambda: shown() is not None, what="occupied in the state")
+    assert (shown() or {})["reservation"] is None
+    check("state", world.cloud.view(CABINET).state)
     # A booking naming another compartment is refused: the parcel cannot move.
     data: dict[str, Any] = {"barcodes": ["WB-NEW-1"], "size": None}
     jti, token = world.signer.sign(
