@@ -316,3 +316,36 @@ def test_a_multi_round_on_screen_names_the_doors_to_come() -> None:
     assert screen.message == "door.opened_round"
     assert json.loads(json.dumps(screen.json()))["then"] == ["A03", "A05"]
     assert dict(screen.values)["count"] == 3
+
+
+async def test_a_qr_token_for_one_member_opens_the_multi_round_picked_up_by_qr(
+    rig: Rig, tmp_path: Path
+) -> None:
+    import time
+
+    import jwt as pyjwt
+
+    from hil.cloud import provision
+    from lockerd.qr import QrVerifier
+    from lockerd.sync.commands import TrustStore
+
+    cloud = provision("CAB-TEST", tmp_path / "cloud")
+    rig.flows.qr = QrVerifier("CAB-TEST", "cloud", TrustStore.load(cloud.trusted_keys))
+    session = await rig.flows.courier_login("kiosk", code=COURIER_CODE)
+    assert not isinstance(session, Refused)
+    book(rig, "R-1", "8642", barcodes=("MP-1",), pickup_group="G-1")
+    book(rig, "R-2", "8642", barcodes=("MP-2",), pickup_group="G-1", code_only=True)
+    book(rig, "R-3", "8642", barcodes=("MP-3",), pickup_group="G-1")
+    doors = [await rig.deposit(session, b) for b in ("MP-1", "MP-2", "MP-3")]
+    session.end()
+    claims = {"iss": "cloud", "aud": "CAB-TEST", "sub": "R-3", "typ": "pickup"}
+    claims.update(jti="qr-round", exp=int(time.time()) + 300)
+    token = pyjwt.encode(claims, cloud.signing_key, algorithm="EdDSA", headers={"kid": cloud.kid})
+    first = await rig.flows.pickup_qr("scanner", token)
+    # the code_only member is left for its code; the others open in compartment order
+    assert isinstance(first, Opened) and (first.compartment, first.then) == (doors[0], (doors[2],))
+    await rig.close(doors[0], parcel=False)
+    await rig.close(doors[2], parcel=False)
+    await wait_for(lambda: len(rig.events("parcel.picked_up")) == 2)
+    assert {e["method"] for e in rig.events("parcel.picked_up")} == {"qr"}
+    assert rig.state("R-2") is ReservationState.READY
