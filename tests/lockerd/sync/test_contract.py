@@ -93,6 +93,26 @@ def _commands(cabinet: Cabinet) -> list[tuple[str, bytes]]:
                 "code_only": False,
             },
         ),
+        sign(  # issue 13's optional fields (docs/adr/0025)
+            "reservation.upsert",
+            {
+                "reservation_id": "R-2",
+                "version": 1,
+                "kind": "inbound",
+                "size": "S",
+                "compartment": None,
+                "barcodes": [],
+                "pickup_code_hash": code_hash(key, "pickup", "123457"),
+                "dropoff_code_hash": None,
+                "deposit_code_hash": code_hash(key, "deposit", "778899"),
+                "pickup_group": "G-1",
+                "reserved_until": now + 3600,
+                "hold_s": None,
+                "sensitive": False,
+                "cod": None,
+                "code_only": False,
+            },
+        ),
         sign(
             "credential.upsert",
             {
