@@ -217,6 +217,14 @@
     const then = Array.isArray(r.then) ? r.then.slice() : [];
     state.round = then.length ? { then, position: 1, count: r.count } : null;
     if (state.round) put($("door-next"), "door.next.round");
+    markRound();
+  }
+
+  // The doors still to come are outlined on the map, so the person sees the way ahead.
+  function markRound() {
+    const coming = state.round ? state.round.then : [];
+    for (const cell of $("door-map").children)
+      cell.classList.toggle("coming", coming.includes(cell.lastChild && cell.lastChild.textContent));
   }
 
   function nextDoor() {
@@ -227,6 +235,7 @@
     say("door.round_next", { compartment: id, position: round.position, count: round.count }, "good");
     showDoor(id);
     if (round.then.length) put($("door-next"), "door.next.round");
+    markRound();
     return true;
   }
 
