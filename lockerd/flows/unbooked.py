@@ -76,7 +76,13 @@ async def deposit_unbooked(session: CourierSession, barcode: str, size: Size) ->
         if waiting:
             # its booking arrived meanwhile: a scan now deposits it as booked
             return Refused(RefusalReason.NOT_ALLOWED)
-        cid = life.choose_compartment(size, tx.compartments(), _busy(tx))
+        given_up = set()
+        for earlier in tx.pending_steps():
+            if earlier.expect is Expect.DEPOSIT_UNBOOKED and earlier.barcode == clean:
+                # the courier chose again (it did not fit): the door opened before is given up
+                tx.forget_step(earlier.compartment, NO_RESERVATION)
+                given_up.add(earlier.compartment)
+        cid = life.choose_compartment(size, tx.compartments(), _busy(tx) | given_up)
         if cid is None:
             return Refused(RefusalReason.NO_FREE_COMPARTMENT)
         step = PendingStep(

@@ -11,7 +11,13 @@ import hmac
 import sqlite3
 
 from ..events import DomainEvent, EventType, StoredEvent
-from ..reservations import Reservation, ReservationKind, ReservationState, UnbookedParcel
+from ..reservations import (
+    Reservation,
+    ReservationKind,
+    ReservationState,
+    TransitionError,
+    UnbookedParcel,
+)
 from .chain import TransactionBase
 from .results import CodeOutcome, CodeVerdict
 from .rows import fetch_rows, reservation_of
@@ -96,6 +102,10 @@ class DepositRows(TransactionBase):
 
     def deposit_unbooked(self, compartment: str, barcode: str, credential_id: str) -> StoredEvent:
         """A parcel with no booking is in ``compartment``: kept, and the cloud is told."""
+        kept = self.unbooked_parcel(barcode)
+        if kept is not None:
+            # one waybill is one parcel: a second door's close for it records nothing
+            raise TransitionError(f"waybill already kept in compartment {kept.compartment}")
         size = self._x("SELECT size FROM compartments WHERE id = ?", (compartment,)).fetchone()
         self._x(
             "INSERT INTO unbooked_parcels (barcode, compartment, credential_id, deposited_at)"

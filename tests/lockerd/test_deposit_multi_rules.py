@@ -349,3 +349,30 @@ async def test_a_qr_token_for_one_member_opens_the_multi_round_picked_up_by_qr(
     await wait_for(lambda: len(rig.events("parcel.picked_up")) == 2)
     assert {e["method"] for e in rig.events("parcel.picked_up")} == {"qr"}
     assert rig.state("R-2") is ReservationState.READY
+
+
+async def test_an_unbooked_parcel_chosen_again_in_a_bigger_size_is_kept_once(rig: Rig) -> None:
+    rig.flows.unbooked_deposits = True
+    session = await rig.flows.courier_login("kiosk", code=COURIER_CODE)
+    assert not isinstance(session, Refused)
+    small = await deposit_unbooked(session, "WB-BIG", Size.S)
+    assert isinstance(small, Opened) and small.compartment == "A01"
+    # it does not fit: the courier scans it again and picks M; A01's step is given up
+    bigger = await deposit_unbooked(session, "WB-BIG", Size.M)
+    assert isinstance(bigger, Opened) and bigger.compartment == "A02"
+    with rig.daemon.store.transaction() as tx:
+        assert tx.pending_step("A01") is None
+    await rig.close("A01", parcel=None)  # closed empty (its parcel went to A02)
+    await rig.close("A02", parcel=True)
+    await wait_for(lambda: bool(rig.events("parcel.deposited_unbooked")))
+    assert [e["compartment"] for e in rig.events("parcel.deposited_unbooked")] == ["A02"]
+    # a door's close for a waybill kept already records nothing (and breaks no commit)
+    with rig.daemon.store.transaction() as tx:
+        tx.expect_step(PendingStep("A03", Expect.DEPOSIT_UNBOOKED, "", "courier-1", "WB-BIG"))
+        tx.mark_step_opened("A03")
+    rig.sim.put_parcel("A03")
+    await wait_for(lambda: rig.daemon.hardware.scans > 3)
+    await rig.flows.recover()
+    assert len(rig.events("parcel.deposited_unbooked")) == 1
+    with rig.daemon.store.transaction() as tx:
+        assert tx.pending_step("A03") is None
