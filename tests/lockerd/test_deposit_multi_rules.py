@@ -10,17 +10,21 @@ open, a lock that fails under an unbooked deposit, and crash recovery of one.
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from lockerd import reservations as life
-from lockerd.codes import Purpose
+from lockerd.clock import ManualClock
+from lockerd.codes import CodeKey, Purpose
 from lockerd.flows import round as rounds
 from lockerd.flows.deposit_code import deposit_with_code
 from lockerd.flows.results import LockFailed, Opened, RefusalReason, Refused, SizeChoice
@@ -35,7 +39,7 @@ from lockerd.reservations import (
     TransitionError,
     UnbookedParcel,
 )
-from lockerd.store import CodeOutcome
+from lockerd.store import CodeOutcome, Store
 from lockerd.sync.command_data import CommandType, DataError, parse_data
 from tests.support.flow_rig import COURIER_CODE, Rig, flow_rig
 from tests.support.waiting import wait_for
@@ -376,3 +380,85 @@ async def test_an_unbooked_parcel_chosen_again_in_a_bigger_size_is_kept_once(rig
     assert len(rig.events("parcel.deposited_unbooked")) == 1
     with rig.daemon.store.transaction() as tx:
         assert tx.pending_step("A03") is None
+
+
+# ---------------------------------------------------------------- a state machine on the store
+
+_WAYBILLS = ("WB-1", "WB-2", "WB-3", "WB-4")
+_SPOTS = (("A01", Size.S), ("A02", Size.M), ("A03", Size.S), ("A04", Size.L))
+
+
+class UnbookedStore(RuleBasedStateMachine):
+    """Unbooked deposits and bookings from the cloud, in any order, on a real SQLite store:
+    a compartment never holds both a booking and an unbooked parcel, a waybill is kept
+    once, and a booking that lists a kept waybill is deposited where that parcel is."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dir = Path(tempfile.mkdtemp(prefix="lockerd-unbooked-"))
+        self.store = Store.open(self.dir / "db", "CAB-0001", ManualClock())
+        self.store.sync_compartments(_SPOTS)
+        self.key = CodeKey(bytes(range(32)))
+        self.version = 0
+
+    def teardown(self) -> None:
+        self.store.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    @rule(barcode=st.sampled_from(_WAYBILLS), size=st.sampled_from(list(Size)))
+    def deposit_unbooked(self, barcode: str, size: Size) -> None:
+        with self.store.transaction() as tx:
+            cid = life.choose_compartment(size, tx.compartments())
+            if cid is None:
+                return
+            already = tx.unbooked_parcel(barcode)
+            booked = any(r.state.holds_parcel for r in tx.reservations_by_barcode(barcode))
+            if already is not None:
+                with pytest.raises(TransitionError):
+                    tx.deposit_unbooked(cid, barcode, "C-1")
+            elif not booked:
+                tx.deposit_unbooked(cid, barcode, "C-1")
+
+    @rule(
+        rid=st.sampled_from(("R-1", "R-2", "R-3")),
+        barcodes=st.lists(st.sampled_from(_WAYBILLS), max_size=2, unique=True),
+        named=st.sampled_from((None, "A01", "A02", "A03", "A04")),
+    )
+    def book(self, rid: str, barcodes: list[str], named: str | None) -> None:
+        self.version += 1
+        booking = Booking(
+            rid, self.version, ReservationKind.INBOUND, None if named else Size.S, named,
+            tuple(barcodes), self.key.hash(Purpose.PICKUP, "1234"), 2e9,
+        )  # fmt: skip
+        with self.store.transaction() as tx:
+            before = {p.barcode: p.compartment for p in tx.unbooked_parcels()}
+            current = tx.reservation(rid)
+            applied = tx.upsert_reservation(booking)
+            after = tx.reservation(rid)
+            kept = {p.barcode: p.compartment for p in tx.unbooked_parcels()}
+        mine = [b for b in barcodes if b in before]
+        if applied.status.value != "applied" or after is None:
+            assert kept == before
+            return
+        waiting = current is None or current.state.awaiting_parcel
+        if mine and waiting:
+            event("a booking attached to an unbooked parcel")
+            assert after.state is ReservationState.READY
+            assert after.compartment == before[mine[0]]
+            assert mine[0] not in kept
+        else:
+            assert kept == before
+
+    @invariant()
+    def one_thing_per_compartment(self) -> None:
+        with self.store.transaction() as tx:
+            parcels = tx.unbooked_parcels()
+            holders = [c for c in tx.compartments() if c.reservation_id is not None]
+        spots = [p.compartment for p in parcels]
+        assert len(spots) == len(set(spots))
+        assert len({p.barcode for p in parcels}) == len(parcels)
+        assert not {c.id for c in holders} & set(spots)
+
+
+TestUnbookedStore = UnbookedStore.TestCase
+TestUnbookedStore.settings = settings(max_examples=60, stateful_step_count=20, deadline=None)
