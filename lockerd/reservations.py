@@ -555,6 +555,12 @@ def unbooked_parcel_for(
     parcels = list(parcels)
     listed = set(reservation.barcodes)
     mine = [p for p in parcels if p.barcode in listed]
+    if len(mine) > 1:
+        # one booking is one compartment: parcels in several are several bookings
+        raise TransitionError(
+            f"reservation {reservation.id} lists parcels in compartments "
+            f"{', '.join(sorted(p.compartment for p in mine))}: book each (a pickup group)"
+        )
     named = reservation.compartment if reservation.compartment_named else None
     if named is not None:
         there = next((p for p in parcels if p.compartment == named), None)

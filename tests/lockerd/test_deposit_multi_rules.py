@@ -116,6 +116,9 @@ def test_unbooked_booking_attaches_by_compartment_or_by_waybill() -> None:
     by_waybill = reservation("R-1", barcodes=("X", "WB-1"))
     assert life.unbooked_parcel_for(by_waybill, [PARCEL]) == PARCEL
     assert life.unbooked_parcel_for(reservation("R-1", barcodes=("X",)), [PARCEL]) is None
+    other = UnbookedParcel("WB-2", "A03", "C-9", 1.8e9)
+    with pytest.raises(TransitionError, match="A02, A03"):
+        life.unbooked_parcel_for(reservation("R-1", barcodes=("WB-1", "WB-2")), [PARCEL, other])
     dropoff = replace(by_waybill, kind=ReservationKind.DROPOFF, state=ReservationState.BOOKED)
     assert life.unbooked_parcel_for(dropoff, [PARCEL]) is None
     step = life.attach(by_waybill, PARCEL, 1.9e9, life.HoldPolicy(normal_s=100))
@@ -437,10 +440,12 @@ class UnbookedStore(RuleBasedStateMachine):
             after = tx.reservation(rid)
             kept = {p.barcode: p.compartment for p in tx.unbooked_parcels()}
         mine = [b for b in barcodes if b in before]
+        waiting = current is None or current.state.awaiting_parcel
+        if len(mine) > 1 and waiting:
+            assert applied.status.value == "rejected"  # one booking is one compartment
         if applied.status.value != "applied" or after is None:
             assert kept == before
             return
-        waiting = current is None or current.state.awaiting_parcel
         if mine and waiting:
             event("a booking attached to an unbooked parcel")
             assert after.state is ReservationState.READY
