@@ -279,11 +279,19 @@ class FakeFlows:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, str]] = []
+        self.or_deposit: list[bool] = []
 
     async def pickup(
-        self, surface: str, typed: str, method: PickupMethod = PickupMethod.CODE, phone: str = ""
+        self,
+        surface: str,
+        typed: str,
+        method: PickupMethod = PickupMethod.CODE,
+        phone: str = "",
+        *,
+        or_deposit: bool = False,
     ) -> str:
         self.calls.append((surface, typed, phone))
+        self.or_deposit.append(or_deposit)
         return "checked"
 
 
@@ -315,6 +323,7 @@ async def test_without_the_second_factor_the_kiosk_checks_the_code_at_once() -> 
     session = KioskSession("s", "en", 0.0)
     assert await pickups.keyed(session, "keypad", CODE) == "checked"
     assert flows.calls == [("keypad", CODE, "")]
+    assert flows.or_deposit == [True]  # a courier's deposit code opens at the keypad too
     with pytest.raises(BadRequest):
         await pickups.typed(session, "kiosk", None, PHONE)
 
