@@ -21,12 +21,13 @@ and by the simulator in hil/cu.py:
 - A CU board has no "relay off" command (its pulses are board-timed), so
   :meth:`CuBoard.all_off` sends nothing.
 
-Serial I/O runs on the event loop: pyserial opens and configures the port (raw, 8N1,
-non-blocking), then the loop watches the file descriptor (``loop.add_reader``), like
-pymodbus' serial transport. Anything on the line that is not the awaited reply (noise,
-a frame with a bad checksum, a late reply, a board answering for another) is counted
-and dropped; a request fails with :class:`BoardTimeout` or :class:`BadFrame` only when
-no valid reply arrives in time, and never with anything but a :class:`BoardError`.
+Serial I/O runs on the event loop: pyserial opens and configures the port (raw, 8N1
+unless the bus says otherwise, non-blocking), then the loop watches the file
+descriptor (``loop.add_reader``), like pymodbus' serial transport. Anything on the
+line that is not the awaited reply (noise, a frame with a bad checksum, a late reply,
+a board answering for another) is counted and dropped; a request fails with
+:class:`BoardTimeout` or :class:`BadFrame` only when no valid reply arrives in time,
+and never with anything but a :class:`BoardError`.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from .base import (
 )
 from .facts import fact
 from .family import BusFamily, BusSettings, Link
+from .serial_line import LineSettings, Rs485Unavailable, apply_rs485
 
 logger = logging.getLogger(__name__)
 
@@ -244,8 +246,8 @@ def scan_replies(buffer: bytearray) -> Iterator[CuReply | FrameError]:
         yield reply
 
 
-def wire_time_s(n_bytes: int, baudrate: int) -> float:
-    return n_bytes * BITS_PER_CHAR / baudrate
+def wire_time_s(n_bytes: int, baudrate: int, bits_per_char: int = BITS_PER_CHAR) -> float:
+    return n_bytes * bits_per_char / baudrate
 
 
 class CuBoard(LockBoard):
@@ -311,7 +313,7 @@ class CuBus(Bus):
         self,
         name: str,
         port: str,
-        baudrate: int = 19200,
+        line: LineSettings | int = 19200,
         timeout_s: float = 0.15,
         retries: int = 1,
     ) -> None:
@@ -319,13 +321,15 @@ class CuBus(Bus):
         if retries < 0 or timeout_s <= 0:
             raise ValueError("CU bus: retries must be >= 0 and timeout_s > 0")
         self.port = port
-        self.baudrate = baudrate
+        self.line = line if isinstance(line, LineSettings) else LineSettings(baudrate=line)
+        self.baudrate = baudrate = self.line.baudrate
+        self.bits_per_char = self.line.bits_per_char
         self.timeout_s = timeout_s
         self.retries = retries
         # The CU protocol does not delimit frames by silence, but boards still need the
         # line quiet before the next request; 3.5 characters as on Modbus is plenty.
         self.arbiter = BusArbiter(
-            BusArbiter.rtu_silence_s(baudrate, BITS_PER_CHAR), abandoned_reply_s=timeout_s
+            BusArbiter.rtu_silence_s(baudrate, self.bits_per_char), abandoned_reply_s=timeout_s
         )
         self._boards: dict[int, CuBoard] = {}
         self.dropped_frames = 0  # bytes/frames on the line that were not an awaited reply
@@ -371,8 +375,8 @@ class CuBus(Bus):
                 self.port,
                 self.baudrate,
                 bytesize=serial.EIGHTBITS,
-                parity=serial.PARITY_NONE,
-                stopbits=serial.STOPBITS_ONE,
+                parity=self.line.pyserial_parity,
+                stopbits=self.line.stop_bits,
                 timeout=0,
                 write_timeout=0,
                 exclusive=True,
@@ -387,12 +391,25 @@ class CuBus(Bus):
                 error=error,
             )
             return False
+        try:
+            apply_rs485(port, self.line)
+        except Rs485Unavailable as error:
+            port.close()
+            fact(
+                logger,
+                "bus.rs485_refused",
+                logging.ERROR,
+                bus=self.name,
+                port=self.port,
+                error=error,
+            )
+            return False
         self._serial = port
         self._fd = port.fileno()
         self._rx.clear()
         self._lost = None
         self._loop.add_reader(self._fd, self._on_readable)
-        fact(logger, "bus.opened", bus=self.name, port=self.port, baudrate=self.baudrate)
+        fact(logger, "bus.opened", bus=self.name, port=self.port, line=self.line)
         return True
 
     def _drop_port(self) -> None:
@@ -450,7 +467,7 @@ class CuBus(Bus):
             if view:
                 if time.monotonic() > deadline:
                     raise BoardTimeout(board.name, "the serial port does not take the request")
-                await asyncio.sleep(wire_time_s(len(view), self.baudrate))
+                await asyncio.sleep(wire_time_s(len(view), self.baudrate, self.bits_per_char))
 
     async def transact(self, board: CuBoard, request: bytes, priority: Priority) -> CuReply:
         """Send ``request`` and return the board's valid reply, with retries."""
@@ -475,7 +492,7 @@ class CuBus(Bus):
         self._rx_event.clear()
         await self._write(board, request)
         # The timeout is the board's answer time; the bytes' own time on the wire is extra.
-        wire = wire_time_s(len(request) + STATUS_REPLY_LENGTH, self.baudrate)
+        wire = wire_time_s(len(request) + STATUS_REPLY_LENGTH, self.baudrate, self.bits_per_char)
         deadline = time.monotonic() + self.timeout_s + wire
         first_problem: FrameError | None = None
         while True:
@@ -527,7 +544,7 @@ class CuBus(Bus):
 
 
 def _open_cu(settings: BusSettings) -> Bus:
-    return CuBus(settings.name, settings.port, settings.baudrate, settings.timeout_s)
+    return CuBus(settings.name, settings.port, settings.line, settings.timeout_s)
 
 
 FAMILIES = (

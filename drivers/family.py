@@ -22,6 +22,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from .base import Bus
+from .serial_line import LineSettings, Parity, Rs485Direction
 
 # Which module declares which family; each has ``FAMILIES: tuple[BusFamily, ...]``.
 FAMILY_MODULES: Mapping[str, str] = {
@@ -39,14 +40,14 @@ STANDARD_BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 23040
 class Link(StrEnum):
     """How the cabinet computer reaches a family's boards, which decides its bus keys."""
 
-    SERIAL = "serial"  # a serial port: port, baudrate, timeout_ms
+    SERIAL = "serial"  # a serial port: port, its line settings, timeout_ms
     TCP = "tcp"  # a TCP endpoint: host, tcp_port, timeout_ms
     PINS = "pins"  # the computer's own pins: nothing to address, nothing to wait for
 
 
 # The keys of a [[buses]] table beyond name, family, poll_interval_ms and boards.
 LINK_KEYS: Mapping[Link, tuple[str, ...]] = {
-    Link.SERIAL: ("port", "baudrate", "timeout_ms"),
+    Link.SERIAL: ("port", "baudrate", "parity", "stop_bits", "rs485_direction", "timeout_ms"),
     Link.TCP: ("host", "tcp_port", "timeout_ms"),
     Link.PINS: (),
 }
@@ -68,6 +69,14 @@ class BusSettings:
     tcp_port: int = 502
     baudrate: int = 9600
     timeout_s: float = 0.15
+    parity: Parity = Parity.NONE
+    stop_bits: int = 1
+    rs485: Rs485Direction = Rs485Direction.ADAPTER
+
+    @property
+    def line(self) -> LineSettings:
+        """A serial bus's framing and RS-485 mode."""
+        return LineSettings(self.baudrate, self.parity, self.stop_bits, self.rs485)
 
 
 @dataclass(frozen=True)
@@ -146,7 +155,9 @@ class BusFamily:
     def where(self, settings: BusSettings) -> str:
         """Where the bus is, for a technician ("/dev/ttyUSB0 @ 9600 baud")."""
         if self.link is Link.SERIAL:
-            return f"{settings.port} @ {settings.baudrate} baud"
+            line = settings.line
+            framing = "" if line == LineSettings(line.baudrate) else f" ({line})"
+            return f"{settings.port} @ {settings.baudrate} baud{framing}"
         if self.link is Link.TCP:
             return f"{settings.host}:{settings.tcp_port}"
         return self.location or "its pins"

@@ -51,7 +51,7 @@ import math
 import time
 from collections.abc import Callable
 
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.client.base import ModbusBaseClient
 from pymodbus.exceptions import ModbusException
 from pymodbus.framer import FramerType
@@ -90,6 +90,8 @@ from .modbus_pdu import (
     rtu_crc_ok,
     rtu_reply_len,
 )
+from .modbus_serial import RtuSerialClient
+from .serial_line import LineSettings, rtu_silence_s
 
 __all__ = [  # what other modules import from here, the PDU names included
     "FAMILIES",
@@ -547,14 +549,15 @@ class _ModbusBus(Bus):
 
 
 class ModbusRtuBus(_ModbusBus):
-    """Modbus RTU on one RS-485 line (8N1; 3.5 character times of silence between frames)."""
+    """Modbus RTU on one RS-485 line (8N1 unless told; 3.5 characters of silence between frames)."""
 
-    def __init__(self, name: str, port: str, baudrate: int = 9600, timeout_s: float = 0.15) -> None:
-        if baudrate <= 0:
-            raise ValueError(f"bus {name}: baud rate must be positive, got {baudrate}")
-        super().__init__(name, timeout_s, BusArbiter.rtu_silence_s(baudrate), rtu=True)
+    def __init__(
+        self, name: str, port: str, line: LineSettings | int = 9600, timeout_s: float = 0.15
+    ) -> None:
+        self.line = line if isinstance(line, LineSettings) else LineSettings(baudrate=line)
+        super().__init__(name, timeout_s, rtu_silence_s(self.line), rtu=True)
         self.port = port
-        self.baudrate = baudrate
+        self.baudrate = self.line.baudrate
 
     @property
     def where(self) -> str:
@@ -565,13 +568,9 @@ class ModbusRtuBus(_ModbusBus):
         trace_packet: Callable[[bool, bytes], bytes],
         trace_connect: Callable[[bool], None],
     ) -> ModbusBaseClient:
-        return AsyncModbusSerialClient(
+        return RtuSerialClient(
             self.port,
-            framer=FramerType.RTU,
-            baudrate=self.baudrate,
-            bytesize=8,
-            parity="N",
-            stopbits=1,
+            self.line,
             name=self.name,
             reconnect_delay=0,  # ours: see _supervise
             timeout=max(CONNECT_TIMEOUT_S, 2 * self.timeout_s),
@@ -620,7 +619,7 @@ def _settle(future: asyncio.Future[None]) -> None:
 
 
 def _open_rtu(settings: BusSettings) -> Bus:
-    return ModbusRtuBus(settings.name, settings.port, settings.baudrate, settings.timeout_s)
+    return ModbusRtuBus(settings.name, settings.port, settings.line, settings.timeout_s)
 
 
 def _open_tcp(settings: BusSettings) -> Bus:

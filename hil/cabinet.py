@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from .layout import BusLayout, Layout
+from .line import Framing
 from .physics import ChangeListener, Pulse, SensorName, SimBoard, SimCabinet, SimCompartment
 from .wire import PacedSerialLine, WireRecord
 
@@ -80,17 +81,25 @@ class FrameServer(Protocol):
 
 
 class SerialBus:
-    """A serial bus: a paced pty line whose frames go to a protocol's frame server."""
+    """A serial bus: a paced pty line whose frames go to a protocol's frame server.
 
-    def __init__(self, setup: BusSetup, server: FrameServer) -> None:
+    The line runs at the bus's framing; a character is at least ``min_bits`` long
+    (Modbus RTU counts 11 bits a character even at 8N1).
+    """
+
+    def __init__(self, setup: BusSetup, server: FrameServer, min_bits: int = 11) -> None:
         self.name = setup.layout.name
         self.server = server
+        layout = setup.layout
+        self.framing = Framing(layout.baudrate, layout.parity, layout.stop_bits)
         self.line = PacedSerialLine(
             server.handle_frame,
             setup.link_path,
-            baudrate=setup.layout.baudrate,
+            baudrate=layout.baudrate,
+            bits_per_char=max(min_bits, self.framing.bits_per_char),
             pace=setup.pace,
             name=self.name,
+            framing=self.framing,
         )
 
     async def start(self) -> None:

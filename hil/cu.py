@@ -29,12 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
 
 from .cabinet import BusSetup, SerialBus
 from .layout import BusLayout
 from .physics import SimBoard, SimCabinet
-from .wire import PacedSerialLine, corrupt
+from .wire import corrupt
 
 log = logging.getLogger("hil.cu")
 
@@ -47,7 +46,7 @@ STATUS_ALL = 0x32
 UNLOCK_ALL = 0x33
 COMMANDS = (STATUS_ONE, UNLOCK, STATUS_ALL, UNLOCK_ALL)
 LOCKS = 16
-BITS_PER_CHAR = 10  # 8N1, no parity slot
+BITS_PER_CHAR = 10  # 8N1, no parity slot (a parity bit or a second stop bit: 11)
 
 
 def low_byte_sum(data: bytes) -> int:
@@ -118,19 +117,11 @@ class CuBoards:
 
 
 class CuSerialBus(SerialBus):
-    """A CU bus: the paced pty line at 10 bits a character (8N1 has no parity slot)."""
+    """A CU bus: the paced pty line at the bus's own character length (10 bits at 8N1)."""
 
     def __init__(self, setup: BusSetup, boards: CuBoards) -> None:
-        super().__init__(setup, boards)
+        super().__init__(setup, boards, min_bits=BITS_PER_CHAR)
         self.boards = boards
-        self.line = PacedSerialLine(
-            boards.handle_frame,
-            Path(setup.link_path),
-            baudrate=setup.layout.baudrate,
-            bits_per_char=BITS_PER_CHAR,
-            pace=setup.pace,
-            name=self.name,
-        )
 
 
 def create_bus(setup: BusSetup) -> CuSerialBus:

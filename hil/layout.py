@@ -41,6 +41,8 @@ class BusLayout:
     tcp_port: int = 0
     baudrate: int = 9600
     boards: tuple[BoardLayout, ...] = ()
+    parity: str = "none"  # the boards' line settings: 8 data bits, parity, stop bits
+    stop_bits: int = 1
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,8 @@ def _parse(raw: Mapping[str, Any], origin: str) -> Layout:
                 tcp_port=_get(table, "tcp_port", int, where, 502),  # lockerd's default too
                 baudrate=_get(table, "baudrate", int, where, _DEFAULT_BAUD.get(family, 9600)),
                 boards=tuple(boards),
+                parity=_choice(table, "parity", ("none", "even", "odd"), where),
+                stop_bits=_choice(table, "stop_bits", (1, 2), where),
             )
         )
     board_names = {b.name: b for bus in buses for b in bus.boards}
@@ -184,6 +188,14 @@ def _parse(raw: Mapping[str, Any], origin: str) -> Layout:
             )
         )
     return Layout(buses=tuple(buses), compartments=tuple(compartments))
+
+
+def _choice(table: Mapping[str, Any], key: str, allowed: tuple[Any, ...], where: str) -> Any:
+    """One of ``allowed`` (the first when absent)."""
+    value = table.get(key, allowed[0])
+    if value not in allowed or isinstance(value, bool):
+        raise LayoutError(f"{where}.{key}: {value!r} is not one of {allowed}")
+    return value
 
 
 def _input(table: Mapping[str, Any], level_key: str, where: str) -> InputWiring:

@@ -14,6 +14,10 @@ the pty's slave end. The simulator holds the master end and plays the bus:
   1.75 ms above 19200 baud) with nothing on the line. Everything on the line counts,
   in both directions: a request that starts too soon after a reply is glued to it,
   and the boards hear one garbled frame and answer nothing, as on a real bus.
+* **Line settings.** The boards listen at the bus's baud rate, parity and stop bits;
+  a request the client sent with other settings (read back from the pty, see
+  :mod:`hil.line`) is garbage to them: it is logged ``mismatch:<why>`` and nobody
+  answers, as on a real wire.
 * **Faults.** ``corrupt_next`` damages the next replies, ``reply_delay_s`` holds
   them back; ``unplug()`` takes the adapter away (the client gets an I/O error and the
   path disappears), ``replug()`` brings a new one at the same path.
@@ -34,6 +38,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from .line import Framing, client_framing, garbled_by, scramble
 
 log = logging.getLogger("hil.wire")
 
@@ -80,10 +86,13 @@ class PacedSerialLine:
         bits_per_char: int = 11,
         pace: bool = True,
         name: str = "line",
+        framing: Framing | None = None,
     ) -> None:
         self.name = name
         self.link_path = Path(link_path)
         self.baudrate = baudrate
+        # What the boards listen for; None: they hear whatever the client sends.
+        self.framing = framing
         self.pace = pace
         # Without pacing the line still frames by silence, with a short fixed gap, so
         # the framing rules stay the same and only the speed changes.
@@ -99,6 +108,7 @@ class PacedSerialLine:
         self._frame = bytearray()
         self._frame_from_board = False
         self._frame_from_client = False
+        self._frame_mismatch = ""  # why the boards cannot decode the client's bytes
         self._last_end = float("-inf")  # virtual time the last character on the line ended
         self._close_timer: asyncio.TimerHandle | None = None
         self._requests: asyncio.Queue[tuple[bytes, float]] = asyncio.Queue()
@@ -177,6 +187,7 @@ class PacedSerialLine:
             self._close_timer = None
         self._frame.clear()
         self._frame_from_board = self._frame_from_client = False
+        self._frame_mismatch = ""
         self._last_end = float("-inf")
 
     # --- the line -------------------------------------------------------------------------
@@ -196,6 +207,16 @@ class PacedSerialLine:
         now = time.monotonic()
         start = max(now, self._last_end)
         self._put_on_line(data, start, from_board=False)
+        mismatch = self._client_mismatch()
+        if mismatch:
+            self._frame_mismatch = mismatch
+
+    def _client_mismatch(self) -> str:
+        """Why the boards cannot decode the client's characters now ("" if they can)."""
+        if self.framing is None or self._slave is None:
+            return ""
+        client = client_framing(self._slave)
+        return "unreadable" if client is None else garbled_by(client, self.framing)
 
     def _put_on_line(self, data: bytes, start: float, *, from_board: bool) -> float:
         """Add characters that start at ``start`` to the line; returns when the last ends."""
@@ -223,10 +244,18 @@ class PacedSerialLine:
             self._close_timer = None
         frame, end = bytes(self._frame), self._last_end
         from_board, from_client = self._frame_from_board, self._frame_from_client
+        mismatch = self._frame_mismatch
         self._frame.clear()
         self._frame_from_board = self._frame_from_client = False
+        self._frame_mismatch = ""
         if not from_client:
             return  # a reply alone: the board that sent it does not listen to itself
+        if mismatch:
+            # Sent at another baud rate or parity: the boards hear other bytes, or
+            # parity and framing errors, and answer nothing.
+            self.log.append(WireRecord(end, "to_board", scramble(frame), f"mismatch:{mismatch}"))
+            log.debug("line=%s frame.mismatch why=%s length=%d", self.name, mismatch, len(frame))
+            return
         if from_board:
             # Reply and request ran together with no silence in between: the boards hear
             # one long frame whose check fails, and nobody answers.

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from drivers.family import LINK_KEYS, BoardChannels, BusFamily, BusSettings, FamilyError, lookup
+from drivers.serial_line import Parity, Rs485Direction
 
 from .reader import REQUIRED, Table
 
@@ -41,6 +42,10 @@ class BusConfig:
     # None: the automatic schedule (docs/adr/0022); 0: as fast as the bus answers
     poll_interval_ms: int | None
     boards: tuple[BoardConfig, ...]
+    # A serial line's framing (8 data bits) and RS-485 driver switching (docs/adr/0026)
+    parity: Parity = Parity.NONE
+    stop_bits: int = 1
+    rs485_direction: Rs485Direction = Rs485Direction.ADAPTER
 
     def settings(self) -> BusSettings:
         """What the family's driver needs to open this bus."""
@@ -51,6 +56,9 @@ class BusConfig:
             tcp_port=self.tcp_port,
             baudrate=self.baudrate,
             timeout_s=self.timeout_ms / 1000,
+            parity=self.parity,
+            stop_bits=self.stop_bits,
+            rs485=self.rs485_direction,
         )
 
 
@@ -91,6 +99,13 @@ def parse_bus(table: Table) -> BusConfig:
         if why is not None:
             table.problem(table.key("baudrate"), why)
     timeout_ms = table.integer("timeout_ms", 150, lo=10, hi=5000) if "timeout_ms" in keys else 150
+    parity = table.choice("parity", Parity, Parity.NONE) if "parity" in keys else Parity.NONE
+    stop_bits = table.integer("stop_bits", 1, lo=1, hi=2) if "stop_bits" in keys else 1
+    rs485 = (
+        table.choice("rs485_direction", Rs485Direction, Rs485Direction.ADAPTER)
+        if "rs485_direction" in keys
+        else Rs485Direction.ADAPTER
+    )
     poll_interval_ms = table.integer("poll_interval_ms", None, lo=0, hi=60_000)
     if family is not None:
         for key in _LINK_KEYS:
@@ -111,6 +126,10 @@ def parse_bus(table: Table) -> BusConfig:
         timeout_ms=timeout_ms,
         poll_interval_ms=poll_interval_ms,
         boards=boards,
+        # A wrong value is already a problem on record; the default keeps the type.
+        parity=parity or Parity.NONE,
+        stop_bits=stop_bits or 1,
+        rs485_direction=rs485 or Rs485Direction.ADAPTER,
     )
 
 

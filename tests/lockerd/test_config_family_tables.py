@@ -347,3 +347,38 @@ def test_the_daemon_imports_no_family_before_a_config_names_one() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == []
+
+
+# -- serial framing per bus (docs/adr/0026) ----------------------------------------------------
+
+
+@pytest.mark.parametrize("family_name", ["modbus-rtu", "cu"])
+def test_parity_stop_bits_and_rs485_direction_are_read_per_serial_bus(family_name: str) -> None:
+    keys = {"parity": "even", "stop_bits": 2, "rs485_direction": "kernel"}
+    bus = config.parse(raw_config(family_name, keys), FILE).buses[0]
+    line = bus.settings().line
+    assert (line.parity, line.stop_bits, line.rs485) == ("even", 2, "kernel")
+    default = config.parse(raw_config(family_name), FILE).buses[0].settings().line
+    assert (default.parity, default.stop_bits, default.rs485) == ("none", 1, "adapter")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("parity", "mark", "'mark' is not one of 'none', 'even', 'odd'"),
+        ("parity", 1, "must be"),
+        ("stop_bits", 3, "3 is out of range 1..2"),
+        ("stop_bits", 1.5, "must be"),
+        ("rs485_direction", "gpio", "'gpio' is not one of 'adapter', 'kernel'"),
+    ],
+)
+def test_bad_parity_stop_bits_or_rs485_direction_is_reported(
+    key: str, value: Any, message: str
+) -> None:
+    found = problems_of(raw_config("modbus-rtu", {key: value}))
+    assert any(f"buses[0].{key}" in p and message in p for p in found), found
+
+
+def test_parity_on_a_bus_without_a_serial_line_is_not_used_by_its_family() -> None:
+    found = problems_of(raw_config("modbus-tcp", {"parity": "even"}))
+    assert any("buses[0].parity" in p and "not used by family 'modbus-tcp'" in p for p in found)
