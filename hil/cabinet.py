@@ -318,7 +318,15 @@ class SimulatedCabinet:
             bus.name: {"family": bus.family, "plugged": self._plugged(bus.name)}
             for bus in self.layout.buses
         }
-        return {"compartments": compartments, "boards": boards, "buses": buses}
+        buzzer = None
+        if self.layout.buzzer is not None:
+            buzzer = {
+                "board": self.layout.buzzer.board,
+                "channel": self.layout.buzzer.channel,
+                "sounding": self.physics.buzzer_sounding,
+                "beeps": self.physics.buzzer_beeps,
+            }
+        return {"compartments": compartments, "boards": boards, "buses": buses, "buzzer": buzzer}
 
     def _plugged(self, bus_name: str) -> bool:
         bus = self.buses.get(bus_name)

@@ -76,6 +76,7 @@ class CompartmentLayout:
 class Layout:
     buses: tuple[BusLayout, ...]
     compartments: tuple[CompartmentLayout, ...]
+    buzzer: LockWiring | None = None  # the relay channel the cabinet's buzzer hangs on
 
     def bus(self, name: str) -> BusLayout:
         for bus in self.buses:
@@ -187,7 +188,16 @@ def _parse(raw: Mapping[str, Any], origin: str) -> Layout:
                 low=_get(table, "low", bool, where, False),
             )
         )
-    return Layout(buses=tuple(buses), compartments=tuple(compartments))
+    buzzer = None
+    buzzer_t = raw.get("buzzer")
+    if isinstance(buzzer_t, Mapping):
+        buzzer = LockWiring(
+            board=_get(buzzer_t, "board", str, f"{origin}: buzzer"),
+            channel=_get(buzzer_t, "channel", int, f"{origin}: buzzer"),
+        )
+        if buzzer.board not in board_names:
+            raise LayoutError(f"{origin}: buzzer.board: no board named {buzzer.board!r}")
+    return Layout(buses=tuple(buses), compartments=tuple(compartments), buzzer=buzzer)
 
 
 def _choice(table: Mapping[str, Any], key: str, allowed: tuple[Any, ...], where: str) -> Any:

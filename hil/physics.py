@@ -194,6 +194,11 @@ class SimCabinet:
             c.id: SimCompartment(layout=c, cabinet=self) for c in layout.compartments
         }
         self._by_lock = {(c.lock.board, c.lock.channel): c.id for c in layout.compartments}
+        # The buzzer is a relay like a lock's, with a sounder on it instead of a bolt.
+        self._buzzer = (
+            None if layout.buzzer is None else (layout.buzzer.board, layout.buzzer.channel)
+        )
+        self.buzzer_beeps = 0
 
     # --- lookup -------------------------------------------------------------------------
 
@@ -266,7 +271,17 @@ class SimCabinet:
                     levels[sensor_wiring.input] = active == sensor_wiring.active_high
         return levels
 
+    @property
+    def buzzer_sounding(self) -> bool:
+        """The buzzer's relay is energised now (False when no buzzer is wired)."""
+        if self._buzzer is None:
+            return False
+        board, channel = self._buzzer
+        return self.boards[board].relay_energised(channel)
+
     def record_pulse(self, pulse: Pulse) -> None:
+        if (pulse.board, pulse.channel) == self._buzzer:
+            self.buzzer_beeps += 1
         compartment_id = self._by_lock.get((pulse.board, pulse.channel))
         if compartment_id is not None:
             self.compartments[compartment_id].pulses.append(pulse)
@@ -281,6 +296,10 @@ class SimCabinet:
         """A relay may have changed: spring doors open, tell listeners."""
         energised = board.relay_energised(channel)
         if energised == was_energised:
+            return
+        if (board.name, channel) == self._buzzer:
+            what = "buzzer.sounding" if energised else "buzzer.quiet"
+            self.emit(what, board=board.name, detail=f"channel={channel}")
             return
         compartment_id = self._by_lock.get((board.name, channel), "")
         self.emit(

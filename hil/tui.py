@@ -77,6 +77,10 @@ def render(sim: SimulatedCabinet, last: str = "", footer: Sequence[str] = ()) ->
         "buses: "
         + "  ".join(f"{n}({'up' if b['plugged'] else 'UNPLUGGED'})" for n, b in buses.items())
     )
+    buzzer = sim.state()["buzzer"]
+    if buzzer is not None:
+        sound = f"{RED}{BOLD}BEEP{RESET}" if buzzer["sounding"] else f"{DIM}quiet{RESET}"
+        lines.append(f"buzzer ({buzzer['board']} relay {buzzer['channel']}): {sound}")
     lines.append(HELP)
     lines.extend(LEGEND)
     if last:

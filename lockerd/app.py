@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from . import __version__, remote, status
+from . import __version__, buzzer, remote, status
 from .cabinet import DoorClosed
 from .clock import Clock, SystemClock
 from .codes import CODE_KEY_NAME, CodeKey
@@ -141,9 +141,16 @@ class Daemon:
             from .kiosk import serve as serve_kiosk
 
             self.services.append(("kiosk", serve_kiosk))
+        if config.buzzer is not None:
+            self.services.append(("buzzer", self._buzzer))
         if config.mqtt is not None:
             self.cloud = self._connect_cloud()
         self._tasks: list[asyncio.Task[None]] = []
+
+    async def _buzzer(self, _: Daemon) -> None:
+        """Beeps while a door is left open ([buzzer]; lockerd/buzzer.py)."""
+        assert self.config.buzzer is not None
+        await buzzer.serve(self.config.buzzer, self.hardware.boards, self.async_store.subscribe)
 
     def _flows(self) -> Flows:
         """The flows at the cabinet: closes settle through the sink, recovery is a service."""

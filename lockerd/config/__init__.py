@@ -14,6 +14,7 @@ Importers use this package's names, never the modules behind them.
 from __future__ import annotations
 
 from .buses import BoardConfig, BusConfig
+from .buzzer import BuzzerConfig
 from .cabinet import CabinetConfig, CompartmentConfig, DoorTiming, InputRef, Level, LockRef
 from .document import Config, load, parse
 from .mqtt import MQTT_COMMANDS, MQTT_PROTOCOLS, MqttConfig
@@ -35,6 +36,7 @@ __all__ = [
     "MQTT_PROTOCOLS",
     "BoardConfig",
     "BusConfig",
+    "BuzzerConfig",
     "CabinetConfig",
     "CompartmentConfig",
     "Config",

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .buses import BoardConfig, BusConfig, parse_bus
+from .buzzer import BuzzerConfig, check_buzzer, parse_buzzer
 from .cabinet import (
     CabinetConfig,
     CompartmentConfig,
@@ -52,6 +53,7 @@ class Config:
     maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
     kiosk: KioskConfig = field(default_factory=KioskConfig)
     courier: CourierConfig = field(default_factory=CourierConfig)
+    buzzer: BuzzerConfig | None = None  # absent: no buzzer, the kiosk's reminder only
 
     def board(self, name: str) -> tuple[BusConfig, BoardConfig]:
         for bus in self.buses:
@@ -97,11 +99,13 @@ def parse(raw: dict[str, Any], file: Path) -> Config:
     maintenance = parse_maintenance(root.table("maintenance", required=False), file)
     kiosk = parse_kiosk(root.table("kiosk", required=False))
     courier = parse_courier(root.table("courier", required=False))
+    buzzer = parse_buzzer(root.table("buzzer", required=False))
     root.done()
 
     # Cross-checks run even when single keys were wrong, so every problem shows at once;
     # they skip the parts that did not parse.
     check_references(root, buses, compartments)
+    check_buzzer(root, buzzer, buses, compartments)
     if problems:
         raise ConfigError(problems)
     assert cabinet is not None
@@ -118,4 +122,5 @@ def parse(raw: dict[str, Any], file: Path) -> Config:
         maintenance=maintenance,
         kiosk=kiosk,
         courier=courier,
+        buzzer=buzzer,
     )

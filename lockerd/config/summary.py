@@ -34,6 +34,9 @@ def summary(config: Config) -> str:
         lines.append("  pickup: code and the last 4 digits of the booking's phone")
     if config.courier.unbooked_deposits:
         lines.append("  couriers may deposit parcels with no booking ([courier])")
+    if config.buzzer is not None:
+        buzzer = config.buzzer
+        lines.append(f"  buzzer: board {buzzer.board} relay {buzzer.channel}")
     if config.mqtt is not None:
         mqtt = config.mqtt
         link = "mutual TLS" if mqtt.tls_cert else "TLS" if mqtt.tls_ca else "plain TCP"
