@@ -1,15 +1,10 @@
 """The buzzer: heard while a door is left open, silent once every such door has closed.
 
-Driven by committed door facts, not by the poll loop: ``door.left_open`` (raised by the
-door supervision after ``[doors] left_open_after_s``) adds the door, ``door.closed``
-takes it away, so the buzzer and the kiosk's reminder hear the same facts the cloud
-does, only after they are stored. While any door is on the list the buzzer relay gets
-a board-timed pulse of ``on_ms`` every ``on_ms + off_ms``: nothing here ever switches
-it on and has to remember to switch it off, so a crash mid-beep leaves it quiet.
-
-Which doors are left open is a view of the event log, not state of its own: at start
-the list is empty and the supervision raises ``door.left_open`` again for a door that
-stays open.
+Driven by committed door facts, not by the poll loop (lockerd/left_open.py), so the
+buzzer and the kiosk's reminder hear what the cloud hears, only once it is stored.
+While any door is left open the buzzer relay gets a board-timed pulse of ``on_ms``
+every ``on_ms + off_ms``: nothing here ever switches it on and has to remember to
+switch it off, so a crash mid-beep leaves it quiet.
 """
 
 from __future__ import annotations
@@ -21,7 +16,8 @@ from typing import TYPE_CHECKING
 
 from drivers.base import BoardError, LockBoard
 
-from .events import EventType, StoredEvent
+from .events import StoredEvent
+from .left_open import LeftOpenDoors
 from .logs import fact
 
 if TYPE_CHECKING:
@@ -36,24 +32,15 @@ class Buzzer:
     def __init__(self, config: BuzzerConfig, board: LockBoard) -> None:
         self.config = config
         self.board = board
-        self.left_open: list[str] = []  # in the order they were left open
+        self.left_open = LeftOpenDoors()
         self.beeps = 0
         self._wake = asyncio.Event()
 
     def committed(self, events: Sequence[StoredEvent]) -> None:
         """A commit listener: follow which doors are left open."""
-        before = bool(self.left_open)
-        for event in events:
-            compartment = event.data.get("compartment")
-            if not isinstance(compartment, str):
-                continue
-            if event.type == EventType.DOOR_LEFT_OPEN and compartment not in self.left_open:
-                self.left_open.append(compartment)
-            elif event.type == EventType.DOOR_CLOSED and compartment in self.left_open:
-                self.left_open.remove(compartment)
-        if bool(self.left_open) != before:
+        if self.left_open.committed(events):
             if self.left_open:
-                fact(log, "buzzer.on", doors=",".join(self.left_open))
+                fact(log, "buzzer.on", doors=",".join(self.left_open.doors))
             else:
                 fact(log, "buzzer.off")
         self._wake.set()

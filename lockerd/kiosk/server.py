@@ -47,6 +47,7 @@ from .http import (
 )
 from .layout import places
 from .pickup import Pickups
+from .reminders import Reminders
 from .screens import Screen, screen_for, service_cell
 from .session import BadRequest, KioskSession, Role
 
@@ -105,6 +106,7 @@ class KioskServer:
         self._catalogues = {lang: catalogue(lang) for lang in self.config.languages}
         phone = daemon.config.pickup.second_factor is SecondFactor.PHONE_LAST4
         self.pickups = Pickups(self._flows, second_factor=phone)
+        self.reminders = Reminders()
 
     # ------------------------------------------------------------ life
 
@@ -133,6 +135,7 @@ class KioskServer:
         r.add_get("/api/payment/qr.svg", self._payment_qr)
         r.add_get("/api/events", self._events)
         add_deposit_routes(r, self)
+        r.add_get("/api/reminders", self.reminders.handle)
         return app
 
     async def start(self) -> None:
@@ -141,6 +144,7 @@ class KioskServer:
             hardware.on_door_closed(self._door_closed),
             hardware.on_change(self._hardware_changed),
             self.daemon.async_store.subscribe(self._committed),
+            self.daemon.async_store.subscribe(self.reminders.committed),
         ]
         # A stuck client connection must not hold the daemon's shutdown for a minute.
         self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=2.0)

@@ -9,6 +9,7 @@ its language, axe-core's WCAG audit, and a screenshot for the contact sheet
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -227,6 +228,32 @@ async def test_drop_off_screens(cabinet: Cabinet, browser: Any) -> None:
     await cabinet.close(cid, parcel=True)
     await wait_for(lambda: cabinet.state("D-1") is ReservationState.DROPPED_OFF)
     tour.assert_clean()
+
+
+async def test_left_open_reminder_names_the_door_on_every_screen(
+    cabinet: Cabinet, browser: Any
+) -> None:
+    """A door left open is named in a reminder, on the door's screen and on the start page."""
+    cid = await cabinet.ready("R-LEFT", "246810", "PARCEL-LEFT")
+    supervisor = cabinet.daemon.hardware.supervisor
+    supervisor.timing = replace(supervisor.timing, left_open_after_s=1.0)
+    page = await open_page(browser, cabinet)
+    assert await page.is_hidden("#reminder")
+    await page.click("button[data-go=pickup]")
+    await type_code(page, "246810")
+    await page.wait_for_selector("body[data-screen=door_open]")
+    await page.wait_for_selector("#reminder:not([hidden])", timeout=15_000)
+    assert await page.get_attribute("#reminder", "data-i18n") == "reminder.left_open"
+    assert cid in (await page.text_content("#reminder") or "")
+    tour = Tour(page)
+    await tour.visit("left-open-door")
+    await page.click("#finish")
+    await page.wait_for_selector("body[data-screen=home]")
+    await tour.visit("left-open-home")
+    tour.assert_clean()
+
+    await cabinet.close(cid, parcel=False)
+    await page.wait_for_selector("#reminder", state="hidden", timeout=15_000)
 
 
 async def test_the_checks_catch_a_bad_screen(cabinet: Cabinet, browser: Any) -> None:

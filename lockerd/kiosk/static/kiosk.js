@@ -370,6 +370,15 @@
   $("barcode").addEventListener("keydown", (ev) => { if (ev.key === "Enter") $("courier-scan").click(); });
   setInterval(tick, 1000);
 
+  // A door left open, named on every screen (idle too, so no session) until it closes.
+  async function remindLeftOpen() {
+    const doors = (await (await fetch("/api/reminders")).json()).left_open || [];
+    const box = $("reminder");
+    if (doors.length) put(box, "reminder.left_open", { count: doors.length, doors: doors.join(", ") });
+    box.hidden = !doors.length;
+  }
+  setInterval(() => remindLeftOpen().catch(() => {}), 2000);
+
   async function start() {
     state.info = await (await fetch("/api/kiosk")).json();
     // All catalogues at once (a few kB each): each language button speaks its own language.
