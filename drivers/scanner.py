@@ -24,6 +24,7 @@ class BadScanReason(StrEnum):
     TOO_LONG = "too_long"
     NOT_UTF8 = "not_utf8"
     NOT_PRINTABLE = "not_printable"
+    NOT_A_BADGE = "not_a_badge"  # a badge reader's line that is no UID (drivers/badge.py)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
+from .badge import SimBadgeReader
 from .layout import BusLayout, Layout
 from .line import Framing
 from .physics import ChangeListener, Pulse, SensorName, SimBoard, SimCabinet, SimCompartment
@@ -152,6 +153,8 @@ class SimulatedCabinet:
         self._own_run_dir = run_dir is None
         self.run_dir = Path(tempfile.mkdtemp(prefix="hil-")) if run_dir is None else Path(run_dir)
         self.buses: dict[str, SimBus] = {}
+        # A courier badge reader when the config has [inputs] badge_port (hil/badge.py).
+        self.badge_reader: SimBadgeReader | None = None
         self._started = False
 
     # --- life cycle -----------------------------------------------------------------------
@@ -165,6 +168,9 @@ class SimulatedCabinet:
                 bus = self._create_bus(bus_layout)
                 await bus.start()
                 self.buses[bus_layout.name] = bus
+            if self.layout.badge_port:
+                where = self.layout.badge_port if self.configured_ports else "ttyBadge"
+                self.badge_reader = SimBadgeReader(self.run_dir / where)
         except BaseException:
             await self.stop()
             raise
@@ -196,6 +202,9 @@ class SimulatedCabinet:
             with contextlib.suppress(Exception):
                 await bus.stop()
         self.buses.clear()
+        if self.badge_reader is not None:
+            self.badge_reader.close()
+            self.badge_reader = None
         self.physics.cancel_timers()
         if self._own_run_dir:
             shutil.rmtree(self.run_dir, ignore_errors=True)
@@ -237,6 +246,19 @@ class SimulatedCabinet:
 
     def wire_log(self, bus_name: str) -> list[WireRecord]:
         return self.bus(bus_name).wire_log()
+
+    def badge_port(self) -> str:
+        """Where lockerd's serial badge reader reads the simulated one."""
+        if self.badge_reader is None:
+            raise ValueError("no badge reader: the config has no [inputs] badge_port")
+        return self.badge_reader.port
+
+    def present_badge(self, uid: str) -> None:
+        """A courier holds the badge with this UID to the reader."""
+        if self.badge_reader is None:
+            raise ValueError("no badge reader: the config has no [inputs] badge_port")
+        self.badge_reader.present(uid)
+        self.physics.emit("badge.presented", detail=f"uid={uid.upper()}")
 
     # --- the physical cabinet ----------------------------------------------------------------
 

@@ -47,6 +47,7 @@ def _ops(sim: SimulatedCabinet) -> dict[str, Callable[..., Any]]:
         "pulses": pulses,
         "open_door": lambda compartment: {"door_open": sim.open_door(compartment)},
         "close_door": lambda compartment: sim.close_door(compartment),
+        "present_badge": lambda uid: sim.present_badge(str(uid)),
         "force_open": lambda compartment: sim.force_open(compartment),
         "repair": lambda compartment: sim.repair(compartment),
         "put_parcel": lambda compartment: sim.put_parcel(compartment),

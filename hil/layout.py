@@ -77,6 +77,7 @@ class Layout:
     buses: tuple[BusLayout, ...]
     compartments: tuple[CompartmentLayout, ...]
     buzzer: LockWiring | None = None  # the relay channel the cabinet's buzzer hangs on
+    badge_port: str = ""  # [inputs] badge_port: where the simulated badge reader goes
 
     def bus(self, name: str) -> BusLayout:
         for bus in self.buses:
@@ -197,7 +198,13 @@ def _parse(raw: Mapping[str, Any], origin: str) -> Layout:
         )
         if buzzer.board not in board_names:
             raise LayoutError(f"{origin}: buzzer.board: no board named {buzzer.board!r}")
-    return Layout(buses=tuple(buses), compartments=tuple(compartments), buzzer=buzzer)
+    inputs_t = raw.get("inputs")
+    badge_port = ""
+    if isinstance(inputs_t, Mapping):
+        badge_port = _get(inputs_t, "badge_port", str, f"{origin}: inputs", "")
+    return Layout(
+        buses=tuple(buses), compartments=tuple(compartments), buzzer=buzzer, badge_port=badge_port
+    )
 
 
 def _choice(table: Mapping[str, Any], key: str, allowed: tuple[Any, ...], where: str) -> Any:

@@ -28,7 +28,7 @@ BOLD, DIM, RED, GREEN, YELLOW, RESET = (
 )
 HELP = (
     "keys: o ID pull | c ID close | p/t ID put/take parcel | f ID force"
-    " | j ID jam | r ID repair | q quit"
+    " | j ID jam | r ID repair | b UID badge | q quit"
 )
 # What a cell shows, on screen under the grid (nobody should need the source for it).
 LEGEND = (
@@ -152,6 +152,12 @@ def run_command(sim: SimulatedCabinet, text: str, unlock_hint: str = "") -> str:
         "j": lambda cid: _jam(sim, cid),
         "r": unless(lambda cid: bool(comp(cid).faults()), "{id} has no fault", sim.repair),
     }
+    if words[0].lower() == "b" and len(words) == 2:
+        try:  # a courier holds a badge to the reader
+            sim.present_badge(words[1])
+        except ValueError as exc:
+            return f"error: {exc}"
+        return text.strip()
     action = actions.get(words[0].lower())
     if action is None or len(words) != 2:
         return f"? {text.strip()!r}; {HELP}"

@@ -35,6 +35,9 @@ class InputsConfig:
     scanner_baudrate: int = 9600
     scanner_device: str = ""  # a keyboard-emulation scanner (evdev, grabbed)
     keypad_device: str = ""  # a USB keypad (evdev, grabbed)
+    badge_port: str = ""  # a serial/USB-CDC badge reader (one UID per line of hex)
+    badge_baudrate: int = 9600
+    badge_device: str = ""  # a keyboard-emulation badge reader (evdev, grabbed)
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,9 @@ def parse_inputs(table: Table | None) -> InputsConfig:
         scanner_baudrate=t.integer("scanner_baudrate", 9600, lo=1200, hi=921_600),
         scanner_device=t.text("scanner_device", ""),
         keypad_device=t.text("keypad_device", ""),
+        badge_port=t.text("badge_port", ""),
+        badge_baudrate=t.integer("badge_baudrate", 9600, lo=1200, hi=921_600),
+        badge_device=t.text("badge_device", ""),
     )
     t.done()
     return inputs

@@ -6,10 +6,12 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from drivers.badge import SerialBadgeReader
 from drivers.keypad import EvdevInput
 from drivers.scanner import SerialScanner
 
 from ..logs import fact
+from .badges import feed_keyboard_badges, feed_serial_badges
 from .server import SCANNER_SURFACE, KioskServer
 
 if TYPE_CHECKING:
@@ -38,6 +40,12 @@ async def serve(daemon: Daemon) -> None:
             feeds.append(
                 asyncio.create_task(server.feed_keys(EvdevInput(path), surface), name=surface)
             )
+    if inputs.badge_port:
+        reader = SerialBadgeReader(inputs.badge_port, inputs.badge_baudrate)
+        feeds.append(asyncio.create_task(feed_serial_badges(server, reader), name="badges"))
+    if inputs.badge_device:
+        keys = EvdevInput(inputs.badge_device)
+        feeds.append(asyncio.create_task(feed_keyboard_badges(server, keys), name="badge keys"))
     try:
         await asyncio.Event().wait()
     finally:

@@ -1,0 +1,79 @@
+"""Courier login by badge from a badge reader, for the screen in front of it.
+
+A serial reader (``[inputs] badge_port``) or a keyboard-emulation reader grabbed with
+evdev (``badge_device``) hands over one UID per badge (drivers/badge.py). The UID goes
+to the same flow as the page's ``POST /api/courier/login {badge}``: the store checks
+it against the credentials' keyed ``badge_hash`` (purpose ``badge``), throttled on the
+reader's own surface ``badge`` like any code surface, so a reader fed guesses locks
+itself out without locking out the keypad. The session in front of the reader (the
+last one touched, or a new one) becomes the courier's, and its page is pushed the
+courier screen; a refusal is pushed as the refusal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from drivers.badge import Badge, BadgeResult, SerialBadgeReader, badge_of
+from drivers.keypad import Entry, EvdevInput
+
+from ..logs import fact
+from .screens import Screen
+from .session import Role
+
+if TYPE_CHECKING:
+    from .server import KioskServer
+
+log = logging.getLogger("lockerd.kiosk")
+
+BADGE_SURFACE = "badge"
+INPUT_RETRY_S = 2.0  # an unplugged keyboard reader is looked for again this often
+
+
+async def badge_login(server: KioskServer, uid: str) -> Screen:
+    """A badge held to the reader: log its courier in on the screen in front of it."""
+    session = server.sessions.get(server.current or "") or server.new_session()
+    session.last_active = server.monotonic()
+    answer = await server.daemon.flows.courier_login(BADGE_SURFACE, badge=uid)
+    if hasattr(answer, "scan"):
+        session.role, session.courier = Role.COURIER, answer
+        screen = Screen("courier", "courier.welcome")
+    else:
+        screen = await server._shown(session, answer)
+    server._push(session, {"type": "screen", **screen.json()})
+    return screen
+
+
+async def _read(server: KioskServer, result: BadgeResult) -> None:
+    if isinstance(result, Badge):
+        await badge_login(server, result.uid)
+    else:
+        server.physical_bad_scan(result.reason.value)
+
+
+async def feed_serial_badges(server: KioskServer, reader: SerialBadgeReader) -> None:
+    """Run a serial badge reader into the kiosk until cancelled."""
+    async for result in reader.badges():
+        try:
+            await _read(server, result)
+        except Exception:  # one bad read never stops the reader, nor opens a door
+            log.exception("kiosk.badge_failed")
+
+
+async def feed_keyboard_badges(server: KioskServer, device: EvdevInput) -> None:
+    """Run a keyboard-emulation badge reader into the kiosk; retried when unplugged."""
+    while True:
+        try:
+            async for entry in device.entries():
+                if isinstance(entry, Entry) and entry.complete:
+                    await _read(server, badge_of(entry.text))
+        except ModuleNotFoundError:
+            fact(log, "input.unavailable", logging.ERROR, device=device.path, detail="no evdev")
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # unplugged, no permission: try again, never crash
+            fact(log, "input.failed", logging.WARNING, device=device.path, error=exc)
+        await asyncio.sleep(INPUT_RETRY_S)
