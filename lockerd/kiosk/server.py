@@ -45,7 +45,7 @@ from .http import (
     screen_response,
     send,
 )
-from .layout import places
+from .info import kiosk_info
 from .pickup import Pickups
 from .reminders import Reminders
 from .screens import Screen, screen_for, service_cell
@@ -396,15 +396,7 @@ class KioskServer:
         return web.json_response(catalogue)
 
     async def _kiosk_info(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response(
-            {
-                "cabinet": self.daemon.config.cabinet.id,
-                "languages": list(self.config.languages),
-                "default_language": self.config.default_language,
-                "session_timeout_s": self.config.session_timeout_s,
-                "layout": [p.json() for p in places(self.daemon.config.compartments)],
-            }
-        )
+        return web.json_response(kiosk_info(self.daemon.config))
 
     async def _new_session(self, request: web.Request) -> web.StreamResponse:
         body = await read_body(request)

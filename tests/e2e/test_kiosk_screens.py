@@ -9,13 +9,19 @@ its language, axe-core's WCAG audit, and a screenshot for the contact sheet
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
+from drivers.badge import SerialBadgeReader
+from hil.badge import SimBadgeReader
+from lockerd.codes import Purpose
 from lockerd.kiosk import messages
+from lockerd.kiosk.badges import feed_serial_badges
 from lockerd.reservations import Cod, ReservationKind, ReservationState
+from lockerd.store import CredentialGrant, CredentialRole
 from tests.support.kiosk_page import (
     Tour,
     browser,
@@ -254,6 +260,41 @@ async def test_left_open_reminder_names_the_door_on_every_screen(
 
     await cabinet.close(cid, parcel=False)
     await page.wait_for_selector("#reminder", state="hidden", timeout=15_000)
+
+
+async def test_courier_badge_login_at_the_page(cabinet: Cabinet, browser: Any) -> None:
+    """With a badge reader fitted the courier screen says so, and a badge logs the page in."""
+    daemon = cabinet.daemon
+    uid = "04A1B2C3D4"
+    with daemon.store.transaction() as tx:
+        code_hash = daemon.code_key.hash(Purpose.COURIER, "86420864")
+        badge_hash = daemon.code_key.hash(Purpose.BADGE, uid)
+        tx.upsert_credential(
+            CredentialGrant("courier-badge", 1, CredentialRole.COURIER, code_hash, badge_hash, None)
+        )
+    with SimBadgeReader() as sim_reader:
+        inputs = replace(daemon.config.inputs, badge_port=sim_reader.port)
+        daemon.config = replace(daemon.config, inputs=inputs)
+        reader = SerialBadgeReader(sim_reader.port, reopen_s=0.05)
+        feed = asyncio.create_task(feed_serial_badges(cabinet.kiosk, reader))
+        try:
+            page = await open_page(browser, cabinet)
+            await page.click("button[data-go=courier]")
+            hint = await page.get_attribute("#keypad-hint", "data-i18n")
+            assert hint == "code.hint.courier_badge"
+            tour = Tour(page)
+            await tour.visit("courier-badge-keypad")
+            tour.assert_clean()
+
+            await set_language(page, "en")
+            await wait_for(lambda: reader._lines._serial is not None)
+            sim_reader.present(uid.lower())
+            await page.wait_for_selector("body[data-screen=courier]")
+            assert await message_key(page) == "courier.welcome"
+        finally:
+            feed.cancel()
+            await asyncio.gather(feed, return_exceptions=True)
+            reader.close()
 
 
 async def test_the_checks_catch_a_bad_screen(cabinet: Cabinet, browser: Any) -> None:

@@ -286,7 +286,8 @@
     state.mode = mode; state.entry = mode;
     $("code").value = "";
     put($("keypad-label"), prompts[mode]);
-    put($("keypad-hint"), "code.hint." + mode);
+    // A courier at a cabinet with a badge reader may hold the badge instead (kiosk/badges.py).
+    put($("keypad-hint"), "code.hint." + (mode === "courier" && state.info.badge_reader ? "courier_badge" : mode));
     say("");
     show("keypad");
     ensureSession().catch(() => say("error.network", {}, "bad"));
