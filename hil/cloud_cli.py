@@ -127,6 +127,12 @@ def add_parser(subparsers: Any) -> None:
     send.add_argument("--compartment")
     send.add_argument("--reason")
     send.add_argument("--in-service", choices=("yes", "no"))
+    send.add_argument(
+        "--code", help="credential.upsert: the login's code, sent as its hash under --cabinet's key"
+    )
+    send.add_argument(
+        "--badge", help="credential.upsert: a badge UID (hex), sent as its badge_hash likewise"
+    )
     send.add_argument("--data", default="{}", help="the command's data as a JSON object")
     send.add_argument(
         "--pickup-code", help="reservation.upsert: the pickup code, sent as pickup_code_hash"
@@ -261,6 +267,14 @@ def command_data(args: argparse.Namespace, code_key: bytes | None = None) -> dic
             data[field] = code_hash(code_key, purpose, digits)
     if getattr(args, "pickup_group", None) is not None:
         data["pickup_group"] = args.pickup_group
+    code, badge = getattr(args, "code", None), getattr(args, "badge", None)
+    if code is not None or badge is not None:
+        if args.command != "credential.upsert" or code_key is None:
+            raise ValueError("--code and --badge go with credential.upsert")
+        if code is not None:
+            data["code_hash"] = code_hash(code_key, str(data.get("role", "courier")), code)
+        if badge is not None:
+            data["badge_hash"] = code_hash(code_key, "badge", badge.upper())
     return data
 
 

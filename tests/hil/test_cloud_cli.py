@@ -210,3 +210,24 @@ async def test_send_a_booking_with_deposit_code_and_pickup_group_from_the_comman
     finally:
         await cab.stop()
         cab.store.close()
+
+
+def test_a_courier_badge_is_granted_from_the_command_line_as_its_keyed_hash() -> None:
+    import argparse
+    import json
+
+    from hil.cloud import code_hash
+    from hil.cloud_cli import command_data
+
+    key = bytes(range(32))
+    base = {"credential_id": "C-1", "version": 1, "role": "courier", "valid_until": None}
+    args = argparse.Namespace(
+        command="credential.upsert", data=json.dumps(base), compartment=None, reason=None,
+        in_service=None, code="24681357", badge="04a1b2c3",
+    )  # fmt: skip
+    data = command_data(args, key)
+    assert data["code_hash"] == code_hash(key, "courier", "24681357")
+    assert data["badge_hash"] == code_hash(key, "badge", "04A1B2C3")
+    assert "24681357" not in json.dumps(data) and "04A1B2C3" not in json.dumps(data).upper()
+    with pytest.raises(ValueError):
+        command_data(argparse.Namespace(**{**vars(args), "command": "door.open"}), key)
