@@ -14,6 +14,11 @@ parity is seen (pyserial sets ``PARODD`` only for odd), but even parity and no p
 look the same: :func:`client_framing` reports them as ``even_or_none``, and a client at
 8E1 talking to 8N1 boards (or the reverse) is heard as matching. Every other mismatch
 (baud, odd against even or none, stop bits a receiver cannot take) gives silence.
+
+One more pty limit: glibc checks that ``PARENB`` took after a ``tcsetattr`` and reports
+``EINVAL`` when the pty dropped it, which pyserial raises on its second configuration of
+a port. pymodbus configures its port twice (open, then its timeouts), so a Modbus client
+at even or odd parity cannot open a pty at all; the CU driver configures once and can.
 """
 
 from __future__ import annotations
