@@ -382,3 +382,11 @@ def test_bad_parity_stop_bits_or_rs485_direction_is_reported(
 def test_parity_on_a_bus_without_a_serial_line_is_not_used_by_its_family() -> None:
     found = problems_of(raw_config("modbus-tcp", {"parity": "even"}))
     assert any("buses[0].parity" in p and "not used by family 'modbus-tcp'" in p for p in found)
+
+
+def test_check_config_prints_a_parity_line_beside_its_port() -> None:
+    keys = {"parity": "even", "rs485_direction": "kernel"}
+    text = config.summary(config.parse(raw_config("modbus-rtu", keys), FILE))
+    assert "@ 9600 baud (9600 8E1 rs485=kernel)" in text
+    plain = config.summary(config.parse(raw_config("modbus-rtu"), FILE))
+    assert "@ 9600 baud\n" in plain
