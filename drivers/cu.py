@@ -560,5 +560,6 @@ FAMILIES = (
         default_baudrate=19200,
         default_relays=LOCKS_PER_BOARD,
         default_inputs=INPUTS_PER_BOARD,
+        timed_pulses=False,  # the board times each unlock itself
     ),
 )

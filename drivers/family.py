@@ -128,6 +128,9 @@ class BusFamily:
     min_poll_s: float = 0.0
     # Where a pin-based bus is, for the technician's summary ("the GPIO header").
     location: str = ""
+    # Whether a pulse lasts the duration asked for; a board that times its outputs
+    # itself (CU locks) cannot beep a buzzer in a pattern.
+    timed_pulses: bool = True
 
     @property
     def bus_keys(self) -> tuple[str, ...]:

@@ -1,13 +1,16 @@
 """The [buzzer] section: a relay output that sounds while a door is left open.
 
 The buzzer hangs on a relay channel of one of the cabinet's boards (a Modbus or GPIO
-board; a GPIO board's relay is a header pin), so it needs no driver of its own and the
-board times each beep: a crash mid-beep never leaves it sounding.
+board: any family whose pulses last as long as asked; a GPIO board's relay is a pin),
+so it needs no driver of its own and the board times each beep: a crash mid-beep
+never leaves it sounding.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from drivers.family import FamilyError, lookup
 
 from .buses import BoardConfig, BusConfig
 from .cabinet import CompartmentConfig
@@ -50,9 +53,16 @@ def check_buzzer(
         root.problem("buzzer.board", f"no board named {buzzer.board!r}")
         return
     bus, board = found
-    if bus.family == "cu":
-        # A CU board's outputs are locks timed by the board: there is no relay to beep.
-        root.problem("buzzer.board", f"board {board.name!r} is a CU lock board: no buzzer relay")
+    try:
+        timed = lookup(bus.family).timed_pulses
+    except FamilyError:  # already reported at the bus
+        timed = True
+    if not timed:
+        # Its outputs are locks the board times itself: a beep pattern cannot be asked.
+        root.problem(
+            "buzzer.board",
+            f"board {board.name!r} times its outputs itself ({bus.family}): no buzzer relay",
+        )
     elif board.relays is not None and buzzer.channel >= board.relays:
         root.problem(
             "buzzer.channel",

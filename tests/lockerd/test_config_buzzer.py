@@ -56,7 +56,7 @@ def test_a_left_open_buzzer_that_cannot_beep_is_reported(
 def test_a_cu_lock_board_has_no_relay_for_a_left_open_buzzer() -> None:
     raw = with_buzzer(cu_cabinet(), board="b2", channel=15)
     found = problems(raw)
-    assert any("buzzer.board" in p and "CU lock board" in p for p in found), found
+    assert any("buzzer.board" in p and "times its outputs itself (cu)" in p for p in found), found
 
 
 def test_check_config_reports_a_left_open_buzzer_on_a_lock(tmp_path: Path) -> None:
