@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import io
+from pathlib import Path
 
 from hil.cabinet import SimulatedCabinet
+from hil.layout import load
 from hil.tui import TerminalView, render, run_command
+from tests.support.cabinets import modbus_cabinet
 
 
 async def test_grid_shows_every_compartment_and_its_state(sim: SimulatedCabinet) -> None:
@@ -85,3 +88,18 @@ async def test_without_a_tty_each_change_is_one_line(sim: SimulatedCabinet) -> N
         "door.forced compartment=A01",
         "door.opened compartment=A01",
     ]
+
+
+async def test_the_grid_shows_the_left_open_buzzer_and_b_presents_a_badge(tmp_path: Path) -> None:
+    raw = modbus_cabinet("modbus-tcp", boards=1, doors_per_board=2)
+    raw["buzzer"] = {"board": "b1", "channel": 20}
+    raw["inputs"] = {"badge_port": "ttyBadge"}
+    async with SimulatedCabinet(load(raw), pace=True, run_dir=tmp_path) as sim:
+        assert "buzzer (b1 relay 20): " in render(sim) and "quiet" in render(sim)
+        sim.board("b1").pulse(20, 5.0)
+        assert "BEEP" in render(sim)
+        assert sim.state()["buzzer"]["sounding"] and sim.state()["buzzer"]["beeps"] == 1
+        assert run_command(sim, "b 04a1b2c3") == "b 04a1b2c3"
+        assert sim.badge_reader is not None and sim.badge_reader.presented == ["04A1B2C3"]
+        assert run_command(sim, "b XYZ").startswith("error:")
+        assert Path(sim.badge_port()).is_symlink()
