@@ -20,6 +20,7 @@ from .cabinet import (
     parse_doors,
 )
 from .mqtt import MqttConfig, parse_mqtt
+from .ports import check_ports
 from .reader import ConfigError, Table
 from .sections import (
     CourierConfig,
@@ -106,6 +107,7 @@ def parse(raw: dict[str, Any], file: Path) -> Config:
     # they skip the parts that did not parse.
     check_references(root, buses, compartments)
     check_buzzer(root, buzzer, buses, compartments)
+    check_ports(root, buses, inputs)
     if problems:
         raise ConfigError(problems)
     assert cabinet is not None

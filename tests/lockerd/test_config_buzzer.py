@@ -76,3 +76,29 @@ def test_check_config_reports_a_left_open_buzzer_on_a_lock(tmp_path: Path) -> No
     )
     assert done.returncode != 0
     assert "buzzer.channel: relay 0 is the lock of A01" in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize(
+    ("inputs", "key", "first"),
+    [
+        ({"badge_port": "/dev/null"}, "inputs.badge_port", "buses[0].port"),
+        (
+            {"scanner_port": "/dev/ttyACM0", "badge_port": "/dev/ttyACM0"},
+            "inputs.badge_port",
+            "inputs.scanner_port",
+        ),
+        (
+            {"scanner_device": "/dev/input/event3", "badge_device": "/dev/input/event3"},
+            "inputs.badge_device",
+            "inputs.scanner_device",
+        ),
+    ],
+)
+def test_a_badge_reader_on_a_port_already_in_use_is_reported(
+    inputs: dict[str, str], key: str, first: str
+) -> None:
+    raw = modbus_cabinet(boards=1)  # its bus is on /dev/null
+    raw["inputs"] = inputs
+    assert f"{FILE}: {key}: the same device as {first}" in problems(raw)
+    raw["inputs"] = {"badge_port": "/dev/ttyUSB7", "badge_device": "/dev/input/event9"}
+    assert config.parse(raw, FILE).inputs.badge_port == "/dev/ttyUSB7"
