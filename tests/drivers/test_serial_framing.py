@@ -12,6 +12,7 @@ which configures its port once, is the odd-parity client here.)
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import termios
@@ -33,7 +34,11 @@ from drivers.serial_line import LineSettings, Parity, Rs485Direction, rtu_silenc
 from hil.cabinet import SimulatedCabinet
 from hil.layout import load
 from hil.line import EVEN_OR_NONE, Framing, client_framing, garbled_by
+from lockerd.clock import SystemClock
+from lockerd.hardware import Hardware, LogSink
 from tests.hil.test_cu_boards import cu_layout
+from tests.support.cabinets import cu_cabinet, lockerd_config
+from tests.support.waiting import wait_for
 
 BUS = "rs485-a"
 SPEC = BoardSpec("b1", 1, 8, 8)
@@ -257,3 +262,44 @@ def test_the_settings_reach_each_serial_family_and_the_technicians_summary() -> 
     where = lookup("modbus-rtu").where(settings)
     assert where == "/dev/ttyAMA0 @ 9600 baud (9600 8E1 rs485=kernel)"
     assert lookup("cu").where(BusSettings("a", port="/dev/ttyS0")) == "/dev/ttyS0 @ 9600 baud"
+
+
+# -- the daemon's door supervision on a mismatched line ------------------------------------------
+
+
+@pytest.mark.parametrize(("lockerd_parity", "offline"), [("odd", False), ("none", True)])
+async def test_a_parity_the_boards_do_not_speak_is_board_offline_not_wrong_doors(
+    lockerd_parity: str, offline: bool
+) -> None:
+    """What a technician sees of a wrong parity: the boards go offline, no door is invented."""
+    raw = cu_cabinet(boards=2, doors_per_board=2, doors={"board_offline_after": 2})
+    raw["buses"][0]["parity"] = "odd"  # the boards' DIP switches
+    async with SimulatedCabinet(load(raw), pace=True) as sim:
+        raw["buses"][0]["parity"] = lockerd_parity  # what lockerd's config says
+        sink = LogSink()
+        hardware = Hardware(lockerd_config(raw, sim), sink, SystemClock())
+        await hardware.start()
+        try:
+            if not offline:
+                await wait_for(lambda: hardware.scans > 2)  # door.forced: after a scan saw it shut
+            sim.force_open("A01")
+            if offline:
+                await wait_for(
+                    lambda: (
+                        {e.data["board"] for e in sink.events if e.type == "board.offline"}
+                        == {"b1", "b2"}
+                    )
+                )
+            else:
+                await wait_for(
+                    lambda: any(
+                        e.type == "door.forced" and e.data["compartment"] == "A01"
+                        for e in sink.events
+                    )
+                )
+                assert not [e for e in sink.events if e.type == "board.offline"]
+            # Offline boards report no door at all; a matching line sees the forced one.
+            doors = {e.data["compartment"] for e in sink.events if e.type.startswith("door.")}
+            assert doors == (set() if offline else {"A01"})
+        finally:
+            await asyncio.wait_for(hardware.stop(), 10)
