@@ -133,3 +133,45 @@ def test_no_subcommand_prints_help() -> None:
     )
     assert result.returncode == 0
     assert "serve" in result.stdout and "usage" in result.stdout
+
+
+async def test_served_buzzer_badge_reader_and_a_client_at_the_wrong_baud(tmp_path: Path) -> None:
+    """The buzzer and badge reader of the config, and a line that hears only its own baud,
+    across processes (the simulator reads the client's settings off the shared pty)."""
+    port = tmp_path / "dev" / "ttyRS485"
+    badge = tmp_path / "dev" / "ttyBadge"
+    config = tmp_path / "cabinet.toml"
+    extra = f'\n[buzzer]\nboard = "b1"\nchannel = 7\n\n[inputs]\nbadge_port = "{badge}"\n'
+    config.write_text(CONFIG.format(port=port) + extra)
+    control = tmp_path / "hil.sock"
+    async with served_simulator(config, control), ControlClient(control) as client:
+        state = await client.call("state")
+        assert state["buzzer"] == {"board": "b1", "channel": 7, "sounding": False, "beeps": 0}
+
+        # Left open: lockerd would pulse relay 7; the simulator shows the buzzer sounding.
+        pty = PtyClient(str(port), 19200)
+        try:
+            pty.send(bytes.fromhex("01 05 02 07 00 05 bd b0"))  # relay 7 for 500 ms
+            assert await pty.reply(8) == bytes.fromhex("01 05 02 07 00 05 bd b0")
+        finally:
+            pty.close()
+        assert (await client.call("state"))["buzzer"]["sounding"] is True
+
+        # The same request at 9600 baud on the 19200-baud line: garbage to the board.
+        slow = PtyClient(str(port), 9600)
+        try:
+            slow.send(bytes.fromhex("01 05 02 07 00 05 bd b0"))
+            assert await slow.reply(8, within_s=0.3) == b""
+        finally:
+            slow.close()
+        log = (await client.call("wire_log", bus="rs485-a"))["result"]
+        assert log[-1]["note"] == "mismatch:baud"
+
+        # A badge held to the reader arrives at the configured port as a line of hex.
+        assert badge.is_symlink()
+        reader = PtyClient(str(badge), 9600)
+        try:
+            await client.call("present_badge", uid="04a1b2c3")
+            assert await reader.reply(10) == b"04A1B2C3\r\n"
+        finally:
+            reader.close()
