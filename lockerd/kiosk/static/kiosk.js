@@ -375,7 +375,9 @@
   async function remindLeftOpen() {
     const doors = (await (await fetch("/api/reminders")).json()).left_open || [];
     const box = $("reminder");
-    if (doors.length) put(box, "reminder.left_open", { count: doors.length, doors: doors.join(", ") });
+    const values = { count: doors.length, doors: doors.join(", ") };
+    // Only a change is written: an alert re-announces whatever is written into it.
+    if (doors.length && box.dataset.i18nValues !== JSON.stringify(values)) put(box, "reminder.left_open", values);
     box.hidden = !doors.length;
   }
   setInterval(() => remindLeftOpen().catch(() => {}), 2000);
