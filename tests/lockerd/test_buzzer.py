@@ -17,9 +17,11 @@ from drivers.modbus import ModbusTcpBus
 from hil.cabinet import SimulatedCabinet
 from hil.layout import load
 from lockerd.buzzer import Buzzer
+from lockerd.clock import SystemClock
 from lockerd.config import BuzzerConfig
 from lockerd.events import GENESIS_PREV, DomainEvent, EventType, StoredEvent, build
-from tests.support.cabinets import modbus_cabinet
+from lockerd.hardware import Hardware, LogSink
+from tests.support.cabinets import gpio_cabinet, lockerd_config, modbus_cabinet
 from tests.support.waiting import wait_for
 
 CONFIG = BuzzerConfig("b1", 20, on_ms=100, off_ms=100)
@@ -80,3 +82,38 @@ async def test_the_left_open_buzzer_beeps_through_a_silent_board_and_stops_on_cl
             running.cancel()
             await asyncio.gather(running, return_exceptions=True)
             await bus.close()
+
+
+@pytest.mark.parametrize("family", ["modbus-rtu", "gpio"])
+async def test_the_left_open_buzzer_on_a_serial_board_and_on_a_pi_pin(
+    family: str, mock_pins: None
+) -> None:
+    """The same buzzer through the hardware shell's own board, on an RS-485 relay board
+    (a paced pty) and on a relay wired to the Pi's header (gpiozero's mock pins)."""
+    if family == "gpio":
+        raw = gpio_cabinet(boards=1, doors_per_board=2)
+        raw["buses"][0]["boards"][0]["relay_pins"].append(20)  # relay 2: the buzzer
+        channel = 2
+    else:
+        raw = modbus_cabinet(family, boards=1, doors_per_board=2)
+        channel = 20
+    raw["buzzer"] = {"board": "b1", "channel": channel}
+    async with SimulatedCabinet(load(raw), pace=True) as sim:
+        hardware = Hardware(lockerd_config(raw, sim), LogSink(), SystemClock())
+        await hardware.start()
+        config = BuzzerConfig("b1", channel, on_ms=100, off_ms=100)
+        buzzer = Buzzer(config, hardware.boards["b1"])
+        running = asyncio.create_task(buzzer.run())
+        try:
+            buzzer.committed([fact(1, EventType.DOOR_LEFT_OPEN, "A01")])
+            await wait_for(lambda: sim.state()["buzzer"]["beeps"] >= 2)
+            buzzer.committed([fact(2, EventType.DOOR_CLOSED, "A01")])
+            await wait_for(lambda: not sim.state()["buzzer"]["sounding"])
+            beeps = sim.state()["buzzer"]["beeps"]
+            await asyncio.sleep(5 * (config.on_ms + config.off_ms) / 1000)
+            assert sim.state()["buzzer"]["beeps"] == beeps
+            assert not any(p for p in sim.pulses().values()), "no lock was pulsed"
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+            await asyncio.wait_for(hardware.stop(), 10)
