@@ -99,7 +99,7 @@ def record_pulse_calls(daemon: Daemon, calls: list[tuple[float, bool]]) -> None:
         async def timed(
             channel: int, duration_ms: int, original: Any = original, arbiter: Any = arbiter
         ) -> None:
-            calls.append((time.monotonic(), bool(arbiter._busy)))
+            calls.append((time.monotonic(), arbiter.held))
             await original(channel, duration_ms)
 
         board.pulse = timed  # type: ignore[method-assign]

@@ -167,6 +167,12 @@ class BusArbiter:
     wait it between transactions, so without this the next board on the bus sees the
     previous reply glued to its request and stays silent. Every serial driver takes its
     turn here, so the rule lives in one place.
+
+    The turn is handed out only once the line is quiet, and then to the most urgent
+    waiter at that moment: the silence is waited with the turn free, so an unlock asked
+    while a poll would be waiting out the silence goes first (ADR 0004). A waiter that
+    was handed the turn but has not run yet gives it up to a more urgent one that came
+    in meanwhile: nothing of it is on the wire yet.
     """
 
     def __init__(self, silence_s: float = 0.0, abandoned_reply_s: float = 0.0) -> None:
@@ -178,6 +184,7 @@ class BusArbiter:
         self._waiters: list[_Waiter] = []
         self._order = itertools.count()
         self._line_quiet_at = 0.0  # monotonic time at which the line has been silent long enough
+        self._quiet_timer: asyncio.TimerHandle | None = None
 
     @staticmethod
     def rtu_silence_s(baudrate: int, bits_per_char: int = 11) -> float:
@@ -186,14 +193,16 @@ class BusArbiter:
             return 0.00175
         return 3.5 * bits_per_char / baudrate
 
+    @property
+    def held(self) -> bool:
+        """Whether some transaction holds the turn now."""
+        return self._busy
+
     @asynccontextmanager
     async def turn(self, priority: Priority) -> AsyncIterator[None]:
         await self._acquire(priority)
         quiet_s = self.silence_s
         try:
-            wait = self._line_quiet_at - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
             yield
         except asyncio.CancelledError:
             quiet_s = max(self.silence_s, self.abandoned_reply_s)
@@ -203,26 +212,57 @@ class BusArbiter:
             self._release()
 
     async def _acquire(self, priority: Priority) -> None:
-        if not self._busy and not self._waiters:
+        if not self._busy and not self._waiters and time.monotonic() >= self._line_quiet_at:
             self._busy = True
             return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiters, _Waiter(int(priority), next(self._order), future))
-        try:
-            await future
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled():
-                # We were handed the bus just as we were cancelled: pass it on.
-                self._release()
-            else:
-                self._waiters = [w for w in self._waiters if w.future is not future]
-                heapq.heapify(self._waiters)
-            raise
+        waiter = _Waiter(int(priority), next(self._order), self._future())
+        heapq.heappush(self._waiters, waiter)
+        self._hand_over()
+        while True:
+            try:
+                await waiter.future
+            except asyncio.CancelledError:
+                if waiter.future.done() and not waiter.future.cancelled():
+                    # We were handed the bus just as we were cancelled: pass it on.
+                    self._release()
+                else:
+                    self._waiters = [w for w in self._waiters if w is not waiter]
+                    heapq.heapify(self._waiters)
+                raise
+            if not self._waiters or self._waiters[0] > waiter:
+                return  # the turn is ours, and nobody more urgent came in meanwhile
+            # Handed the turn, but something more urgent arrived before we sent anything:
+            # it goes first; we wait again, in our old place.
+            waiter.future = self._future()
+            heapq.heappush(self._waiters, waiter)
+            self._busy = False
+            self._hand_over()
 
     def _release(self) -> None:
+        self._busy = False
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Give the free turn to the most urgent waiter once the line is quiet."""
+        if self._busy or not self._waiters:
+            return
+        wait = self._line_quiet_at - time.monotonic()
+        if wait > 0:
+            if self._quiet_timer is None:
+                loop = asyncio.get_running_loop()
+                self._quiet_timer = loop.call_later(wait, self._line_quiet)
+            return
         while self._waiters:
             waiter = heapq.heappop(self._waiters)
             if not waiter.future.done():
                 waiter.future.set_result(None)
-                return  # the bus stays busy, now owned by that waiter
-        self._busy = False
+                self._busy = True  # now owned by that waiter
+                return
+
+    def _line_quiet(self) -> None:
+        self._quiet_timer = None
+        self._hand_over()
+
+    @staticmethod
+    def _future() -> asyncio.Future[None]:
+        return asyncio.get_running_loop().create_future()

@@ -217,9 +217,10 @@ async def test_two_boards_answer_every_back_to_back_poll_at_9600_baud() -> None:
 
 
 async def test_an_unlock_goes_before_queued_polls() -> None:
-    async with cabinet("modbus-rtu") as (sim, _bus, (b1, b2)):
+    async with cabinet("modbus-rtu") as (sim, bus, (b1, b2)):
+        await asyncio.sleep(bus._arbiter.silence_s * 2)  # the line is quiet after the all-off
         polls = [asyncio.create_task(b.read_inputs()) for b in (b1, b2, b1, b2)]
-        await asyncio.sleep(0)  # the first poll has the bus, three wait
+        await asyncio.sleep(0)  # the first poll has the bus (on the wire), three wait
         unlock = asyncio.create_task(b2.pulse(0, 700))
         await asyncio.gather(unlock, *polls)
         to_boards = [r.data for r in sim.wire_log(BUS) if r.direction == "to_board"]
