@@ -1,7 +1,7 @@
 """The I/O shell around door supervision: buses, poll loops, pulses, and where events go.
 
-Every bus gets one poll task that reads its boards in turn, one read per slot, at
-a rate chosen from the bus's own transaction time (docs/adr/0022), and hands each
+Every bus gets one poll task that reads its boards in rounds (each board once, back
+to back), at a rate chosen from the bus's own transaction time (docs/adr/0022), and hands each
 reading to the :class:`~lockerd.cabinet.DoorSupervisor`. Unlocks are separate tasks
 that take the bus before the next poll (the drivers' arbiter orders them); a command
 on its way to an unlock may hold new polls meanwhile (:meth:`Hardware.reserve`).
@@ -306,7 +306,7 @@ class Hardware:
     # ------------------------------------------------------------ loops
 
     async def _poll(self, bus_name: str, bus: Bus) -> None:
-        """Read one board per slot, in turn; a board whose door was just unlocked first."""
+        """Read the bus's boards in rounds; a board whose door was just unlocked at once."""
         boards = self._boards_by_bus[bus_name]
         if not boards:
             fact(log, "bus.no_boards", logging.WARNING, bus=bus_name, detail="nothing to poll")
@@ -314,25 +314,29 @@ class Hardware:
         by_name = {b.name: b for b in boards}
         schedule = self._schedules[bus_name]
         next_try: dict[str, float] = {}
-        turn = 0
         while True:
-            await schedule.wait_for_slot(bus)
-            soon = schedule.take_read_soon()
-            if soon is not None and soon in by_name:
-                board = by_name[soon]
-            else:
-                board = boards[turn]
-                turn = (turn + 1) % len(boards)
-                if turn == 0:
-                    self.scans += 1
-                now = self.clock.monotonic()
+            soon = await schedule.next_read(bus)
+            if soon is not None:
+                if soon in by_name:
+                    await self._read(bus_name, by_name[soon], schedule)
+                continue
+            read_any = False
+            for board in boards:
                 if self.supervisor.board_online(board.name) is False:
+                    now = self.clock.monotonic()
                     if now < next_try.get(board.name, 0.0):
-                        schedule.skip()
                         continue
                     next_try[board.name] = now + OFFLINE_RETRY_S
-            await self._read(bus_name, board, schedule)
-            if not bus.connected:
+                if read_any:
+                    await schedule.between_reads()
+                read_any = True
+                await self._read(bus_name, board, schedule)
+                if not bus.connected:
+                    break
+            self.scans += 1
+            if not bus.connected or not read_any:
+                # The adapter is gone (its requests fail without waiting), or every board
+                # is offline and not yet due for its retry: nothing to ask for a while.
                 await asyncio.sleep(DISCONNECTED_RETRY_S)
 
     async def _read(self, bus_name: str, board: LockBoard, schedule: PollSchedule) -> None:
@@ -386,7 +390,7 @@ class Hardware:
                 if not waiter.done():
                     waiter.set_result(True)
             # The door just unlocked is the one most likely to change: read its board
-            # in the next slot rather than in its turn.
+            # at once rather than in its round.
             bus = self._bus_of_board.get(pulse.board)
             if bus is not None:
                 self._schedules[bus].read_soon(pulse.board)

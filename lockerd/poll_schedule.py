@@ -2,23 +2,27 @@
 
 Reading the boards back to back keeps a half-duplex line busy all the time: an unlock
 then nearly always waits behind a poll, and an idle cabinet on Modbus TCP spends most
-of a core asking boards that have nothing new to say. Instead each bus reads one board
-per *slot*; a slot is as long as the larger of
+of a core asking boards that have nothing new to say. Instead each bus reads its boards
+in *rounds* (every board once, back to back), and a round starts every
 
-- the measured cost of one read divided by ``POLL_DUTY_MAX``, so the line carries polls
-  at most that fraction of the time and an unlock usually finds it idle; and
-- ``DOOR_SEEN_WITHIN_S`` less the cost of a read, divided by the number of boards: a
-  door's change is then in a reading within ``DOOR_SEEN_WITHIN_S``, which is what
-  reporting it within the contract's goal needs, and the boards are asked no more often
-  (an idle cabinet idles).
+- the measured cost of a round divided by ``POLL_DUTY_MAX``, so the line carries polls
+  at most that fraction of the time and an unlock usually finds it idle; or
+- ``DOOR_SEEN_WITHIN_S`` less the cost of a read: a door's change is then in a reading
+  within ``DOOR_SEEN_WITHIN_S``, which is what reporting it within the contract's goal
+  needs, and the boards are asked no more often (an idle cabinet idles),
+
+whichever is longer. One wake-up per round, not per read, is what keeps an idle Modbus
+TCP cabinet cheap; each read of a round still takes its own turn at the bus arbiter, so
+an unlock waits for one read at most, as with reads spread out.
 
 ``poll_interval_ms`` in a bus's config overrides this: each board is then read every
 that many milliseconds (0: as fast as the bus answers, as before this schedule).
 
-Two things may change the order. A command on its way to an unlock *holds* new polls
+Two things may change the order. A command on its way to an unlock *holds* new reads
 (:meth:`PollSchedule.hold`) until it has pulsed or was refused, never longer than
-``HOLD_MAX_S``. A board whose door was just unlocked is read in the next slot
-(:meth:`PollSchedule.read_soon`): its door is the one most likely to change.
+``HOLD_MAX_S``, and no read waits more than that past when it was due. A board whose
+door was just unlocked is read at once (:meth:`PollSchedule.read_soon`): its door is
+the one most likely to change.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ _EDGE_DRIVEN = frozenset({"gpio"})
 
 
 class PollSchedule:
-    """One bus's poll slots, holds and early reads. All times are ``time.monotonic``."""
+    """One bus's poll rounds, holds and early reads. All times are ``time.monotonic``."""
 
     def __init__(
         self,
@@ -55,12 +59,10 @@ class PollSchedule:
     ) -> None:
         self.boards = max(1, boards)
         self.interval_s = interval_s  # None: automatic; 0: flat out; else per board
-        self.min_scan_s = min_scan_s  # a family's own floor for a whole scan (GPIO)
+        self.min_scan_s = min_scan_s  # a family's own floor for a whole round (GPIO)
         self.edge_driven = edge_driven
         self.read_cost_s = 0.0
         self._next_at = 0.0
-        self._slot_started = 0.0
-        self._skips_in_row = 0
         self._holds: dict[int, float] = {}
         self._tokens = itertools.count()
         self._soon: list[str] = []
@@ -74,13 +76,12 @@ class PollSchedule:
     # ------------------------------------------------------------ the rate
 
     @property
-    def slot_s(self) -> float:
-        """Time from the start of one read to the start of the next on this bus."""
-        floor = self.min_scan_s / self.boards
+    def round_s(self) -> float:
+        """Time from the start of one round (every board read once) to the start of the next."""
         if self.interval_s is not None:
-            return max(self.interval_s / self.boards, floor)
+            return max(self.interval_s, self.min_scan_s)
         cost = self.read_cost_s
-        return max(cost / POLL_DUTY_MAX, (DOOR_SEEN_WITHIN_S - cost) / self.boards, floor)
+        return max(cost * self.boards / POLL_DUTY_MAX, DOOR_SEEN_WITHIN_S - cost, self.min_scan_s)
 
     def read_took(self, seconds: float) -> None:
         """A successful read took ``seconds`` (turn, silence and both frames)."""
@@ -88,14 +89,6 @@ class PollSchedule:
             self.read_cost_s = seconds
         else:
             self.read_cost_s += READ_COST_WEIGHT * (seconds - self.read_cost_s)
-        self._skips_in_row = 0
-
-    def skip(self) -> None:
-        """The slot just given was not used (an offline board not due): give it back,
-        unless a whole round was skipped, so a bus of dead boards does not spin."""
-        self._skips_in_row += 1
-        if self._skips_in_row < self.boards:
-            self._next_at = self._slot_started
 
     # ------------------------------------------------------------ holds and early reads
 
@@ -115,13 +108,10 @@ class PollSchedule:
         return bool(self._holds)
 
     def read_soon(self, board: str) -> None:
-        """Read ``board`` in the next slot, before the others' turns."""
+        """Read ``board`` at once (once no command holds the bus), before the others' turns."""
         if board not in self._soon:
             self._soon.append(board)
         self._wake()
-
-    def take_read_soon(self) -> str | None:
-        return self._soon.pop(0) if self._soon else None
 
     # ------------------------------------------------------------ waiting
 
@@ -131,22 +121,39 @@ class PollSchedule:
                 del self._holds[token]  # a hold never outlives its bound
         return min(self._holds.values()) + HOLD_MAX_S if self._holds else 0.0
 
-    async def wait_for_slot(self, bus: Bus) -> None:
-        """Return when the next read may go on the wire."""
+    async def next_read(self, bus: Bus) -> str | None:
+        """Wait until a read may go on the wire: a board's name to read it at once (one
+        just unlocked), or None when the next round is due."""
+        waited = False
         while True:
             now = time.monotonic()
-            held_until = self._held_until(now)
             due = now if self._soon else self._next_at
-            wake_at = max(due, held_until)
+            # Holds delay a read; never more than HOLD_MAX_S past when it was due, so
+            # one command after another cannot stop the polling either.
+            wake_at = max(due, min(self._held_until(now), due + HOLD_MAX_S))
             if wake_at <= now:
-                await asyncio.sleep(0)  # always let the rest of the loop in
                 break
+            waited = True
             if self.edge_driven and not self._holds:
                 await bus.wait_for_input_change(wake_at - now)
-                break  # an edge (or the slot): read now
+                break  # an edge (or the round): read now
             await self._sleep(wake_at - now)
-        self._slot_started = time.monotonic()
-        self._next_at = self._slot_started + self.slot_s
+        if not waited:
+            await asyncio.sleep(0)  # always let the rest of the loop in
+        if self._soon:
+            return self._soon.pop(0)
+        self._next_at = time.monotonic() + self.round_s
+        return None
+
+    async def between_reads(self) -> None:
+        """Within a round, before each read after the first: let the rest of the loop in,
+        and wait while a command holds the bus (as long as :meth:`next_read` would)."""
+        await asyncio.sleep(0)
+        now = time.monotonic()
+        limit = now + HOLD_MAX_S
+        while (until := min(self._held_until(now), limit)) > now:
+            await self._sleep(until - now)
+            now = time.monotonic()
 
     async def _sleep(self, seconds: float) -> None:
         loop = asyncio.get_running_loop()
