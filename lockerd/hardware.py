@@ -169,6 +169,7 @@ class Hardware:
             for c in config.compartments
             if c.lock.board in self._bus_of_board
         }
+        self._lock_buses = sorted(set(self._lock_bus.values()))
         self._waiters: dict[str, list[asyncio.Future[UnlockOutcome]]] = {}
         # per board, the last reading that changed nothing and the state it left
         self._quiet: dict[str, tuple[tuple[bool, ...], tuple[object, ...]] | None] = {}
@@ -291,6 +292,23 @@ class Hardware:
             return lambda: None
         return self._schedules[bus].hold(time.monotonic())
 
+    def reserve_for_person(self) -> Callable[[], None]:
+        """Hold new polls on every bus with a lock on it; returns the release.
+
+        Called when a person's request that may open a door (a code, a scan) arrives,
+        before it is checked: which door, if any, is not known yet. Each bus's hold also
+        ends with the next pulse sent on it, so the read that sees the door open is not
+        held back; bounded by ``HOLD_MAX_S`` like :meth:`reserve`.
+        """
+        now = time.monotonic()
+        releases = [self._schedules[bus].hold(now, until_pulse=True) for bus in self._lock_buses]
+
+        def release() -> None:
+            for each in releases:
+                each()
+
+        return release
+
     def on_door_closed(self, listener: Callable[[DoorClosed], None]) -> Callable[[], None]:
         """Call ``listener`` after each committed close; returns the unsubscribe."""
         return subscribe(self._closed_listeners, listener)
@@ -383,18 +401,19 @@ class Hardware:
 
     async def _send_pulse(self, pulse: Pulse) -> None:
         board = self.boards[pulse.board]
+        schedule = self._schedules[self._bus_of_board[pulse.board]]
         try:
             await board.pulse(pulse.channel, pulse.duration_ms)
+            schedule.pulsed()
             fact(log, "lock.pulsed", compartment=pulse.compartment, attempt=pulse.attempt)
             for waiter in self._pulse_waiters.pop(pulse.compartment, []):
                 if not waiter.done():
                     waiter.set_result(True)
             # The door just unlocked is the one most likely to change: read its board
             # at once rather than in its round.
-            bus = self._bus_of_board.get(pulse.board)
-            if bus is not None:
-                self._schedules[bus].read_soon(pulse.board)
+            schedule.read_soon(pulse.board)
         except BoardError as exc:
+            schedule.pulsed()  # nothing went out, but the person's request has its answer
             fact(
                 log,
                 "lock.pulse_failed",

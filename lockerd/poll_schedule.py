@@ -64,6 +64,7 @@ class PollSchedule:
         self.read_cost_s = 0.0
         self._next_at = 0.0
         self._holds: dict[int, float] = {}
+        self._until_pulse: set[int] = set()  # holds that end with the next pulse sent
         self._tokens = itertools.count()
         self._soon: list[str] = []
         self._waker: asyncio.Future[None] | None = None
@@ -92,16 +93,30 @@ class PollSchedule:
 
     # ------------------------------------------------------------ holds and early reads
 
-    def hold(self, now: float) -> Callable[[], None]:
-        """Hold new polls from ``now``; returns the release (idempotent)."""
+    def hold(self, now: float, until_pulse: bool = False) -> Callable[[], None]:
+        """Hold new polls from ``now``; returns the release (idempotent).
+
+        ``until_pulse``: the hold also ends when a pulse has been sent on this bus (a
+        person's request, which does not know which door it will open, if any).
+        """
         token = next(self._tokens)
         self._holds[token] = now
+        if until_pulse:
+            self._until_pulse.add(token)
 
         def release() -> None:
+            self._until_pulse.discard(token)
             if self._holds.pop(token, None) is not None:
                 self._wake()
 
         return release
+
+    def pulsed(self) -> None:
+        """A pulse has gone out on this bus: the holds that waited for one have served."""
+        for token in self._until_pulse:
+            self._holds.pop(token, None)
+        self._until_pulse.clear()
+        self._wake()
 
     @property
     def held(self) -> bool:
@@ -119,6 +134,7 @@ class PollSchedule:
         for token, since in list(self._holds.items()):
             if now - since >= HOLD_MAX_S:
                 del self._holds[token]  # a hold never outlives its bound
+                self._until_pulse.discard(token)
         return min(self._holds.values()) + HOLD_MAX_S if self._holds else 0.0
 
     async def next_read(self, bus: Bus) -> str | None:
@@ -146,9 +162,9 @@ class PollSchedule:
         return None
 
     async def between_reads(self) -> None:
-        """Within a round, before each read after the first: let the rest of the loop in,
-        and wait while a command holds the bus (as long as :meth:`next_read` would)."""
-        await asyncio.sleep(0)
+        """Within a round, before each read after the first: wait while a command holds
+        the bus (as long as :meth:`next_read` would). Each read waits for its reply, so
+        the rest of the loop runs between reads anyway."""
         now = time.monotonic()
         limit = now + HOLD_MAX_S
         while (until := min(self._held_until(now), limit)) > now:

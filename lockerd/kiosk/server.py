@@ -32,6 +32,7 @@ from ..config import SecondFactor
 from ..events import StoredEvent
 from ..logs import fact
 from ..qr import looks_like_token
+from .bus_hold import bus_hold, buses_held
 from .deposits import add_routes as add_deposit_routes
 from .guard import request_guard
 from .http import (
@@ -112,7 +113,8 @@ class KioskServer:
 
     def app(self) -> web.Application:
         guard = request_guard(lambda: (self.host, self.port), MAX_BODY)
-        app = web.Application(client_max_size=MAX_BODY, middlewares=[guard, answer_errors])
+        held = bus_hold(self.daemon.hardware.reserve_for_person)
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[guard, answer_errors, held])
         r = app.router
         r.add_get("/", self._index)
         r.add_get("/static/{name}", self._static)
@@ -341,7 +343,8 @@ class KioskServer:
         """What a keypad or keyboard scanner typed up to Enter: the same logic as a scan."""
         session = self.sessions.get(self.current or "") or self.new_session()
         session.last_active = self.monotonic()
-        screen = await self._scan_in(session, text, surface)
+        with buses_held(self.daemon.hardware.reserve_for_person):
+            screen = await self._scan_in(session, text, surface)
         self._push(session, {"type": "screen", **screen.json()})
         return screen
 

@@ -1,8 +1,9 @@
 """The bus schedule (docs/adr/0022) on the real drivers against the simulator.
 
 Counts of requests, not timings: an idle bus is read at the rate the door-change goal
-needs (not as fast as the boards answer), a slow line is left idle most of the time, and
-a command on its way to an unlock holds new polls until it releases the bus.
+needs (not as fast as the boards answer), a slow line is left idle most of the time, a
+command on its way to an unlock holds new polls until it releases the bus, a person's
+request until a pulse has gone out, and holds one after another cannot stop the polling.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from lockerd.hardware import Hardware
-from lockerd.model import DoorState
+from lockerd.model import Actor, DoorState
 from lockerd.poll_schedule import DOOR_SEEN_WITHIN_S, HOLD_MAX_S, POLL_DUTY_MAX
 from tests.lockerd.test_hardware import start_rig, stop_rig
 from tests.support.cabinets import modbus_cabinet
@@ -83,3 +84,34 @@ async def test_a_reserved_bus_starts_no_new_poll_until_it_is_released() -> None:
         await wait_for(lambda: requests(hardware) >= forgotten_at + 2, timeout=HOLD_MAX_S * 8)
         # an unknown compartment holds nothing
         hardware.reserve("Z99")()
+
+
+async def test_a_persons_request_holds_every_lock_bus_until_a_pulse_goes_out() -> None:
+    raw = modbus_cabinet("modbus-rtu", boards=1, doors_per_board=8, baudrate=9600)
+    async with running(raw) as hardware:
+        (schedule,) = hardware._schedules.values()
+        release = hardware.reserve_for_person()  # a code typed, not yet checked
+        await asyncio.sleep(0.05)  # a read already on the wire ends
+        held_from = requests(hardware)
+        await asyncio.sleep(HOLD_MAX_S * 0.6)
+        assert requests(hardware) == held_from  # nothing new went on the line
+        assert await hardware.unlock_and_pulse("A01", Actor.REMOTE)
+        # The pulse ended the hold though the request has not answered yet: the read
+        # that sees the door open is not held back.
+        assert not schedule.held
+        await wait_for(lambda: requests(hardware) >= held_from + 2)  # the pulse, a read
+        release()  # idempotent: already ended by the pulse
+        assert not schedule.held
+
+
+async def test_holds_one_after_another_cannot_stop_the_polling() -> None:
+    raw = modbus_cabinet("modbus-rtu", boards=1, doors_per_board=8, baudrate=9600)
+    async with running(raw) as hardware:
+        before = requests(hardware)
+        # A hostile or stuck sender: a new hold every 20 ms, none ever released. Each
+        # hold alone lasts HOLD_MAX_S; together they would hold the bus for ever.
+        for _ in range(int(6 * HOLD_MAX_S / 0.02)):
+            hardware.reserve("A01")
+            await asyncio.sleep(0.02)
+        # No read waits more than HOLD_MAX_S past when it was due: reads went on.
+        assert requests(hardware) >= before + 2
