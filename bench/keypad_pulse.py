@@ -8,12 +8,15 @@ on a loopback port. The store holds one ready parcel per compartment used, booke
 deposited through the store's own transactions (as the cloud's booking and a courier's
 deposit write them), so the code check is the real one.
 
-Each trial: a kiosk session, then ``POST /api/pickup {"code": ...}`` from an aiohttp
-client; the clock starts just before the request is sent and stops at the simulator's
+Each trial: a kiosk session, 0.5-1 s of "typing" (a random phase against the poll
+loop, and time for the schedule to leave the line idler while a person is at the
+screen, docs/adr/0022), then ``POST /api/pickup {"code": ...}`` from an aiohttp client;
+the clock starts just before the request is sent and stops at the simulator's
 ``frame_complete_at`` of that compartment's pulse (CLOCK_MONOTONIC in both processes).
 In between: HTTP, the code check and the one transaction (with its fsync) that commits
 the pickup step and the unlock intent, then the bus. The door is closed again through
-the control socket and the pickup allowed to settle before the next trial.
+the control socket, the pickup allowed to settle and the session ended before the next
+trial.
 
 The moment the daemon's hardware layer calls ``board.pulse()`` is noted too (the real
 method, wrapped to take the time): it splits each trial into "before the bus" (HTTP,
@@ -73,6 +76,9 @@ from lockerd.store import CredentialGrant, CredentialRole
 BAUD = 9600
 BUS = "rs485-bench"  # the bus name in bench.unlock_latency's cabinet_toml
 SETTLE_S = 0.3  # after the pickup settled: the poll loop is back to its rhythm
+# From the first touch (a session) to the code sent; people take longer, but this is
+# enough for the schedule to be in its "person at the screen" rhythm, and a random phase.
+TYPING_S = (0.5, 1.0)
 
 
 @dataclass
@@ -185,9 +191,13 @@ async def trial(
     compartment: str,
     code: str,
     calls: list[tuple[float, bool]],
+    typing_s: float,
 ) -> Trial:
     async with http.post(f"{url}/api/sessions", json={}) as response:
         session = (await response.json())["session"]
+    # The person types the code: a while from the first touch (the session) to the code
+    # sent, which is also a random phase against the poll loop's rhythm.
+    await asyncio.sleep(typing_s)
     asked = time.monotonic()
     async with http.post(
         f"{url}/api/pickup", json={"code": code}, headers={SESSION_HEADER: session}
@@ -214,6 +224,9 @@ async def trial(
         await asyncio.sleep(0.01)
     else:
         raise RuntimeError(f"{compartment}: the pickup did not settle after the door closed")
+    # The page ends its session once the door is shut and the person gone.
+    async with http.delete(f"{url}/api/sessions", headers={SESSION_HEADER: session}):
+        pass
     await asyncio.sleep(SETTLE_S)
     return Trial(compartment, done[0] - asked, call_at - asked, behind, held)
 
@@ -261,9 +274,10 @@ async def run(workdir: Path, trials: int, seed: int) -> tuple[list[Trial], dict[
             url = f"http://127.0.0.1:{kiosk.port}"
             async with aiohttp.ClientSession() as http:
                 for i, cid in enumerate(used):
-                    # A random phase against the poll loop's rhythm.
-                    await asyncio.sleep(rng.uniform(0.0, 0.15))
-                    results.append(await trial(http, url, control, daemon, cid, codes[cid], calls))
+                    typing_s = rng.uniform(*TYPING_S)
+                    results.append(
+                        await trial(http, url, control, daemon, cid, codes[cid], calls, typing_s)
+                    )
                     if (i + 1) % 10 == 0:
                         print(f"  {i + 1} trials", flush=True)
         # The daemon's bus is closed: the same pulses straight from lockerd's driver.

@@ -309,6 +309,12 @@ class Hardware:
 
         return release
 
+    def someone_at_screen(self, present: bool) -> None:
+        """A person is (or no longer is) at the kiosk: the buses leave more idle time for
+        the unlock likely to come (``POLL_DUTY_ATTENDED``)."""
+        for schedule in self._schedules.values():
+            schedule.attend(present)
+
     def on_door_closed(self, listener: Callable[[DoorClosed], None]) -> Callable[[], None]:
         """Call ``listener`` after each committed close; returns the unsubscribe."""
         return subscribe(self._closed_listeners, listener)

@@ -18,6 +18,9 @@ an unlock waits for one read at most, as with reads spread out.
 ``poll_interval_ms`` in a bus's config overrides this: each board is then read every
 that many milliseconds (0: as fast as the bus answers, as before this schedule).
 
+While a person is at the kiosk screen (a session is open), the line carries polls at
+most ``POLL_DUTY_ATTENDED`` of the time instead, since an unlock is likely soon.
+
 Two things may change the order. A command on its way to an unlock *holds* new reads
 (:meth:`PollSchedule.hold`) until it has pulsed or was refused, never longer than
 ``HOLD_MAX_S``, and no read waits more than that past when it was due. A board whose
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import time
 from collections.abc import Callable
 
@@ -37,6 +41,10 @@ from drivers.base import Bus
 from .config import BusConfig
 
 POLL_DUTY_MAX = 0.35
+# While a person is at the kiosk screen an unlock is likely soon: the line carries
+# polls at most this fraction of the time, so the pulse after a code more often finds
+# it idle; door changes are then seen a little later on a slow line (docs/adr/0022).
+POLL_DUTY_ATTENDED = 0.2
 DOOR_SEEN_WITHIN_S = 0.085
 # A command on its way to an unlock holds new polls on its bus until it has pulsed or
 # was refused; never longer than this, so a stuck or hostile sender cannot stop polling.
@@ -62,7 +70,8 @@ class PollSchedule:
         self.min_scan_s = min_scan_s  # a family's own floor for a whole round (GPIO)
         self.edge_driven = edge_driven
         self.read_cost_s = 0.0
-        self._next_at = 0.0
+        self.attended = False  # a person is at the kiosk screen
+        self._round_started = -math.inf
         self._holds: dict[int, float] = {}
         self._until_pulse: set[int] = set()  # holds that end with the next pulse sent
         self._tokens = itertools.count()
@@ -82,7 +91,15 @@ class PollSchedule:
         if self.interval_s is not None:
             return max(self.interval_s, self.min_scan_s)
         cost = self.read_cost_s
-        return max(cost * self.boards / POLL_DUTY_MAX, DOOR_SEEN_WITHIN_S - cost, self.min_scan_s)
+        duty = POLL_DUTY_ATTENDED if self.attended else POLL_DUTY_MAX
+        return max(cost * self.boards / duty, DOOR_SEEN_WITHIN_S - cost, self.min_scan_s)
+
+    def attend(self, present: bool) -> None:
+        """A person is (or no longer is) at the kiosk screen; the round under way
+        ends accordingly."""
+        if present != self.attended:
+            self.attended = present
+            self._wake()
 
     def read_took(self, seconds: float) -> None:
         """A successful read took ``seconds`` (turn, silence and both frames)."""
@@ -143,7 +160,7 @@ class PollSchedule:
         waited = False
         while True:
             now = time.monotonic()
-            due = now if self._soon else self._next_at
+            due = now if self._soon else self._round_started + self.round_s
             # Holds delay a read; never more than HOLD_MAX_S past when it was due, so
             # one command after another cannot stop the polling either.
             wake_at = max(due, min(self._held_until(now), due + HOLD_MAX_S))
@@ -158,7 +175,7 @@ class PollSchedule:
             await asyncio.sleep(0)  # always let the rest of the loop in
         if self._soon:
             return self._soon.pop(0)
-        self._next_at = time.monotonic() + self.round_s
+        self._round_started = time.monotonic()
         return None
 
     async def between_reads(self) -> None:

@@ -200,10 +200,12 @@ class KioskServer:
         session = KioskSession(secrets.token_urlsafe(18), lang or "en", self.monotonic())
         self.sessions[session.id] = session
         self.current = session.id
+        self.daemon.hardware.someone_at_screen(True)
         return session
 
     async def _close_session(self, session: KioskSession, why: str) -> None:
         self.sessions.pop(session.id, None)
+        self.daemon.hardware.someone_at_screen(bool(self.sessions))
         if session.courier is not None:
             with contextlib.suppress(Exception):
                 session.courier.end()

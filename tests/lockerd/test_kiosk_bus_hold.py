@@ -92,3 +92,16 @@ async def test_a_keypad_entry_holds_the_polls_too(cabinet: Cabinet) -> None:
     assert screen.screen != "door_open"
     assert noted == ["hold", "release"]
     assert not schedule.held
+
+
+async def test_an_open_session_makes_the_buses_leave_more_idle_time(
+    cabinet: Cabinet, http: aiohttp.ClientSession
+) -> None:
+    (schedule,) = cabinet.daemon.hardware._schedules.values()
+    assert not schedule.attended
+    async with http.post("/api/sessions", json={}) as response:
+        headers = {SESSION_HEADER: (await response.json())["session"]}
+    assert schedule.attended  # a person at the screen: an unlock is likely soon
+    async with http.delete("/api/sessions", headers=headers) as response:
+        assert response.status == 200
+    assert not schedule.attended

@@ -15,7 +15,12 @@ from typing import Any
 
 from lockerd.hardware import Hardware
 from lockerd.model import Actor, DoorState
-from lockerd.poll_schedule import DOOR_SEEN_WITHIN_S, HOLD_MAX_S, POLL_DUTY_MAX
+from lockerd.poll_schedule import (
+    DOOR_SEEN_WITHIN_S,
+    HOLD_MAX_S,
+    POLL_DUTY_ATTENDED,
+    POLL_DUTY_MAX,
+)
 from tests.lockerd.test_hardware import start_rig, stop_rig
 from tests.support.cabinets import modbus_cabinet
 from tests.support.waiting import wait_for
@@ -115,3 +120,18 @@ async def test_holds_one_after_another_cannot_stop_the_polling() -> None:
             await asyncio.sleep(0.02)
         # No read waits more than HOLD_MAX_S past when it was due: reads went on.
         assert requests(hardware) >= before + 2
+
+
+async def test_a_person_at_the_screen_leaves_a_slow_line_idler() -> None:
+    raw = modbus_cabinet("modbus-rtu", boards=1, doors_per_board=8, baudrate=9600)
+    async with running(raw) as hardware:
+        (schedule,) = hardware._schedules.values()
+        alone = schedule.round_s
+        hardware.someone_at_screen(True)
+        assert schedule.round_s > alone
+        rate = await reads_per_board_per_s(hardware, 2.0)
+        # a 24-input read is at least ~20 ms on the wire at 9600 baud
+        assert rate <= POLL_DUTY_ATTENDED / 0.020 * 1.1, rate
+        attended = schedule.round_s
+        hardware.someone_at_screen(False)
+        assert schedule.round_s < attended  # (no await between: the same read cost)
