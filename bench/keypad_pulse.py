@@ -25,7 +25,8 @@ code check, commit) and the bus, and classes the trial by the simulator's wire l
 the bus at that moment; floor = the whole 24-input read round trip + the request
 (39.5 ms at 9600 baud). Otherwise **bus idle**: floor = the request + its silence
 (13.2 ms). Whether the driver's bus arbiter was held by another transaction at that
-moment is noted too ("turn held"): a poll holds it beyond its frames on the wire.
+moment is noted too ("turn held"): a poll holds it from the Python work before its request
+to the work after its reply (not while it waits out the silence before: ADR 0004).
 Floors from docs/hardware.md via bench.unlock_latency. Goal: p50 <= 1.25x the floor met.
 
 Baseline, in the same run and on the same simulator (the daemon's bus closed first):
