@@ -21,11 +21,11 @@ that many milliseconds (0: as fast as the bus answers, as before this schedule).
 While a person is at the kiosk screen (a session is open), the line carries polls at
 most ``POLL_DUTY_ATTENDED`` of the time instead, since an unlock is likely soon.
 
-Two things may change the order. A command on its way to an unlock *holds* new reads
-(:meth:`PollSchedule.hold`) until it has pulsed or was refused, never longer than
-``HOLD_MAX_S``, and no read waits more than that past when it was due. A board whose
-door was just unlocked is read at once (:meth:`PollSchedule.read_soon`): its door is
-the one most likely to change.
+Two things may change the order. A command (or a person's code or scan) on its way to an
+unlock *holds* new reads (:meth:`PollSchedule.hold`) until it has pulsed or was refused,
+never longer than ``HOLD_MAX_S``, and no read waits more than that past when it was due.
+A board whose door was just unlocked is read at once (:meth:`PollSchedule.read_soon`):
+its door is the one most likely to change.
 """
 
 from __future__ import annotations
