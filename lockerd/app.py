@@ -220,7 +220,10 @@ class Daemon:
     # ------------------------------------------------------------ start-up
 
     def _prepare_store(self) -> str:
-        report = self.store.sync_compartments([(c.id, c.size) for c in self.config.compartments])
+        report = self.store.sync_compartments(
+            [(c.id, c.size) for c in self.config.compartments],
+            {c.id: c.reach for c in self.config.compartments},
+        )
         for compartment in report.orphaned:
             fact(
                 log,

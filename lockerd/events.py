@@ -59,6 +59,8 @@ class EventType(StrEnum):
     OUTBOX_FULL = "outbox.full"
     # Issue 13 (docs/adr/0025): a courier deposited a parcel the cabinet has no booking for.
     PARCEL_DEPOSITED_UNBOOKED = "parcel.deposited_unbooked"
+    # A sender's signed return label opened a compartment and the parcel is in (ADR 0027).
+    RETURN_DEPOSITED = "return.deposited"
 
 
 # Every event type of the contract with exactly the data fields it carries. An
@@ -98,6 +100,7 @@ EVENT_FIELDS: Mapping[EventType, frozenset[str]] = {
     EventType.PARCEL_DEPOSITED_UNBOOKED: frozenset(
         {"compartment", "barcode", "size", "credential_id"}
     ),
+    EventType.RETURN_DEPOSITED: frozenset({"reservation_id", "compartment", "size"}),
 }
 
 

@@ -24,6 +24,18 @@ class Size(StrEnum):
 _SIZE_ORDER = [Size.S, Size.M, Size.L, Size.XL]
 
 
+class Reach(StrEnum):
+    """How high a compartment's door is: who can reach into it (config ``reach``)."""
+
+    LOW = "low"  # from a wheelchair, and the easiest to lift a heavy parcel out of
+    MIDDLE = "middle"  # from a wheelchair too
+    HIGH = "high"  # standing only
+
+    @property
+    def accessible(self) -> bool:
+        return self is not Reach.HIGH
+
+
 class CompartmentState(StrEnum):
     FREE = "free"
     RESERVED = "reserved"

@@ -70,17 +70,26 @@ class QrVerifier:
 
     def check(self, token: str, now: float) -> QrPickup | QrRejected:
         """Signature and claims only (no store); never raises."""
+        checked = self.verified(token, now, "pickup")
+        return checked if isinstance(checked, QrRejected) else checked[0]
+
+    def verified(
+        self, token: str, now: float, typ: str
+    ) -> tuple[QrPickup, dict[str, Any]] | QrRejected:
+        """A token of type ``typ`` checked (signature, audience, issuer, expiry), with all
+        its claims for the caller's own; never raises."""
         if not looks_like_token(token):
             return QrRejected(QrRefusal.MALFORMED)
         checked = check_signature(token, self.trust)
         if isinstance(checked, SignatureProblem):
             return QrRejected(_REFUSALS.get(checked, QrRefusal.MALFORMED))
         claims = checked.claims
-        return self._claims(claims, now)
+        if claims.get("typ") != typ:
+            return QrRejected(QrRefusal.WRONG_TYPE)
+        common = self._claims(claims, now)
+        return common if isinstance(common, QrRejected) else (common, claims)
 
     def _claims(self, claims: dict[str, Any], now: float) -> QrPickup | QrRejected:
-        if claims.get("typ") != "pickup":
-            return QrRejected(QrRefusal.WRONG_TYPE)
         if claims.get("aud") != self.cabinet_id:
             return QrRejected(QrRefusal.WRONG_AUDIENCE)
         if claims.get("iss") != self.issuer:
@@ -107,13 +116,24 @@ class QrVerifier:
         checked = self.check(token, now)
         if isinstance(checked, QrRejected):
             return checked
-        if tx.command_result(checked.jti) is not None:
+        if not use_once(tx, checked):
             return QrRejected(QrRefusal.ALREADY_USED)
-        watermark = tx.get_setting(WATERMARK_SETTING)
-        if watermark is not None and outlived(checked.exp, _float_or_inf(watermark)):
-            return QrRejected(QrRefusal.ALREADY_USED)  # its id may have been forgotten
-        tx.remember_command(checked.jti, checked.exp, _USED)
         return checked
+
+
+def use_once(tx: Transaction, token: QrPickup) -> bool:
+    """Remember a checked token's jti until its expiry; False if it was used already.
+
+    The row goes into the seen-jti table that also keeps commands, and is pruned with
+    them after ``exp``; a jti older than the pruning watermark counts as used.
+    """
+    if tx.command_result(token.jti) is not None:
+        return False
+    watermark = tx.get_setting(WATERMARK_SETTING)
+    if watermark is not None and outlived(token.exp, _float_or_inf(watermark)):
+        return False  # its id may have been forgotten
+    tx.remember_command(token.jti, token.exp, _USED)
+    return True
 
 
 def _float_or_inf(text: str) -> float:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from .events import DomainEvent, EventType
-from .model import CompartmentState, Size
+from .model import CompartmentState, Reach, Size
 
 
 class ReservationKind(StrEnum):
@@ -127,6 +127,7 @@ class Booking:
     phone_hash: str | None = None
     deposit_code_hash: str | None = None  # inbound: opens the compartment for the courier
     pickup_group: str | None = None  # inbound: picked up with the group's other bookings
+    accessible: bool = False  # only a compartment within reach (low or middle)
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,9 @@ class Reservation:
     deposited_by: str | None
     expires_at: float | None
     phone_hash: str | None = None  # the second factor's hash, when the cloud sent one
+    accessible: bool = False
+    # the jti of the signed return label that booked it at the cabinet (flows/returns.py)
+    return_label: str | None = None
 
     @property
     def holds_compartment(self) -> bool:
@@ -206,7 +210,29 @@ def new_reservation(booking: Booking) -> Reservation:
         deposited_by=None,
         expires_at=None,
         phone_hash=booking.phone_hash,
+        accessible=booking.accessible,
     )
+
+
+def new_return(
+    reservation_id: str, size: Size, accessible: bool, label: str, until: float
+) -> Reservation:
+    """A return booked at the cabinet by a signed label: a drop-off that waits for its
+    parcel until the label expires, with no code (the label is what opens it)."""
+    booked = new_reservation(
+        Booking(
+            reservation_id=reservation_id,
+            version=0,  # any version the cloud sends later is newer
+            kind=ReservationKind.DROPOFF,
+            size=size,
+            compartment=None,
+            barcodes=(),
+            code_hash="",
+            reserved_until=until,
+            accessible=accessible,
+        )
+    )
+    return replace(booked, code_hash=None, return_label=label)
 
 
 def rebook(current: Reservation, booking: Booking, holds: HoldPolicy) -> Reservation:
@@ -239,6 +265,7 @@ def rebook(current: Reservation, booking: Booking, holds: HoldPolicy) -> Reserva
         paid=current.paid and booking.cod == current.cod,
         code_only=booking.code_only,
         expires_at=expires_at,
+        accessible=booking.accessible,
     )
 
 
@@ -286,6 +313,11 @@ def drop_off(reservation: Reservation, now: float) -> Step:
     _require(reservation, "drop off", ReservationState.BOOKED)
     compartment = _compartment(reservation)
     after = replace(reservation, state=ReservationState.DROPPED_OFF, deposited_at=now)
+    if reservation.return_label is not None:
+        # the cloud did not book it here: the event says what it is and how big
+        size = None if reservation.size is None else reservation.size.value
+        data = {"reservation_id": reservation.id, "compartment": compartment, "size": size}
+        return Step(after, (DomainEvent(EventType.RETURN_DEPOSITED, data),))
     event = DomainEvent(
         EventType.DROPOFF_RECEIVED, {"reservation_id": reservation.id, "compartment": compartment}
     )
@@ -426,6 +458,7 @@ class Compartment:
     configured: bool
     reservation_id: str | None
     state: CompartmentState
+    reach: Reach | None = None
 
 
 def compartment_state(in_service: bool, holder: Reservation | None) -> CompartmentState:
@@ -438,10 +471,22 @@ def compartment_state(in_service: bool, holder: Reservation | None) -> Compartme
     return CompartmentState.RESERVED
 
 
+# Sizes heavy enough that lifting them down from above the shoulders is a hazard.
+HEAVY = frozenset({Size.L, Size.XL})
+_LOW_FIRST = {Reach.LOW: 0, Reach.MIDDLE: 1}
+
+
 def choose_compartment(
-    size: Size, compartments: Iterable[Compartment], exclude: frozenset[str] = frozenset()
+    size: Size,
+    compartments: Iterable[Compartment],
+    exclude: frozenset[str] = frozenset(),
+    accessible: bool = False,
 ) -> str | None:
-    """The smallest free compartment the parcel fits in (lowest id among equals)."""
+    """The smallest free compartment the parcel fits in (lowest id among equals).
+
+    An accessible booking takes only a compartment within reach (low or middle); a
+    heavy parcel prefers the lowest reach among the compartments of the smallest size.
+    """
     fitting = [
         c
         for c in compartments
@@ -449,10 +494,23 @@ def choose_compartment(
         and c.configured
         and c.id not in exclude
         and size.fits_in(c.size)
+        and within_reach(c, accessible)
     ]
     if not fitting:
         return None
+    if size in HEAVY:
+        return min(fitting, key=lambda c: (c.size.rank, _lowness(c), c.id)).id
     return min(fitting, key=lambda c: (c.size.rank, c.id)).id
+
+
+def within_reach(compartment: Compartment, accessible: bool) -> bool:
+    """Whether an (accessible, if so) booking may have this compartment."""
+    reach = compartment.reach
+    return not accessible or (reach is not None and reach.accessible)
+
+
+def _lowness(compartment: Compartment) -> int:
+    return 2 if compartment.reach is None else _LOW_FIRST.get(compartment.reach, 2)
 
 
 def compartment_for_deposit(
@@ -486,11 +544,12 @@ def compartment_for_deposit(
             and held.in_service
             and held.configured
             and (size is None or size.fits_in(held.size))
+            and within_reach(held, reservation.accessible)
         ):
             return keep, False
     if size is None:
         return None, False
-    choice = choose_compartment(size, compartments, exclude)
+    choice = choose_compartment(size, compartments, exclude, reservation.accessible)
     return choice, choice is not None
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from ..model import Size
+from ..model import Reach, Size
 from .buses import BoardConfig, BusConfig
 from .reader import ID_PATTERN, Table, first_seen
 
@@ -57,7 +57,11 @@ class CompartmentConfig:
     occupancy: InputRef | None
     column: int
     row: int
-    low: bool
+    reach: Reach | None  # None: not said, so never offered to an accessible booking
+
+    @property
+    def low(self) -> bool:
+        return self.reach is Reach.LOW
 
 
 def parse_cabinet(table: Table | None) -> CabinetConfig | None:
@@ -115,7 +119,7 @@ def parse_compartment(table: Table) -> CompartmentConfig:
     occupancy = parse_input(table.table("occupancy", required=False), "present_when")
     column = table.integer("column", 0, lo=0)
     row = table.integer("row", 0, lo=0)
-    low = table.flag("low", False)
+    reach = parse_reach(table)
     table.done()
     return CompartmentConfig(
         id=compartment_id,
@@ -125,8 +129,20 @@ def parse_compartment(table: Table) -> CompartmentConfig:
         occupancy=occupancy,
         column=column,
         row=row,
-        low=low,
+        reach=reach,
     )
+
+
+def parse_reach(table: Table) -> Reach | None:
+    """``reach`` (low, middle, high); ``low = true``, the older spelling, means reach low."""
+    reach = table.choice("reach", Reach, None)
+    low = table.flag("low", None)
+    if low is None:
+        return reach
+    if reach is not None:
+        table.problem(table.key("low"), "say reach only (low = true is the older spelling)")
+        return reach
+    return Reach.LOW if low else None
 
 
 def check_references(

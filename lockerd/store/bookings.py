@@ -57,7 +57,9 @@ class BookingRows(DepositRows):
         except life.TransitionError as exc:
             return Applied.rejected(str(exc))
         if parcel is None and after.compartment is not None and after.state.awaiting_parcel:
-            problem = self._compartment_problem(after.compartment, after.size, after.id)
+            problem = self._compartment_problem(
+                after.compartment, after.size, after.id, after.accessible
+            )
             if problem is not None:
                 return Applied.rejected(problem)
         self._save(after, insert=current is None)
@@ -203,6 +205,13 @@ class BookingRows(DepositRows):
         )
         return self._step(step)[0]
 
+    def book_return(self, reservation: Reservation) -> None:
+        """A return booked by its label at the cabinet (life.new_return); no event yet:
+        the cloud hears of it when the parcel is in (``return.deposited``)."""
+        if self.reservation(reservation.id) is not None:
+            raise life.TransitionError(f"reservation {reservation.id} exists already")
+        self._save(reservation, insert=True)
+
     def drop_off(self, reservation_id: str) -> StoredEvent:
         return self._step(life.drop_off(self._require(reservation_id), self.now))[0]
 
@@ -259,7 +268,9 @@ class BookingRows(DepositRows):
         self._save(step.reservation)
         return [self.emit(event) for event in step.events]
 
-    def _compartment_problem(self, compartment: str, size: Size | None, owner: str) -> str | None:
+    def _compartment_problem(
+        self, compartment: str, size: Size | None, owner: str, accessible: bool = False
+    ) -> str | None:
         known = {c.id: c for c in self.compartments()}.get(compartment)
         if known is None or not known.configured:
             return f"no compartment {compartment} in this cabinet"
@@ -267,6 +278,8 @@ class BookingRows(DepositRows):
             return (
                 f"a {size.value} parcel does not fit compartment {compartment} ({known.size.value})"
             )
+        if accessible and not life.within_reach(known, accessible):
+            return f"compartment {compartment} is not within reach (reach {known.reach or 'unset'})"
         holder = self._holder_id(compartment)
         if holder is not None and holder != owner:
             return f"compartment {compartment} is held by another reservation"
@@ -304,11 +317,14 @@ class BookingRows(DepositRows):
             reservation.expires_at,
             self.now,
             reservation.phone_hash,
+            int(reservation.accessible),
+            reservation.return_label,
         )
         columns = (
             "version, kind, state, size, compartment, compartment_named, code_hash,"
             " reserved_until, hold_s, sensitive, cod_amount, cod_currency, cod_pay_url, paid,"
-            " code_only, deposited_at, deposited_by, expires_at, updated_at, phone_hash"
+            " code_only, deposited_at, deposited_by, expires_at, updated_at, phone_hash,"
+            " accessible, return_label"
         )
         if insert:
             marks = ", ".join("?" * (len(values) + 1))

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..events import DomainEvent, StoredEvent, build
 from ..logs import fact
-from ..model import PendingStep, Size
+from ..model import PendingStep, Reach, Size
 from ..reservations import Compartment, Reservation
 from .results import CompartmentSyncReport, Credential, StoreError
 from .rows import (
@@ -196,7 +196,11 @@ class TransactionBase:
 
     # --- compartments -----------------------------------------------------------------
 
-    def sync_compartments(self, configured: Sequence[tuple[str, Size]]) -> CompartmentSyncReport:
+    def sync_compartments(
+        self,
+        configured: Sequence[tuple[str, Size]],
+        reaches: Mapping[str, Reach | None] | None = None,
+    ) -> CompartmentSyncReport:
         existing = {
             row["id"]: row for row in self._rows("SELECT id, size, configured FROM compartments")
         }
@@ -234,9 +238,19 @@ class TransactionBase:
                     compartment=compartment_id,
                     hint="removed from the config but holds a live reservation",
                 )
+        if reaches is not None:
+            self._sync_reaches(reaches)
         return CompartmentSyncReport(
             tuple(added), tuple(resized), tuple(sorted(removed)), tuple(sorted(orphaned))
         )
+
+    def _sync_reaches(self, reaches: Mapping[str, Reach | None]) -> None:
+        """Each compartment's reach as the config says it (after sync adds new rows)."""
+        for compartment_id, reach in reaches.items():
+            self._x(
+                "UPDATE compartments SET reach = ? WHERE id = ?",
+                (None if reach is None else reach.value, compartment_id),
+            )
 
     def _holder_id(self, compartment: str) -> str | None:
         row = self._x(

@@ -7,7 +7,7 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -17,7 +17,7 @@ import sqlite_utils
 from ..clock import Clock
 from ..events import GENESIS_PREV, EventError, StoredEvent, check_payload
 from ..logs import fact
-from ..model import PendingStep, Size
+from ..model import PendingStep, Reach, Size
 from ..reservations import Compartment, HoldPolicy, Reservation
 from ..throttle import BudgetPolicy, ThrottlePolicy, ThrottleState
 from .chain import plausible
@@ -513,15 +513,19 @@ class Store:
             raise StoreError("use the open transaction for writes")
         return self._conn.execute(sql, params)
 
-    def sync_compartments(self, configured: Sequence[tuple[str, Size]]) -> CompartmentSyncReport:
-        """Bring the compartments table in line with the config (ids and sizes).
+    def sync_compartments(
+        self,
+        configured: Sequence[tuple[str, Size]],
+        reaches: Mapping[str, Reach | None] | None = None,
+    ) -> CompartmentSyncReport:
+        """Bring the compartments table in line with the config (ids, sizes, reaches).
 
         A compartment gone from the config is kept as a row, marked unconfigured, so
         the reservations that name it are not lost; one that still holds a live
         reservation is reported as orphaned and logged for a technician.
         """
         with self.transaction() as tx:
-            return tx.sync_compartments(configured)
+            return tx.sync_compartments(configured, reaches)
 
 
 def _statements(script: str) -> list[str]:

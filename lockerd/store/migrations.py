@@ -204,10 +204,22 @@ CREATE TABLE unbooked_parcels (
 );
 """
 
+_0006_RETURNS_AND_REACH = """
+-- How high each compartment's door is (config ``reach``: low, middle, high; NULL when the
+-- config does not say), so the allocator can keep accessible bookings within reach.
+ALTER TABLE compartments ADD COLUMN reach TEXT;
+-- A booking that asked for a compartment within reach (reservation.upsert ``accessible``).
+ALTER TABLE reservations ADD COLUMN accessible INTEGER NOT NULL DEFAULT 0;
+-- The jti of the signed return label that made this booking at the cabinet, NULL for the
+-- cloud's own bookings; the label reopens only its own booking (docs/adr/0027).
+ALTER TABLE reservations ADD COLUMN return_label TEXT;
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     _0001_INITIAL,
     _0002_PENDING_STEPS,
     _0003_SECOND_FACTOR,
     _0004_PLACEHOLDER,
     _0005_DEPOSIT_CODES_GROUPS_UNBOOKED,
+    _0006_RETURNS_AND_REACH,
 )

@@ -10,7 +10,7 @@ from typing import Any
 
 from .. import reservations as life
 from ..events import StoredEvent
-from ..model import CompartmentState, Expect, PendingStep, Size
+from ..model import CompartmentState, Expect, PendingStep, Reach, Size
 from ..reservations import Compartment, Reservation, ReservationKind, ReservationState
 from ..throttle import ThrottleState
 from .results import Credential, CredentialRole
@@ -81,6 +81,8 @@ def reservation_of(conn: sqlite3.Connection, row: sqlite3.Row) -> Reservation:
         deposited_by=row["deposited_by"],
         expires_at=row["expires_at"],
         phone_hash=row["phone_hash"],
+        accessible=bool(row["accessible"]),
+        return_label=row["return_label"],
     )
 
 
@@ -125,6 +127,7 @@ def all_compartments(conn: sqlite3.Connection) -> list[Compartment]:
                 configured=bool(row["configured"]),
                 reservation_id=None if holder is None else holder.id,
                 state=state,
+                reach=None if row["reach"] is None else Reach(row["reach"]),
             )
         )
     return result

@@ -108,6 +108,7 @@ def apply_command(tx: Transaction, command: Any) -> Applied:
             phone_hash=command.phone_last4_hash,
             deposit_code_hash=command.deposit_code_hash,
             pickup_group=command.pickup_group,
+            accessible=command.accessible,
         )
         return tx.upsert_reservation(booking)
     if isinstance(command, ReservationCancel):

@@ -69,6 +69,7 @@ class ReservationUpsert:
     # issue 13 (docs/adr/0025): optional, inbound only
     deposit_code_hash: str | None = None
     pickup_group: str | None = None
+    accessible: bool = False  # optional: only a compartment within reach
 
 
 @dataclass(frozen=True)
@@ -219,8 +220,11 @@ class _Fields:
             raise _BadField(f"{name}: must be an integer in {lo}..{hi}")
         return value
 
-    def boolean(self, name: str) -> bool:
-        value = self._take(name, nullable=False)
+    def boolean(self, name: str, required: bool = True) -> bool:
+        """A true or false; an optional field that is absent is false."""
+        value = self._take(name, nullable=False, required=required)
+        if value is None and not required:
+            return False
         if not isinstance(value, bool):
             raise _BadField(f"{name}: must be true or false")
         return value
@@ -308,6 +312,7 @@ def _reservation_upsert(f: _Fields, _: Settable) -> ReservationUpsert:
         phone_last4_hash=phone,
         deposit_code_hash=deposit_code,
         pickup_group=group,
+        accessible=f.boolean("accessible", required=False),
     )
     f.done()
     if command.size is None and command.compartment is None:

@@ -14,7 +14,7 @@ from lockerd.model import Size
 
 def compartment(cid: str, row: int = 0, column: int = 0, size: Size = Size.S) -> CompartmentConfig:
     nothing = cast(Any, None)  # the map needs no lock or sensor
-    return CompartmentConfig(cid, size, nothing, nothing, None, column, row, False)
+    return CompartmentConfig(cid, size, nothing, nothing, None, column, row, None)
 
 
 def test_configured_positions_are_kept() -> None:
