@@ -138,6 +138,33 @@ class Signer:
         return str(claims["jti"]), token.encode("ascii")
 
 
+def return_label(
+    signer: Signer,
+    reservation_id: str,
+    size: str,
+    valid_s: int,
+    accessible: bool = False,
+    jti: str | None = None,
+    **overrides: Any,
+) -> str:
+    """A sender's signed return label (contract: "Return labels"), shown as a QR code.
+
+    ``overrides`` replace or add claims (for negative tests)."""
+    claims: dict[str, Any] = {
+        "iss": signer.issuer,
+        "aud": signer.audience,
+        "sub": reservation_id,
+        "typ": "return",
+        "jti": jti or str(uuid.uuid4()),
+        "exp": int(time.time()) + valid_s,
+        "size": size,
+    }
+    if accessible:
+        claims["accessible"] = True
+    claims.update(overrides)
+    return jwt.encode(claims, signer.key, algorithm="EdDSA", headers={"kid": signer.kid})
+
+
 @dataclass
 class CabinetView:
     """What the cloud knows of one cabinet, from what it published."""

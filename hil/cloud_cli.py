@@ -5,6 +5,7 @@
     python -m hil cloud send reservation.upsert --data '{...}' --pickup-code 40417
         --phone-last4 0912                      codes sent as their keyed hashes
     python -m hil cloud token --cabinet CAB-0042   a one-time enrolment token
+    python -m hil cloud return-label --reservation RET-7 --size M   a sender's return label
 
 Keys live outside the checkout, in ``$XDG_STATE_HOME/lockerd-hil-cloud`` (by default
 ``~/.local/state/lockerd-hil-cloud``), one directory per cabinet, and are kept across
@@ -27,7 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .ca import EnrolmentService, FleetCA, TokenBook
-from .cloud import Provisioning, ReferenceCloud, Signer, code_hash, provision
+from .cloud import Provisioning, ReferenceCloud, Signer, code_hash, provision, return_label
 
 RETRY_CAP_S = 30.0
 COMMANDS = (
@@ -153,6 +154,16 @@ def add_parser(subparsers: Any) -> None:
         "token", help="issue a one-time enrolment token for --cabinet", parents=common
     )
     token.add_argument("--valid-h", type=float, default=24.0, help="hours the token is valid")
+    label = commands.add_parser(
+        "return-label",
+        help="sign a sender's return label for --cabinet; print the token and its QR code",
+        description="The label opens a compartment of --size once, offline, until it expires.",
+        parents=common,
+    )
+    label.add_argument("--reservation", required=True, help="the return's reservation id")
+    label.add_argument("--size", required=True, choices=("S", "M", "L", "XL"))
+    label.add_argument("--accessible", action="store_true", help="only a door within reach")
+    label.add_argument("--valid-h", type=float, default=72.0, help="hours (at most 168)")
 
 
 def _say(text: str) -> None:
@@ -176,6 +187,8 @@ async def _run(args: argparse.Namespace) -> int:
     signer = Signer(args.issuer, args.kid, keys.signing_key, args.cabinet)
     if args.cloud_command == "send":
         return await _send(args, signer, keys.code_key)
+    if args.cloud_command == "return-label":
+        return _print_label(args, signer)
     print(f"trusted_keys = {keys.trusted_keys}" + ("  (new)" if made else "  (kept)"))
     print(f"code key     = {keys.code_key_file}")
     print(f"issuer       = {args.issuer}")
@@ -237,6 +250,20 @@ async def _print_events(cloud: ReferenceCloud, cabinet: str) -> None:
         for problem in problems[reported:]:
             print(f"PROBLEM {problem}", flush=True)
         reported = len(problems)
+
+
+def _print_label(args: argparse.Namespace, signer: Signer) -> int:
+    import segno
+
+    if not 0 < args.valid_h <= 168:
+        _say("--valid-h must be more than 0 and at most 168 (a week)")
+        return 2
+    valid_s = int(args.valid_h * 3600)
+    token = return_label(signer, args.reservation, args.size, valid_s, args.accessible)
+    print(token, flush=True)
+    segno.make(token, error="m").terminal(out=sys.stdout, compact=True)
+    _say(f"return label {args.reservation} ({args.size}) for {args.cabinet}, valid {valid_s} s")
+    return 0
 
 
 def command_data(args: argparse.Namespace, code_key: bytes | None = None) -> dict[str, Any]:
