@@ -82,6 +82,8 @@ class KioskConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     session_timeout_s: float = 60.0
+    # accessible mode: someone who needs more time to read, reach and move gets it
+    accessible_session_timeout_s: float = 180.0
     languages: tuple[str, ...] = KIOSK_LANGUAGES
     default_language: str = "en"
 
@@ -169,9 +171,18 @@ def parse_kiosk(table: Table | None) -> KioskConfig:
         port=t.integer("port", default.port, lo=0, hi=65535) or 0,
         session_timeout_s=t.number("session_timeout_s", default.session_timeout_s, lo=5.0)
         or default.session_timeout_s,
+        accessible_session_timeout_s=t.number(
+            "accessible_session_timeout_s", default.accessible_session_timeout_s, lo=5.0
+        )
+        or default.accessible_session_timeout_s,
         languages=chosen,
         default_language=language if isinstance(language, str) else default.default_language,
     )
+    if kiosk.accessible_session_timeout_s < kiosk.session_timeout_s:
+        t.problem(
+            t.key("accessible_session_timeout_s"),
+            f"must not be shorter than session_timeout_s ({kiosk.session_timeout_s:g})",
+        )
     t.done()
     return kiosk
 

@@ -37,6 +37,12 @@ def summary(config: Config) -> str:
     if config.buzzer is not None:
         buzzer = config.buzzer
         lines.append(f"  buzzer: board {buzzer.board} relay {buzzer.channel}")
+    within = [c.id for c in config.compartments if c.reach is not None and c.reach.accessible]
+    unset = sum(1 for c in config.compartments if c.reach is None)
+    lines.append(
+        f"  within reach (accessible): {len(within)} ({', '.join(within) or 'none'})"
+        + (f"; reach not set for {unset}" if unset else "")
+    )
     if config.mqtt is not None:
         mqtt = config.mqtt
         link = "mutual TLS" if mqtt.tls_cert else "TLS" if mqtt.tls_ca else "plain TCP"

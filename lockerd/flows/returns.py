@@ -85,7 +85,9 @@ def _decide(
         fact(log, "return.rejected", surface=surface, reason="reservation_exists")
         return Refused(RefusalReason.QR_NOT_VALID)
     else:
-        tx.book_return(life.new_return(rid, label.size, label.accessible, label.jti, label.token.exp))
+        tx.book_return(
+            life.new_return(rid, label.size, label.accessible, label.jti, label.token.exp)
+        )
     try:
         cid = tx.assign_compartment(rid)
     except TransitionError:

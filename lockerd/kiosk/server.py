@@ -30,8 +30,10 @@ from .. import status
 from ..cabinet import DoorClosed
 from ..config import SecondFactor
 from ..events import StoredEvent
+from ..flows.returns import scanned_token
 from ..logs import fact
 from ..qr import looks_like_token
+from . import accessible, returns
 from .bus_hold import bus_hold, buses_held
 from .deposits import add_routes as add_deposit_routes
 from .guard import request_guard
@@ -138,6 +140,8 @@ class KioskServer:
         r.add_get("/api/events", self._events)
         add_deposit_routes(r, self)
         r.add_get("/api/reminders", self.reminders.handle)
+        returns.add_routes(r, self._session, self._flows, self._shown)
+        accessible.add_routes(r, self._session)
         return app
 
     async def start(self) -> None:
@@ -222,7 +226,7 @@ class KioskServer:
             now = self.monotonic()
             for session in list(self.sessions.values()):
                 # An open door keeps its session: the person is still there.
-                idle = now - session.last_active > self.config.session_timeout_s
+                idle = now - session.last_active > accessible.idle_limit_s(session, self.config)
                 if idle and not session.open_doors:
                     fact(log, "kiosk.session_timeout", role=session.role.value)
                     await self._close_session(session, "timeout")
@@ -362,7 +366,7 @@ class KioskServer:
         if session.role is Role.COURIER and session.courier is not None:
             return await self._shown(session, await session.courier.scan(text))
         if looks_like_token(text):
-            return await self._shown(session, await flows.pickup_qr(SCANNER_SURFACE, text))
+            return await self._shown(session, await scanned_token(flows, SCANNER_SURFACE, text))
         if text.isdigit():
             return await self._shown(session, await self.pickups.keyed(session, surface, text))
         return Screen("error", "scan.not_a_pickup")
@@ -378,7 +382,8 @@ class KioskServer:
         if isinstance(result, PaymentRequired):
             session.payment_reservation = result.reservation_id
             session.payment_url = result.pay_url
-        screen = screen_for(result, self.daemon.clock.wall())
+        session.accessible |= await accessible.booked_accessible(self.daemon.async_store, result)
+        screen = accessible.marked(screen_for(result, self.daemon.clock.wall()), session)
         fact(log, "kiosk.screen", screen=screen.screen, message=screen.message)
         return screen
 

@@ -30,6 +30,8 @@ class KioskSession:
     # a pickup code typed, waiting for the phone's last 4 digits (lockerd/kiosk/pickup.py)
     pending_code: str | None = None
     open_doors: set[str] = field(default_factory=set)
+    # larger text, high contrast, a longer timeout, the door's place in words (kiosk/accessible.py)
+    accessible: bool = False
     sockets: set[web.WebSocketResponse] = field(default_factory=set)
 
 

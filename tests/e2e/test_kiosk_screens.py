@@ -14,14 +14,18 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from drivers.badge import SerialBadgeReader
 from hil.badge import SimBadgeReader
+from hil.cloud import Signer, return_label
 from lockerd.codes import Purpose
 from lockerd.kiosk import messages
 from lockerd.kiosk.badges import feed_serial_badges
+from lockerd.qr import QrVerifier
 from lockerd.reservations import Cod, ReservationKind, ReservationState
 from lockerd.store import CredentialGrant, CredentialRole
+from lockerd.sync.commands import TrustStore
 from tests.support.kiosk_page import (
     Tour,
     browser,
@@ -37,6 +41,16 @@ from tests.support.kiosk_rig import COURIER_CODE, TECH_CODE, Cabinet, cabinet, w
 __all__ = ["browser", "cabinet"]  # the fixtures, imported so pytest finds them here
 
 pytestmark = [needs_chromium, needs_axe]
+
+
+def trust_a_cloud(cabinet: Cabinet) -> Signer:
+    """Give the kiosk rig's cabinet (which has no [mqtt]) a cloud key it trusts for QR tokens."""
+    key = Ed25519PrivateKey.generate()
+    cabinet_id = cabinet.daemon.config.cabinet.id
+    cabinet.daemon.flows.qr = QrVerifier(
+        cabinet_id, "cloud", TrustStore({"cloud-1": key.public_key()})
+    )
+    return Signer("cloud", "cloud-1", key, cabinet_id)
 
 
 async def hold_timers(page: Any) -> None:
@@ -325,3 +339,61 @@ async def test_the_checks_catch_a_bad_screen(cabinet: Cabinet, browser: Any) -> 
     assert "color-contrast (serious)" in found
     for path in tour.shots:  # not a screen of the kiosk: keep it off the contact sheet
         path.unlink()
+
+
+async def test_return_screens(cabinet: Cabinet, browser: Any) -> None:
+    """Send a return: the label typed (as a keyboard-emulation scanner does) opens a door."""
+    signer = trust_a_cloud(cabinet)
+    page = await open_page(browser, cabinet)
+    tour = Tour(page)
+    await page.click("button[data-go=return]")
+    await page.wait_for_selector("body[data-screen=return]")
+    await tour.visit("return")
+    await set_language(page, "en")
+    await page.fill("#return-label", return_label(signer, "RET-K1", "M", valid_s=600))
+    await page.press("#return-label", "Enter")
+    await page.wait_for_selector("body[data-screen=door_open]")
+    cid = await page.text_content("#door-compartment") or ""
+    assert cid == "A02"  # the smallest free M
+    assert await page.get_attribute("#door-next", "data-i18n") == "door.next.return"
+    await tour.visit("return-door-open")
+    await cabinet.close(cid, parcel=True)
+    await wait_for(lambda: cabinet.state("RET-K1") is ReservationState.DROPPED_OFF)
+    # The same label again: refused, and said so.
+    await page.click("#back")
+    await page.click("button[data-go=return]")
+    await page.fill("#return-label", return_label(signer, "RET-K1", "M", valid_s=600, jti="x"))
+    await page.click("#return-send")
+    await page.wait_for_selector("#message[data-i18n='refused.qr_not_valid']")
+    tour.assert_clean()
+
+
+async def test_accessible_screens(cabinet: Cabinet, browser: Any) -> None:
+    """Accessible mode: by the start screen's button, and by itself for an accessible booking."""
+    cid = await cabinet.ready("R-A", "246801", "PARCEL-A", accessible=True)
+    assert cid == "A05"  # within reach: the bottom row, not A01 above
+    page = await open_page(browser, cabinet)
+    tour = Tour(page)
+    await page.click("#accessible-mode")
+    await page.wait_for_selector("html.accessible")
+    assert await page.get_attribute("#accessible-mode", "aria-pressed") == "true"
+    await tour.visit("accessible-home")
+    await page.click("#accessible-mode")  # off again: the booking turns it on by itself
+    await page.wait_for_selector("html:not(.accessible)")
+    session = next(iter(cabinet.kiosk.sessions.values()))
+    await wait_for(lambda: not session.accessible)
+
+    await set_language(page, "en")
+    await page.click("button[data-go=pickup]")
+    await type_code(page, "246801")
+    await page.wait_for_selector("body[data-screen=door_open]")
+    await page.wait_for_selector("html.accessible")
+    assert session.accessible  # the server keeps this session longer now
+    text = await page.text_content("#door-position") or ""
+    assert text == "Door A05: bottom row, first from the left", text
+    await tour.visit("accessible-door-open")
+    await cabinet.close(cid, parcel=False)
+    await wait_for(lambda: cabinet.state("R-A") is ReservationState.PICKED_UP)
+    await page.click("#finish")
+    await page.wait_for_selector("html:not(.accessible)")  # the next person starts without it
+    tour.assert_clean()

@@ -24,7 +24,7 @@ from hil.cloud import ReferenceCloud, Signer, code_hash, provision, return_label
 from hil.layout import load as load_layout
 from lockerd.app import Daemon
 from lockerd.flows.core import CourierSession
-from lockerd.flows.results import Opened, Refused, RefusalReason
+from lockerd.flows.results import Opened, RefusalReason, Refused
 from lockerd.flows.returns import scanned_token, send_return
 from lockerd.model import DoorState
 from lockerd.reservations import ReservationState
@@ -178,8 +178,14 @@ async def courier(world: World) -> CourierSession:
 async def test_accessible_booking_goes_within_reach_and_heavy_parcels_go_low(world: World) -> None:
     session = await courier(world)
     # The cloud asks for a compartment within reach; an ordinary booking of the same size.
-    for rid, size, accessible in (("R-ACC", "S", True), ("R-ANY", "S", False), ("R-HVY", "L", False)):
-        ack = await world.command("reservation.upsert", world.booking(rid, size, accessible=accessible))
+    for rid, size, accessible in (
+        ("R-ACC", "S", True),
+        ("R-ANY", "S", False),
+        ("R-HVY", "L", False),
+    ):
+        ack = await world.command(
+            "reservation.upsert", world.booking(rid, size, accessible=accessible)
+        )
         assert ack["status"] == "applied", ack
     # A booking that names a compartment out of reach cannot be accessible.
     ack = await world.command(
@@ -193,8 +199,13 @@ async def test_accessible_booking_goes_within_reach_and_heavy_parcels_go_low(wor
         assert isinstance(opened, Opened), opened
         placed[rid] = opened.compartment
         await world.close(opened.compartment, parcel=True)
-        await until(lambda r=rid: world.daemon.store.reservation(r).state  # type: ignore[union-attr, misc]
-                    is ReservationState.READY, what=f"{rid} deposited")
+        await until(
+            lambda r=rid: (
+                world.daemon.store.reservation(r).state  # type: ignore[union-attr, misc]
+                is ReservationState.READY
+            ),
+            what=f"{rid} deposited",
+        )
     # S within reach: A05 (low), not A01 (the smallest id, out of reach); the ordinary S
     # booking keeps the first free S; the heavy L parcel goes to the low L, A07, not A03.
     assert placed == {"R-ACC": "A05", "R-ANY": "A01", "R-HVY": "A07"}

@@ -55,6 +55,7 @@ class Cabinet:
         cod: Cod | None = None,
         kind: ReservationKind = ReservationKind.INBOUND,
         phone: str | None = None,
+        accessible: bool = False,
     ) -> None:
         purpose = Purpose.PICKUP if kind is ReservationKind.INBOUND else Purpose.DROPOFF
         booking = Booking(
@@ -68,6 +69,7 @@ class Cabinet:
             reserved_until=self.daemon.clock.wall() + 86_400,
             cod=cod,
             phone_hash=None if phone is None else self.daemon.code_key.hash(Purpose.PHONE, phone),
+            accessible=accessible,
         )
         with self.daemon.store.transaction() as tx:
             assert tx.upsert_reservation(booking).status.value == "applied"
@@ -84,10 +86,16 @@ class Cabinet:
         await wait_for(lambda: not self.door_open(cid))
 
     async def ready(
-        self, rid: str, code: str, barcode: str, cod: Cod | None = None, phone: str | None = None
+        self,
+        rid: str,
+        code: str,
+        barcode: str,
+        cod: Cod | None = None,
+        phone: str | None = None,
+        accessible: bool = False,
     ) -> str:
         """A parcel deposited by a courier through the flows (not the page)."""
-        self.book(rid, code, barcode, cod=cod, phone=phone)
+        self.book(rid, code, barcode, cod=cod, phone=phone, accessible=accessible)
         session = await self.daemon.flows.courier_login("setup", code=COURIER_CODE)
         opened = await session.scan(barcode)
         cid: str = opened.compartment
@@ -102,7 +110,9 @@ async def cabinet(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     # Config sections a test asks for: @pytest.mark.parametrize("cabinet", [{...}], indirect=True)
     raw.update(getattr(request, "param", {}))
     for index, compartment in enumerate(raw["compartments"]):
-        compartment.update(column=index % 4 + 1, row=index // 4 + 1)
+        # two rows of four: the top row out of reach, the bottom row low
+        row = index // 4 + 1
+        compartment.update(column=index % 4 + 1, row=row, reach="high" if row == 1 else "low")
     sim = SimulatedCabinet(load_layout(raw), pace=True)
     await sim.start()
     daemon = Daemon(lockerd_config(raw, sim, state_dir=tmp_path / "state"))

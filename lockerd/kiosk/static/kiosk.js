@@ -5,7 +5,8 @@
 (() => {
   const $ = (id) => document.getElementById(id);
   const state = { session: null, lang: "en", catalogues: {}, mode: null, ws: null, selected: null,
-                  info: { session_timeout_s: 60, layout: [] }, idleSince: Date.now(), deposited: 0 };
+                  info: { session_timeout_s: 60, layout: [] }, idleSince: Date.now(), deposited: 0,
+                  accessible: false };
   const WARN_S = 20; // the idle countdown shows this long before the session ends (at most half of it)
   const CLOSED_RESET_MS = 4000; // after "thank you, the door is closed", back to the start
 
@@ -89,14 +90,19 @@
     tick();
   }
 
+  function timeoutS() { // accessible mode waits longer, as the server does
+    return state.accessible ? state.info.accessible_session_timeout_s || state.info.session_timeout_s
+                            : state.info.session_timeout_s;
+  }
+
   function secondsLeft() {
-    return Math.max(0, Math.ceil(state.info.session_timeout_s - (Date.now() - state.idleSince) / 1000));
+    return Math.max(0, Math.ceil(timeoutS() - (Date.now() - state.idleSince) / 1000));
   }
 
   function tick() {
     const screen = document.body.dataset.screen;
     const left = secondsLeft();
-    const warn = Math.min(WARN_S, state.info.session_timeout_s / 2);
+    const warn = Math.min(WARN_S, timeoutS() / 2);
     // An open door keeps the session (the server waits for it to close); the payment
     // screen shows its own wait all the time.
     const showing = Boolean(state.session) && screen !== "door_open" && screen !== "payment" && left <= warn;
@@ -129,7 +135,7 @@
     } else if (msg.type === "cabinet") {
       drawCabinet(msg.cabinet);
     } else if (msg.type === "session.ended") {
-      state.session = null; reset(); say(msg.message);
+      state.session = null; setAccessible(false, false); reset(); say(msg.message);
     }
   }
 
@@ -138,6 +144,7 @@
     const values = {};
     for (const [k, v] of Object.entries(r)) if (typeof v === "string" || typeof v === "number") values[k] = v;
     say(r.message, values, tone);
+    if (r.accessible && !state.accessible) setAccessible(true, false); // an accessible booking
     if (r.screen === "door_open") {
       showDoor(r.compartment);
       startRound(r);
@@ -194,7 +201,7 @@
   function showDoor(id) {
     $("door-compartment").textContent = id;
     const where = place(id);
-    if (where) put($("door-position"), "door.position", { row: where.row, column: where.column });
+    if (where) putPosition(id, where);
     else put($("door-position"), null);
     put($("door-next"), "door.next." + (state.mode || "pickup"));
     const map = $("door-map");
@@ -253,6 +260,34 @@
     show("unbooked_size");
   }
 
+  // Where the door is: "row 2 from the top, column 3 from the left", or in accessible mode
+  // spelled out: "door A06, bottom row, second from the left".
+  function putPosition(id, where) {
+    if (!state.accessible) { put($("door-position"), "door.position", { row: where.row, column: where.column }); return; }
+    const rows = Math.max(1, ...state.info.layout.map((p) => p.row));
+    const key = where.row === 1 ? "door.spelled.top" : where.row === rows ? "door.spelled.bottom" : "door.spelled.row";
+    put($("door-position"), key, { compartment: id, row: where.row, column: where.column });
+  }
+
+  // Accessible mode: larger text, high contrast, a longer timeout, the door's place in words.
+  function setAccessible(on, tell) {
+    state.accessible = on;
+    document.documentElement.classList.toggle("accessible", on);
+    $("accessible-mode").setAttribute("aria-pressed", String(on));
+    if (tell !== false) api("POST", "/api/accessible", { on }).catch(() => {});
+    tick();
+  }
+
+  // Send a return: the label's QR code read by the scanner (any scan goes to the flows) or
+  // typed into the field by a keyboard-emulation scanner.
+  function showReturn() {
+    state.mode = "return"; state.entry = "return";
+    $("return-label").value = "";
+    say("");
+    show("return");
+    ensureSession().catch(() => say("error.network", {}, "bad"));
+  }
+
   function drawCabinet(cells) {
     state.cabinet = cells;
     const box = $("cabinet");
@@ -283,6 +318,7 @@
   const prompts = { pickup: "code.enter", dropoff: "code.dropoff", courier: "code.courier", service: "code.service" };
   prompts.deposit = "code.deposit"; // a courier's deposit code for one booking (issue 13)
   function go(mode) {
+    if (mode === "return") { showReturn(); return; }
     state.mode = mode; state.entry = mode;
     $("code").value = "";
     put($("keypad-label"), prompts[mode]);
@@ -325,14 +361,14 @@
   function reset() {
     state.mode = null; state.entry = null; state.lastCode = null; state.lastPhone = null; state.selected = null; state.cabinet = null;
     state.round = null;
-    $("code").value = ""; $("barcode").value = "";
+    $("code").value = ""; $("barcode").value = ""; $("return-label").value = "";
     show("home");
   }
 
   async function finish() {
     if (state.session) await api("DELETE", "/api/sessions").catch(() => {});
     if (state.ws) state.ws.close();
-    state.session = null; reset(); say("");
+    state.session = null; setAccessible(false, false); reset(); say("");
   }
 
   document.addEventListener("click", (ev) => {
@@ -355,6 +391,11 @@
       api("POST", "/api/service/compartment", { compartment: state.selected, in_service: true }).then(render);
     else if (el.id === "back") { if (state.mode === "courier" || state.mode === "service") show(state.mode); else reset(); }
     else if (el.id === "finish") finish();
+    else if (el.id === "accessible-mode") setAccessible(!state.accessible);
+    else if (el.id === "return-send") {
+      const label = $("return-label").value.trim();
+      if (label) api("POST", "/api/return", { label }).then((r) => { $("return-label").value = ""; render(r); });
+    }
     else if (el.dataset.lang) setLanguage(el.dataset.lang);
   });
 
@@ -362,13 +403,14 @@
   // field is OK; Tab and Enter reach and press every button.
   document.addEventListener("keydown", (ev) => {
     active();
-    if (document.body.dataset.screen !== "keypad" || ev.target === $("barcode")) return;
+    if (document.body.dataset.screen !== "keypad" || ev.target === $("barcode") || ev.target === $("return-label")) return;
     const code = $("code");
     if (/^[0-9]$/.test(ev.key)) { if (code.value.length < longest()) code.value += ev.key; ev.preventDefault(); }
     else if (ev.key === "Backspace") { code.value = code.value.slice(0, -1); ev.preventDefault(); }
     else if (ev.key === "Enter" && ev.target === code) { if (code.value) submitCode(code.value); ev.preventDefault(); }
   });
   $("barcode").addEventListener("keydown", (ev) => { if (ev.key === "Enter") $("courier-scan").click(); });
+  $("return-label").addEventListener("keydown", (ev) => { if (ev.key === "Enter") $("return-send").click(); });
   setInterval(tick, 1000);
 
   // A door left open, named on every screen (idle too, so no session) until it closes.
