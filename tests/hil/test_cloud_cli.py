@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,6 +15,9 @@ import pytest
 
 from hil.ca import TokenBook
 from hil.cloud_cli import default_directory, load_or_provision
+from lockerd.qr import QrVerifier
+from lockerd.return_label import ReturnLabel, check_label
+from lockerd.sync.commands import TrustStore
 from tests.lockerd.sync.harness import ISSUER, make_cabinet
 from tests.support.mosquitto import Mosquitto, free_port, mosquitto_binary
 
@@ -231,3 +235,29 @@ def test_a_courier_badge_is_granted_from_the_command_line_as_its_keyed_hash() ->
     assert "24681357" not in json.dumps(data) and "04A1B2C3" not in json.dumps(data).upper()
     with pytest.raises(ValueError):
         command_data(argparse.Namespace(**{**vars(args), "command": "door.open"}), key)
+
+
+async def test_return_label_is_printed_with_its_qr_code_and_checks_at_the_cabinet(
+    tmp_path: Path,
+) -> None:
+    """The label the command line prints is one the cabinet takes (its key, its claims)."""
+    process = await hil_cloud(
+        "return-label", "--dir", str(tmp_path), "--cabinet", "CAB-R", "--reservation", "RET-7",
+        "--size", "L", "--accessible", "--valid-h", "2",
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err
+    lines = out.decode().splitlines()
+    token = lines[0]
+    assert len(lines) > 10 and "█" in out.decode()  # the QR code, drawn in the terminal
+    keys, _ = load_or_provision("CAB-R", tmp_path / "CAB-R", "cloud-1")
+    verifier = QrVerifier("CAB-R", "lockers-cloud", TrustStore.load(keys.trusted_keys))
+    label = check_label(verifier, token, time.time())
+    assert isinstance(label, ReturnLabel), label
+    assert (label.reservation_id, label.size.value, label.accessible) == ("RET-7", "L", True)
+    assert 7000 < label.token.exp - time.time() <= 7200
+
+    refused = await hil_cloud("return-label", "--dir", str(tmp_path), "--reservation", "R",
+                              "--size", "M", "--valid-h", "1000")  # fmt: skip
+    _, err = await asyncio.wait_for(refused.communicate(), 60)
+    assert refused.returncode == 2 and b"at most 168" in err

@@ -3,6 +3,7 @@ simulator with the real store: offline, single use, and nothing spent on a refus
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
 
 from hil.cloud import Signer, return_label
 from lockerd import reservations as life
@@ -28,6 +30,7 @@ from lockerd.sync.commands import TrustStore
 from tests.support.flow_rig import Rig, flow_rig
 from tests.support.waiting import wait_for
 
+CONTRACT = Path(__file__).resolve().parents[2] / "docs" / "contract"
 CLOUD = Ed25519PrivateKey.generate()
 VERIFIER = QrVerifier("CAB-TEST", "cloud", TrustStore({"k1": CLOUD.public_key()}))
 SIGNER = Signer("cloud", "k1", CLOUD, "CAB-TEST")
@@ -58,6 +61,13 @@ def test_return_label_is_checked_offline() -> None:
     )
     accessible = check_label(VERIFIER, label(accessible=True), now)
     assert isinstance(accessible, ReturnLabel) and accessible.accessible
+
+
+def test_return_label_of_the_reference_cloud_fits_the_contract() -> None:
+    schema = json.loads((CONTRACT / "schemas" / "return-label.json").read_text())
+    claims = jwt.decode(label(accessible=True), options={"verify_signature": False})
+    assert not [e.message for e in Draft202012Validator(schema).iter_errors(claims)]
+    assert list(Draft202012Validator(schema).iter_errors({**claims, "size": "XXL"}))
 
 
 @pytest.mark.parametrize(
