@@ -186,7 +186,9 @@ def _parse(raw: Mapping[str, Any], origin: str) -> Layout:
                 occupancy=occupancy,
                 column=_get(table, "column", int, where, 0),
                 row=_get(table, "row", int, where, 0),
-                low=_get(table, "low", bool, where, False),
+                # reach = "low" is lockerd's spelling of the older low = true
+                low=_get(table, "low", bool, where, False)
+                or _get(table, "reach", str, where, "") == "low",
             )
         )
     buzzer = None

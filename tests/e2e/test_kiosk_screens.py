@@ -365,6 +365,13 @@ async def test_return_screens(cabinet: Cabinet, browser: Any) -> None:
     await page.fill("#return-label", return_label(signer, "RET-K1", "M", valid_s=600, jti="x"))
     await page.click("#return-send")
     await page.wait_for_selector("#message[data-i18n='refused.qr_not_valid']")
+    # A serial scanner reads another label: the screen in front of it shows the door.
+    screen = await cabinet.kiosk.physical_scan(return_label(signer, "RET-K2", "S", valid_s=600))
+    assert screen.screen == "door_open", screen
+    await page.wait_for_selector("body[data-screen=door_open]")
+    assert await page.text_content("#door-compartment") == "A01"
+    await cabinet.close("A01", parcel=True)
+    await wait_for(lambda: cabinet.state("RET-K2") is ReservationState.DROPPED_OFF)
     tour.assert_clean()
 
 

@@ -63,6 +63,10 @@ BAD_REQUESTS = [
     ("/api/courier/login", b"{}"),
     ("/api/language", b'{"language": "xx"}'),
     ("/api/courier/exception", b'{"problem": "bogus"}'),
+    ("/api/return", b"{}"),
+    ("/api/return", b'{"label": 5}'),
+    ("/api/accessible", b'{"on": "yes"}'),
+    ("/api/accessible", b"{}"),
 ]
 
 
@@ -146,6 +150,27 @@ async def test_session_times_out_after_inactivity(cabinet: Cabinet) -> None:
             assert message == {"type": "session.ended", "message": "session.timeout"}
             async with http.post("/api/pickup", json={"code": "1"}, headers=headers) as r:
                 assert r.status == 401
+    finally:
+        await kiosk.stop()
+
+
+async def test_accessible_session_outlasts_the_ordinary_timeout(cabinet: Cabinet) -> None:
+    now = [0.0]
+    kiosk = KioskServer(cabinet.daemon, host="127.0.0.1", port=0, monotonic=lambda: now[0])
+    await kiosk.start()
+    config = cabinet.daemon.config.kiosk
+    try:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{kiosk.port}") as http:
+            headers = await new_session(http)
+            async with http.post("/api/accessible", json={"on": True}, headers=headers) as r:
+                assert await r.json() == {"accessible": True}
+            ws = await http.ws_connect(f"/api/events?session={headers[SESSION_HEADER]}")
+            now[0] += config.session_timeout_s + 1
+            await asyncio.sleep(2.5)  # two rounds of the reaper: the session is still there
+            assert len(kiosk.sessions) == 1
+            now[0] += config.accessible_session_timeout_s
+            message = await asyncio.wait_for(ws.receive_json(), 15)
+            assert message == {"type": "session.ended", "message": "session.timeout"}
     finally:
         await kiosk.stop()
 
