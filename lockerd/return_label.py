@@ -57,6 +57,6 @@ def claims_return(token: str) -> bool:
     body = token.split(".")[1]
     try:
         claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):
         return False
     return isinstance(claims, dict) and claims.get("typ") == RETURN_TYPE

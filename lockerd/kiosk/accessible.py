@@ -18,7 +18,7 @@ from aiohttp import web
 from ..flows.results import Opened
 from .http import read_body
 from .screens import Screen
-from .session import BadRequest, KioskSession
+from .session import BadRequest, KioskSession, Role
 
 if TYPE_CHECKING:
     from ..config import KioskConfig
@@ -32,8 +32,11 @@ def idle_limit_s(session: KioskSession, config: KioskConfig) -> float:
     return config.session_timeout_s
 
 
-async def booked_accessible(store: AsyncStore, result: object) -> bool:
-    """Whether ``result`` opened the door of a booking that asked for accessibility."""
+async def booked_accessible(store: AsyncStore, session: KioskSession, result: object) -> bool:
+    """Whether ``result`` opened, for a recipient or sender, the door of a booking that
+    asked for accessibility (a courier filling that door keeps the usual screen)."""
+    if session.role is not Role.GUEST:
+        return False
     if not isinstance(result, Opened) or result.reservation_id is None:
         return False
     rid = result.reservation_id

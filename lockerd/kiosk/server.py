@@ -382,7 +382,9 @@ class KioskServer:
         if isinstance(result, PaymentRequired):
             session.payment_reservation = result.reservation_id
             session.payment_url = result.pay_url
-        session.accessible |= await accessible.booked_accessible(self.daemon.async_store, result)
+        session.accessible |= await accessible.booked_accessible(
+            self.daemon.async_store, session, result
+        )
         screen = accessible.marked(screen_for(result, self.daemon.clock.wall()), session)
         fact(log, "kiosk.screen", screen=screen.screen, message=screen.message)
         return screen

@@ -127,6 +127,31 @@ def test_return_label_routing_never_raises_on_token_shapes(text: str) -> None:
     assert claims_return(text) in (True, False)
 
 
+claim_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True),
+    st.text(max_size=20),
+    st.lists(st.integers(), max_size=3),
+)
+
+
+@given(st.dictionaries(st.sampled_from(["sub", "jti", "size", "accessible", "exp"]), claim_values))
+def test_any_signed_claims_give_a_label_or_a_refusal_never_an_exception(
+    over: dict[str, Any],
+) -> None:
+    try:
+        token = label(**over)
+    except (TypeError, ValueError, OverflowError):
+        return  # not even encodable as a JWT
+    checked = check_label(VERIFIER, token, time.time())
+    assert isinstance(checked, ReturnLabel | QrRejected)
+    if isinstance(checked, ReturnLabel):
+        assert checked.size.value == over.get("size", "M")
+        assert isinstance(checked.accessible, bool)
+
+
 def test_a_return_closed_with_its_parcel_emits_return_deposited() -> None:
     booked = life.new_return("RET-9", Size.L, False, "j-9", 2_000_000_000.0)
     assert booked.kind is ReservationKind.DROPOFF and booked.code_hash is None
