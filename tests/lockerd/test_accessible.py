@@ -3,6 +3,7 @@ the kiosk's longer timeout."""
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -248,3 +249,32 @@ def test_accessible_session_waits_longer() -> None:
     assert idle_limit_s(session, kiosk) == 60.0
     session.accessible = True
     assert idle_limit_s(session, kiosk) == 200.0
+
+
+def test_accessible_columns_arrive_on_a_store_of_the_previous_schema(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cabinet upgraded from schema 2 keeps its bookings; they are not accessible."""
+    from lockerd.store import database, migrations
+
+    monkeypatch.setattr(database, "MIGRATIONS", migrations.MIGRATIONS[:2])
+    old = Store.open(tmp_path / "db", "CAB-1", ManualClock())
+    old.sync_compartments([("A01", Size.S)])
+    old.close()
+    with sqlite3.connect(tmp_path / "db") as raw:  # a booking as the previous lockerd wrote it
+        raw.execute(
+            "INSERT INTO reservations (id, version, kind, state, size, code_hash, updated_at)"
+            " VALUES ('R1', 1, 'inbound', 'reserved', 'S', ?, 0)",
+            (HASH,),
+        )
+    raw.close()
+    monkeypatch.setattr(database, "MIGRATIONS", migrations.MIGRATIONS)
+    new = Store.open(tmp_path / "db", "CAB-1", ManualClock())
+    try:
+        kept = new.reservation("R1")
+        assert kept is not None and not kept.accessible and kept.return_label is None
+        assert [c.reach for c in new.compartments()] == [None]
+        new.sync_compartments([("A01", Size.S)], {"A01": Reach.LOW})
+        assert [c.reach for c in new.compartments()] == [Reach.LOW]
+    finally:
+        new.close()
