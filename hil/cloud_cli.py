@@ -4,6 +4,7 @@
     python -m hil cloud send door.open --compartment A01 --reason "stuck parcel"
     python -m hil cloud send reservation.upsert --data '{...}' --pickup-code 40417
         --phone-last4 0912                      codes sent as their keyed hashes
+    python -m hil cloud send reservation.upsert --data '{...}' --accessible   within reach only
     python -m hil cloud token --cabinet CAB-0042   a one-time enrolment token
     python -m hil cloud return-label --reservation RET-7 --size M   a sender's return label
 
@@ -133,6 +134,11 @@ def add_parser(subparsers: Any) -> None:
     )
     send.add_argument(
         "--badge", help="credential.upsert: a badge UID (hex), sent as its badge_hash likewise"
+    )
+    send.add_argument(
+        "--accessible",
+        action="store_true",
+        help="reservation.upsert: only a compartment within reach (low or middle)",
     )
     send.add_argument("--data", default="{}", help="the command's data as a JSON object")
     send.add_argument(
@@ -279,6 +285,8 @@ def command_data(args: argparse.Namespace, code_key: bytes | None = None) -> dic
         data["reason"] = args.reason
     if args.in_service is not None:
         data["in_service"] = args.in_service == "yes"
+    if getattr(args, "accessible", False):
+        data["accessible"] = True
     if args.command == "door.open":
         data.setdefault("reservation_id", None)
     # Codes typed in clear here leave only as the contract's keyed hashes.

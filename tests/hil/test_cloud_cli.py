@@ -3,6 +3,7 @@ broker said in one line, commands sent from the command line, enrolment tokens."
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import signal
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from hil.ca import TokenBook
-from hil.cloud_cli import default_directory, load_or_provision
+from hil.cloud_cli import command_data, default_directory, load_or_provision
 from lockerd.qr import QrVerifier
 from lockerd.return_label import ReturnLabel, check_label
 from lockerd.sync.commands import TrustStore
@@ -261,3 +262,15 @@ async def test_return_label_is_printed_with_its_qr_code_and_checks_at_the_cabine
                               "--size", "M", "--valid-h", "1000")  # fmt: skip
     _, err = await asyncio.wait_for(refused.communicate(), 60)
     assert refused.returncode == 2 and b"at most 168" in err
+
+
+def test_send_marks_a_booking_accessible() -> None:
+    args = argparse.Namespace(
+        command="reservation.upsert",
+        data='{"reservation_id": "R-1"}',
+        compartment=None,
+        reason=None,
+        in_service=None,
+        accessible=True,
+    )
+    assert command_data(args) == {"reservation_id": "R-1", "accessible": True}
