@@ -153,6 +153,13 @@ def test_accessible_reach_in_the_config(tmp_path: Path, line: str, reach: Reach 
     assert loaded.kiosk.accessible_session_timeout_s == 180.0
 
 
+def test_check_config_says_which_compartments_are_accessible(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(with_reach('reach = "middle"'))
+    said = config.summary(config.load(path))
+    assert "within reach (accessible): 1 (A01); reach not set for 1" in said
+
+
 @pytest.mark.parametrize(
     ("text", "found"),
     [
