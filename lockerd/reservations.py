@@ -248,7 +248,12 @@ def rebook(current: Reservation, booking: Booking, holds: HoldPolicy) -> Reserva
         raise TransitionError(f"reservation {current.id} is finished ({current.state.value})")
     if current.state.awaiting_parcel:
         fresh = new_reservation(booking)
-        return replace(fresh, paid=current.paid and booking.cod == current.cod)
+        # a return stays a return when the cloud updates it: its label still opens it
+        return replace(
+            fresh,
+            paid=current.paid and booking.cod == current.cod,
+            return_label=current.return_label,
+        )
     expires_at = current.expires_at
     if current.state is ReservationState.READY and current.deposited_at is not None:
         expires_at = current.deposited_at + holds.hold_for(booking.hold_s, booking.sensitive)

@@ -165,6 +165,22 @@ def test_a_return_closed_with_its_parcel_emits_return_deposited() -> None:
     ]
 
 
+def test_a_return_updated_by_the_cloud_stays_a_return() -> None:
+    booked = life.new_return("RET-9", Size.M, False, "j-9", 2_000_000_000.0)
+    update = life.Booking(
+        reservation_id="RET-9",
+        version=1,
+        kind=ReservationKind.DROPOFF,
+        size=Size.M,
+        compartment=None,
+        barcodes=(),
+        code_hash="n4bQgYhMfWWaL-qgxVrQFaO_TxsrC4Is0V1sFbDwCgg",
+        reserved_until=2_000_000_100.0,
+    )
+    after = life.rebook(booked, update, life.HoldPolicy())
+    assert after.return_label == "j-9" and after.reserved_until == 2_000_000_100.0
+
+
 # --- the flow ------------------------------------------------------------------------------
 
 
