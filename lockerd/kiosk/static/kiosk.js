@@ -124,7 +124,8 @@
       say(msg.message, { compartment: msg.compartment }, "good");
       if (msg.message === "parcel.deposited") { state.deposited += 1; putCount(); }
       if (state.mode === "courier") show("courier");
-      else if (state.mode !== "service") setTimeout(() => { if (document.body.dataset.screen === "door_open") reset(); }, CLOSED_RESET_MS);
+      else if (state.mode !== "service") setTimeout(() => { if (document.body.dataset.screen === "door_open") reset(); },
+                                                 CLOSED_RESET_MS * (state.accessible ? 3 : 1));
     } else if (msg.type === "payment.confirmed") {
       put($("payment-state"), "payment.confirmed");
       say("payment.confirmed", {}, "good");
