@@ -22,6 +22,7 @@ from enum import StrEnum
 
 from .events import DomainEvent, EventType
 from .model import CompartmentState, Reach, Size
+from .reach import HEAVY, lowness, within_reach
 
 
 class ReservationKind(StrEnum):
@@ -212,27 +213,6 @@ def new_reservation(booking: Booking) -> Reservation:
         phone_hash=booking.phone_hash,
         accessible=booking.accessible,
     )
-
-
-def new_return(
-    reservation_id: str, size: Size, accessible: bool, label: str, until: float
-) -> Reservation:
-    """A return booked at the cabinet by a signed label: a drop-off that waits for its
-    parcel until the label expires, with no code (the label is what opens it)."""
-    booked = new_reservation(
-        Booking(
-            reservation_id=reservation_id,
-            version=0,  # any version the cloud sends later is newer
-            kind=ReservationKind.DROPOFF,
-            size=size,
-            compartment=None,
-            barcodes=(),
-            code_hash="",
-            reserved_until=until,
-            accessible=accessible,
-        )
-    )
-    return replace(booked, code_hash=None, return_label=label)
 
 
 def rebook(current: Reservation, booking: Booking, holds: HoldPolicy) -> Reservation:
@@ -476,11 +456,6 @@ def compartment_state(in_service: bool, holder: Reservation | None) -> Compartme
     return CompartmentState.RESERVED
 
 
-# Sizes heavy enough that lifting them down from above the shoulders is a hazard.
-HEAVY = frozenset({Size.L, Size.XL})
-_LOW_FIRST = {Reach.LOW: 0, Reach.MIDDLE: 1}
-
-
 def choose_compartment(
     size: Size,
     compartments: Iterable[Compartment],
@@ -499,23 +474,13 @@ def choose_compartment(
         and c.configured
         and c.id not in exclude
         and size.fits_in(c.size)
-        and within_reach(c, accessible)
+        and within_reach(c.reach, accessible)
     ]
     if not fitting:
         return None
     if size in HEAVY:
-        return min(fitting, key=lambda c: (c.size.rank, _lowness(c), c.id)).id
+        return min(fitting, key=lambda c: (c.size.rank, lowness(c.reach), c.id)).id
     return min(fitting, key=lambda c: (c.size.rank, c.id)).id
-
-
-def within_reach(compartment: Compartment, accessible: bool) -> bool:
-    """Whether an (accessible, if so) booking may have this compartment."""
-    reach = compartment.reach
-    return not accessible or (reach is not None and reach.accessible)
-
-
-def _lowness(compartment: Compartment) -> int:
-    return 2 if compartment.reach is None else _LOW_FIRST.get(compartment.reach, 2)
 
 
 def compartment_for_deposit(
@@ -549,7 +514,7 @@ def compartment_for_deposit(
             and held.in_service
             and held.configured
             and (size is None or size.fits_in(held.size))
-            and within_reach(held, reservation.accessible)
+            and within_reach(held.reach, reservation.accessible)
         ):
             return keep, False
     if size is None:

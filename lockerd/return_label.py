@@ -12,10 +12,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .model import Size
 from .qr import QrPickup, QrRefusal, QrRejected, QrVerifier, looks_like_token
+from .reservations import Booking, Reservation, ReservationKind, new_reservation
 
 RETURN_TYPE = "return"
 
@@ -60,3 +61,24 @@ def claims_return(token: str) -> bool:
     except (binascii.Error, ValueError, RecursionError):
         return False
     return isinstance(claims, dict) and claims.get("typ") == RETURN_TYPE
+
+
+def new_return(
+    reservation_id: str, size: Size, accessible: bool, label: str, until: float
+) -> Reservation:
+    """A return booked at the cabinet by a signed label: a drop-off that waits for its
+    parcel until the label expires, with no code (the label is what opens it)."""
+    booked = new_reservation(
+        Booking(
+            reservation_id=reservation_id,
+            version=0,  # any version the cloud sends later is newer
+            kind=ReservationKind.DROPOFF,
+            size=size,
+            compartment=None,
+            barcodes=(),
+            code_hash="",
+            reserved_until=until,
+            accessible=accessible,
+        )
+    )
+    return replace(booked, code_hash=None, return_label=label)

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import logging
 
-from .. import reservations as life
 from ..logs import fact
 from ..model import Actor, Expect, PendingStep
 from ..qr import QrRejected, QrVerifier, use_once
 from ..reservations import ReservationState, TransitionError
-from ..return_label import check_label, claims_return
+from ..return_label import check_label, claims_return, new_return
 from ..store import Transaction
-from .core import Flows, _intend, _Open
+from .core import Flows
+from .opening import _intend, _Open
 from .results import FlowResult, RefusalReason, Refused
 
 log = logging.getLogger("lockerd.flows")
@@ -85,9 +85,7 @@ def _decide(
         fact(log, "return.rejected", surface=surface, reason="reservation_exists")
         return Refused(RefusalReason.QR_NOT_VALID)
     else:
-        tx.book_return(
-            life.new_return(rid, label.size, label.accessible, label.jti, label.token.exp)
-        )
+        tx.book_return(new_return(rid, label.size, label.accessible, label.jti, label.token.exp))
     try:
         cid = tx.assign_compartment(rid)
     except TransitionError:

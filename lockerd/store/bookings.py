@@ -13,6 +13,7 @@ from ..codes import CodeFormatError, validate_hash
 from ..events import DomainEvent, EventType, StoredEvent, rfc3339_ms
 from ..logs import fact
 from ..model import Size
+from ..reach import within_reach
 from ..reservations import Booking, PickupMethod, Reservation, ReservationKind, ReservationState
 from .deposits import DepositRows
 from .results import Applied, CredentialGrant, StoreError
@@ -206,7 +207,7 @@ class BookingRows(DepositRows):
         return self._step(step)[0]
 
     def book_return(self, reservation: Reservation) -> None:
-        """A return booked by its label at the cabinet (life.new_return); no event yet:
+        """A return booked by its label at the cabinet (return_label.new_return); no event yet:
         the cloud hears of it when the parcel is in (``return.deposited``)."""
         if self.reservation(reservation.id) is not None:
             raise life.TransitionError(f"reservation {reservation.id} exists already")
@@ -278,7 +279,7 @@ class BookingRows(DepositRows):
             return (
                 f"a {size.value} parcel does not fit compartment {compartment} ({known.size.value})"
             )
-        if accessible and not life.within_reach(known, accessible):
+        if not within_reach(known.reach, accessible):
             return f"compartment {compartment} is not within reach (reach {known.reach or 'unset'})"
         holder = self._holder_id(compartment)
         if holder is not None and holder != owner:

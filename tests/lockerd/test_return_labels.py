@@ -25,7 +25,7 @@ from lockerd.flows.returns import scanned_token, send_return
 from lockerd.model import Size
 from lockerd.qr import QrPickup, QrRefusal, QrRejected, QrVerifier
 from lockerd.reservations import ReservationKind, ReservationState
-from lockerd.return_label import ReturnLabel, check_label, claims_return
+from lockerd.return_label import ReturnLabel, check_label, claims_return, new_return
 from lockerd.sync.commands import TrustStore
 from tests.support.flow_rig import Rig, flow_rig
 from tests.support.waiting import wait_for
@@ -153,7 +153,7 @@ def test_any_signed_claims_give_a_label_or_a_refusal_never_an_exception(
 
 
 def test_a_return_closed_with_its_parcel_emits_return_deposited() -> None:
-    booked = life.new_return("RET-9", Size.L, False, "j-9", 2_000_000_000.0)
+    booked = new_return("RET-9", Size.L, False, "j-9", 2_000_000_000.0)
     assert booked.kind is ReservationKind.DROPOFF and booked.code_hash is None
     step = life.drop_off(life.assign(booked, "A03"), 1_900_000_000.0)
     assert step.reservation.state is ReservationState.DROPPED_OFF
@@ -166,7 +166,7 @@ def test_a_return_closed_with_its_parcel_emits_return_deposited() -> None:
 
 
 def test_a_return_updated_by_the_cloud_stays_a_return() -> None:
-    booked = life.new_return("RET-9", Size.M, False, "j-9", 2_000_000_000.0)
+    booked = new_return("RET-9", Size.M, False, "j-9", 2_000_000_000.0)
     update = life.Booking(
         reservation_id="RET-9",
         version=1,
