@@ -40,6 +40,8 @@ class EventType(StrEnum):
     RESERVATION_EXPIRED = "reservation.expired"
     RESERVATION_RELEASED = "reservation.released"
     PAYMENT_REQUESTED = "payment.requested"
+    # the cloud's payment.confirmed command, kept in the chain for reconciliation
+    PAYMENT_CONFIRMED = "payment.confirmed"
     DOOR_OPENED = "door.opened"
     DOOR_CLOSED = "door.closed"
     DOOR_LEFT_OPEN = "door.left_open"
@@ -69,16 +71,17 @@ class EventType(StrEnum):
 EVENT_FIELDS: Mapping[EventType, frozenset[str]] = {
     EventType.CABINET_BOOTED: frozenset({"version", "boot", "reason"}),
     EventType.PARCEL_DEPOSITED: frozenset(
-        {"reservation_id", "compartment", "barcode", "credential_id"}
+        {"reservation_id", "compartment", "barcode", "credential_id", "deadline"}
     ),
-    EventType.PARCEL_PICKED_UP: frozenset({"reservation_id", "compartment", "method"}),
-    EventType.PARCEL_NOT_TAKEN: frozenset({"reservation_id", "compartment"}),
+    EventType.PARCEL_PICKED_UP: frozenset({"reservation_id", "compartment", "method", "reason"}),
+    EventType.PARCEL_NOT_TAKEN: frozenset({"reservation_id", "compartment", "code_valid_until"}),
     EventType.PARCEL_RETRIEVED: frozenset({"reservation_id", "compartment", "credential_id"}),
     EventType.DROPOFF_RECEIVED: frozenset({"reservation_id", "compartment"}),
     EventType.DROPOFF_COLLECTED: frozenset({"reservation_id", "compartment", "credential_id"}),
     EventType.RESERVATION_EXPIRED: frozenset({"reservation_id", "compartment"}),
     EventType.RESERVATION_RELEASED: frozenset({"reservation_id", "compartment", "reason"}),
     EventType.PAYMENT_REQUESTED: frozenset({"reservation_id"}),
+    EventType.PAYMENT_CONFIRMED: frozenset({"reservation_id", "amount", "currency", "ref"}),
     EventType.DOOR_OPENED: frozenset({"compartment", "by"}),
     EventType.DOOR_CLOSED: frozenset({"compartment", "by"}),
     EventType.DOOR_LEFT_OPEN: frozenset({"compartment", "open_s"}),

@@ -96,3 +96,4 @@ class PendingStep:
     barcode: str = ""
     method: str = "code"  # the PickupMethod of a pickup
     opened: bool = False  # the door was seen open (decides crash recovery without a sensor)
+    reason: str = ""  # why staff opened it, for a remote or technician pickup

@@ -13,8 +13,10 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from .cabinet import UnlockResult
+from .flows.handover import expect_handover
 from .logs import fact
 from .model import Actor
+from .reservations import PickupMethod
 from .store import Applied, Transaction
 from .sync.commands import ConfigSet, ConfigValue, DoorOpen, Setting
 
@@ -58,11 +60,22 @@ class CabinetActions:
         self, opens: Sequence[tuple[DoorOpen, Callable[[Transaction], bool]]]
     ) -> None:
         """Commit the intents in one transaction, each after its ``also`` (which may say
-        the command was answered before: then no intent)."""
+        the command was answered before: then no intent). An open for a reservation also
+        writes its pickup step, so the close hands the parcel over (method ``remote``);
+        a reservation not ready in that door opens it all the same, as the operator
+        asked, and completes nothing (logged)."""
 
         def decide(tx: Transaction) -> None:
             for command, also in opens:
                 if also(tx):
+                    if command.reservation_id is not None:
+                        expect_handover(
+                            tx,
+                            command.compartment,
+                            command.reservation_id,
+                            PickupMethod.REMOTE,
+                            command.reason,
+                        )
                     tx.record_unlock_intent(command.compartment, Actor.REMOTE.value, command.reason)
 
         await self.daemon.async_store.write(decide)

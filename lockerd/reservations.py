@@ -9,6 +9,7 @@ Inbound:   reserved --deposit--> ready --pickup--> picked_up
            reserved --cancel--> cancelled        (compartment released)
            reserved --reserved_until passes--> released (reason not_deposited)
            ready --hold passes--> expired --courier retrieves--> returned
+           ready --not taken, then its grace passes--> expired
            ready --cancel--> recalled --courier retrieves--> returned
 Outbound:  booked --drop-off--> dropped_off --courier collects--> collected
            booked --cancel--> cancelled ; booked --reserved_until passes--> released
@@ -20,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from .events import DomainEvent, EventType
+from .events import DomainEvent, EventType, rfc3339_ms
 from .model import CompartmentState, Reach, Size
 from .reach import HEAVY, lowness, within_reach
 
@@ -155,6 +156,14 @@ class Reservation:
     accessible: bool = False
     # the jti of the signed return label that booked it at the cabinet (flows/returns.py)
     return_label: str | None = None
+    # after parcel.not_taken: the code opens until then, not until expires_at (ADR 0024)
+    grace_until: float | None = None
+
+    @property
+    def code_opens_until(self) -> float | None:
+        """When a ready parcel's code stops opening: its hold, or sooner its grace."""
+        ends = [t for t in (self.expires_at, self.grace_until) if t is not None]
+        return min(ends) if ends else None
 
     @property
     def holds_compartment(self) -> bool:
@@ -289,6 +298,8 @@ def deposit(
             "compartment": compartment,
             "barcode": barcode,
             "credential_id": credential_id,
+            # the cloud's "at locker X until D" message needs the pickup deadline
+            "deadline": rfc3339_ms(now + hold),
         },
     )
     return Step(after, (event,))
@@ -309,26 +320,48 @@ def drop_off(reservation: Reservation, now: float) -> Step:
     return Step(after, (event,))
 
 
-def pick_up(reservation: Reservation, method: PickupMethod) -> Step:
+def pick_up(reservation: Reservation, method: PickupMethod, reason: str | None = None) -> Step:
+    """The parcel is out. ``reason``: why staff handed it over (remote or technician)."""
     _require(reservation, "pick up", ReservationState.READY)
     if reservation.awaiting_payment and method in (PickupMethod.CODE, PickupMethod.QR):
         raise TransitionError(f"reservation {reservation.id}: payment not confirmed")
     compartment = _compartment(reservation)
+    handed_over = method in (PickupMethod.REMOTE, PickupMethod.TECHNICIAN)
     event = DomainEvent(
         EventType.PARCEL_PICKED_UP,
-        {"reservation_id": reservation.id, "compartment": compartment, "method": method.value},
+        {
+            "reservation_id": reservation.id,
+            "compartment": compartment,
+            "method": method.value,
+            "reason": (reason or method.value) if handed_over else None,
+        },
     )
     return Step(replace(reservation, state=ReservationState.PICKED_UP), (event,))
 
 
-def not_taken(reservation: Reservation) -> Step:
-    """Door opened and closed, parcel still there: the reservation stays as it is."""
+def not_taken(reservation: Reservation, now: float, grace_s: float) -> Step:
+    """Door opened and closed, parcel still there: the code opens for ``grace_s`` more.
+
+    The grace never lengthens: a second "not taken" within it keeps the first end, so
+    opening and closing again cannot keep a code alive. Past it the parcel expires
+    (:func:`due`) and joins the courier's collection round.
+    """
     _require(reservation, "report not taken", ReservationState.READY)
+    grace_until = now + max(grace_s, 0.0)
+    if reservation.grace_until is not None:
+        grace_until = min(grace_until, reservation.grace_until)
+    after = replace(reservation, grace_until=grace_until)
+    until = after.code_opens_until
+    assert until is not None
     event = DomainEvent(
         EventType.PARCEL_NOT_TAKEN,
-        {"reservation_id": reservation.id, "compartment": _compartment(reservation)},
+        {
+            "reservation_id": reservation.id,
+            "compartment": _compartment(reservation),
+            "code_valid_until": rfc3339_ms(until),
+        },
     )
-    return Step(reservation, (event,))
+    return Step(after, (event,))
 
 
 def retrieve(reservation: Reservation, credential_id: str) -> Step:
@@ -384,7 +417,8 @@ def cancel(reservation: Reservation, version: int) -> Step:
 
 def expire(reservation: Reservation, now: float) -> Step:
     _require(reservation, "expire", ReservationState.READY)
-    if reservation.expires_at is None or now < reservation.expires_at:
+    until = reservation.code_opens_until
+    if until is None or now < until:
         raise TransitionError(f"reservation {reservation.id}: not due to expire")
     event = DomainEvent(
         EventType.RESERVATION_EXPIRED,
@@ -411,7 +445,8 @@ def release_not_deposited(reservation: Reservation, now: float) -> Step:
 def due(reservation: Reservation, now: float) -> bool:
     """Whether the clock says this reservation expires or is released now."""
     if reservation.state is ReservationState.READY:
-        return reservation.expires_at is not None and now >= reservation.expires_at
+        until = reservation.code_opens_until
+        return until is not None and now >= until
     if reservation.state.awaiting_parcel:
         return reservation.reserved_until is not None and now >= reservation.reserved_until
     return False

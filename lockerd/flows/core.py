@@ -133,10 +133,14 @@ class Flows:
             if reservation.state is ReservationState.RESERVED:  # its deposit code matched
                 return prepare_code_deposit(self, tx, reservation)
             assert reservation.compartment is not None
+            if tx.lapse_if_due(reservation.id):  # its hold or its not-taken grace is over
+                return Refused(RefusalReason.CODE_NOT_VALID)
             if reservation.code_only and method is not PickupMethod.CODE:
                 return Refused(RefusalReason.CODE_ONLY)
             if verdict.outcome is CodeOutcome.PAYMENT_REQUIRED and reservation.cod is not None:
                 cod = reservation.cod
+                # they wait at the payment screen as long as a kiosk session lasts
+                tx.await_payment(reservation.id, surface, method, tx.now + self.session_timeout_s)
                 return PaymentRequired(
                     cod.amount, cod.currency, reservation.id, cod.pay_url, offline
                 )
@@ -177,10 +181,13 @@ class Flows:
                 or reservation.compartment is None
             ):
                 return Refused(RefusalReason.CODE_NOT_VALID)
+            if tx.lapse_if_due(reservation.id):
+                return Refused(RefusalReason.CODE_NOT_VALID)
             if reservation.code_only:
                 return Refused(RefusalReason.CODE_ONLY)
             if reservation.awaiting_payment and reservation.cod is not None:
                 cod = reservation.cod
+                tx.await_payment(reservation.id, surface, "qr", tx.now + self.session_timeout_s)
                 tx.emit(
                     DomainEvent(EventType.PAYMENT_REQUESTED, {"reservation_id": reservation.id})
                 )
@@ -265,7 +272,7 @@ class Flows:
         return credential.id
 
     async def technician_open(self, compartment: str, reason: str) -> FlowResult:
-        """Open any compartment, recorded with its reason (completes no reservation)."""
+        """Open any compartment, recorded with its reason (a handover: flows.handover)."""
         if compartment not in {v.id for v in self.cabinet.views()}:
             return Refused(RefusalReason.NO_SUCH_COMPARTMENT, compartment)
         opening = _Open(compartment, Actor.TECHNICIAN, reason or "technician", None, None)
@@ -314,9 +321,8 @@ class Flows:
 
     # ------------------------------------------------------------ helpers
 
-    @staticmethod
     def _settle(
-        tx: Transaction, pending: PendingStep, occupancy: Occupancy | None, seen_open: bool
+        self, tx: Transaction, pending: PendingStep, occupancy: Occupancy | None, seen_open: bool
     ) -> None:
         present = occupancy is Occupancy.PRESENT
         empty = occupancy is Occupancy.EMPTY
@@ -338,9 +344,9 @@ class Flows:
                 # empty: the courier closed the door without the parcel; the booking waits
             elif pending.expect is Expect.PICKUP:
                 if empty or (no_sensor and seen_open):
-                    tx.pick_up(rid, PickupMethod(pending.method))
+                    tx.pick_up(rid, PickupMethod(pending.method), pending.reason or None)
                 elif present and seen_open:
-                    tx.not_taken(rid)
+                    tx.not_taken(rid, self.not_taken_grace_s)
             elif not present and (seen_open or empty):
                 if pending.expect is Expect.RETRIEVE:
                     tx.retrieve(rid, pending.credential_id)

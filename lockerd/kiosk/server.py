@@ -18,7 +18,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import WSMsgType, web
@@ -29,7 +29,6 @@ from drivers.scanner import Scan, SerialScanner
 from .. import status
 from ..cabinet import DoorClosed
 from ..config import SecondFactor
-from ..events import StoredEvent
 from ..flows.returns import scanned_token
 from ..logs import fact
 from ..qr import looks_like_token
@@ -49,6 +48,7 @@ from .http import (
     send,
 )
 from .info import kiosk_info
+from .payment import PaymentScreens
 from .pickup import Pickups
 from .reminders import Reminders
 from .screens import Screen, screen_for, service_cell
@@ -110,6 +110,7 @@ class KioskServer:
         phone = daemon.config.pickup.second_factor is SecondFactor.PHONE_LAST4
         self.pickups = Pickups(self._flows, second_factor=phone)
         self.reminders = Reminders()
+        self.payments = PaymentScreens(self)
 
     # ------------------------------------------------------------ life
 
@@ -149,7 +150,7 @@ class KioskServer:
         self._unsubscribers = [
             hardware.on_door_closed(self._door_closed),
             hardware.on_change(self._hardware_changed),
-            self.daemon.async_store.subscribe(self._committed),
+            self.daemon.async_store.subscribe(self.payments.committed),
             self.daemon.async_store.subscribe(self.reminders.committed),
         ]
         # A stuck client connection must not hold the daemon's shutdown for a minute.
@@ -210,6 +211,7 @@ class KioskServer:
     async def _close_session(self, session: KioskSession, why: str) -> None:
         self.sessions.pop(session.id, None)
         self.daemon.hardware.someone_at_screen(bool(self.sessions))
+        await self.payments.left(session)
         if session.courier is not None:
             with contextlib.suppress(Exception):
                 session.courier.end()
@@ -258,11 +260,6 @@ class KioskServer:
         if any(s.role is Role.TECHNICIAN and s.sockets for s in self.sessions.values()):
             self._soon("picture", self._push_picture)
 
-    def _committed(self, _events: Sequence[StoredEvent]) -> None:
-        """After any commit: a cash-on-delivery parcel just paid opens for who waits."""
-        if any(s.payment_reservation is not None for s in self.sessions.values()):
-            self._soon("payments", self._check_payments)
-
     def _soon(self, name: str, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run ``work`` once, soon, however many changes ask for it meanwhile (it reads the
         store off the loop, so listeners, which must not wait, hand it to a task)."""
@@ -285,20 +282,6 @@ class KioskServer:
         for session in self.sessions.values():
             if session.role is Role.TECHNICIAN and session.sockets:
                 self._push(session, {"type": "cabinet", "cabinet": picture})
-
-    async def _check_payments(self) -> None:
-        waiting = {s.payment_reservation for s in self.sessions.values()} - {None}
-        paid = await self.daemon.async_store.read(
-            lambda store: {
-                rid
-                for rid in waiting
-                if (r := store.reservation(str(rid))) is not None and not r.awaiting_payment
-            }
-        )
-        for session in self.sessions.values():
-            if session.payment_reservation in paid:
-                session.payment_reservation = None
-                self._push(session, {"type": "payment.confirmed", "message": "payment.confirmed"})
 
     # ------------------------------------------------------------ scanner and keypad
 
@@ -548,6 +531,7 @@ class KioskServer:
                 # The page sends "ping" on touches so a person reading stays in session.
                 if msg.type == WSMsgType.TEXT and msg.data == "ping":
                     session.last_active = self.monotonic()
+                    self.payments.still_there(session)
         finally:
             session.sockets.discard(ws)
         return ws

@@ -64,6 +64,11 @@ def _parser() -> argparse.ArgumentParser:
     open_ = add("open", "open one compartment's door (recorded as a technician action)")
     open_.add_argument("id")
     open_.add_argument("--reason", required=True)
+    open_.add_argument(
+        "--reservation",
+        metavar="ID",
+        help="hand this reservation's parcel over: the close completes its pickup",
+    )
     service = add("service", "take a compartment out of service (off) or back (on)")
     service.add_argument("id")
     service.add_argument("mode", choices=["off", "on"])
@@ -299,7 +304,9 @@ def _doors(ctx: Context) -> int:
 
 
 def _open(ctx: Context) -> int:
-    result = ctx.call("open", id=ctx.args.id, reason=ctx.args.reason)
+    result = ctx.call(
+        "open", id=ctx.args.id, reason=ctx.args.reason, reservation=ctx.args.reservation
+    )
     _out(ctx, result, lambda r: f"{r['compartment']}: {r['result']}")
     return 0
 

@@ -36,6 +36,7 @@ from ..model import Actor, CompartmentState, DoorState, Occupancy
 from . import metrics
 from .database import backup, verify
 from .gate import Gate, peer_of
+from .handover import handover_open
 from .protocol import MAX_LINE, ProtocolError, Refused, decode, encode
 
 if TYPE_CHECKING:
@@ -317,6 +318,8 @@ class MaintenanceServer:
         cid = self._compartment(request)
         reason = self._reason(request)
         fact(log, "technician.open", compartment=cid, reason=reason)
+        if request.get("reservation") is not None:
+            return await handover_open(self.daemon.flows, cid, reason, request["reservation"])
         # The unlock intent (committed before the pulse) keeps actor and reason; the
         # door.opened event that follows says by=technician.
         outcome = await self.daemon.hardware.unlock(cid, Actor.TECHNICIAN, reason)

@@ -6,6 +6,7 @@ by the pure module lockerd.reservations; this part reads and writes its rows."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
 
 from .. import reservations as life
@@ -145,7 +146,12 @@ class BookingRows(DepositRows):
         return Applied.applied()
 
     def confirm_payment(self, reservation_id: str, amount: int, currency: str, ref: str) -> Applied:
-        """``payment.confirmed``: the parcel may now be opened with its code."""
+        """``payment.confirmed``: the parcel may now be opened with its code.
+
+        The reference is kept and ``payment.confirmed`` stored in the chain, so one order
+        matches one payment at reconciliation: the same reference again changes nothing,
+        another one for a parcel already paid is refused (a second payment to refund).
+        """
         current = self.reservation(reservation_id)
         if current is None:
             return Applied.rejected("unknown reservation")
@@ -155,9 +161,64 @@ class BookingRows(DepositRows):
             return Applied.rejected("amount or currency differs from the booking")
         if current.state.finished:
             return Applied.rejected(f"reservation is {current.state.value}")
-        if not current.paid:
-            self._save(replace(current, paid=True))
+        if current.paid:
+            row = self._x(
+                "SELECT ref FROM payments WHERE reservation_id = ?", (reservation_id,)
+            ).fetchone()
+            if row is not None and row[0] != ref:
+                return Applied.rejected("already paid under another reference")
+            return Applied.applied()
+        self._save(replace(current, paid=True))
+        self._x(
+            "INSERT OR REPLACE INTO payments"
+            " (reservation_id, amount, currency, ref, confirmed_at) VALUES (?, ?, ?, ?, ?)",
+            (reservation_id, amount, currency, ref, self.now),
+        )
+        self.emit(
+            DomainEvent(
+                EventType.PAYMENT_CONFIRMED,
+                {
+                    "reservation_id": reservation_id,
+                    "amount": amount,
+                    "currency": currency,
+                    "ref": ref,
+                },
+            )
+        )
         return Applied.applied()
+
+    # --- a person waiting at the cabinet for their payment -------------------------------
+
+    def await_payment(self, reservation_id: str, surface: str, method: str, until: float) -> None:
+        """Note that the person who gave this parcel's code waits for its payment."""
+        self._x(
+            "INSERT OR REPLACE INTO payment_waits (reservation_id, surface, method, until)"
+            " VALUES (?, ?, ?, ?)",
+            (reservation_id, surface, str(method), until),
+        )
+
+    def take_payment_wait(self, reservation_id: str) -> tuple[str, str] | None:
+        """The surface and method of a wait still live for this parcel, used up; else None."""
+        row = self._x(
+            "SELECT surface, method, until FROM payment_waits WHERE reservation_id = ?",
+            (reservation_id,),
+        ).fetchone()
+        self._x("DELETE FROM payment_waits WHERE reservation_id = ?", (reservation_id,))
+        if row is None or row[2] <= self.now:
+            return None
+        return str(row[0]), str(row[1])
+
+    def extend_payment_waits(self, reservation_ids: Sequence[str], until: float) -> None:
+        for reservation_id in reservation_ids:
+            self._x(
+                "UPDATE payment_waits SET until = max(until, ?) WHERE reservation_id = ?",
+                (until, reservation_id),
+            )
+
+    def drop_payment_waits(self, reservation_ids: Sequence[str]) -> None:
+        """The people waiting for these have left: a payment now opens nothing."""
+        for reservation_id in reservation_ids:
+            self._x("DELETE FROM payment_waits WHERE reservation_id = ?", (reservation_id,))
 
     def set_service(self, compartment: str, in_service: bool, reason: str, by: str) -> Applied:
         """``compartment.service`` (cloud, technician or courier report); emits its event."""
@@ -216,11 +277,28 @@ class BookingRows(DepositRows):
     def drop_off(self, reservation_id: str) -> StoredEvent:
         return self._step(life.drop_off(self._require(reservation_id), self.now))[0]
 
-    def pick_up(self, reservation_id: str, method: PickupMethod) -> StoredEvent:
-        return self._step(life.pick_up(self._require(reservation_id), method))[0]
+    def pick_up(
+        self, reservation_id: str, method: PickupMethod, reason: str | None = None
+    ) -> StoredEvent:
+        return self._step(life.pick_up(self._require(reservation_id), method, reason))[0]
 
-    def not_taken(self, reservation_id: str) -> StoredEvent:
-        return self._step(life.not_taken(self._require(reservation_id)))[0]
+    def not_taken(self, reservation_id: str, grace_s: float) -> StoredEvent:
+        step = life.not_taken(self._require(reservation_id), self.now, grace_s)
+        return self._step(step)[0]
+
+    def lapse_if_due(self, reservation_id: str) -> bool:
+        """Expire (or release) this reservation now if its deadline or grace has passed.
+
+        Checked when its code is given, so a deadline holds to the second rather than
+        to the next housekeeping round; a clock that cannot be right enforces none.
+        """
+        current = self.reservation(reservation_id)
+        if current is None or not life.due(current, self.now):
+            return False
+        if not self._store.clock_trusted(self.now):
+            return False
+        self._step(life.lapse(current, self.now))
+        return True
 
     def retrieve(self, reservation_id: str, credential_id: str) -> StoredEvent:
         return self._step(life.retrieve(self._require(reservation_id), credential_id))[0]
@@ -245,10 +323,10 @@ class BookingRows(DepositRows):
             return []
         rows = self._rows(
             "SELECT * FROM reservations WHERE"
-            " (state = 'ready' AND expires_at <= ?)"
+            " (state = 'ready' AND (expires_at <= ? OR grace_until <= ?))"
             " OR (state IN ('reserved', 'booked') AND reserved_until <= ?)"
             " ORDER BY id",
-            (self.now, self.now),
+            (self.now, self.now, self.now),
         )
         events: list[StoredEvent] = []
         for row in rows:
@@ -320,12 +398,13 @@ class BookingRows(DepositRows):
             reservation.phone_hash,
             int(reservation.accessible),
             reservation.return_label,
+            reservation.grace_until,
         )
         columns = (
             "version, kind, state, size, compartment, compartment_named, code_hash,"
             " reserved_until, hold_s, sensitive, cod_amount, cod_currency, cod_pay_url, paid,"
             " code_only, deposited_at, deposited_by, expires_at, updated_at, phone_hash,"
-            " accessible, return_label"
+            " accessible, return_label, grace_until"
         )
         if insert:
             marks = ", ".join("?" * (len(values) + 1))

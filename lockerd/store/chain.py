@@ -165,8 +165,8 @@ class TransactionBase:
             return False
         self._x(
             "INSERT OR REPLACE INTO pending_steps"
-            " (compartment, expect, reservation_id, credential_id, barcode, method, opened)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            " (compartment, expect, reservation_id, credential_id, barcode, method, opened,"
+            " reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 step.compartment,
                 step.expect.value,
@@ -175,6 +175,7 @@ class TransactionBase:
                 step.barcode,
                 step.method,
                 int(step.opened),
+                step.reason,
             ),
         )
         return True

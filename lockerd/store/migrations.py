@@ -171,10 +171,31 @@ ALTER TABLE reservations ADD COLUMN phone_hash TEXT;
 CREATE INDEX reservations_code_phone ON reservations (code_hash, phone_hash);
 """
 
-# Number 4 belongs to a change made in parallel (issue 13's grace and remote pickups).
-# Until it lands it stands here as an empty placeholder, so this one keeps its number;
-# whoever lands it replaces the placeholder with their migration.
-_0004_PLACEHOLDER = ""
+_0004_GRACE_PAYMENTS_HANDOVERS = """
+-- After parcel.not_taken the code opens only until grace_until (docs/adr/0024); past
+-- it the reservation expires and waits for the courier's collection round.
+ALTER TABLE reservations ADD COLUMN grace_until REAL;
+-- Why a remote or technician open completes a pickup: carried to parcel.picked_up.
+ALTER TABLE pending_steps ADD COLUMN reason TEXT NOT NULL DEFAULT '';
+-- The cloud's confirmation of a cash-on-delivery payment, kept for reconciliation:
+-- one reference per order (a second, different one is refused).
+CREATE TABLE payments (
+    reservation_id TEXT PRIMARY KEY REFERENCES reservations (id) ON DELETE CASCADE,
+    amount INTEGER NOT NULL,
+    currency TEXT NOT NULL,
+    ref TEXT NOT NULL,
+    confirmed_at REAL NOT NULL
+);
+-- A person who gave a right code for an unpaid parcel and waits at the cabinet: when
+-- the payment is confirmed before ``until`` the door opens for them, on the surface
+-- and with the method they used. Past ``until`` (or once they leave) it opens nothing.
+CREATE TABLE payment_waits (
+    reservation_id TEXT PRIMARY KEY REFERENCES reservations (id) ON DELETE CASCADE,
+    surface TEXT NOT NULL,
+    method TEXT NOT NULL,
+    until REAL NOT NULL
+);
+"""
 
 _0005_DEPOSIT_CODES_GROUPS_UNBOOKED = """
 -- Issue 13, items 3 to 5 (docs/adr/0025). Kept beside the reservations table rather than
@@ -219,7 +240,7 @@ MIGRATIONS: tuple[str, ...] = (
     _0001_INITIAL,
     _0002_PENDING_STEPS,
     _0003_SECOND_FACTOR,
-    _0004_PLACEHOLDER,
+    _0004_GRACE_PAYMENTS_HANDOVERS,
     _0005_DEPOSIT_CODES_GROUPS_UNBOOKED,
     _0006_RETURNS_AND_REACH,
 )

@@ -39,6 +39,7 @@ def pending_step_of(row: sqlite3.Row) -> PendingStep:
         barcode=row["barcode"],
         method=row["method"],
         opened=bool(row["opened"]),
+        reason=row["reason"],
     )
 
 
@@ -83,6 +84,7 @@ def reservation_of(conn: sqlite3.Connection, row: sqlite3.Row) -> Reservation:
         phone_hash=row["phone_hash"],
         accessible=bool(row["accessible"]),
         return_label=row["return_label"],
+        grace_until=row["grace_until"],
     )
 
 

@@ -1,0 +1,63 @@
+"""Cash on delivery, continued: the door opens for the person who waits for the payment.
+
+A right code for an unpaid parcel writes a ``payment_waits`` row (the surface and the
+method they used, and how long the screen waits) in the transaction that answers them.
+When ``payment.confirmed`` commits, :func:`resume_after_payment` uses that row up and
+opens the door in one transaction, whichever surface the code came from (the page,
+the keypad, the scanner): the promise is a row, not something a page or a task keeps.
+A crash in between leaves the row to lapse: nothing opens by itself after a restart,
+and the parcel, now paid, opens with its code.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ..logs import fact
+from ..model import Actor, Expect, PendingStep
+from ..reservations import ReservationState
+from ..store import Transaction
+from .core import Flows, _intend, _Open
+from .results import FlowResult, RefusalReason, Refused
+
+log = logging.getLogger("lockerd.flows")
+
+
+async def resume_after_payment(flows: Flows, reservation_id: str) -> FlowResult | None:
+    """Open the paid parcel's door if its recipient still waits; None if nobody does."""
+
+    def decide(tx: Transaction) -> FlowResult | _Open | None:
+        waiting = tx.take_payment_wait(reservation_id)
+        if waiting is None:
+            return None
+        surface, method = waiting
+        reservation = tx.reservation(reservation_id)
+        if (
+            reservation is None
+            or reservation.state is not ReservationState.READY
+            or reservation.compartment is None
+            or reservation.awaiting_payment
+        ):
+            return None
+        if tx.lapse_if_due(reservation_id):
+            return Refused(RefusalReason.CODE_NOT_VALID)
+        cid = reservation.compartment
+        step = PendingStep(cid, Expect.PICKUP, reservation_id, method=method)
+        if not tx.expect_step(step):
+            return Refused(RefusalReason.DOOR_BUSY, cid)
+        fact(log, "payment.resumed", compartment=cid, surface=surface, method=method)
+        return _intend(tx, _Open(cid, Actor.RECIPIENT, "pickup", reservation_id, reservation.size))
+
+    decided = await flows.store.write(decide)
+    return None if decided is None else await flows._carry_out(decided)
+
+
+async def keep_waiting(flows: Flows, reservation_ids: list[str]) -> None:
+    """The person at the payment screen asked for more time: their waits last longer."""
+    until = flows.clock.wall() + flows.session_timeout_s
+    await flows.store.write(lambda tx: tx.extend_payment_waits(reservation_ids, until))
+
+
+async def stop_waiting(flows: Flows, reservation_ids: list[str]) -> None:
+    """The person left (finished, timed out): a payment now opens nothing."""
+    await flows.store.write(lambda tx: tx.drop_payment_waits(reservation_ids))
