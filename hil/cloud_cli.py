@@ -5,6 +5,9 @@
     python -m hil cloud send reservation.upsert --data '{...}' --pickup-code 40417
         --phone-last4 0912                      codes sent as their keyed hashes
     python -m hil cloud send reservation.upsert --data '{...}' --accessible   within reach only
+    python -m hil cloud send door.open --compartment A01 --reason "ID checked" --reservation R-1
+    python -m hil cloud send payment.confirmed --reservation R-1 --amount 1250 --currency EUR \
+        --ref PAY-1
     python -m hil cloud token --cabinet CAB-0042   a one-time enrolment token
     python -m hil cloud return-label --reservation RET-7 --size M   a sender's return label
 
@@ -140,6 +143,10 @@ def add_parser(subparsers: Any) -> None:
         action="store_true",
         help="reservation.upsert: only a compartment within reach (low or middle)",
     )
+    send.add_argument("--reservation", help="reservation_id (door.open: hand its parcel over)")
+    send.add_argument("--amount", type=int, help="payment.confirmed: minor units")
+    send.add_argument("--currency", help="payment.confirmed: ISO 4217 code")
+    send.add_argument("--ref", help="payment.confirmed: the payment's reference")
     send.add_argument("--data", default="{}", help="the command's data as a JSON object")
     send.add_argument(
         "--pickup-code", help="reservation.upsert: the pickup code, sent as pickup_code_hash"
@@ -287,6 +294,14 @@ def command_data(args: argparse.Namespace, code_key: bytes | None = None) -> dic
         data["in_service"] = args.in_service == "yes"
     if getattr(args, "accessible", False):
         data["accessible"] = True
+    for option, key in (
+        ("reservation", "reservation_id"),
+        ("amount", "amount"),
+        ("currency", "currency"),
+        ("ref", "ref"),
+    ):
+        if getattr(args, option, None) is not None:
+            data[key] = getattr(args, option)
     if args.command == "door.open":
         data.setdefault("reservation_id", None)
     # Codes typed in clear here leave only as the contract's keyed hashes.

@@ -88,7 +88,9 @@ async def test_courier_deposits_many_then_recipient_picks_up(rig: Rig) -> None:
     await rig.close("A01", parcel=False)
     assert rig.state("R1") is ReservationState.PICKED_UP
     picked = rig.events("parcel.picked_up")
-    assert picked == [{"reservation_id": "R1", "compartment": "A01", "method": "code"}]
+    assert picked == [
+        {"reservation_id": "R1", "compartment": "A01", "method": "code", "reason": None}
+    ]
     # already collected: a refusal, not an open door
     pulses = len(rig.sim.pulses()["A01"])
     assert await rig.flows.pickup("kiosk", "123456") == Refused(RefusalReason.CODE_NOT_VALID)

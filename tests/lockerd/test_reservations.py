@@ -19,6 +19,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from lockerd.clock import ManualClock
 from lockerd.codes import CodeKey, Purpose
+from lockerd.events import rfc3339_ms
 from lockerd.model import CompartmentState, Size
 from lockerd.reservations import (
     Booking,
@@ -228,6 +229,28 @@ class Cabinet(RuleBasedStateMachine):
     def pick_up(self, rid: str, method: PickupMethod) -> None:
         self.attempt("pick_up", rid, method)
 
+    @rule(rid=st.sampled_from(IDS), grace=st.sampled_from([0, 1, 300, 7200]))
+    def not_taken_grace(self, rid: str, grace: int) -> None:
+        """Opened and closed with the parcel inside: the code opens only for the grace."""
+        before = self.snapshot()
+        r = self.store.reservation(rid)
+        try:
+            with self.store.transaction() as tx:
+                tx.not_taken(rid, grace)
+        except TransitionError:
+            assert r is None or r.state is not S.READY
+            self.check_step(before)
+            return
+        self.check_step(before, also=("parcel.not_taken",))
+        after = self.store.reservation(rid)
+        assert after is not None and r is not None and after.grace_until is not None
+        # the grace never lengthens, and never outlives the hold
+        assert after.grace_until <= self.clock.wall() + grace
+        if r.grace_until is not None:
+            assert after.grace_until <= r.grace_until
+        until = after.code_opens_until
+        assert until is not None and r.expires_at is not None and until <= r.expires_at
+
     @rule(rid=st.sampled_from(IDS))
     def retrieve(self, rid: str) -> None:
         self.attempt("retrieve", rid, "C-2")
@@ -243,6 +266,11 @@ class Cabinet(RuleBasedStateMachine):
         with self.store.transaction() as tx:
             tx.expire_due()
         self.check_step(before)
+        for rid in IDS:  # no code opens past its hold or its not-taken grace
+            r = self.store.reservation(rid)
+            if r is not None and r.state is S.READY:
+                until = r.code_opens_until
+                assert until is None or until > self.clock.wall()
 
     @precondition(lambda self: True)
     @rule(rid=st.sampled_from(IDS))
@@ -345,6 +373,7 @@ def test_inbound_life_with_exact_events(store: Store) -> None:
         "compartment": "A01",
         "barcode": "BC-R-1",
         "credential_id": "C-9",
+        "deadline": rfc3339_ms(clock.wall() + 3600),  # the store's hold in these tests
     }
     clock.advance(61)
     with store.transaction() as tx:

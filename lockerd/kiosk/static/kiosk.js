@@ -129,8 +129,7 @@
     } else if (msg.type === "payment.confirmed") {
       put($("payment-state"), "payment.confirmed");
       say("payment.confirmed", {}, "good");
-      // The code was right and the parcel is paid: ask again for the same code to open.
-      if (state.lastCode) api("POST", "/api/pickup", { code: state.lastCode, phone_last4: state.lastPhone }).then(render);
+      // The door opens by itself: the server pushes the open door's screen next.
     } else if (msg.type === "screen") {
       render(msg);
     } else if (msg.type === "cabinet") {
@@ -352,15 +351,13 @@
                     phone: ["/api/pickup", { phone_last4: code }],
                     deposit: ["/api/deposit", { code }] };
     const [path, body] = paths[state.entry] || paths.pickup;
-    if (state.entry === "pickup") state.lastCode = code;
-    if (state.entry === "phone") state.lastPhone = code;
     try { render(await api("POST", path, body)); }
     catch (e) { say("error.network", {}, "bad"); }
     $("code").value = "";
   }
 
   function reset() {
-    state.mode = null; state.entry = null; state.lastCode = null; state.lastPhone = null; state.selected = null; state.cabinet = null;
+    state.mode = null; state.entry = null; state.selected = null; state.cabinet = null;
     state.round = null;
     $("code").value = ""; $("barcode").value = ""; $("return-label").value = "";
     show("home");
