@@ -155,14 +155,15 @@ async def test_book_deposit_pick_up_and_remote_open_through_the_cloud(world: Wor
     )
     sim.close_door(cid)
     await world.cloud.wait_for(lambda: bool(world.events("parcel.deposited")), what="deposit")
-    assert world.events("parcel.deposited") == [
-        {
-            "reservation_id": "R-1",
-            "compartment": cid,
-            "barcode": "JB0000001",
-            "credential_id": "C-9",
-        }
-    ]
+    [deposited] = world.events("parcel.deposited")
+    deadline = deposited.pop("deadline")  # tests/e2e/test_flows_cloud.py checks its value
+    assert isinstance(deadline, str)
+    assert deposited == {
+        "reservation_id": "R-1",
+        "compartment": cid,
+        "barcode": "JB0000001",
+        "credential_id": "C-9",
+    }
 
     # The recipient types the code from the SMS; the parcel is taken and the door closed.
     result = await daemon.flows.pickup("keypad", "0042")
@@ -172,7 +173,7 @@ async def test_book_deposit_pick_up_and_remote_open_through_the_cloud(world: Wor
     sim.close_door(cid)
     await world.cloud.wait_for(lambda: bool(world.events("parcel.picked_up")), what="pickup")
     assert world.events("parcel.picked_up") == [
-        {"reservation_id": "R-1", "compartment": cid, "method": "code"}
+        {"reservation_id": "R-1", "compartment": cid, "method": "code", "reason": None}
     ]
 
     # A wrong code never opens anything, and the cloud hears about it (never the code).

@@ -66,6 +66,7 @@ async def hold_timers(page: Any) -> None:
 
 
 STATUS = ("refused.", "error.", "throttle.", "scan.", "session.", "payment.required")
+STATUS += ("payment.door_opened",)
 STATUS += ("door.opened", "door.closed", "parcel.deposited", "service.done")
 
 
@@ -182,6 +183,37 @@ async def test_payment_screens(cabinet: Cabinet, browser: Any, online: bool) -> 
     tour = Tour(page)
     await tour.visit("payment-" + ("online" if online else "offline"))
     tour.assert_clean()
+
+
+async def test_payment_continuation_screen_after_a_keypad_code(
+    cabinet: Cabinet, browser: Any
+) -> None:
+    """The code typed on the physical keypad, the payment confirmed: the door opens by
+    itself and the screen says so (nothing re-sends the code)."""
+    cod = Cod(amount=1250, currency="EUR", pay_url="https://pay.example/p/R-6")
+    cid = await cabinet.ready("R-6", "666666", "PARCEL-6", cod=cod)
+    cabinet.daemon.flows.online = lambda: True
+    page = await open_page(browser, cabinet)
+    await page.click("button[data-go=pickup]")
+    kiosk = cabinet.kiosk
+    # the page's session is the one in front of the keypad, its push socket open
+    await wait_for(lambda: any(s.sockets for s in kiosk.sessions.values()))
+    assert kiosk.current is not None and kiosk.sessions[kiosk.current].sockets
+    await kiosk.physical_entry("666666", "keypad")
+    await page.wait_for_selector("body[data-screen=payment]")
+    pulses = len(cabinet.sim.pulses().get(cid, []))
+    with cabinet.daemon.store.transaction() as tx:
+        assert tx.confirm_payment("R-6", 1250, "EUR", "pay-ref-6").status.value == "applied"
+    await page.wait_for_selector("body[data-screen=door_open]")
+    assert await message_key(page) == "payment.door_opened"
+    assert await page.text_content("#door-compartment") == cid
+    await wait_for(lambda: len(cabinet.sim.pulses().get(cid, [])) > pulses)
+    await hold_timers(page)
+    tour = Tour(page)
+    await tour.visit("payment-door-open")
+    tour.assert_clean()
+    await cabinet.close(cid, parcel=False)
+    await wait_for(lambda: cabinet.state("R-6") is ReservationState.PICKED_UP)
 
 
 async def test_courier_and_service_screens(cabinet: Cabinet, browser: Any) -> None:
