@@ -105,6 +105,19 @@ async def test_send_a_command_from_the_command_line(tmp_path: Path, broker: Mosq
         assert [c.state.value for c in cab.store.compartments() if c.id == "A02"] == [
             "out_of_service"
         ]
+        # issue 13's options: a door opened for a reservation, a payment with its reference
+        for args in (
+            ["door.open", "--compartment", "A01", "--reason", "ID checked", "--reservation",
+             "R-NONE"],
+            ["payment.confirmed", "--reservation", "R-NONE", "--amount", "1250", "--currency",
+             "EUR", "--ref", "PAY-1"],
+        ):  # fmt: skip
+            sent = await hil_cloud("send", *args, "--cabinet", "CAB-CLI", *common)
+            out, err = await asyncio.wait_for(sent.communicate(), 30)
+            assert sent.returncode in (0, 1), err.decode()
+            # signed, verified and read as valid data: the answer is the cabinet's own (this
+            # test cabinet opens no doors; the store knows no such reservation)
+            assert b"not available on this cabinet" in out or b"unknown reservation" in out, out
         bad = await hil_cloud("send", "state.request", "--data", "[1]", *common)
         _, err = await asyncio.wait_for(bad.communicate(), 30)
         assert bad.returncode == 2 and b"--data must be a JSON object" in err

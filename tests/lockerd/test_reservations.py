@@ -518,7 +518,62 @@ def test_cash_on_delivery_needs_the_payment(store: Store) -> None:
             tx.pick_up("R-1", PickupMethod.CODE)
         assert tx.confirm_payment("R-1", 1000, "EUR", "ref").status is ApplyStatus.REJECTED
         assert tx.confirm_payment("R-1", 1250, "EUR", "ref").status is ApplyStatus.APPLIED
+        # the same payment again: nothing new; another one for a paid order: refused
+        assert tx.confirm_payment("R-1", 1250, "EUR", "ref").status is ApplyStatus.APPLIED
+        second = tx.confirm_payment("R-1", 1250, "EUR", "ref-2")
+        assert second.status is ApplyStatus.REJECTED and "another reference" in str(second.reason)
         assert tx.pick_up("R-1", PickupMethod.CODE).data["method"] == "code"
+    confirmed = [e for e in store.events_after(0, 100) if e.type == "payment.confirmed"]
+    assert [e.data for e in confirmed] == [
+        {"reservation_id": "R-1", "amount": 1250, "currency": "EUR", "ref": "ref"}
+    ]
+    with store.transaction() as tx:
+        row = tx._x("SELECT amount, currency, ref FROM payments WHERE reservation_id = 'R-1'")
+        assert tuple(row.fetchone()) == (1250, "EUR", "ref")  # kept for reconciliation
+
+
+def test_a_payment_wait_opens_only_while_it_lasts(store: Store) -> None:
+    clock = store.clock
+    assert isinstance(clock, ManualClock)
+    with store.transaction() as tx:
+        tx.upsert_reservation(booking("R-1", 1, ReservationKind.INBOUND, Size.S, "A01", 1e10))
+        tx.upsert_reservation(booking("R-2", 1, ReservationKind.INBOUND, Size.S, "A02", 1e10))
+        tx.await_payment("R-1", "keypad", "code", clock.wall() + 60)
+        tx.await_payment("R-2", "kiosk", "code", clock.wall() + 60)
+        tx.extend_payment_waits(["R-2"], clock.wall() + 600)
+    clock.advance(61)
+    with store.transaction() as tx:
+        assert tx.take_payment_wait("R-1") is None  # lapsed, and gone
+        assert tx.take_payment_wait("R-2") == ("kiosk", "code")  # extended; used up
+        assert tx.take_payment_wait("R-2") is None
+        tx.await_payment("R-1", "scanner", "qr", clock.wall() + 60)
+        tx.drop_payment_waits(["R-1"])  # the person left
+        assert tx.take_payment_wait("R-1") is None
+
+
+def test_lapse_if_due_enforces_the_grace_at_once_and_never_on_a_wrong_clock(
+    store: Store,
+) -> None:
+    clock = store.clock
+    assert isinstance(clock, ManualClock)
+    with store.transaction() as tx:
+        tx.upsert_reservation(booking("R-1", 1, ReservationKind.INBOUND, Size.S, "A01", 1e10))
+        tx.deposit("R-1", "BC", "C-1")
+        event = tx.not_taken("R-1", 30)
+        assert event.data["code_valid_until"] == rfc3339_ms(clock.wall() + 30)
+        assert not tx.lapse_if_due("R-1")  # within the grace
+    clock.advance(31)
+    with store.transaction() as tx:
+        assert tx.lapse_if_due("R-1")
+        assert tx.reservation("R-1").state is ReservationState.EXPIRED  # type: ignore[union-attr]
+    with store.transaction() as tx:
+        tx.upsert_reservation(booking("R-2", 1, ReservationKind.INBOUND, Size.S, "A02", 1e10))
+        tx.deposit("R-2", "BC", "C-1")
+        tx.not_taken("R-2", 0)
+    clock.jump_wall(5 * 365 * 86400)  # a clock that leapt years ahead: nothing lapses
+    with store.transaction() as tx:
+        assert not tx.lapse_if_due("R-2")
+        assert tx.reservation("R-2").state is ReservationState.READY  # type: ignore[union-attr]
 
 
 def test_compartment_removed_from_config_is_reported_not_dropped(store: Store) -> None:

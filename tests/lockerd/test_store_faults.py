@@ -22,7 +22,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from lockerd.flows import CourierSession, Opened
+from lockerd.flows import CourierSession, Opened, PaymentRequired
+from lockerd.flows.handover import technician_handover as technician_handover_open
+from lockerd.flows.payment import resume_after_payment
 from lockerd.model import Size
 from lockerd.remote import CabinetActions
 from lockerd.reservations import Cod, ReservationKind, ReservationState
@@ -75,6 +77,8 @@ FACT_TYPES = (
     "parcel.retrieved",
     "parcel.collected",
     "reservation.expired",
+    "parcel.not_taken",
+    "payment.confirmed",
 )
 
 
@@ -185,6 +189,57 @@ async def remote_open(rig: Rig) -> None:
     await rig.close("A06", parcel=None)
 
 
+async def remote_handover(rig: Rig) -> None:
+    cloud(lambda: rig.book("R1", "123456", size=Size.S, barcodes=("PKG-1",)))
+    await _deposited(rig, "PKG-1")
+    actions = CabinetActions(rig.daemon)
+    command = DoorOpen("A01", "lost code, passport checked", "R1")
+    applied = await person(lambda: actions.open_door(command))
+    assert applied.status.value == "applied", applied
+    await rig.close("A01", parcel=False)
+
+
+async def technician_handover(rig: Rig) -> None:
+    cloud(lambda: rig.book("R1", "123456", size=Size.S, barcodes=("PKG-1",)))
+    await _deposited(rig, "PKG-1")
+    opened = await person(lambda: technician_handover_open(rig.flows, "A01", "ID seen", "R1"))
+    assert isinstance(opened, Opened), opened
+    await rig.close("A01", parcel=False)
+
+
+async def not_taken_grace(rig: Rig) -> None:
+    cloud(lambda: rig.book("R1", "123456", size=Size.S, barcodes=("PKG-1",)))
+    await _deposited(rig, "PKG-1")
+    rig.flows.not_taken_grace_s = 0
+    opened = await person(lambda: rig.flows.pickup("kiosk", "123456"))
+    assert isinstance(opened, Opened), opened
+    await rig.close("A01", parcel=None)
+    await settled(rig)
+    refused = await person(lambda: rig.flows.pickup("kiosk", "123456"))
+    assert not isinstance(refused, Opened), refused
+    session = await login(rig)
+    collection = await person(session.collect_all)
+    assert not isinstance(collection, Exception)
+    for opened in getattr(collection, "opened", ()):
+        await rig.close(opened.compartment, parcel=False)
+
+
+async def payment_continuation(rig: Rig) -> None:
+    cod = Cod(1500, "EUR", "https://pay.example/R1")
+    cloud(lambda: rig.book("R1", "123456", size=Size.S, barcodes=("PKG-1",), cod=cod))
+    await _deposited(rig, "PKG-1")
+    waiting = await person(lambda: rig.flows.pickup("keypad", "123456"))
+    assert isinstance(waiting, PaymentRequired), waiting
+    await person(
+        lambda: rig.daemon.async_store.write(
+            lambda tx: tx.confirm_payment("R1", 1500, "EUR", "pay-1")
+        )
+    )
+    opened = await person(lambda: resume_after_payment(rig.flows, "R1"))
+    assert isinstance(opened, Opened), opened
+    await rig.close(opened.compartment, parcel=False)
+
+
 async def forced_door(rig: Rig) -> None:
     rig.sim.force_open("A07")
     await wait_for(lambda: rig.daemon.hardware.supervisor.view("A07").door.value == "open")
@@ -210,6 +265,10 @@ SCENARIOS: dict[str, Callable[[Rig], Awaitable[None]]] = {
     "technician_open": technician_open,
     "remote_open": remote_open,
     "forced_door": forced_door,
+    "remote_handover": remote_handover,
+    "technician_handover": technician_handover,
+    "not_taken_grace": not_taken_grace,
+    "payment_continuation": payment_continuation,
 }
 
 
