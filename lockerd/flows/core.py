@@ -122,6 +122,7 @@ class Flows:
         also = Purpose.DEPOSIT if or_deposit else None
 
         def decide(tx: Transaction) -> FlowResult | _Open | Round:
+            tx.lapse_due()  # a hold or not-taken grace that has just ended closes the code
             verdict = tx.verify_code(
                 self.code_key, surface, Purpose.PICKUP, typed, phone, or_purpose=also
             )
@@ -133,8 +134,6 @@ class Flows:
             if reservation.state is ReservationState.RESERVED:  # its deposit code matched
                 return prepare_code_deposit(self, tx, reservation)
             assert reservation.compartment is not None
-            if tx.lapse_if_due(reservation.id):  # its hold or its not-taken grace is over
-                return Refused(RefusalReason.CODE_NOT_VALID)
             if reservation.code_only and method is not PickupMethod.CODE:
                 return Refused(RefusalReason.CODE_ONLY)
             if verdict.outcome is CodeOutcome.PAYMENT_REQUIRED and reservation.cod is not None:
@@ -169,6 +168,7 @@ class Flows:
         offline = not self.online()
 
         def decide(tx: Transaction) -> FlowResult | _Open | Round:
+            tx.lapse_due()
             redeemed = qr.redeem(tx, token, self.clock.wall())
             if isinstance(redeemed, QrRejected):
                 fact(log, "qr.rejected", surface=surface, reason=redeemed.reason.value)
@@ -180,8 +180,6 @@ class Flows:
                 or reservation.state is not ReservationState.READY
                 or reservation.compartment is None
             ):
-                return Refused(RefusalReason.CODE_NOT_VALID)
-            if tx.lapse_if_due(reservation.id):
                 return Refused(RefusalReason.CODE_NOT_VALID)
             if reservation.code_only:
                 return Refused(RefusalReason.CODE_ONLY)

@@ -31,7 +31,10 @@ async def resume_after_payment(flows: Flows, reservation_id: str) -> FlowResult 
         if waiting is None:
             return None
         surface, method = waiting
+        tx.lapse_due()
         reservation = tx.reservation(reservation_id)
+        if reservation is not None and reservation.state is ReservationState.EXPIRED:
+            return Refused(RefusalReason.CODE_NOT_VALID)  # its hold ended while they paid
         if (
             reservation is None
             or reservation.state is not ReservationState.READY
@@ -39,8 +42,6 @@ async def resume_after_payment(flows: Flows, reservation_id: str) -> FlowResult 
             or reservation.awaiting_payment
         ):
             return None
-        if tx.lapse_if_due(reservation_id):
-            return Refused(RefusalReason.CODE_NOT_VALID)
         cid = reservation.compartment
         step = PendingStep(cid, Expect.PICKUP, reservation_id, method=method)
         if not tx.expect_step(step):
