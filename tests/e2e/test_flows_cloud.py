@@ -359,6 +359,13 @@ async def test_payment_confirmed_opens_for_the_keypad_and_reaches_reconciliation
         assert screen.screen == "payment" and screen.message == "payment.required"
         waiting = kiosk.sessions[kiosk.current or ""]
         assert waiting.payment_reservation == "R-C"
+        # the wait is a row with the screen's expiry; a touch on the screen lengthens it
+        first = _wait_until(world, "R-C")
+        assert first is not None
+        await asyncio.sleep(0.01)
+        kiosk.payments.still_there(waiting)
+        await until(lambda: (_wait_until(world, "R-C") or 0) > first, what="a longer wait")
+        assert _wait_until(world, "R-L") is None  # R-L's person left: their wait is gone
         before = {c: pulses(world, c) for c in (cid, left)}
         assert not world.sim.compartment(cid).door_open
 
@@ -370,7 +377,7 @@ async def test_payment_confirmed_opens_for_the_keypad_and_reaches_reconciliation
             )
             assert ack["status"] == "applied", ack
         await until(lambda: world.sim.compartment(cid).door_open, what="door opened after pay")
-        assert cid in waiting.open_doors
+        await until(lambda: cid in waiting.open_doors, what="the screen told")
         assert pulses(world, left) == before[left]  # nobody waits there any more
         assert not world.sim.compartment(left).door_open
         await close(world, cid, parcel=False)
