@@ -85,6 +85,10 @@ class PaymentScreens:
         with contextlib.suppress(Exception):  # a failing store: the wait lapses on its own
             await stop_waiting(self.server._flows(), [rid])
 
+    def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
     def _spawn(self, work: Any) -> None:
         task = asyncio.create_task(work, name="kiosk payment wait")
         self._tasks.add(task)

@@ -175,6 +175,7 @@ class KioskServer:
             unsubscribe()
         self._unsubscribers = []
         self._again.clear()
+        self.payments.stop()
         for task in list(self._pending.values()):
             task.cancel()
         if self._reaper is not None:
