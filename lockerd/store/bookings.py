@@ -307,6 +307,8 @@ class BookingRows(DepositRows):
                 effect="no deadlines enforced",
             )
             return []
+        # waits nobody took up (a crash between a code and its payment) go with them
+        self._x("DELETE FROM payment_waits WHERE until <= ?", (self.now,))
         return self._lapse_all()
 
     def lapse_due(self) -> list[StoredEvent]:

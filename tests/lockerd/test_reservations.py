@@ -549,6 +549,11 @@ def test_a_payment_wait_opens_only_while_it_lasts(store: Store) -> None:
         tx.await_payment("R-1", "scanner", "qr", clock.wall() + 60)
         tx.drop_payment_waits(["R-1"])  # the person left
         assert tx.take_payment_wait("R-1") is None
+        tx.await_payment("R-1", "keypad", "code", clock.wall() + 5)
+    clock.advance(6)
+    with store.transaction() as tx:  # housekeeping clears a wait nobody took up
+        tx.expire_due()
+        assert tx._x("SELECT count(*) FROM payment_waits").fetchone()[0] == 0
 
 
 def test_lapse_due_enforces_the_grace_at_once_and_never_on_a_wrong_clock(
