@@ -193,6 +193,45 @@ async def test_a_silent_board_shows_in_status_and_selftest(rig: Rig) -> None:
     assert timeouts and int(timeouts[0].split()[-1]) > 0
 
 
+async def test_technician_open_with_reservation_hands_the_parcel_over(rig: Rig) -> None:
+    """lockerctl open --reservation: a recipient without the code, identity checked."""
+    from lockerd.codes import Purpose
+    from lockerd.model import Size
+    from lockerd.reservations import Booking, ReservationKind, ReservationState
+
+    daemon = rig.daemon
+    code_hash = daemon.code_key.hash(Purpose.PICKUP, "4711")
+    booking = Booking("R-1", 1, ReservationKind.INBOUND, Size.S, "A01", (), code_hash, 1e10)
+    rig.sim.put_parcel("A01")
+    with daemon.store.transaction() as tx:
+        tx.upsert_reservation(booking)
+        tx.deposit("R-1", "BC-1", "courier-1")
+    reason = ("--reason", "passport checked at the counter")
+
+    wrong_door = await rig.ctl("open", "A02", *reason, "--reservation", "R-1")
+    assert wrong_door.rc == 1 and "not opened for R-1" in wrong_door.err
+    bad_id = await rig.ctl("open", "A01", *reason, "--reservation", "R 1")
+    assert bad_id.rc == 1 and "--reservation" in bad_id.err
+    assert not rig.sim.compartment("A01").door_open
+    assert not rig.sim.compartment("A02").door_open
+
+    opened = await rig.ctl("open", "A01", *reason, "--reservation", "R-1", "--json")
+    assert opened.rc == 0, opened.err
+    assert opened.json() == {"compartment": "A01", "result": "opened", "reservation": "R-1"}
+    rig.sim.take_parcel("A01")
+    await wait_for(lambda: daemon.hardware.supervisor.view("A01").occupancy.value == "empty")
+    rig.sim.close_door("A01")
+    await wait_for(lambda: daemon.store.reservation("R-1").state is ReservationState.PICKED_UP)
+    events = (await rig.ctl("events", "--json", "--limit", "20")).json()
+    [picked] = [e["data"] for e in events if e["type"] == "parcel.picked_up"]
+    assert picked == {
+        "reservation_id": "R-1",
+        "compartment": "A01",
+        "method": "technician",
+        "reason": "passport checked at the counter",
+    }
+
+
 async def test_open_service_and_events(rig: Rig) -> None:
     missing_reason = await rig.ctl("open", "A01")
     assert missing_reason.rc == 2 and "--reason" in missing_reason.err
