@@ -490,7 +490,8 @@ class MaintenanceServer:
                     "kind": r.kind.value if r else None,
                     "compartment": r.compartment if r else None,
                     "reserved_until": r.reserved_until if r else None,
-                    "expires_at": r.expires_at if r else None,
+                    # the hold, or sooner the not-taken grace: when the code stops
+                    "expires_at": r.code_opens_until if r else None,
                 }
             )
         return rows
