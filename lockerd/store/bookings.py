@@ -322,7 +322,7 @@ class BookingRows(DepositRows):
     def _lapse_all(self) -> list[StoredEvent]:
         rows = self._rows(
             "SELECT * FROM reservations WHERE"
-            " (state = 'ready' AND (expires_at <= ? OR grace_until <= ?))"
+            " (state = 'ready' AND expires_at <= ?) OR (state = 'ready' AND grace_until <= ?)"
             " OR (state IN ('reserved', 'booked') AND reserved_until <= ?)"
             " ORDER BY id",
             (self.now, self.now, self.now),

@@ -175,6 +175,11 @@ _0004_GRACE_PAYMENTS_HANDOVERS = """
 -- After parcel.not_taken the code opens only until grace_until (docs/adr/0024); past
 -- it the reservation expires and waits for the courier's collection round.
 ALTER TABLE reservations ADD COLUMN grace_until REAL;
+-- Deadlines are now swept before every code check: each kind of deadline is found by an
+-- index of its own, so the sweep costs the parcels that are due, not every parcel held.
+CREATE INDEX reservations_hold_ends ON reservations (state, expires_at);
+CREATE INDEX reservations_grace_ends ON reservations (state, grace_until);
+CREATE INDEX reservations_booking_ends ON reservations (state, reserved_until);
 -- Why a remote or technician open completes a pickup: carried to parcel.picked_up.
 ALTER TABLE pending_steps ADD COLUMN reason TEXT NOT NULL DEFAULT '';
 -- The cloud's confirmation of a cash-on-delivery payment, kept for reconciliation:
