@@ -26,6 +26,8 @@ log = logging.getLogger("lockerd.flows")
 async def resume_after_payment(flows: Flows, reservation_id: str) -> FlowResult | None:
     """Open the paid parcel's door if its recipient still waits; None if nobody does."""
 
+    resumed: list[tuple[str, str]] = []  # the surface and method, once decided
+
     def decide(tx: Transaction) -> FlowResult | _Open | None:
         waiting = tx.take_payment_wait(reservation_id)
         if waiting is None:
@@ -46,11 +48,18 @@ async def resume_after_payment(flows: Flows, reservation_id: str) -> FlowResult 
         step = PendingStep(cid, Expect.PICKUP, reservation_id, method=method)
         if not tx.expect_step(step):
             return Refused(RefusalReason.DOOR_BUSY, cid)
-        fact(log, "payment.resumed", compartment=cid, surface=surface, method=method)
+        resumed[:] = [(surface, method)]
         return _intend(tx, _Open(cid, Actor.RECIPIENT, "pickup", reservation_id, reservation.size))
 
     decided = await flows.store.write(decide)
-    return None if decided is None else await flows._carry_out(decided)
+    if decided is None:
+        return None
+    if isinstance(decided, _Open):  # said once committed, never for a rolled-back try
+        surface, method = resumed[0]
+        fact(
+            log, "payment.resumed", compartment=decided.compartment, surface=surface, method=method
+        )
+    return await flows._carry_out(decided)
 
 
 async def keep_waiting(flows: Flows, reservation_ids: list[str]) -> None:
