@@ -13,7 +13,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from .cabinet import UnlockResult
-from .flows.handover import expect_handover
+from .flows.handover import expect_handover, say_handover
 from .logs import fact
 from .model import Actor
 from .reservations import PickupMethod
@@ -65,20 +65,27 @@ class CabinetActions:
         a reservation not ready in that door opens it all the same, as the operator
         asked, and completes nothing (logged)."""
 
+        handovers: list[tuple[DoorOpen, str | None]] = []
+
         def decide(tx: Transaction) -> None:
+            handovers.clear()  # a retried transaction starts afresh
             for command, also in opens:
                 if also(tx):
                     if command.reservation_id is not None:
-                        expect_handover(
+                        problem = expect_handover(
                             tx,
                             command.compartment,
                             command.reservation_id,
                             PickupMethod.REMOTE,
                             command.reason,
                         )
+                        handovers.append((command, problem))
                     tx.record_unlock_intent(command.compartment, Actor.REMOTE.value, command.reason)
 
         await self.daemon.async_store.write(decide)
+        for command, problem in handovers:
+            assert command.reservation_id is not None
+            say_handover(command.compartment, command.reservation_id, PickupMethod.REMOTE, problem)
 
     async def pulse_open(self, command: DoorOpen) -> Applied:
         """Pulse a committed unlock; ``applied`` once the pulse is sent."""

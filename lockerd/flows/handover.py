@@ -26,7 +26,8 @@ log = logging.getLogger("lockerd.flows")
 def expect_handover(
     tx: Transaction, compartment: str, reservation_id: str, method: PickupMethod, reason: str
 ) -> str | None:
-    """Write the pickup step of a staff open; what stands in the way, if anything."""
+    """Write the pickup step of a staff open; what stands in the way, if anything
+    (said by :func:`say_handover` once the transaction has committed)."""
     reservation = tx.reservation(reservation_id)
     problem: str | None = None
     if reservation is None or reservation.kind is not ReservationKind.INBOUND:
@@ -41,19 +42,25 @@ def expect_handover(
         )
         if not tx.expect_step(step):
             problem = "another step is under way at this door"
-    if problem is not None:
-        fact(
-            log,
-            "handover.refused",
-            logging.WARNING,
-            compartment=compartment,
-            reservation=reservation_id,
-            method=method.value,
-            detail=problem,
-        )
-    else:
-        fact(log, "handover.expected", compartment=compartment, reservation=reservation_id)
     return problem
+
+
+def say_handover(
+    compartment: str, reservation_id: str, method: PickupMethod, problem: str | None
+) -> None:
+    """One log line for a committed handover decision."""
+    if problem is None:
+        fact(log, "handover.expected", compartment=compartment, reservation=reservation_id)
+        return
+    fact(
+        log,
+        "handover.refused",
+        logging.WARNING,
+        compartment=compartment,
+        reservation=reservation_id,
+        method=method.value,
+        detail=problem,
+    )
 
 
 async def technician_handover(
@@ -68,9 +75,15 @@ async def technician_handover(
         return Refused(RefusalReason.NO_SUCH_COMPARTMENT, compartment)
     opening = _Open(compartment, Actor.TECHNICIAN, reason, reservation_id, None)
 
+    method = PickupMethod.TECHNICIAN
+    problems: list[str | None] = []
+
     def decide(tx: Transaction) -> FlowResult | _Open:
-        if expect_handover(tx, compartment, reservation_id, PickupMethod.TECHNICIAN, reason):
+        problems[:] = [expect_handover(tx, compartment, reservation_id, method, reason)]
+        if problems[0] is not None:
             return Refused(RefusalReason.NOT_ALLOWED, compartment)
         return _intend(tx, opening)
 
-    return await flows._carry_out(await flows.store.write(decide))
+    decided = await flows.store.write(decide)
+    say_handover(compartment, reservation_id, method, problems[0])
+    return await flows._carry_out(decided)
