@@ -308,6 +308,7 @@ class Flows:
         views = {v.id: v for v in self.cabinet.views()}
 
         def settle_closed(tx: Transaction) -> int:
+            tx.drop_payment_waits(None)  # the screens that promised them died with the crash
             for step in tx.pending_steps():
                 view = views.get(step.compartment)
                 if view is None or view.door is not DoorState.CLOSED:

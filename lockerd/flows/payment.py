@@ -5,8 +5,8 @@ method they used, and how long the screen waits) in the transaction that answers
 When ``payment.confirmed`` commits, :func:`resume_after_payment` uses that row up and
 opens the door in one transaction, whichever surface the code came from (the page,
 the keypad, the scanner): the promise is a row, not something a page or a task keeps.
-A crash in between leaves the row to lapse: nothing opens by itself after a restart,
-and the parcel, now paid, opens with its code.
+Recovery after a restart deletes every wait (the screens are gone): nothing opens by
+itself then, and the parcel, once paid, opens with its code.
 """
 
 from __future__ import annotations

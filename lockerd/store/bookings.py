@@ -215,8 +215,11 @@ class BookingRows(DepositRows):
                 (until, reservation_id),
             )
 
-    def drop_payment_waits(self, reservation_ids: Sequence[str]) -> None:
-        """The people waiting for these have left: a payment now opens nothing."""
+    def drop_payment_waits(self, reservation_ids: Sequence[str] | None) -> None:
+        """The people waiting for these (None: for any) have left: a payment opens nothing."""
+        if reservation_ids is None:
+            self._x("DELETE FROM payment_waits")
+            return
         for reservation_id in reservation_ids:
             self._x("DELETE FROM payment_waits WHERE reservation_id = ?", (reservation_id,))
 

@@ -30,6 +30,7 @@ from lockerd.flows import (
     Wait,
     valid_barcode,
 )
+from lockerd.flows.payment import resume_after_payment
 from lockerd.model import Size
 from lockerd.reservations import Cod, ReservationKind, ReservationState
 from tests.support.cabinets import FAMILIES
@@ -274,6 +275,27 @@ async def test_recovery_decides_a_deposit_from_the_sensors(rig: Rig, tmp_path: P
     assert rig.state("R1") is ReservationState.READY
     assert rig.state("R2") is ReservationState.RESERVED
     assert rig.daemon.store.pending_steps() == []
+
+
+async def test_payment_wait_from_before_a_restart_opens_nothing(rig: Rig) -> None:
+    """A recipient waited for their payment when the daemon died: after the restart their
+    screen is gone, so the payment marks the parcel paid and opens no door by itself."""
+    cod = Cod(900, "EUR", "https://pay.example/r/W1")
+    rig.book("W1", "515151", size=Size.S, barcodes=("PKG-W",), cod=cod)
+    session = await login(rig, code=COURIER_CODE)
+    cid = await rig.deposit(session, "PKG-W")
+    assert isinstance(await rig.flows.pickup("keypad", "515151"), PaymentRequired)
+    d = rig.daemon
+    reborn = Flows(d.async_store, d.hardware, d.clock, d.code_key)  # the restart
+    await reborn.recover()
+    pulses = len(rig.sim.pulses()[cid])
+    with d.store.transaction() as tx:
+        assert tx.confirm_payment("W1", 900, "EUR", "pay-W1").status.value == "applied"
+    assert await resume_after_payment(reborn, "W1") is None
+    assert len(rig.sim.pulses()[cid]) == pulses
+    assert isinstance(await reborn.pickup("keypad", "515151"), Opened)  # paid: the code opens
+    await rig.close(cid, parcel=False)
+    assert rig.state("W1") is ReservationState.PICKED_UP
 
 
 # ---------------------------------------------------------------- outside input
