@@ -670,3 +670,51 @@ def test_a_deposit_of_a_parcel_already_in_place_is_refused() -> None:
     )  # fmt: skip
     with pytest.raises(TransitionError):
         compartment_for_deposit(ready, [])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([1250, 1249]),
+            st.sampled_from(["EUR", "USD"]),
+            st.sampled_from(["PAY-1", "PAY-2", "PAY-3"]),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_payment_references_one_order_one_payment(
+    calls: list[tuple[int, str, str]],
+) -> None:
+    """Whatever the cloud sends, in whatever order: one payment.confirmed per order, with
+    the first matching reference; the same one again is harmless, another one refused."""
+    with tempfile.TemporaryDirectory(prefix="lockerd-pay-") as tmp:
+        clock = ManualClock()
+        store = Store.open(Path(tmp) / "db", "CAB-0001", clock, holds=HOLDS)
+        store.sync_compartments(COMPARTMENTS)
+        cod = Cod(1250, "EUR", "https://pay.example/x")
+        with store.transaction() as tx:
+            tx.upsert_reservation(
+                Booking(
+                    "R-1", 1, ReservationKind.INBOUND, Size.S, "A01", (),
+                    KEY.hash("pickup", "2468"), clock.wall() + 60, cod=cod,
+                )
+            )  # fmt: skip
+            tx.deposit("R-1", "BC", "C-1")
+        paid_ref: str | None = None
+        for amount, currency, ref in calls:
+            with store.transaction() as tx:
+                status = tx.confirm_payment("R-1", amount, currency, ref).status
+            matches = (amount, currency) == (1250, "EUR")
+            if not matches or (paid_ref is not None and ref != paid_ref):
+                assert status is ApplyStatus.REJECTED
+            else:
+                assert status is ApplyStatus.APPLIED
+                paid_ref = paid_ref or ref
+        confirmed = [e.data for e in store.events_after(0, 100) if e.type == "payment.confirmed"]
+        expected = [] if paid_ref is None else [paid_ref]
+        assert [e["ref"] for e in confirmed] == expected
+        reservation = store.reservation("R-1")
+        assert reservation is not None and reservation.paid is (paid_ref is not None)
+        store.close()
