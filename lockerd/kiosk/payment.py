@@ -59,7 +59,10 @@ class PaymentScreens:
             except Exception as exc:  # the store failed: the paid parcel opens with its code
                 fact(log, "kiosk.payment_resume_failed", logging.ERROR, error=exc)
                 continue
-            if result is None:
+            if result is None:  # their wait had lapsed: the paid parcel opens with its code
+                for session in waiting:
+                    again = Screen("home", "payment.type_again")
+                    self.server._push(session, {"type": "screen", **again.json()})
                 continue
             sessions = self.server.sessions
             at = waiting[0] if waiting else sessions.get(self.server.current or "")

@@ -149,7 +149,8 @@ async def test_cod_pickup_waits_for_payment(cabinet: Cabinet, browser: Any) -> N
 )
 async def test_second_factor_by_keyboard_then_payment(cabinet: Cabinet, browser: Any) -> None:
     """The code, then the phone's last 4 digits from a keyboard (a fifth digit is not taken);
-    a wrong pair is refused; after the payment the page sends code and digits again."""
+    a wrong pair is refused; after the payment the door opens by itself (the server keeps
+    the wait, the page sends nothing again)."""
     cod = Cod(amount=990, currency="EUR", pay_url="https://pay.example/p/R-8")
     cid = await cabinet.ready("R-8", "73519", "PARCEL-8", cod=cod, phone="4410")
     pulses = len(cabinet.sim.pulses().get(cid, []))
@@ -175,6 +176,33 @@ async def test_second_factor_by_keyboard_then_payment(cabinet: Cabinet, browser:
         tx.confirm_payment("R-8", 990, "EUR", "pay-ref-8")
     await page.wait_for_selector("body[data-screen=door_open]")
     assert await page.text_content("#door-compartment") == cid
+    await wait_for(lambda: cabinet.door_open(cid))
+
+
+async def test_cod_payment_after_the_wait_lapsed_asks_for_the_code_again(
+    cabinet: Cabinet, browser: Any
+) -> None:
+    """The screen still shows the payment but its wait is gone (lapsed): the payment
+    opens no door by itself; the page says to type the code again, and that opens it."""
+    cod = Cod(amount=700, currency="EUR", pay_url="https://pay.example/p/R-7")
+    cid = await cabinet.ready("R-7", "777777", "PARCEL-7", cod=cod)
+    page = await open_page(browser, cabinet)
+    await page.click("button[data-go=pickup]")
+    await type_code(page, "777777")
+    await page.wait_for_selector("body[data-screen=payment]")
+    pulses = len(cabinet.sim.pulses().get(cid, []))
+    with cabinet.daemon.store.transaction() as tx:
+        tx._x("UPDATE payment_waits SET until = 0 WHERE reservation_id = 'R-7'")  # lapsed
+        tx.confirm_payment("R-7", 700, "EUR", "pay-ref-7")
+    await page.wait_for_function(
+        "document.getElementById('message').dataset.i18n === 'payment.type_again'"
+    )
+    assert await page.get_attribute("body", "data-screen") == "home"
+    assert len(cabinet.sim.pulses().get(cid, [])) == pulses and not cabinet.door_open(cid)
+    await shot(page, "payment-type-again")
+    await page.click("button[data-go=pickup]")
+    await type_code(page, "777777")
+    await page.wait_for_selector("body[data-screen=door_open]")
     await wait_for(lambda: cabinet.door_open(cid))
 
 

@@ -66,7 +66,7 @@ async def hold_timers(page: Any) -> None:
 
 
 STATUS = ("refused.", "error.", "throttle.", "scan.", "session.", "payment.required")
-STATUS += ("payment.door_opened",)
+STATUS += ("payment.door_opened", "payment.type_again")
 STATUS += ("door.opened", "door.closed", "parcel.deposited", "service.done")
 
 
@@ -214,6 +214,24 @@ async def test_payment_continuation_screen_after_a_keypad_code(
     tour.assert_clean()
     await cabinet.close(cid, parcel=False)
     await wait_for(lambda: cabinet.state("R-6") is ReservationState.PICKED_UP)
+
+
+async def test_payment_type_again_screen(cabinet: Cabinet, browser: Any) -> None:
+    """The payment arrives after the screen's wait lapsed: home, asking for the code again."""
+    cod = Cod(amount=700, currency="EUR", pay_url="https://pay.example/p/R-7")
+    await cabinet.ready("R-7", "777777", "PARCEL-7", cod=cod)
+    cabinet.daemon.flows.online = lambda: True
+    page = await open_page(browser, cabinet)
+    await page.click("button[data-go=pickup]")
+    await type_code(page, "777777")
+    await page.wait_for_selector("body[data-screen=payment]")
+    with cabinet.daemon.store.transaction() as tx:
+        tx._x("UPDATE payment_waits SET until = 0 WHERE reservation_id = 'R-7'")  # lapsed
+        tx.confirm_payment("R-7", 700, "EUR", "pay-ref-7")
+    await page.wait_for_selector("#message[data-i18n='payment.type_again']")
+    tour = Tour(page)
+    await tour.visit("payment-type-again")
+    tour.assert_clean()
 
 
 async def test_courier_and_service_screens(cabinet: Cabinet, browser: Any) -> None:
