@@ -183,6 +183,8 @@ async def world(tmp_path: Path, open_within_s: float) -> AsyncIterator[World]:
             await cloud.wait_ready()
             assert daemon.cloud is not None
             await asyncio.wait_for(daemon.cloud.connected.wait(), 15)
+            # commands published before the cmd subscription stands are lost (no session yet)
+            await asyncio.wait_for(daemon.cloud.commands_ready.wait(), 15)
             signer = Signer(ISSUER, provisioning.kid, provisioning.signing_key, CABINET)
             yield World(control, daemon, cloud, signer, watch)
         finally:
