@@ -212,7 +212,7 @@ async def test_a_pickup_needs_the_code_and_the_phone_digits(world: World) -> Non
     await world.close(cid, Occupancy.EMPTY)
     await world.cloud.wait_for(lambda: bool(world.events("parcel.picked_up")), what="pickup")
     assert world.events("parcel.picked_up") == [
-        {"reservation_id": "R-1", "compartment": cid, "method": "code"}
+        {"reservation_id": "R-1", "compartment": cid, "method": "code", "reason": None}
     ]
 
 
