@@ -15,6 +15,7 @@ from ..logs import fact
 from ..model import Actor, Expect, PendingStep
 from ..reservations import PickupMethod, ReservationKind, ReservationState
 from ..store import Transaction
+from .opening import _intend, _Open
 from .results import FlowResult, RefusalReason, Refused
 
 if TYPE_CHECKING:
@@ -69,8 +70,6 @@ async def technician_handover(
     """A technician opens ``compartment`` for ``reservation_id``; its close completes the
     pickup (method ``technician``). Refused, opening nothing, unless the parcel is ready
     in that very compartment."""
-    from .core import _intend, _Open  # the flows' own decision type (core imports us not)
-
     if compartment not in {v.id for v in flows.cabinet.views()}:
         return Refused(RefusalReason.NO_SUCH_COMPARTMENT, compartment)
     opening = _Open(compartment, Actor.TECHNICIAN, reason, reservation_id, None)

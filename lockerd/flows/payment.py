@@ -17,7 +17,8 @@ from ..logs import fact
 from ..model import Actor, Expect, PendingStep
 from ..reservations import ReservationState
 from ..store import Transaction
-from .core import Flows, _intend, _Open
+from .core import Flows
+from .opening import _intend, _Open
 from .results import FlowResult, RefusalReason, Refused
 
 log = logging.getLogger("lockerd.flows")
