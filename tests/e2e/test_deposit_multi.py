@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import aiohttp
 import pytest
@@ -226,7 +227,13 @@ async def test_deposit_code_opens_the_booked_compartment_at_the_kiosk_and_the_ke
     await world.put_in_and_close(cid)
     await world.cloud.wait_for(lambda: bool(world.events("parcel.deposited")), what="deposit")
     assert world.events("parcel.deposited") == [
-        {"reservation_id": "R-D1", "compartment": cid, "barcode": None, "credential_id": None}
+        {
+            "reservation_id": "R-D1",
+            "compartment": cid,
+            "barcode": None,
+            "credential_id": None,
+            "deadline": ANY,  # its value: tests/e2e/test_flows_cloud.py
+        }
     ]
     # Once the parcel is in, the deposit code opens nothing more.
     before = world.pulses()
@@ -248,7 +255,7 @@ async def test_deposit_code_opens_the_booked_compartment_at_the_kiosk_and_the_ke
     await world.take_out_and_close(cid)
     await world.cloud.wait_for(lambda: bool(world.events("parcel.picked_up")), what="pickup")
     assert world.events("parcel.picked_up") == [
-        {"reservation_id": "R-D1", "compartment": cid, "method": "code"}
+        {"reservation_id": "R-D1", "compartment": cid, "method": "code", "reason": None}
     ]
     world.all_events_fit_the_contract()
 
@@ -335,6 +342,7 @@ async def test_unbooked_deposit_offline_is_booked_by_the_cloud_against_its_compa
             "compartment": cid,
             "barcode": "WB-NEW-1",
             "credential_id": "C-9",
+            "deadline": ANY,
         }
     ]
 
@@ -384,8 +392,8 @@ async def test_multi_parcel_pickup_opens_each_door_in_turn_and_one_compartment_h
     await world.take_out_and_close(second)
     await world.cloud.wait_for(lambda: len(world.events("parcel.picked_up")) == 2, what="both")
     assert world.events("parcel.picked_up") == [
-        {"reservation_id": "R-M1", "compartment": first, "method": "code"},
-        {"reservation_id": "R-M2", "compartment": second, "method": "code"},
+        {"reservation_id": "R-M1", "compartment": first, "method": "code", "reason": None},
+        {"reservation_id": "R-M2", "compartment": second, "method": "code", "reason": None},
     ]
 
     # The multi-parcel compartment opens once for both of its parcels.
