@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from lockerd.flows.results import RefusalReason
@@ -156,7 +156,11 @@ def message(
 
 @given(message())
 def test_parse_reads_back_what_was_written(nodes: tuple[messages.Node, ...]) -> None:
-    assert parse(_render(nodes)) == nodes
+    written = _render(nodes)
+    # Deep selectors of long texts can exceed the parser's length bound, which refuses
+    # them on purpose (test_parse_refuses_what_the_page_could_not_show checks that).
+    assume(len(written) <= messages.MAX_MESSAGE)
+    assert parse(written) == nodes
 
 
 REFERENCE = {
