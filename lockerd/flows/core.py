@@ -33,7 +33,7 @@ from ..store import ApplyStatus, CodeOutcome, CodeVerdict, CredentialRole, Trans
 from ..store.worker import AsyncStore
 from ..sync.commands import TrustStore
 from .deposit_code import prepare_code_deposit
-from .opening import _intend, _Open
+from .opening import Opening, intend
 from .parcels import next_size, valid_barcode
 from .results import (
     Collection,
@@ -121,12 +121,12 @@ class Flows:
         offline = not self.online()
         also = Purpose.DEPOSIT if or_deposit else None
 
-        def decide(tx: Transaction) -> FlowResult | _Open | Round:
+        def decide(tx: Transaction) -> FlowResult | Opening | Round:
             tx.lapse_due()  # a hold or not-taken grace that has just ended closes the code
             verdict = tx.verify_code(
                 self.code_key, surface, Purpose.PICKUP, typed, phone, or_purpose=also
             )
-            early = self._verdict_refusal(verdict)
+            early = self.verdict_refusal(verdict)
             if early is not None:
                 return early
             reservation = verdict.reservation
@@ -150,11 +150,11 @@ class Flows:
             step = PendingStep(cid, Expect.PICKUP, reservation.id, method=method.value)
             if not tx.expect_step(step):
                 return Refused(RefusalReason.DOOR_BUSY, cid)
-            return _intend(
-                tx, _Open(cid, Actor.RECIPIENT, "pickup", reservation.id, reservation.size)
+            return intend(
+                tx, Opening(cid, Actor.RECIPIENT, "pickup", reservation.id, reservation.size)
             )
 
-        return await self._carry_out(await self.store.write(decide))
+        return await self.carry_out(await self.store.write(decide))
 
     async def pickup_qr(self, surface: str, token: str) -> FlowResult:
         """A recipient shows the app's QR pickup token to the scanner.
@@ -167,7 +167,7 @@ class Flows:
         qr = self.qr
         offline = not self.online()
 
-        def decide(tx: Transaction) -> FlowResult | _Open | Round:
+        def decide(tx: Transaction) -> FlowResult | Opening | Round:
             tx.lapse_due()
             redeemed = qr.redeem(tx, token, self.clock.wall())
             if isinstance(redeemed, QrRejected):
@@ -199,11 +199,11 @@ class Flows:
             step = PendingStep(cid, Expect.PICKUP, reservation.id, method=PickupMethod.QR.value)
             if not tx.expect_step(step):
                 return Refused(RefusalReason.DOOR_BUSY, cid)
-            return _intend(
-                tx, _Open(cid, Actor.RECIPIENT, "pickup", reservation.id, reservation.size)
+            return intend(
+                tx, Opening(cid, Actor.RECIPIENT, "pickup", reservation.id, reservation.size)
             )
 
-        return await self._carry_out(await self.store.write(decide))
+        return await self.carry_out(await self.store.write(decide))
 
     # ------------------------------------------------------------ sender
 
@@ -212,9 +212,9 @@ class Flows:
         if self.degraded() is not None:
             return Refused(RefusalReason.OUT_OF_SERVICE)
 
-        def decide(tx: Transaction) -> FlowResult | _Open:
+        def decide(tx: Transaction) -> FlowResult | Opening:
             verdict = tx.verify_code(self.code_key, surface, Purpose.DROPOFF, typed)
-            early = self._verdict_refusal(verdict)
+            early = self.verdict_refusal(verdict)
             if early is not None:
                 return early
             reservation = verdict.reservation
@@ -227,11 +227,11 @@ class Flows:
                 return Refused(RefusalReason.NO_FREE_COMPARTMENT)
             if not tx.expect_step(PendingStep(cid, Expect.DROPOFF, reservation.id)):
                 return Refused(RefusalReason.DOOR_BUSY, cid)
-            return _intend(
-                tx, _Open(cid, Actor.SENDER, "dropoff", reservation.id, reservation.size)
+            return intend(
+                tx, Opening(cid, Actor.SENDER, "dropoff", reservation.id, reservation.size)
             )
 
-        return await self._carry_out(await self.store.write(decide))
+        return await self.carry_out(await self.store.write(decide))
 
     # ------------------------------------------------------------ courier
 
@@ -244,7 +244,7 @@ class Flows:
         verdict = await self.store.write(
             lambda tx: tx.verify_code(self.code_key, surface, purpose, typed)
         )
-        early = self._verdict_refusal(verdict)
+        early = self.verdict_refusal(verdict)
         if early is not None:
             return early
         credential = verdict.credential
@@ -260,7 +260,7 @@ class Flows:
         verdict = await self.store.write(
             lambda tx: tx.verify_code(self.code_key, surface, Purpose.TECHNICIAN, code)
         )
-        early = self._verdict_refusal(verdict)
+        early = self.verdict_refusal(verdict)
         if early is not None:
             return early
         credential = verdict.credential
@@ -273,8 +273,8 @@ class Flows:
         """Open any compartment, recorded with its reason (a handover: flows.handover)."""
         if compartment not in {v.id for v in self.cabinet.views()}:
             return Refused(RefusalReason.NO_SUCH_COMPARTMENT, compartment)
-        opening = _Open(compartment, Actor.TECHNICIAN, reason or "technician", None, None)
-        return await self._carry_out(await self.store.write(lambda tx: _intend(tx, opening)))
+        opening = Opening(compartment, Actor.TECHNICIAN, reason or "technician", None, None)
+        return await self.carry_out(await self.store.write(lambda tx: intend(tx, opening)))
 
     async def set_service(
         self, compartment: str, in_service: bool, reason: str, by: str
@@ -356,7 +356,7 @@ class Flows:
             fact(log, "flow.stale", logging.WARNING, compartment=cid, detail=str(exc))
         tx.forget_step(cid)
 
-    def _verdict_refusal(self, verdict: CodeVerdict) -> Refused | Wait | LockedOut | None:
+    def verdict_refusal(self, verdict: CodeVerdict) -> Refused | Wait | LockedOut | None:
         outcome = verdict.outcome
         if outcome is CodeOutcome.LOCKED_OUT:
             return LockedOut(verdict.retry_at or self.clock.wall())
@@ -368,15 +368,15 @@ class Flows:
             return Refused(RefusalReason.CODE_NOT_VALID)
         return None
 
-    async def _carry_out(self, decided: FlowResult | _Open | Round) -> FlowResult:
+    async def carry_out(self, decided: FlowResult | Opening | Round) -> FlowResult:
         """Open the door a committed decision asked for; a refusal is answered as it is."""
-        if isinstance(decided, _Open):
-            return await self._open(decided)
+        if isinstance(decided, Opening):
+            return await self.open_door(decided)
         if isinstance(decided, Round):
             return await open_round(self, decided)
         return decided
 
-    async def _open(self, opening: _Open) -> Opened | LockFailed:
+    async def open_door(self, opening: Opening) -> Opened | LockFailed:
         """Pulse a door whose unlock intent is committed; wait until it opens or fails."""
         cid = opening.compartment
         outcome = await self.cabinet.unlock(cid, opening.actor, opening.reason, recorded=True)
@@ -455,7 +455,7 @@ class CourierSession:
         if self.flows.degraded() is not None:
             return Refused(RefusalReason.OUT_OF_SERVICE)
 
-        def decide(tx: Transaction) -> FlowResult | _Open:
+        def decide(tx: Transaction) -> FlowResult | Opening:
             found = [
                 r for r in tx.reservations_by_barcode(clean) if r.kind is ReservationKind.INBOUND
             ]
@@ -479,7 +479,7 @@ class CourierSession:
         kind = Problem.BROKEN if problem is Problem.LOCK_FAILED else problem
         bigger: list[Size] = []  # the size the parcel needs now, once it is found too big
 
-        def decide(tx: Transaction) -> FlowResult | _Open:
+        def decide(tx: Transaction) -> FlowResult | Opening:
             tx.emit(
                 DomainEvent(
                     EventType.COURIER_EXCEPTION,
@@ -514,8 +514,8 @@ class CourierSession:
             return ended
         flows = self.flows
 
-        def decide(tx: Transaction) -> list[_Open]:
-            targets: list[_Open] = []
+        def decide(tx: Transaction) -> list[Opening]:
+            targets: list[Opening] = []
             for compartment in tx.compartments():
                 rid = compartment.reservation_id
                 reservation = None if rid is None else tx.reservation(rid)
@@ -530,12 +530,12 @@ class CourierSession:
                 cid = reservation.compartment
                 step = PendingStep(cid, expect, reservation.id, self.credential_id)
                 if tx.expect_step(step):
-                    opening = _Open(cid, Actor.COURIER, "collect", reservation.id, None)
-                    targets.append(_intend(tx, opening))
+                    opening = Opening(cid, Actor.COURIER, "collect", reservation.id, None)
+                    targets.append(intend(tx, opening))
             return targets
 
         targets = await flows.store.write(decide)
-        results = await asyncio.gather(*(flows._open(opening) for opening in targets))
+        results = await asyncio.gather(*(flows.open_door(opening) for opening in targets))
         opened = tuple(r for r in results if isinstance(r, Opened))
         self.opened.extend(opened)
         return Collection(opened, tuple(r for r in results if isinstance(r, LockFailed)))
@@ -547,7 +547,7 @@ class CourierSession:
         barcode: str,
         at_least: Size | None,
         exclude: frozenset[str],
-    ) -> Refused | _Open:
+    ) -> Refused | Opening:
         try:
             cid = tx.assign_compartment(rid, at_least, exclude)
         except TransitionError:
@@ -557,14 +557,14 @@ class CourierSession:
         if not tx.expect_step(PendingStep(cid, Expect.DEPOSIT, rid, self.credential_id, barcode)):
             return Refused(RefusalReason.DOOR_BUSY, cid)
         size = {c.id: c.size for c in tx.compartments()}.get(cid)
-        return _intend(tx, _Open(cid, Actor.COURIER, "deposit", rid, size))
+        return intend(tx, Opening(cid, Actor.COURIER, "deposit", rid, size))
 
-    async def _deposit(self, decided: FlowResult | _Open, barcode: str) -> FlowResult:
-        if not isinstance(decided, _Open):
+    async def _deposit(self, decided: FlowResult | Opening, barcode: str) -> FlowResult:
+        if not isinstance(decided, Opening):
             return decided
         assert decided.reservation_id is not None
         self._last = (decided.compartment, decided.reservation_id, barcode)
-        result = await self.flows._open(decided)
+        result = await self.flows.open_door(decided)
         if isinstance(result, Opened):
             self.opened.append(result)
         return result

@@ -20,7 +20,7 @@ from ..logs import fact
 from ..model import Actor, Expect, PendingStep
 from ..reservations import Reservation, TransitionError
 from ..store import Transaction
-from .opening import _intend, _Open
+from .opening import Opening, intend
 from .results import FlowResult, RefusalReason, Refused
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ log = logging.getLogger("lockerd.flows")
 
 def prepare_code_deposit(
     flows: Flows, tx: Transaction, reservation: Reservation
-) -> Refused | _Open:
+) -> Refused | Opening:
     """Inside the code's transaction: the compartment, the pending deposit, the intent."""
     if flows.degraded() is not None:
         return Refused(RefusalReason.OUT_OF_SERVICE)
@@ -45,7 +45,7 @@ def prepare_code_deposit(
         return Refused(RefusalReason.DOOR_BUSY, cid)
     size = {c.id: c.size for c in tx.compartments()}.get(cid)
     fact(log, "deposit_code.accepted", reservation=reservation.id, compartment=cid)
-    return _intend(tx, _Open(cid, Actor.COURIER, "deposit_code", reservation.id, size))
+    return intend(tx, Opening(cid, Actor.COURIER, "deposit_code", reservation.id, size))
 
 
 async def deposit_with_code(flows: Flows, surface: str, typed: str) -> FlowResult:
@@ -53,12 +53,12 @@ async def deposit_with_code(flows: Flows, surface: str, typed: str) -> FlowResul
     if flows.degraded() is not None:
         return Refused(RefusalReason.OUT_OF_SERVICE)
 
-    def decide(tx: Transaction) -> FlowResult | _Open:
+    def decide(tx: Transaction) -> FlowResult | Opening:
         verdict = tx.verify_code(flows.code_key, surface, Purpose.DEPOSIT, typed)
-        early = flows._verdict_refusal(verdict)
+        early = flows.verdict_refusal(verdict)
         if early is not None:
             return early
         assert verdict.reservation is not None
         return prepare_code_deposit(flows, tx, verdict.reservation)
 
-    return await flows._carry_out(await flows.store.write(decide))
+    return await flows.carry_out(await flows.store.write(decide))

@@ -15,7 +15,7 @@ from ..logs import fact
 from ..model import Actor, Expect, PendingStep
 from ..reservations import PickupMethod, ReservationKind, ReservationState
 from ..store import Transaction
-from .opening import _intend, _Open
+from .opening import Opening, intend
 from .results import FlowResult, RefusalReason, Refused
 
 if TYPE_CHECKING:
@@ -72,17 +72,17 @@ async def technician_handover(
     in that very compartment."""
     if compartment not in {v.id for v in flows.cabinet.views()}:
         return Refused(RefusalReason.NO_SUCH_COMPARTMENT, compartment)
-    opening = _Open(compartment, Actor.TECHNICIAN, reason, reservation_id, None)
+    opening = Opening(compartment, Actor.TECHNICIAN, reason, reservation_id, None)
 
     method = PickupMethod.TECHNICIAN
     problems: list[str | None] = []
 
-    def decide(tx: Transaction) -> FlowResult | _Open:
+    def decide(tx: Transaction) -> FlowResult | Opening:
         problems[:] = [expect_handover(tx, compartment, reservation_id, method, reason)]
         if problems[0] is not None:
             return Refused(RefusalReason.NOT_ALLOWED, compartment)
-        return _intend(tx, opening)
+        return intend(tx, opening)
 
     decided = await flows.store.write(decide)
     say_handover(compartment, reservation_id, method, problems[0])
-    return await flows._carry_out(decided)
+    return await flows.carry_out(decided)

@@ -9,7 +9,7 @@ from ..store import Transaction
 
 
 @dataclass(frozen=True)
-class _Open:
+class Opening:
     """A decision to open a door whose unlock intent is committed with the decision."""
 
     compartment: str
@@ -19,7 +19,7 @@ class _Open:
     size: Size | None
 
 
-def _intend(tx: Transaction, opening: _Open) -> _Open:
+def intend(tx: Transaction, opening: Opening) -> Opening:
     """Record the unlock intent in the deciding transaction (one fsync before the pulse)."""
     tx.record_unlock_intent(opening.compartment, opening.actor.value, opening.reason)
     return opening

@@ -18,7 +18,7 @@ from ..model import Actor, Expect, PendingStep
 from ..reservations import ReservationState
 from ..store import Transaction
 from .core import Flows
-from .opening import _intend, _Open
+from .opening import Opening, intend
 from .results import FlowResult, RefusalReason, Refused
 
 log = logging.getLogger("lockerd.flows")
@@ -29,7 +29,7 @@ async def resume_after_payment(flows: Flows, reservation_id: str) -> FlowResult 
 
     resumed: list[tuple[str, str]] = []  # the surface and method, once decided
 
-    def decide(tx: Transaction) -> FlowResult | _Open | None:
+    def decide(tx: Transaction) -> FlowResult | Opening | None:
         waiting = tx.take_payment_wait(reservation_id)
         if waiting is None:
             return None
@@ -50,17 +50,17 @@ async def resume_after_payment(flows: Flows, reservation_id: str) -> FlowResult 
         if not tx.expect_step(step):
             return Refused(RefusalReason.DOOR_BUSY, cid)
         resumed[:] = [(surface, method)]
-        return _intend(tx, _Open(cid, Actor.RECIPIENT, "pickup", reservation_id, reservation.size))
+        return intend(tx, Opening(cid, Actor.RECIPIENT, "pickup", reservation_id, reservation.size))
 
     decided = await flows.store.write(decide)
     if decided is None:
         return None
-    if isinstance(decided, _Open):  # said once committed, never for a rolled-back try
+    if isinstance(decided, Opening):  # said once committed, never for a rolled-back try
         surface, method = resumed[0]
         fact(
             log, "payment.resumed", compartment=decided.compartment, surface=surface, method=method
         )
-    return await flows._carry_out(decided)
+    return await flows.carry_out(decided)
 
 
 async def keep_waiting(flows: Flows, reservation_ids: list[str]) -> None:

@@ -26,7 +26,7 @@ from ..reservations import ReservationState, TransitionError
 from ..return_label import check_label, claims_return, new_return
 from ..store import Transaction
 from .core import Flows
-from .opening import _intend, _Open
+from .opening import Opening, intend
 from .results import FlowResult, RefusalReason, Refused
 
 log = logging.getLogger("lockerd.flows")
@@ -52,7 +52,7 @@ async def send_return(flows: Flows, surface: str, token: str) -> FlowResult:
         decided = await flows.store.write(lambda tx: _decide(tx, qr, surface, token, now))
     except _Undo as undo:
         return undo.refused
-    return await flows._carry_out(decided)
+    return await flows.carry_out(decided)
 
 
 async def scanned_token(flows: Flows, surface: str, token: str) -> FlowResult:
@@ -64,7 +64,7 @@ async def scanned_token(flows: Flows, surface: str, token: str) -> FlowResult:
 
 def _decide(
     tx: Transaction, qr: QrVerifier, surface: str, token: str, now: float
-) -> Refused | _Open:
+) -> Refused | Opening:
     label = check_label(qr, token, now)
     if isinstance(label, QrRejected):
         fact(log, "return.rejected", surface=surface, reason=label.reason.value)
@@ -96,4 +96,4 @@ def _decide(
     if not tx.expect_step(PendingStep(cid, Expect.DROPOFF, rid)):
         raise _Undo(Refused(RefusalReason.DOOR_BUSY, cid))
     fact(log, "return.accepted", surface=surface, reservation=rid, compartment=cid)
-    return _intend(tx, _Open(cid, Actor.SENDER, "return", rid, label.size))
+    return intend(tx, Opening(cid, Actor.SENDER, "return", rid, label.size))

@@ -25,7 +25,7 @@ from ..logs import fact
 from ..model import Actor, DoorState, Expect, PendingStep
 from ..reservations import PickupMethod, Reservation
 from ..store import Transaction
-from .opening import _intend, _Open
+from .opening import Opening, intend
 from .results import FlowResult, Opened, RefusalReason, Refused
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ _ROUNDS: set[asyncio.Task[None]] = set()
 class Round:
     """The doors of one pickup, in order; the first one's unlock intent is committed."""
 
-    openings: tuple[_Open, ...]
+    openings: tuple[Opening, ...]
 
 
 def plan_round(
@@ -68,9 +68,9 @@ def plan_round(
             PendingStep(member.compartment, Expect.PICKUP, member.id, method=method.value)
         )
         openings.append(
-            _Open(member.compartment, Actor.RECIPIENT, "pickup", member.id, member.size)
+            Opening(member.compartment, Actor.RECIPIENT, "pickup", member.id, member.size)
         )
-    _intend(tx, openings[0])
+    intend(tx, openings[0])
     fact(log, "pickup.round", doors=",".join(o.compartment for o in openings))
     return Round(tuple(openings))
 
@@ -78,7 +78,7 @@ def plan_round(
 async def open_round(flows: Flows, planned: Round) -> FlowResult:
     """Open the first door now and the others one after another, each after a close."""
     first, rest = planned.openings[0], planned.openings[1:]
-    result = await flows._open(first)
+    result = await flows.open_door(first)
     if not isinstance(result, Opened) or not rest:
         if rest:
             await _give_up(flows, rest, "first door did not open")
@@ -89,23 +89,23 @@ async def open_round(flows: Flows, planned: Round) -> FlowResult:
     return replace(result, then=tuple(o.compartment for o in rest))
 
 
-async def _in_turn(flows: Flows, previous: str, rest: Sequence[_Open]) -> None:
+async def _in_turn(flows: Flows, previous: str, rest: Sequence[Opening]) -> None:
     try:
         for index, opening in enumerate(rest):
             if not await _closed(flows, previous):
                 await _give_up(flows, rest[index:], f"door {previous} not closed")
                 return
 
-            def intend(tx: Transaction, opening: _Open = opening) -> bool:
+            def intend_next(tx: Transaction, opening: Opening = opening) -> bool:
                 step = tx.pending_step(opening.compartment)
                 if step is None or step.reservation_id != opening.reservation_id:
                     return False  # settled or forgotten meanwhile: nothing to open
-                _intend(tx, opening)
+                intend(tx, opening)
                 return True
 
-            if not await flows.store.write(intend):
+            if not await flows.store.write(intend_next):
                 continue
-            result = await flows._open(opening)
+            result = await flows.open_door(opening)
             if not isinstance(result, Opened):
                 await _give_up(flows, rest[index + 1 :], f"door {opening.compartment} failed")
                 return
@@ -127,7 +127,7 @@ async def _closed(flows: Flows, compartment: str) -> bool:
     return False
 
 
-async def _give_up(flows: Flows, rest: Sequence[_Open], why: str) -> None:
+async def _give_up(flows: Flows, rest: Sequence[Opening], why: str) -> None:
     """The doors not opened complete nothing: their pending pickups are forgotten."""
 
     def forget(tx: Transaction) -> None:

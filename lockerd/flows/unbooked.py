@@ -19,7 +19,7 @@ from ..logs import fact
 from ..model import Actor, Expect, PendingStep, Size
 from ..reservations import ReservationKind
 from ..store import Transaction
-from .opening import _intend, _Open
+from .opening import Opening, intend
 from .parcels import valid_barcode
 from .results import FlowResult, Opened, RefusalReason, Refused, SizeChoice
 
@@ -69,7 +69,7 @@ async def deposit_unbooked(session: CourierSession, barcode: str, size: Size) ->
     if flows.degraded() is not None:
         return Refused(RefusalReason.OUT_OF_SERVICE)
 
-    def decide(tx: Transaction) -> Refused | _Open:
+    def decide(tx: Transaction) -> Refused | Opening:
         if _already_here(tx, clean):
             return Refused(RefusalReason.ALREADY_DEPOSITED)
         waiting = [r for r in tx.reservations_by_barcode(clean) if r.state.awaiting_parcel]
@@ -92,13 +92,13 @@ async def deposit_unbooked(session: CourierSession, barcode: str, size: Size) ->
             return Refused(RefusalReason.DOOR_BUSY, cid)
         chosen = {c.id: c.size for c in tx.compartments()}.get(cid)
         fact(log, "unbooked.opening", compartment=cid, credential=session.credential_id)
-        return _intend(tx, _Open(cid, Actor.COURIER, "deposit_unbooked", None, chosen))
+        return intend(tx, Opening(cid, Actor.COURIER, "deposit_unbooked", None, chosen))
 
     decided = await flows.store.write(decide)
-    if not isinstance(decided, _Open):
+    if not isinstance(decided, Opening):
         return decided
     cid = decided.compartment
-    result = await flows._open(decided)
+    result = await flows.open_door(decided)
     opened = isinstance(result, Opened)
 
     def note(tx: Transaction) -> None:
