@@ -31,6 +31,7 @@ from lockerd.clock import SystemClock  # noqa: E402
 from lockerd.config import parse  # noqa: E402
 from lockerd.events import DomainEvent  # noqa: E402
 from lockerd.store import Store  # noqa: E402
+from lockerd.store.worker import AsyncStore  # noqa: E402
 from lockerd.sync.cloud import CloudSync  # noqa: E402
 from tests.support.mosquitto import Mosquitto  # noqa: E402
 
@@ -105,7 +106,9 @@ telemetry_interval_s = 3600
 """
     config = parse(tomllib.loads(text), directory / "lockerd.toml")
     store = Store.open(directory / "bench.db", "BENCH", SystemClock())
-    sync = CloudSync(config, store, SystemClock(), lambda: {"compartments": [], "boards": []})
+    sync = CloudSync(
+        config, AsyncStore(store), SystemClock(), lambda _rows: {"compartments": [], "boards": []}
+    )
     peak = rss_bytes()
     start = time.perf_counter()
     task = asyncio.create_task(sync.run())

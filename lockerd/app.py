@@ -19,7 +19,7 @@ import signal
 import sqlite3
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from .logs import fact
 from .maint.server import serve as serve_maintenance
 from .model import Actor
 from .notify import Notifier, Watchdog, watchdog_period
-from .reservations import HoldPolicy
+from .reservations import Compartment, HoldPolicy
 from .store import DATABASE_NAME, Store, Transaction
 from .store.reserve import DiskReserve
 from .store.worker import AsyncStore
@@ -122,10 +122,9 @@ class Daemon:
             ),
             second_factor=config.pickup.second_factor is SecondFactor.PHONE_LAST4,
         )
-        # The store's own thread: the door facts, the flows, housekeeping and remote
-        # settings go through it. The edges (kiosk, technician socket, cloud) still
-        # read and write ``store`` directly, serialized with that thread by the store's
-        # lock; moving them over is the next step (docs/adr/0007).
+        # The store's own thread: once the loop runs, every SQLite call of the daemon
+        # (door facts, flows, housekeeping, the kiosk, the technician socket, the cloud)
+        # goes through it (docs/adr/0007).
         self.async_store = AsyncStore(self.store, DiskReserve(state_dir))
         self.sink = StoreSink(self.async_store)
         self.hardware = Hardware(config, self.sink, self.clock)
@@ -179,7 +178,7 @@ class Daemon:
     def _connect_cloud(self) -> CloudSync:
         cloud = CloudSync(
             self.config,
-            self.store,
+            self.async_store,
             self.clock,
             self.contract_snapshot,
             actions=remote.CabinetActions(self),
@@ -188,12 +187,9 @@ class Daemon:
             ),
             settable=remote.SETTABLE,
         )
-        # Wake the outbox pump on every commit, and publish state on every change: the
-        # snapshot carries seq and the outbox depth, so every commit changes it, and the
-        # hardware tells of door, lock, occupancy and board changes (the publisher
-        # coalesces).
-        self.async_store.subscribe(lambda _events: cloud.events_committed())
-        self.async_store.subscribe(lambda _events: cloud.state_changed())
+        # The cloud hears of every commit itself (the outbox pump wakes, state is published
+        # again); the hardware tells it of door, lock, occupancy and board changes (the
+        # state publisher coalesces).
         self.hardware.on_change(cloud.state_changed)
 
         async def run_cloud(_: Daemon) -> None:
@@ -202,14 +198,15 @@ class Daemon:
         self.services.append(("cloud", run_cloud))
         return cloud
 
-    def contract_snapshot(self) -> dict[str, Any]:
-        """The compartments and boards of the contract's state snapshot."""
+    def contract_snapshot(self, rows: Sequence[Compartment]) -> dict[str, Any]:
+        """The compartments and boards of the contract's state snapshot.
+
+        ``rows``: the compartments as stored, read off the loop by the caller.
+        """
         return {
             "compartments": [
                 c.contract()
-                for c in status.compartments(
-                    self.config, self.store.compartments(), self.hardware.supervisor
-                )
+                for c in status.compartments(self.config, rows, self.hardware.supervisor)
             ],
             "boards": [
                 {"id": b.name, "online": b.online is True}

@@ -20,6 +20,7 @@ from ..logs import fact
 from ..model import PendingStep, Reach, Size
 from ..reservations import Compartment, HoldPolicy, Reservation
 from ..throttle import BudgetPolicy, ThrottlePolicy, ThrottleState
+from . import loop_guard
 from .chain import plausible
 from .migrations import APPLICATION_ID, MIGRATIONS
 from .results import ChainReport, CompartmentSyncReport, Credential, StoreError, UnlockIntent
@@ -57,6 +58,7 @@ def _serialized(method: Callable[_P, _T]) -> Callable[_P, _T]:
     def locked(*args: _P.args, **kwargs: _P.kwargs) -> _T:
         store = args[0]
         assert isinstance(store, Store)
+        loop_guard.check(store.owned_by_worker, method.__name__)
         with store._lock:
             return method(*args, **kwargs)
 
@@ -90,6 +92,9 @@ class Store:
         self._in_transaction = False
         self._lock = threading.RLock()
         self.commit_listeners: list[Callable[[Sequence[StoredEvent]], None]] = []
+        # Set by the AsyncStore that owns this store: from then on, the daemon calls it
+        # only through that store's thread (tests check it: loop_guard.py).
+        self.owned_by_worker = False
 
     # --- opening ------------------------------------------------------------------
 
@@ -211,6 +216,7 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
         """One domain action: ``BEGIN IMMEDIATE`` .. ``COMMIT``; rolled back on any exception."""
+        loop_guard.check(self.owned_by_worker, "transaction")
         with self._lock, self._transaction() as tx:
             yield tx
 

@@ -48,6 +48,7 @@ class AsyncStore:
 
     def __init__(self, store: Store, reserve: DiskReserve | None = None) -> None:
         self.store = store
+        store.owned_by_worker = True
         self.reserve = reserve
         self.path = store.path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lockerd-store")

@@ -1,9 +1,12 @@
 """CloudSync: the cabinet's side of the MQTT contract, as one task the supervisor runs.
 
-    sync = CloudSync(config, store, clock, snapshot_provider)
+    sync = CloudSync(config, async_store, clock, snapshot_provider)
     task = asyncio.create_task(sync.run())   # cancelled at stop
-    sync.events_committed()                   # after a transaction that emitted events
     sync.state_changed()                      # after anything the state snapshot shows changed
+
+It hears of every commit of ``async_store`` itself (the outbox pump wakes, the state is
+published again). Every SQLite call it makes goes through ``async_store``'s thread,
+never on the event loop (docs/adr/0007).
 
 Per connection: publish ``status`` (retained, online; the will says offline), then run
 side by side the outbox pump, the coalesced ``state`` publisher, ``telemetry``, the
@@ -22,7 +25,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .. import __version__
@@ -30,7 +33,9 @@ from ..clock import Clock
 from ..config import Config
 from ..events import DomainEvent, EventType, StoredEvent, rfc3339_ms
 from ..logs import fact
+from ..reservations import Compartment
 from ..store import Applied, ApplyStatus, Store, Transaction
+from ..store.worker import AsyncStore
 from . import reports
 from .apply import Ack, AckStatus, RemoteActions, apply_command
 from .command_runner import CommandRunner, run_one
@@ -64,7 +69,9 @@ from .replay import ReplayMemory, forget_expired, outlived, watermark
 
 log = logging.getLogger("lockerd.sync")
 
-SnapshotProvider = Callable[[], Mapping[str, Any]]
+# The compartments and boards of the state snapshot, from the compartments' rows (read
+# off the loop by the caller) and what the daemon knows live; called on the loop.
+SnapshotProvider = Callable[[Sequence[Compartment]], Mapping[str, Any]]
 # State is published at most this often, however often it changes.
 STATE_MIN_INTERVAL_S = 0.3
 # The pump looks at the store this often even if nobody said events were committed.
@@ -85,7 +92,7 @@ class CloudSync:
     def __init__(
         self,
         config: Config,
-        store: Store,
+        store: AsyncStore,
         clock: Clock,
         snapshot_provider: SnapshotProvider,
         actions: RemoteActions | None = None,
@@ -131,6 +138,7 @@ class CloudSync:
         self._recent_offsets: collections.deque[float] = collections.deque(maxlen=8)
         self._outbox_full = False
         self._bound_checked_at = float("-inf")
+        self._bound_check: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
         # Set while the cmd subscription stands (it may be refused while events flow).
         self.commands_ready = asyncio.Event()
@@ -139,6 +147,13 @@ class CloudSync:
         self.last_acknowledged_at: float | None = None
         self.clock_skew_s: int | None = None
         self.session: Session | None = None
+        # Every commit may hold events for the outbox and changes seq and the outbox depth
+        # that the state snapshot carries (the publisher coalesces).
+        store.subscribe(self._committed)
+
+    def _committed(self, _events: Sequence[object]) -> None:
+        self.events_committed()
+        self.state_changed()
 
     # -- what the rest of the daemon calls
 
@@ -148,8 +163,13 @@ class CloudSync:
         # look at its bound from here too, at most once a second (a count is not free).
         now = time.monotonic()
         if now - self._bound_checked_at >= OUTBOX_BOUND_CHECK_S:
-            self._bound_checked_at = now
-            self._check_outbox_bound()
+            if self._bound_check is not None and not self._bound_check.done():
+                return
+            with contextlib.suppress(RuntimeError):  # no loop running: nothing to check yet
+                self._bound_check = asyncio.get_running_loop().create_task(
+                    self._check_outbox_bound(), name="sync.outbox_bound"
+                )
+                self._bound_checked_at = now
 
     def state_changed(self) -> None:
         self._state_dirty.set()
@@ -222,7 +242,7 @@ class CloudSync:
         self._state_dirty.set()
         self._events.set()
         with contextlib.suppress(Exception):
-            self._forget_commands()
+            await self._forget_commands()
         workers = [
             asyncio.create_task(self._pump(session), name="sync.outbox"),
             asyncio.create_task(self._state_loop(session), name="sync.state"),
@@ -293,10 +313,11 @@ class CloudSync:
         acked_through = 0
         last_flush = time.monotonic()
 
-        def flush() -> None:
+        async def flush() -> None:
             nonlocal acked_through, last_flush
             if acked_through:
-                self.store.outbox_acknowledge_through(acked_through)
+                through = acked_through
+                await self.store.read(lambda s: s.outbox_acknowledge_through(through))
                 self.last_acknowledged_at = self.clock.wall()
                 acked_through = 0
             last_flush = time.monotonic()
@@ -304,7 +325,8 @@ class CloudSync:
         try:
             while True:
                 if not unsent:
-                    batch = self.store.outbox_after(after, OUTBOX_READ_BATCH)
+                    start = after
+                    batch = await self.store.read(lambda s: s.outbox_after(start, OUTBOX_READ_BATCH))
                     unsent.extend(batch)
                     if batch:
                         after = batch[-1].seq
@@ -313,8 +335,8 @@ class CloudSync:
                     future = session.publish_nowait(self.topics.events, event.payload, 1)
                     inflight.append((event.seq, future))
                 if not inflight:
-                    flush()
-                    self._check_outbox_bound()
+                    await flush()
+                    await self._check_outbox_bound()
                     self._events.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._events.wait(), OUTBOX_POLL_S)
@@ -323,7 +345,7 @@ class CloudSync:
                 if not future.done():
                     # Nothing to do but wait: write down what is acknowledged so far.
                     if acked_through and time.monotonic() - last_flush >= ACK_FLUSH_S:
-                        flush()
+                        await flush()
                     reason = await future
                 else:
                     reason = future.result()
@@ -335,19 +357,19 @@ class CloudSync:
                     raise PublishRefused(reason)
                 acked_through = seq
                 if acked_through and time.monotonic() - last_flush >= ACK_FLUSH_S:
-                    flush()
+                    await flush()
         finally:
             # Whatever was acknowledged before the link went is not sent again.
             with contextlib.suppress(Exception):
-                flush()
+                await flush()
             # The rest of the window failed with the link; those events stay in the outbox.
             # Looked at here so that asyncio does not log each as a lost exception.
             for _, pending in inflight:
                 if pending.done() and not pending.cancelled():
                     pending.exception()
 
-    def _check_outbox_bound(self) -> None:
-        depth = self.store.outbox_depth()
+    async def _check_outbox_bound(self) -> None:
+        depth = await self.store.read(lambda s: s.outbox_depth())
         full = depth >= self.mqtt.outbox_max_events
         if full and not self._outbox_full:
             # Policy (docs/contract/mqtt-contract.md): keep every event, oldest first, and
@@ -355,27 +377,32 @@ class CloudSync:
             # in the outbox like any fact), the log, and telemetry.
             limit = self.mqtt.outbox_max_events
             fact(log, "outbox.full", logging.ERROR, depth=depth, limit=limit)
-            with self.store.transaction() as tx:
-                tx.emit(DomainEvent(EventType.OUTBOX_FULL, {"depth": depth, "limit": limit}))
+            full_event = DomainEvent(EventType.OUTBOX_FULL, {"depth": depth, "limit": limit})
+            await self.store.write(lambda tx: tx.emit(full_event))
         self._outbox_full = full
 
     # -- state and telemetry
 
-    def snapshot(self) -> dict[str, Any]:
-        body = dict(self.snapshot_provider())
+    async def snapshot(self) -> dict[str, Any]:
+        def read(store: Store) -> tuple[list[Compartment], int, int]:
+            return store.compartments(), store.last_seq(), store.outbox_depth()
+
+        compartments, seq, depth = await self.store.read(read)
+        body = dict(self.snapshot_provider(compartments))
         body.update(
             {
                 "v": 1,
                 "cabinet": self.cabinet_id,
                 "ts": rfc3339_ms(self.clock.wall()),
-                "seq": self.store.last_seq(),
-                "outbox": self.store.outbox_depth(),
+                "seq": seq,
+                "outbox": depth,
             }
         )
         return body
 
     async def _publish_state(self, session: Session) -> None:
-        payload = json.dumps(self.snapshot(), separators=(",", ":"), ensure_ascii=False).encode()
+        snapshot = await self.snapshot()
+        payload = json.dumps(snapshot, separators=(",", ":"), ensure_ascii=False).encode()
         await session.publish(self.topics.state, payload, retain=True)
 
     async def _state_loop(self, session: Session) -> None:
@@ -386,13 +413,14 @@ class CloudSync:
             # Coalesce: changes during this pause go out together in the next snapshot.
             await asyncio.sleep(STATE_MIN_INTERVAL_S)
 
-    def telemetry(self) -> dict[str, Any]:
+    async def telemetry(self) -> dict[str, Any]:
+        seq, depth = await self.store.read(lambda s: (s.last_seq(), s.outbox_depth()))
         return reports.telemetry(
             self.cabinet_id,
             rfc3339_ms(self.clock.wall()),
             uptime_s=int(self.clock.monotonic() - self._started),
-            seq=self.store.last_seq(),
-            depth=self.store.outbox_depth(),
+            seq=seq,
+            depth=depth,
             depth_max=self.mqtt.outbox_max_events,
             database=self.store.path,
             bus_errors=self.bus_errors() if self.bus_errors is not None else 0,
@@ -400,7 +428,7 @@ class CloudSync:
 
     async def _telemetry_loop(self, session: Session) -> None:
         while True:
-            payload = json.dumps(self.telemetry(), separators=(",", ":")).encode()
+            payload = json.dumps(await self.telemetry(), separators=(",", ":")).encode()
             session.publish_nowait(self.topics.telemetry, payload, qos=0)
             await asyncio.sleep(self.mqtt.telemetry_interval_s)
 
@@ -424,32 +452,37 @@ class CloudSync:
         """Verify, apply and remember one command; the returned :class:`Ack` goes on ``acks``."""
         return await run_one(self, payload, session)
 
-    def check(self, payload: bytes, look_up: bool = True) -> Ack | VerifiedCommand:
-        """Verify one command: the answer if it ends here (refused, duplicate), else it.
+    async def check(self, payload: bytes) -> Ack | VerifiedCommand:
+        """Verify one command: the answer if it ends here (refused), else the command.
 
-        ``look_up=False`` leaves the duplicate check to the caller's transaction: the
-        lookup waits for the store, and a burst of opens should not wait for it here.
+        Whether its ``jti`` was answered before, or is older than what the cabinet
+        remembers, is decided later, inside the transaction that commits the command
+        (:meth:`first_answer`): a lookup here would wait for the store's thread, behind
+        the commit of the commands before it.
         """
         now = self.clock.wall()
         result = self.verifier.verify(payload, now)
         if isinstance(result, Rejection):
-            return self._refuse(result)
-        seen = self.seen(result.jti) if look_up else None
-        if seen is not None:
-            return seen
-        if outlived(result.exp, watermark(self.store)):
-            # Its id may have been forgotten: it cannot be told from a replay.
-            detail = "older than what the cabinet remembers"
-            signed = Rejection(RejectReason.EXPIRED, detail, result.jti, result.exp, True)
-            return self._refuse(signed)
-        self._observe_skew(result, now)
+            return await self._refuse(result)
+        await self._observe_skew(result, now)
         fact(log, "command.received", cmd=result.type.value)
         return result
 
-    def seen(self, jti: str) -> Ack | None:
-        """The ``duplicate`` answer if ``jti`` was answered before."""
-        first = self.store.command_result(jti)
-        return None if first is None else self.duplicate(jti, first)
+    def first_answer(self, tx: Transaction, result: VerifiedCommand) -> Ack | None:
+        """Inside the command's transaction: its answer if it must not be applied.
+
+        ``duplicate`` if its ``jti`` was answered before; ``rejected`` (remembered, in
+        this transaction) if it is older than the ids forgotten so far, as it cannot be
+        told from a replay.
+        """
+        first = tx.command_result(result.jti)
+        if first is not None:
+            return self.duplicate(result.jti, first)
+        if outlived(result.exp, watermark(tx)):
+            detail = "older than what the cabinet remembers"
+            signed = Rejection(RejectReason.EXPIRED, detail, result.jti, result.exp, True)
+            return self._refused_in(tx, signed)
+        return None
 
     def opens_now(self, result: VerifiedCommand) -> bool:
         """A ``door.open`` of a door this cabinet has: committed with its neighbours."""
@@ -465,65 +498,90 @@ class CloudSync:
         command = result.command
         if isinstance(command, DoorOpen):
             if self.actions is None:
-                return self.remember(result, None, failed="not available on this cabinet")
+                return await self.remember(result, None, failed="not available on this cabinet")
             reason = f"no compartment {command.compartment!r} in this cabinet"
-            return self.remember(result, Applied.rejected(reason))
+            return await self.remember(result, Applied.rejected(reason))
         if isinstance(command, ConfigSet):
             return await self._apply_action(result, session)
         if isinstance(command, StateRequest):
+            answered = await self.store.write(lambda tx: self.first_answer(tx, result))
+            if answered is not None:
+                return answered
             if session is not None:
                 await self._publish_state(session)
-                await session.publish(self.topics.sync, self._sync_summary())
-            return self.remember(result, Applied.applied())
+                await session.publish(self.topics.sync, await self._sync_summary())
+            return await self.remember(result, Applied.applied())
+
+        def decide(tx: Transaction) -> tuple[Ack, bool]:
+            answered = self.first_answer(tx, result)
+            if answered is not None:
+                return answered, False
+            applied = apply_command(tx, command)
+            ack = self.ack_for(result, applied)
+            if applied.status is ApplyStatus.REJECTED:
+                self._emit_rejected(tx, result.jti, f"{applied.reason}")
+            tx.remember_command(result.jti, result.exp, json.dumps(ack.payload()))
+            return ack, True
+
         try:
-            with self.store.transaction() as tx:
-                applied = apply_command(tx, command)
-                ack = self.ack_for(result, applied)
-                if applied.status is ApplyStatus.REJECTED:
-                    self._emit_rejected(tx, result.jti, f"{applied.reason}")
-                tx.remember_command(result.jti, result.exp, json.dumps(ack.payload()))
+            ack, done = await self.store.write(decide)
         except Exception as exc:
             fact(log, "command.failed", logging.ERROR, cmd=result.type.value, error=str(exc))
-            return self.remember(result, None, failed=f"{type(exc).__name__}")
-        self.state_changed()
-        self.events_committed()
-        fact(log, "command.done", cmd=result.type.value, status=ack.status.value)
+            return await self.remember(result, None, failed=f"{type(exc).__name__}")
+        if done:
+            fact(log, "command.done", cmd=result.type.value, status=ack.status.value)
         return ack
 
     async def _apply_action(self, result: VerifiedCommand, session: Session | None) -> Ack:
         command = result.command
         assert isinstance(command, ConfigSet)
         if self.actions is None:
-            return self.remember(result, None, failed="not available on this cabinet")
+            return await self.remember(result, None, failed="not available on this cabinet")
         # Remembered before acting: a setting is applied at most once per command.
-        self.remember(result, Applied.applied())
+        answered = await self.remember(result, Applied.applied(), unless_answered=True)
+        if answered.status is not AckStatus.APPLIED:
+            return answered
         try:
             applied = await self.actions.set_config(command)
         except Exception as exc:
             fact(log, "command.failed", logging.ERROR, cmd=result.type.value, error=str(exc))
-            return self.remember(result, None, failed=type(exc).__name__)
+            return await self.remember(result, None, failed=type(exc).__name__)
         self.state_changed()
-        self.events_committed()
-        return self.remember(result, applied)
+        return await self.remember(result, applied)
 
     def ack_for(self, result: VerifiedCommand, applied: Applied) -> Ack:
         status = AckStatus(applied.status.value)
         reason = None if status is AckStatus.APPLIED else applied.reason
         return Ack(result.jti, status, reason, self._now_text())
 
-    def remember(
-        self, result: VerifiedCommand, applied: Applied | None, failed: str | None = None
+    async def remember(
+        self,
+        result: VerifiedCommand,
+        applied: Applied | None,
+        failed: str | None = None,
+        unless_answered: bool = False,
     ) -> Ack:
+        """Write down the command's answer (over any earlier one), in one transaction.
+
+        ``unless_answered``: the answer already on record, if any, wins (see
+        :meth:`first_answer`) and nothing is written.
+        """
         if applied is None:
             ack = Ack(result.jti, AckStatus.FAILED, failed, self._now_text())
         else:
             ack = self.ack_for(result, applied)
-        with self.store.transaction() as tx:
+
+        def write(tx: Transaction) -> Ack:
+            if unless_answered:
+                answered = self.first_answer(tx, result)
+                if answered is not None:
+                    return answered
             if ack.status is AckStatus.REJECTED:
                 self._emit_rejected(tx, result.jti, ack.reason or "rejected")
             tx.remember_command(result.jti, result.exp, json.dumps(ack.payload()))
-        self.events_committed()
-        return ack
+            return ack
+
+        return await self.store.write(write)
 
     def duplicate(self, jti: str, first_json: str) -> Ack:
         try:
@@ -534,27 +592,31 @@ class CloudSync:
         fact(log, "command.duplicate", first=summary["status"])
         return Ack(jti, AckStatus.DUPLICATE, None, self._now_text(), first=summary)
 
-    def _refuse(self, rejection: Rejection) -> Ack:
+    async def _refuse(self, rejection: Rejection) -> Ack:
+        return await self.store.write(lambda tx: self._refused_in(tx, rejection))
+
+    def _refused_in(self, tx: Transaction, rejection: Rejection) -> Ack:
         # Signed, the jti is the cloud's; refused for its key or signature, it is only
         # read (so the cloud can match the refusal to what it sent) and never looked up
         # or remembered: it must not block the genuine command with the same id.
         jti = rejection.jti
         if jti is not None and rejection.signed:
-            first = self.store.command_result(jti)
+            first = tx.command_result(jti)
             if first is not None:
                 return self.duplicate(jti, first)
         ack = Ack(jti, AckStatus.REJECTED, rejection.text, self._now_text())
         fact(log, "command.rejected", logging.WARNING, reason=rejection.reason.value)
-        with self.store.transaction() as tx:
-            self._emit_rejected(tx, jti, rejection.text)
-            # Only a signed command's id is the cloud's: remember it so a redelivery is a
-            # duplicate. An unsigned one could pre-empt or flood the replay store.
-            if jti is not None and rejection.signed and rejection.exp is not None:
-                tx.remember_command(jti, rejection.exp, json.dumps(ack.payload()))
-        self.events_committed()
+        self._emit_rejected(tx, jti, rejection.text)
+        # Only a signed command's id is the cloud's: remember it so a redelivery is a
+        # duplicate. An unsigned one could pre-empt or flood the replay store.
+        if jti is not None and rejection.signed and rejection.exp is not None:
+            tx.remember_command(jti, rejection.exp, json.dumps(ack.payload()))
         return ack
 
     def _emit_rejected(self, tx: Transaction, jti: str | None, reason: str) -> None:
+        # Runs inside a transaction, so only ever on the store's thread: the rate's
+        # window is touched by that one thread. A slot taken by a transaction that then
+        # rolls back stays taken: the bound errs on the side of fewer events.
         now = self.clock.monotonic()
         while self._rejections and now - self._rejections[0] > 60.0:
             self._rejections.popleft()
@@ -564,10 +626,11 @@ class CloudSync:
         self._rejections.append(now)
         tx.emit(DomainEvent(EventType.COMMAND_REJECTED, {"cmd": jti, "reason": reason[:200]}))
 
-    def _forget_commands(self) -> None:
-        forget_expired(self.store, self.replay, self.clock.wall(), self.clock.monotonic())
+    async def _forget_commands(self) -> None:
+        wall, monotonic = self.clock.wall(), self.clock.monotonic()
+        await self.store.read(lambda s: forget_expired(s, self.replay, wall, monotonic))
 
-    def _observe_skew(self, result: VerifiedCommand, now: float) -> None:
+    async def _observe_skew(self, result: VerifiedCommand, now: float) -> None:
         """Estimate our clock minus the cloud's from signed ``iat``s.
 
         Delivery delay only adds to ``now - iat``, so the smallest of the recent offsets
@@ -584,10 +647,9 @@ class CloudSync:
             return
         self._skew_reported = skew
         fact(log, "clock.skew", logging.WARNING, skew_s=skew)
-        with self.store.transaction() as tx:
-            tx.emit(DomainEvent(EventType.CLOCK_SKEW, {"skew_s": skew}))
-        self.events_committed()
+        skewed = DomainEvent(EventType.CLOCK_SKEW, {"skew_s": skew})
+        await self.store.write(lambda tx: tx.emit(skewed))
 
-    def _sync_summary(self) -> bytes:
-        reservations, credentials = self.store.sync_summary()
+    async def _sync_summary(self) -> bytes:
+        reservations, credentials = await self.store.read(lambda s: s.sync_summary())
         return reports.sync_summary(self._now_text(), reservations, credentials)

@@ -83,42 +83,40 @@ async def admit_opens(sync: CloudSync, results: list[VerifiedCommand]) -> list[A
 
     Each one's ``jti``, its ``applied`` answer and its unlock intent go in together: one
     fsync before the pulses, and a door opens at most once per command even across a
-    crash. A ``jti`` answered before is found in the same transaction (off the event
-    loop) and answered ``duplicate``, with no intent. If the commit fails, each is
-    answered ``failed`` and nothing is pulsed.
+    crash. A ``jti`` answered before (by an earlier transaction, or earlier in this one)
+    is found in the same transaction, off the event loop, and answered ``duplicate``
+    with no intent; one older than the forgotten ids is refused there too
+    (:meth:`CloudSync.first_answer`). If the commit fails, each is answered ``failed``
+    and nothing is pulsed.
     """
     assert sync.actions is not None
     pending: list[PendingOpen] = []
-    answered_before: dict[str, str] = {}
+    # what the transaction answered instead of applying, by position (a jti may repeat)
+    answered: list[Ack | None] = [None] * len(results)
     opens: list[tuple[DoorOpen, Callable[[Transaction], bool]]] = []
-    for result in results:
+    for index, result in enumerate(results):
         command = result.command
         assert isinstance(command, DoorOpen)
         ack = sync.ack_for(result, Applied.applied())
         pending.append(PendingOpen(result, command, ack))
-        opens.append((command, _remembering(result, ack, answered_before)))
+        opens.append((command, _remembering(sync, index, pending[-1], answered)))
     try:
         await sync.actions.commit_opens(opens)
     except Exception as exc:
         fact(log, "command.failed", logging.ERROR, cmd="door.open", error=str(exc))
-        return [sync.remember(p.result, None, failed=type(exc).__name__) for p in pending]
-    return [
-        sync.duplicate(p.result.jti, answered_before[p.result.jti])
-        if p.result.jti in answered_before
-        else p
-        for p in pending
-    ]
+        return [await sync.remember(p.result, None, failed=type(exc).__name__) for p in pending]
+    return [p if a is None else a for p, a in zip(pending, answered, strict=True)]
 
 
 def _remembering(
-    result: VerifiedCommand, ack: Ack, answered_before: dict[str, str]
+    sync: CloudSync, index: int, pending: PendingOpen, answered: list[Ack | None]
 ) -> Callable[[Transaction], bool]:
     def remember(tx: Transaction) -> bool:
-        first = tx.command_result(result.jti)
-        if first is not None:
-            answered_before[result.jti] = first
+        answered[index] = sync.first_answer(tx, pending.result)
+        if answered[index] is not None:
             return False
-        tx.remember_command(result.jti, result.exp, json.dumps(ack.payload()))
+        result = pending.result
+        tx.remember_command(result.jti, result.exp, json.dumps(pending.ack.payload()))
         return True
 
     return remember
@@ -133,16 +131,16 @@ async def finish_open(sync: CloudSync, pending: PendingOpen) -> Ack:
         fact(log, "command.done", cmd=pending.result.type.value, status="applied")
         return pending.ack
     # The board could not be reached: the answer on record becomes the failure.
-    return sync.remember(pending.result, applied)
+    return await sync.remember(pending.result, applied)
 
 
 async def run_one(sync: CloudSync, payload: bytes, session: Session | None) -> Ack:
     """One command from start to answer, outside a session's runner (tests, tools)."""
-    checked = sync.check(payload, look_up=False)
+    checked = await sync.check(payload)
     if not isinstance(checked, VerifiedCommand):
         return checked
     if not sync.opens_now(checked):
-        return sync.seen(checked.jti) or await sync.apply_checked(checked, session)
+        return await sync.apply_checked(checked, session)
     [admitted] = await admit_opens(sync, [checked])
     return admitted if not isinstance(admitted, PendingOpen) else await finish_open(sync, admitted)
 
@@ -159,7 +157,6 @@ class CommandRunner:
         self._tasks: set[asyncio.Task[None]] = set()
         self._committer: asyncio.Task[None] | None = None
         self._waiting: list[_Admitted] = []  # opens admitted, for the committer's next turn
-        self._committing_jtis: set[str] = set()
 
     async def run(self) -> None:
         try:
@@ -188,24 +185,16 @@ class CommandRunner:
             release = _nothing
             try:
                 release = self._reserve(message.payload)
-                checked = self.sync.check(message.payload, look_up=False)
+                checked = await self.sync.check(message.payload)
                 if isinstance(checked, VerifiedCommand) and self.sync.opens_now(checked):
-                    jti = checked.jti
-                    if jti in self._committing_jtis or any(o.result.jti == jti for o in opens):
-                        # the same jti again before the first is committed: its answer counts
-                        self._commit_later(opens)
-                        opens = []
-                        await self._committed()
-                        checked = self.sync.seen(jti) or checked
-                    if isinstance(checked, VerifiedCommand):
-                        opens.append(_Admitted(delivery, checked, release))
-                        continue
+                    # The same jti twice is told apart in the transaction, which sees the
+                    # first one's answer (committed before, or written just before it).
+                    opens.append(_Admitted(delivery, checked, release))
+                    continue
                 # anything else is carried out here, after the opens before it
                 self._commit_later(opens)
                 opens = []
                 await self._committed()
-                if isinstance(checked, VerifiedCommand):
-                    checked = self.sync.seen(checked.jti) or checked
                 if isinstance(checked, VerifiedCommand):
                     checked = await self.sync.apply_checked(checked, self.session)
             except Exception as exc:  # one bad command must not stop the link
@@ -225,7 +214,6 @@ class CommandRunner:
         if not opens:
             return
         self._waiting.extend(opens)
-        self._committing_jtis.update(o.result.jti for o in opens)
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._commit_waiting(), name="sync.commit")
             self._tasks.add(self._committer)
@@ -234,10 +222,7 @@ class CommandRunner:
     async def _commit_waiting(self) -> None:
         while self._waiting:
             group, self._waiting = self._waiting, []
-            try:
-                await self._commit(group)
-            finally:
-                self._committing_jtis.difference_update(o.result.jti for o in group)
+            await self._commit(group)
 
     async def _committed(self) -> None:
         """Wait until every open admitted so far is committed."""

@@ -60,10 +60,14 @@ def outlived(exp: float, watermark: float | None) -> bool:
     return watermark is not None and exp <= watermark
 
 
-class CommandMemory(Protocol):
-    """What of the store the helpers below use."""
+class Settings(Protocol):
+    """Where the watermark is kept: the store, or an open transaction."""
 
     def get_setting(self, key: str) -> str | None: ...
+
+
+class CommandMemory(Settings, Protocol):
+    """What of the store :func:`forget_expired` uses."""
 
     def expired_commands(self, now: float, limit: int = ...) -> list[tuple[str, float]]: ...
 
@@ -72,7 +76,7 @@ class CommandMemory(Protocol):
     ) -> None: ...
 
 
-def watermark(store: CommandMemory) -> float | None:
+def watermark(store: Settings) -> float | None:
     raw = store.get_setting(WATERMARK_SETTING)
     try:
         return None if raw is None else float(raw)

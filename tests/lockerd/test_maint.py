@@ -579,7 +579,7 @@ async def test_a_refused_client_certificate_shows_in_status_and_selftest(rig: Ri
     keys = provision("CAB-1", rig.tmp / "cloud")
     tls = f'tls_ca = "{ca.cert_file}"\ntls_cert = "{cert}"\ntls_key = "{rig.tmp / "client.key"}"\n'
     config = cabinet_config(rig.tmp / "cab", "CAB-1", 8883, keys.trusted_keys, tls)
-    cloud = CloudSync(config, rig.daemon.store, rig.daemon.clock, lambda: {})
+    cloud = CloudSync(config, rig.daemon.async_store, rig.daemon.clock, lambda _rows: {})
     cloud.link.failed(
         Target("127.0.0.1", "127.0.0.1", 8883),
         ConnectFailed(

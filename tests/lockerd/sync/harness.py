@@ -7,13 +7,16 @@ import contextlib
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from hil.cloud import Provisioning, Signer, provision
 from lockerd.clock import SystemClock
 from lockerd.config import Config, parse
 from lockerd.model import Size
+from lockerd.reservations import Compartment
 from lockerd.store import Store
+from lockerd.store.worker import AsyncStore
 from lockerd.sync.cloud import CloudSync
 
 ISSUER = "lockers-cloud-test"
@@ -73,8 +76,8 @@ def cabinet_config(
     return parse(tomllib.loads(text), directory / "lockerd.toml")
 
 
-def snapshot_of(store: Store) -> dict[str, Any]:
-    """The state snapshot's compartments and boards, from the store (no doors in these tests)."""
+def snapshot_of(rows: Sequence[Compartment]) -> dict[str, Any]:
+    """The state snapshot's compartments and boards, from the rows (no doors in these tests)."""
     return {
         "compartments": [
             {
@@ -86,7 +89,7 @@ def snapshot_of(store: Store) -> dict[str, Any]:
                 "occupancy": None,
                 "reservation": c.reservation_id,
             }
-            for c in store.compartments()
+            for c in rows
         ],
         "boards": [{"id": "b1", "online": True}],
     }
@@ -146,6 +149,6 @@ def make_cabinet(
         directory, cabinet_id, port, provisioning.trusted_keys, extra_mqtt, host, brokers
     )
     store = open_store(directory, config)
-    sync = CloudSync(config, store, SystemClock(), lambda: snapshot_of(store))
+    sync = CloudSync(config, AsyncStore(store), SystemClock(), snapshot_of)
     signer = Signer(ISSUER, provisioning.kid, provisioning.signing_key, cabinet_id)
     return Cabinet(directory, config, store, sync, signer, provisioning)

@@ -177,9 +177,9 @@ async def test_a_command_older_than_the_watermark_is_refused(tmp_path: Path) -> 
     )
     assert (await cab.sync.handle_command(token)).status.value == "applied"
     clock.jump_wall(86400)
-    cab.sync._forget_commands()
+    await cab.sync._forget_commands()
     clock.advance(cab.sync.replay.keep_s)
-    cab.sync._forget_commands()
+    await cab.sync._forget_commands()
     assert cab.store.command_result(jti) is None  # forgotten
     clock.jump_wall(-86400 - cab.sync.replay.keep_s)
     ack = await cab.sync.handle_command(token)

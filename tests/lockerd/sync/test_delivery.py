@@ -16,6 +16,7 @@ from lockerd.events import DomainEvent
 from lockerd.store import Store
 from tests.lockerd.sync.harness import Cabinet, make_cabinet
 from tests.support.mosquitto import Mosquitto
+from tests.support.waiting import wait_for
 
 
 def emit(store: Store, count: int, compartment: str = "A01") -> None:
@@ -78,6 +79,8 @@ async def test_events_made_while_the_broker_is_down_all_arrive_in_order(
         emit(cab.store, 5)
         cab.sync.events_committed()
         await cloud.wait_for(lambda: cloud.view("CAB-OUT").last_seq >= 5, what="first 5")
+        # their PUBACKs reach the cabinet a moment after the cloud has the events
+        await cloud.wait_for(lambda: cab.store.outbox_depth() == 0, what="first 5 acknowledged")
         own_broker.stop()
         await cloud.wait_for(lambda: not cab.sync.connected.is_set(), what="link down")
         for _ in range(40):
@@ -236,9 +239,14 @@ async def test_a_full_outbox_raises_the_alarm_keeps_every_event_and_tells_the_cl
         assert cab.store.outbox_depth() == 99
         emit(cab.store, 3)
         cab.sync._bound_checked_at = float("-inf")  # no need to wait out the once-a-second check
-        cab.sync.events_committed()
-        kinds = [e.type for e in cab.store.outbox_after(0, 1000)]
-        assert kinds.count("outbox.full") == 1 and len(kinds) == 103  # all kept, plus the alarm
+        cab.sync.events_committed()  # the count runs on the store's thread, the alarm follows
+
+        def kinds() -> list[str]:
+            return [e.type for e in cab.store.outbox_after(0, 1000)]
+
+        await wait_for(lambda: "outbox.full" in kinds(), 5)
+        await asyncio.sleep(0.1)  # time for a second alarm, if one were (wrongly) raised
+        assert kinds().count("outbox.full") == 1 and len(kinds()) == 103  # all kept, plus it
         broker.start()
         watcher.start()
         await watcher.wait_ready()

@@ -33,6 +33,7 @@ from lockerd.config import load
 from lockerd.events import DomainEvent
 from lockerd.maint.enrol import enroll
 from lockerd.maint.protocol import Refused
+from lockerd.store.worker import AsyncStore
 from lockerd.sync import enrolment
 from lockerd.sync.cloud import CloudSync
 from lockerd.sync.enrolment import EnrolmentRefused, make_csr, make_key, parse_enrol_reply
@@ -123,7 +124,7 @@ async def test_enrolment_then_mutual_tls_events_and_signed_commands(fleet: Fleet
 
     # lockerd now connects with mutual TLS: events out, signed commands in.
     store = open_store(config.cabinet.state_dir, config)
-    sync = CloudSync(config, store, SystemClock(), lambda: snapshot_of(store))
+    sync = CloudSync(config, AsyncStore(store), SystemClock(), snapshot_of)
     task = asyncio.create_task(sync.run())
     try:
         await asyncio.wait_for(sync.commands_ready.wait(), 15)
@@ -210,7 +211,7 @@ def _cabinet_with_certificate(
     )
     config = load(path)
     store = open_store(directory, config)
-    return CloudSync(config, store, SystemClock(), lambda: snapshot_of(store))
+    return CloudSync(config, AsyncStore(store), SystemClock(), snapshot_of)
 
 
 async def test_an_expired_certificate_is_refused_and_said_so_as_an_error(
@@ -236,7 +237,7 @@ async def test_an_expired_certificate_is_refused_and_said_so_as_an_error(
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        sync.store.close()
+        await sync.store.close()
 
 
 async def test_renewal_before_expiry_over_the_same_link(
@@ -269,7 +270,7 @@ async def test_renewal_before_expiry_over_the_same_link(
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        sync.store.close()
+        await sync.store.close()
 
 
 _REPLY_KEY = make_key()
@@ -334,7 +335,7 @@ async def test_no_certificate_sent_is_reported_as_the_broker_says(
     config = load(config_path)
     config.cabinet.state_dir.mkdir(parents=True)
     store = open_store(config.cabinet.state_dir, config)
-    sync = CloudSync(config, store, SystemClock(), lambda: snapshot_of(store))
+    sync = CloudSync(config, AsyncStore(store), SystemClock(), snapshot_of)
     caplog.set_level(logging.INFO, logger="lockerd.sync")
     task = asyncio.create_task(sync.run())
     try:
