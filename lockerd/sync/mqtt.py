@@ -20,6 +20,7 @@ import contextlib
 import logging
 import random
 import re
+import select
 import socket
 import ssl
 from collections.abc import Callable
@@ -45,6 +46,8 @@ log = logging.getLogger("lockerd.sync.mqtt")
 # sent to us: still above the contract's 128 KiB so that an oversized command is seen
 # and answered, but memory stays bounded (Receive Maximum x this, for QoS 1).
 MAX_INCOMING_PACKET = 256 * 1024
+# Packets read from the socket in one turn of the event loop, at most.
+MAX_PACKETS_PER_READ = 64
 # A dropped message is logged at most this often (with how many since the last line).
 _DROPS = RepeatLimiter(interval_s=10.0)
 
@@ -192,16 +195,19 @@ class Session:
         self._misc = self._loop.call_later(1.0, self._tick)
 
     def _readable(self) -> None:
-        rc = self._client.loop_read()
-        # TLS may hold whole packets in its buffer with nothing left on the socket.
+        # Everything the broker has sent so far is read now, not one packet per turn of
+        # the loop: a burst of commands reaches the handler together, so it is verified
+        # and committed as one batch (one fsync) instead of each command's work pushing
+        # the next one's arrival back (docs/adr/0023). Bounded per turn all the same.
         sock: Any = self._socket
-        while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and isinstance(sock, ssl.SSLSocket):
-            current: Any = self._client.socket()
-            if current is not sock or not sock.pending():
-                break
+        for _ in range(MAX_PACKETS_PER_READ):
             rc = self._client.loop_read()
-        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            self._lost(f"read failed: {rc.name if isinstance(rc, Enum) else rc}")
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self._lost(f"read failed: {rc.name if isinstance(rc, Enum) else rc}")
+                return
+            current: Any = self._client.socket()
+            if current is not sock or not _more_to_read(sock):
+                return
 
     def _writable(self) -> None:
         rc = self._client.loop_write()
@@ -381,6 +387,18 @@ class Session:
         with contextlib.suppress(asyncio.TimeoutError, ConnectionLost):
             await asyncio.wait_for(asyncio.shield(self.closed), timeout_s)
         self._lost("closed by us")
+
+
+def _more_to_read(sock: Any) -> bool:
+    """Whether a packet (or part of one) is waiting, without blocking."""
+    # TLS may hold whole packets in its buffer with nothing left on the socket.
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):  # closed meanwhile: the next turn finds out
+        return False
+    return bool(readable)
 
 
 def _alert_text(exc: ssl.SSLError) -> str:

@@ -198,13 +198,6 @@ async def world(tmp_path: Path, open_within_s: float) -> AsyncIterator[World]:
             broker.stop()
 
 
-@pytest.mark.xfail(
-    reason="issue 11 is open: with ten jammed doors' commands admitted in the same burst, "
-    "the good door's pulse still lands about one bus transaction later than alone "
-    "(median 54 ms against 22 + 26 ms on a quiet 2-core machine); every command is "
-    "acknowledged, no pulse is lost",
-    strict=False,
-)
 async def test_ten_jammed_doors_do_not_hold_up_a_good_one(tmp_path: Path) -> None:
     # Doors that do not open are pulsed again only after open_within_s: long here, so
     # no retry shares line 2 with what is measured.

@@ -106,7 +106,7 @@ async def flow_rig(family: str, state_dir: Path) -> AsyncIterator[Rig]:
     sim = SimulatedCabinet(load_layout(raw), pace=True)
     await sim.start()
     daemon = Daemon(lockerd_config(raw, sim, state_dir=state_dir))
-    daemon._prepare_store()
+    await daemon.async_store.read(lambda _store: daemon._prepare_store())
     await daemon.hardware.start()
     with daemon.store.transaction() as tx:
         tx.upsert_credential(

@@ -116,7 +116,7 @@ async def cabinet(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     sim = SimulatedCabinet(load_layout(raw), pace=True)
     await sim.start()
     daemon = Daemon(lockerd_config(raw, sim, state_dir=tmp_path / "state"))
-    daemon._prepare_store()
+    await daemon.async_store.read(lambda _store: daemon._prepare_store())
     await daemon.hardware.start()
     with daemon.store.transaction() as tx:
         for cid, role, code in (
