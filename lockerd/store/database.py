@@ -299,11 +299,24 @@ class Store:
         """Every outbox event up to ``seq`` is acknowledged (PUBACKs arrive in order).
 
         One statement, one commit, for a run of acknowledgements: the outbox pump's
-        throughput would otherwise be one fsync per event. Returns how many left.
+        throughput would otherwise be one fsync per event. And that commit is not
+        fsynced (``synchronous = NORMAL`` for it; the next durable commit carries it to
+        disk): an acknowledgement lost to a power cut only means those events are sent
+        again, which the contract allows, while an fsync here would hold up whatever
+        decision waits behind it on the store's thread (a remote ``door.open``'s commit,
+        docs/adr/0023). Returns how many left.
         """
-        return int(
-            self._write("UPDATE events SET acked = 1 WHERE acked = 0 AND seq <= ?", (seq,)).rowcount
-        )
+        if self._in_transaction:
+            raise StoreError("use the open transaction for writes")
+        self._conn.execute("PRAGMA synchronous = NORMAL")
+        try:
+            return int(
+                self._write(
+                    "UPDATE events SET acked = 1 WHERE acked = 0 AND seq <= ?", (seq,)
+                ).rowcount
+            )
+        finally:
+            self._conn.execute("PRAGMA synchronous = FULL")
 
     @_serialized
     def outbox_depth(self) -> int:

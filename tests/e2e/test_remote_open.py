@@ -269,3 +269,69 @@ async def test_door_open_is_answered_once_pulsed_and_the_door_reports_itself(
         assert len((await w.control.call("pulses")).get("B01", [])) == before
         duplicate = view.ack(good_jti)
         assert duplicate is not None and duplicate["first"]["status"] == "applied", duplicate
+
+
+class DurableCommits:
+    """Every commit that waits for the disk, seen through SQLite's trace of each statement.
+
+    Installed on the store's own thread. A commit waits for the disk when it ends a
+    transaction that wrote something, or is a write outside a transaction, while
+    ``synchronous`` is FULL; each is noted with when it started (time.monotonic) and its
+    writes.
+    """
+
+    def __init__(self) -> None:
+        self.commits: list[tuple[float, list[str]]] = []
+        self._full = True
+        self._in_transaction = False
+        self._writes: list[str] = []
+
+    def __call__(self, sql: str) -> None:
+        text = " ".join(sql.split()).upper()
+        if text.startswith("PRAGMA SYNCHRONOUS"):
+            self._full = text.endswith("FULL")
+        elif text.startswith("BEGIN"):
+            self._in_transaction, self._writes = True, []
+        elif text == "ROLLBACK":
+            self._in_transaction = False
+        elif text == "COMMIT":
+            if self._full and self._writes:
+                self.commits.append((time.monotonic(), self._writes))
+            self._in_transaction = False
+        elif text.startswith(("INSERT", "UPDATE", "DELETE", "REPLACE")):
+            if self._in_transaction:
+                self._writes.append(text)
+            elif self._full:
+                self.commits.append((time.monotonic(), [text]))
+
+    def between(self, start: float, end: float) -> list[list[str]]:
+        return [writes for at, writes in self.commits if start <= at <= end]
+
+
+async def test_a_remote_open_waits_for_one_fsync_before_its_pulse(tmp_path: Path) -> None:
+    """The command's jti, its answer and the unlock intent commit together: one fsync."""
+    async with world(tmp_path, open_within_s=1.0) as w:
+        commits = DurableCommits()
+        await w.daemon.async_store.read(lambda s: s._conn.set_trace_callback(commits))
+        pulsed: dict[str, float] = {}
+        hardware = w.daemon.hardware
+        unlock_and_pulse = hardware.unlock_and_pulse
+
+        async def noting(compartment: str, actor: Any) -> bool:
+            pulsed[compartment] = time.monotonic()  # the pulse is asked of the bus now
+            return await unlock_and_pulse(compartment, actor)
+
+        hardware.unlock_and_pulse = noting  # type: ignore[method-assign]
+        for compartment in GOOD[:4]:
+            await w.control.call("set_spring", compartment=compartment, spring=True)
+            await asyncio.sleep(0.5)  # the last door's facts are committed and acknowledged
+            jti, token = w.open(compartment)
+            w.cloud.send(CABINET, token)
+            arrived = await w.watch.arrival(jti)
+            assert (await w.cloud.wait_ack(CABINET, jti))["status"] == "applied"
+            before_pulse = commits.between(arrived - 0.005, pulsed[compartment])
+            assert len(before_pulse) == 1, before_pulse
+            [writes] = before_pulse
+            assert any("INTO COMMANDS" in s for s in writes), writes
+            assert any("INTO UNLOCK_INTENTS" in s for s in writes), writes
+        await w.daemon.async_store.read(lambda s: s._conn.set_trace_callback(None))

@@ -118,6 +118,24 @@ def test_refuses_floats_unknown_types_and_wrong_fields(store: Store) -> None:
     assert store.last_seq() == 0
 
 
+def test_acknowledgements_are_not_fsynced_and_every_decision_still_is(store: Store) -> None:
+    """A run of PUBACKs is written without waiting for the disk (resending is allowed);
+    the transaction after it is durable again (synchronous = FULL)."""
+    with store.transaction() as tx:
+        for _ in range(3):
+            tx.emit(door())
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)
+    assert store.outbox_acknowledge_through(2) == 2
+    with store.transaction() as tx:
+        tx.emit(door())
+    store._conn.set_trace_callback(None)
+    assert statements[0] == "PRAGMA synchronous = NORMAL" and "acked = 1" in statements[1]
+    assert statements[2] == "PRAGMA synchronous = FULL" and statements[3] == "BEGIN IMMEDIATE"
+    assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert [e.seq for e in store.outbox_after(0, 10)] == [3, 4]
+
+
 def test_outbox_acknowledge_and_prune(store: Store) -> None:
     with store.transaction() as tx:
         for _ in range(5):
