@@ -12,6 +12,11 @@ and a local Mosquitto, the way a cabinet runs, and measures from a third, the "c
   by an MQTT subscriber. Two kinds, reported apart and together: the spring door
   opening when its relay is energised (the pulse's ``started_at``), and a person
   closing it at a random moment (the control call).
+- **where a remote open's time goes** (``--breakdown``): the daemon runs with
+  ``--log-level DEBUG`` and logs a ``command.timing`` line per ``door.open`` (read from
+  the socket, verified, committed, pulse asked of the bus, pulse sent); the bench joins
+  them with its own publish times and the board's frame times and prints each stage's
+  p50/p90: the cloud side's share (broker, verification, commit) apart from the bus's.
 - **idle cost**: CPU (user + system, share of one core) and RSS of the daemon, idle and
   connected to the broker, at 96 doors: 4 boards x 24 on Modbus TCP, and on one RS-485
   line at 9600 baud.
@@ -112,10 +117,11 @@ def daemon_toml(hardware: str, workdir: Path, broker_port: int, trusted: Path) -
 
 
 @contextlib.contextmanager
-def daemon(config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def daemon(config: Path, log: Path, level: str = "INFO") -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "lockerd", "run", "--config", str(config)],
+            [sys.executable, "-m", "lockerd", "run", "--config", str(config)]
+            + ["--log-level", level],
             stdout=sink,
             stderr=sink,
         )
@@ -215,7 +221,9 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
-async def latency(workdir: Path, broker: Mosquitto, trials: int) -> dict[str, list[float]]:
+async def latency(
+    workdir: Path, broker: Mosquitto, trials: int, breakdown: bool = False
+) -> dict[str, list[float]]:
     port_path = workdir / "tty-remote"
     bus = [
         'family = "modbus-rtu"',
@@ -233,13 +241,15 @@ async def latency(workdir: Path, broker: Mosquitto, trials: int) -> dict[str, li
     door_opens: list[float] = []
     door_closes: list[float] = []
     failures: list[str] = []
+    timed: dict[str, tuple[float, float]] = {}  # jti -> (published, pulse frame complete)
     simdir = workdir / "sim-remote"
     simdir.mkdir()
     async with simulator(simdir, BAUD, lambda _p, _b: hardware) as (_port, control):
         compartments = [f"A{n:02d}" for n in range(1, DOORS + 1)]
         for compartment in compartments:
             await control.call("set_spring", compartment=compartment, spring=True)
-        with daemon(config, workdir / "lockerd-remote.log"):
+        level = "DEBUG" if breakdown else "INFO"
+        with daemon(config, workdir / "lockerd-remote.log", level):
             await asyncio.get_running_loop().run_in_executor(None, cloud.online.wait, 30)
             await asyncio.sleep(2.0)  # first scans done, link settled
             for trial in range(trials):
@@ -260,6 +270,7 @@ async def latency(workdir: Path, broker: Mosquitto, trials: int) -> dict[str, li
                 pulses = [p for p in reply.get(compartment, []) if p["frame_complete_at"] > sent]
                 assert pulses, f"no pulse for {compartment}"
                 opens.append(pulses[0]["frame_complete_at"] - sent)
+                timed[jti] = (sent, pulses[0]["frame_complete_at"])
                 door_opens.append(opened_at - pulses[0]["started_at"])
                 await asyncio.sleep(random.uniform(0.3, 0.5))  # the pulse ends, the door waits
                 closing = time.monotonic()
@@ -271,7 +282,41 @@ async def latency(workdir: Path, broker: Mosquitto, trials: int) -> dict[str, li
         log = (workdir / "lockerd-remote.log").read_text().splitlines()
         print(f"{len(failures)} open(s) not applied: {failures}")
         print("\n".join(line for line in log if "failed" in line or "offline" in line)[-3000:])
-    return {"open": opens, "door_open": door_opens, "door_close": door_closes}
+    found = {"open": opens, "door_open": door_opens, "door_close": door_closes}
+    if breakdown:
+        found.update(stages(timed, (workdir / "lockerd-remote.log").read_text()))
+    return found
+
+
+# The stages of a remote open, from the daemon's command.timing lines (ms after it read
+# the command from the socket) and the bench's own clock (published, frame complete).
+STAGES = [
+    ("publish -> read by lockerd (broker, socket)", "read"),
+    ("read -> verified (queue, JWT)", "verify"),
+    ("verified -> committed (one fsync)", "commit"),
+    ("committed -> pulse asked of the bus", "ask"),
+    ("pulse asked -> frame complete at the board", "bus"),
+]
+
+
+def stages(timed: dict[str, tuple[float, float]], log: str) -> dict[str, list[float]]:
+    found: dict[str, list[float]] = {key: [] for _, key in STAGES}
+    for line in log.splitlines():
+        if "command.timing " not in line:
+            continue
+        fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
+        if fields.get("jti") not in timed:
+            continue
+        sent, frame = timed[fields["jti"]]
+        read = float(fields["received"])
+        verified, committed = float(fields["verified_ms"]), float(fields["committed_ms"])
+        asked = float(fields["pulse_asked_ms"])
+        found["read"].append(read - sent)
+        found["verify"].append(verified / 1000)
+        found["commit"].append((committed - verified) / 1000)
+        found["ask"].append((asked - committed) / 1000)
+        found["bus"].append(frame - read - asked / 1000)
+    return found
 
 
 def cpu_seconds(pid: int) -> float:
@@ -346,13 +391,13 @@ def print_table(header: list[str], rows: list[list[str]]) -> None:
         print("  ".join(cell.ljust(width) for cell, width in zip(r, widths, strict=True)))
 
 
-async def main_async(trials: int, idle_s: float) -> None:
+async def main_async(trials: int, idle_s: float, breakdown: bool = False) -> None:
     with tempfile.TemporaryDirectory(prefix="lockerd-bench-") as tmp:
         workdir = Path(tmp)
         broker = Mosquitto(workdir / "mosquitto", persistence=False)
         broker.start()
         try:
-            found = await latency(workdir, broker, trials)
+            found = await latency(workdir, broker, trials, breakdown)
             tcp = await idle_cost(workdir, broker, "modbus-tcp", idle_s)
             rtu = await idle_cost(workdir, broker, "modbus-rtu", idle_s)
         finally:
@@ -398,6 +443,22 @@ async def main_async(trials: int, idle_s: float) -> None:
             ),
         ],
     )
+    if breakdown:
+        print()
+        print("where a remote open's time goes (from the daemon's command.timing lines):")
+        print_table(
+            ["stage", "n", "p50 ms", "p90 ms"],
+            [
+                [
+                    name,
+                    str(len(found[key])),
+                    f"{pct(found[key], 0.5) * 1000:.1f}",
+                    f"{pct(found[key], 0.9) * 1000:.1f}",
+                ]
+                for name, key in STAGES
+                if found[key]
+            ],
+        )
     print()
     print(f"idle daemon at 96 doors (4 boards x 24), connected to the broker, {idle_s:.0f} s:")
     print_table(
@@ -419,8 +480,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/remote_open", description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=40, help="remote opens to time")
     parser.add_argument("--idle-s", type=float, default=20.0, help="seconds of idle measured")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also print where a remote open's time goes, stage by stage",
+    )
     args = parser.parse_args(argv)
-    asyncio.run(main_async(args.trials, args.idle_s))
+    asyncio.run(main_async(args.trials, args.idle_s, args.breakdown))
     return 0
 
 

@@ -130,3 +130,32 @@ def test_lockerd_reaches_board_drivers_only_by_family_name() -> None:
         for path in sorted((ROOT / "lockerd").rglob("*.py"))
     }
     assert {f: bad for f, bad in offenders.items() if bad} == {}
+
+
+# Edges that receive narrow protocols name no Daemon at all, not even for type checking:
+# what they may reach of the running daemon is written down in their own protocols
+# (lockerd/maint/cabinet.py, the kiosk's KioskCabinet, the cloud's RemoteActions).
+NARROW_EDGES = ["lockerd/maint", "lockerd/sync"]
+
+
+def all_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1]
+            module = ".".join([*base, node.module] if node.module else base)
+            found.add(module if node.level else node.module or "")
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found
+
+
+@pytest.mark.parametrize("edge", NARROW_EDGES)
+def test_narrow_edges_never_name_the_daemon(edge: str) -> None:
+    offenders = {
+        str(path.relative_to(ROOT)): _hits(all_imports(path), {"lockerd.app"})
+        for path in sorted((ROOT / edge).rglob("*.py"))
+    }
+    assert {f: bad for f, bad in offenders.items() if bad} == {}

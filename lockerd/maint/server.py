@@ -34,13 +34,13 @@ from ..events import StoredEvent, rfc3339_ms
 from ..logs import fact
 from ..model import Actor, CompartmentState, DoorState, Occupancy
 from . import metrics
+from .cabinet import CloudStatus, MaintainedCabinet
 from .database import backup, verify
 from .gate import Gate, peer_of
 from .handover import handover_open
 from .protocol import MAX_LINE, ProtocolError, Refused, decode, encode
 
 if TYPE_CHECKING:
-    from ..app import Daemon
     from ..reservations import Reservation
     from ..store import Store
 
@@ -55,9 +55,9 @@ Handler = Callable[[dict[str, Any], asyncio.StreamWriter], Awaitable[Any]]
 
 
 class MaintenanceServer:
-    """Serves lockerctl for one running :class:`~lockerd.app.Daemon`."""
+    """Serves lockerctl for one running daemon (any :class:`MaintainedCabinet`)."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: MaintainedCabinet) -> None:
         self.daemon = daemon
         self.config = daemon.config.maintenance
         self.gate = Gate(self.config)
@@ -544,7 +544,7 @@ class MaintenanceServer:
         )
 
 
-def _cloud_figures(cloud: Any) -> dict[str, Any]:
+def _cloud_figures(cloud: CloudStatus | None) -> dict[str, Any]:
     if cloud is None:
         return {}
     certificate = cloud.link.certificate()
@@ -571,7 +571,7 @@ def _active(bits: list[bool], index: int, level: Level) -> bool | None:
     return bits[index] if level is Level.HIGH else not bits[index]
 
 
-def _store_health(daemon: Daemon) -> dict[str, Any]:
+def _store_health(daemon: MaintainedCabinet) -> dict[str, Any]:
     failure = daemon.hardware.store_failure
     degraded = daemon.async_store.degraded
     state = "failing" if failure is not None else "degraded" if degraded is not None else "ok"
@@ -591,6 +591,6 @@ def _event(event: StoredEvent) -> dict[str, Any]:
     return {"seq": event.seq, "ts": event.ts, "type": event.type, "data": dict(event.data)}
 
 
-async def serve(daemon: Daemon) -> None:
+async def serve(daemon: MaintainedCabinet) -> None:
     """The Daemon service entry: ``daemon.services.append(("maintenance", serve))``."""
     await MaintenanceServer(daemon).serve()

@@ -29,6 +29,7 @@ import collections
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -76,6 +77,7 @@ class _Admitted:
     delivery: _Delivery
     result: VerifiedCommand
     release: Callable[[], None]
+    verified_at: float
 
 
 async def admit_opens(sync: CloudSync, results: list[VerifiedCommand]) -> list[Ack | PendingOpen]:
@@ -189,7 +191,7 @@ class CommandRunner:
                 if isinstance(checked, VerifiedCommand) and self.sync.opens_now(checked):
                     # The same jti twice is told apart in the transaction, which sees the
                     # first one's answer (committed before, or written just before it).
-                    opens.append(_Admitted(delivery, checked, release))
+                    opens.append(_Admitted(delivery, checked, release, time.monotonic()))
                     continue
                 # anything else is carried out here, after the opens before it
                 self._commit_later(opens)
@@ -238,6 +240,7 @@ class CommandRunner:
         except Exception as exc:
             fact(log, "command.crashed", logging.ERROR, error=type(exc).__name__)
             outcomes = [self.sync.internal_error(o.result.jti) for o in opens]
+        committed_at = time.monotonic()
         for admitted, outcome in zip(opens, outcomes, strict=True):
             if not isinstance(outcome, PendingOpen):
                 admitted.release()
@@ -246,7 +249,8 @@ class CommandRunner:
             compartment = outcome.command.compartment
             before = self._last_open.get(compartment)
             task = asyncio.create_task(
-                self._carry_out(admitted, outcome, before), name=f"sync.open {compartment}"
+                self._carry_out(admitted, outcome, before, (committed_at, len(opens))),
+                name=f"sync.open {compartment}",
             )
             self._last_open[compartment] = task
             self._tasks.add(task)
@@ -261,18 +265,25 @@ class CommandRunner:
         return forget
 
     async def _carry_out(
-        self, admitted: _Admitted, pending: PendingOpen, before: asyncio.Task[None] | None
+        self,
+        admitted: _Admitted,
+        pending: PendingOpen,
+        before: asyncio.Task[None] | None,
+        committed: tuple[float, int],
     ) -> None:
         try:
             if before is not None:
                 # the same compartment: pulses in the order the commands were admitted
                 with contextlib.suppress(Exception):
                     await asyncio.shield(before)
+            asked_at = time.monotonic()
             try:
                 ack = await finish_open(self.sync, pending)
             except Exception as exc:
                 fact(log, "command.crashed", logging.ERROR, error=type(exc).__name__)
                 ack = self.sync.internal_error(pending.result.jti)
+            if log.isEnabledFor(logging.DEBUG):
+                _timing(admitted, committed, asked_at, time.monotonic())
         finally:
             admitted.release()
         await self._answer(admitted.delivery, ack)
@@ -293,6 +304,32 @@ class CommandRunner:
             return _nothing
         compartment = door_open_compartment(payload)
         return _nothing if compartment is None else actions.reserve(compartment)
+
+
+def _timing(admitted: _Admitted, committed: tuple[float, int], asked: float, sent: float) -> None:
+    """Where a ``door.open``'s time went, for benchmarks (``--log-level DEBUG``).
+
+    ``received`` is when it was read from the socket (time.monotonic, comparable with
+    other processes' CLOCK_MONOTONIC); the rest are milliseconds after that.
+    """
+    received = admitted.delivery.message.received_at
+    committed_at, batch = committed
+
+    def ms(at: float) -> float:
+        return round((at - received) * 1000, 2)
+
+    fact(
+        log,
+        "command.timing",
+        logging.DEBUG,
+        jti=admitted.result.jti,
+        received=round(received, 6),
+        verified_ms=ms(admitted.verified_at),
+        committed_ms=ms(committed_at),
+        batch=batch,
+        pulse_asked_ms=ms(asked),
+        pulse_sent_ms=ms(sent),
+    )
 
 
 def door_open_compartment(payload: bytes) -> str | None:

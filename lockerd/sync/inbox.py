@@ -10,7 +10,8 @@ could queue gigabytes of them. Beyond the bound they are dropped and counted.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 # What waits for the handler at most (QoS 0); a command is at most 128 KiB.
 MAX_QUEUED_BYTES = 1024 * 1024
@@ -26,6 +27,8 @@ class Incoming:
     qos: int
     mid: int
     dup: bool
+    # when it was read from the socket (time.monotonic), for the command's timing line
+    received_at: float = field(default_factory=time.monotonic, compare=False)
 
     @property
     def size(self) -> int:
