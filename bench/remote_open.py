@@ -120,8 +120,7 @@ def daemon_toml(hardware: str, workdir: Path, broker_port: int, trusted: Path) -
 def daemon(config: Path, log: Path, level: str = "INFO") -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "lockerd", "run", "--config", str(config)]
-            + ["--log-level", level],
+            [sys.executable, "-m", "lockerd", "run", "--config", str(config), "--log-level", level],
             stdout=sink,
             stderr=sink,
         )

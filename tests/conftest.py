@@ -33,6 +33,4 @@ def store_stays_off_the_loop() -> Iterator[list[str]]:
     calls: list[str] = []
     with report_loop_calls(calls.append):
         yield calls
-    assert not calls, "the Store was called on the event loop:\n" + "\n".join(
-        sorted(set(calls))
-    )
+    assert not calls, "the Store was called on the event loop:\n" + "\n".join(sorted(set(calls)))

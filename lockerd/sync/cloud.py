@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -325,8 +326,9 @@ class CloudSync:
         try:
             while True:
                 if not unsent:
-                    start = after
-                    batch = await self.store.read(lambda s: s.outbox_after(start, OUTBOX_READ_BATCH))
+                    batch = await self.store.read(
+                        functools.partial(_outbox_after, after, OUTBOX_READ_BATCH)
+                    )
                     unsent.extend(batch)
                     if batch:
                         after = batch[-1].seq
@@ -453,17 +455,23 @@ class CloudSync:
         return await run_one(self, payload, session)
 
     async def check(self, payload: bytes) -> Ack | VerifiedCommand:
-        """Verify one command: the answer if it ends here (refused), else the command.
+        """Verify one command: the answer if it ends here (refused), else the command."""
+        result = await self.verify(payload)
+        return await self.refuse(result) if isinstance(result, Rejection) else result
+
+    async def verify(self, payload: bytes) -> Rejection | VerifiedCommand:
+        """Verify one command's signature and claims; nothing of it is written yet.
 
         Whether its ``jti`` was answered before, or is older than what the cabinet
         remembers, is decided later, inside the transaction that commits the command
         (:meth:`first_answer`): a lookup here would wait for the store's thread, behind
-        the commit of the commands before it.
+        the commit of the commands before it. A refusal is written by :meth:`refuse`,
+        in its turn.
         """
         now = self.clock.wall()
         result = self.verifier.verify(payload, now)
         if isinstance(result, Rejection):
-            return await self._refuse(result)
+            return result
         await self._observe_skew(result, now)
         fact(log, "command.received", cmd=result.type.value)
         return result
@@ -592,7 +600,8 @@ class CloudSync:
         fact(log, "command.duplicate", first=summary["status"])
         return Ack(jti, AckStatus.DUPLICATE, None, self._now_text(), first=summary)
 
-    async def _refuse(self, rejection: Rejection) -> Ack:
+    async def refuse(self, rejection: Rejection) -> Ack:
+        """Answer and record a refused command (see :meth:`_refused_in`)."""
         return await self.store.write(lambda tx: self._refused_in(tx, rejection))
 
     def _refused_in(self, tx: Transaction, rejection: Rejection) -> Ack:
@@ -653,3 +662,7 @@ class CloudSync:
     async def _sync_summary(self) -> bytes:
         reservations, credentials = await self.store.read(lambda s: s.sync_summary())
         return reports.sync_summary(self._now_text(), reservations, credentials)
+
+
+def _outbox_after(seq: int, limit: int, store: Store) -> list[StoredEvent]:
+    return store.outbox_after(seq, limit)

@@ -187,18 +187,20 @@ class CommandRunner:
             release = _nothing
             try:
                 release = self._reserve(message.payload)
-                checked = await self.sync.check(message.payload)
-                if isinstance(checked, VerifiedCommand) and self.sync.opens_now(checked):
+                verified = await self.sync.verify(message.payload)
+                if isinstance(verified, VerifiedCommand) and self.sync.opens_now(verified):
                     # The same jti twice is told apart in the transaction, which sees the
                     # first one's answer (committed before, or written just before it).
-                    opens.append(_Admitted(delivery, checked, release, time.monotonic()))
+                    opens.append(_Admitted(delivery, verified, release, time.monotonic()))
                     continue
-                # anything else is carried out here, after the opens before it
+                # anything else, a refusal too, is committed here, after the opens before it
                 self._commit_later(opens)
                 opens = []
                 await self._committed()
-                if isinstance(checked, VerifiedCommand):
-                    checked = await self.sync.apply_checked(checked, self.session)
+                if isinstance(verified, VerifiedCommand):
+                    checked = await self.sync.apply_checked(verified, self.session)
+                else:
+                    checked = await self.sync.refuse(verified)
             except Exception as exc:  # one bad command must not stop the link
                 fact(log, "command.crashed", logging.ERROR, error=type(exc).__name__)
                 checked = self.sync.internal_error()

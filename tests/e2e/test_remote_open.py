@@ -26,10 +26,11 @@ from paho.mqtt.client import Client, MQTTMessage
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.unlock_latency import floors
-from hil.cloud import ReferenceCloud, Signer, provision
+from hil.cloud import ReferenceCloud, Signer, code_hash, provision
 from hil.control import ControlClient
 from lockerd.app import Daemon
 from lockerd.config import parse
+from lockerd.store import loop_guard
 from tests.lockerd.sync.test_contract import check
 from tests.support.mosquitto import Mosquitto, mosquitto_binary
 from tests.support.simulator import served_simulator
@@ -335,3 +336,57 @@ async def test_a_remote_open_waits_for_one_fsync_before_its_pulse(tmp_path: Path
             assert any("INTO COMMANDS" in s for s in writes), writes
             assert any("INTO UNLOCK_INTENTS" in s for s in writes), writes
         await w.daemon.async_store.read(lambda s: s._conn.set_trace_callback(None))
+
+
+async def test_a_cloud_session_never_calls_the_store_on_the_loop(
+    tmp_path: Path, store_stays_off_the_loop: list[str]
+) -> None:
+    """Every kind of work of the cloud link, against a real broker, through the real daemon:
+    the store is reached only through its own thread (the fixture fails the test otherwise)."""
+    assert loop_guard._reporter is not None  # the check is armed for this test
+    async with world(tmp_path, open_within_s=1.0) as w:
+        await w.control.call("set_spring", compartment="B01", spring=True)
+        upsert = {
+            "reservation_id": "R-1",
+            "version": 1,
+            "kind": "inbound",
+            "size": "M",
+            "compartment": None,
+            "barcodes": ["JB1"],
+            "pickup_code_hash": code_hash(b"k" * 32, "pickup", "123456"),
+            "reserved_until": int(time.time()) + 3600,
+            "hold_s": None,
+            "sensitive": False,
+            "cod": None,
+            "code_only": False,
+        }
+        signed = [
+            w.open("B01"),
+            w.open("A01"),  # jammed: lock.failed follows as an event
+            w.signer.sign("reservation.upsert", upsert),
+            w.signer.sign("config.set", {"doors.left_open_after_s": 300.0}),
+            w.signer.sign("state.request", {}),
+            w.signer.sign(
+                "door.open", {"compartment": "Z99", "reason": "x", "reservation_id": None}
+            ),
+        ]
+        forged_jti, forged = w.signer.sign("state.request", {})
+        forged = forged[:-4] + (b"AAAA" if not forged.endswith(b"AAAA") else b"BBBB")
+        for _, token in signed:
+            w.cloud.send(CABINET, token)
+        w.cloud.send(CABINET, forged)
+        w.cloud.send(CABINET, signed[2][1])  # a replay: answered duplicate
+        view = w.cloud.view(CABINET)
+        await w.cloud.wait_for(lambda: len(view.acks) >= len(signed) + 2, what="every answer")
+        statuses = [[a["status"] for a in view.acks if a["cmd"] == jti] for jti, _ in signed]
+        assert statuses == [["applied"]] * 2 + [["applied", "duplicate"]] + [["applied"]] * 2 + [
+            ["rejected"]
+        ], statuses
+        assert (await w.cloud.wait_ack(CABINET, forged_jti))["status"] == "rejected"
+        await w.cloud.wait_for(lambda: bool(w.events("lock.failed")), what="lock.failed")
+        await w.cloud.wait_for(lambda: bool(w.events("door.opened")), what="door.opened")
+        assert w.daemon.cloud is not None
+        telemetry = await w.daemon.cloud.telemetry()  # what the telemetry loop publishes
+        assert telemetry["seq"] >= 3 and telemetry["outbox"] >= 0
+        await w.cloud.wait_for(lambda: w.cloud.view(CABINET).state is not None, what="state")
+    assert store_stays_off_the_loop == []

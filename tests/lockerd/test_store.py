@@ -15,7 +15,10 @@ from lockerd.clock import ManualClock
 from lockerd.events import GENESIS_PREV, DomainEvent, EventError
 from lockerd.model import Size
 from lockerd.store import Store, StoreError
+from lockerd.store.loop_guard import report_loop_calls
 from lockerd.store.migrations import MIGRATIONS
+from lockerd.store.worker import AsyncStore
+from lockerd.sync.replay import watermark
 
 CABINET = "CAB-0001"
 
@@ -295,3 +298,24 @@ def test_seq_never_skips_or_repeats(
         assert store.verify_chain().ok
     finally:
         store.close()
+
+
+async def test_the_loop_guard_reports_lockerd_calling_its_store_on_the_loop(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """The check behind the suite-wide fixture (tests/conftest.py) is not vacuous: it
+    names lockerd code that calls an AsyncStore's Store on the loop, and nothing else."""
+    store = Store.open(tmp_path / "lockerd.db", CABINET, clock)
+    calls: list[str] = []
+    with report_loop_calls(calls.append):
+        watermark(store)  # no AsyncStore owns this store yet: an offline tool's way
+        assert calls == []
+        async_store = AsyncStore(store)
+        store.get_setting("cabinet_id")  # a test reading what was written
+        assert calls == []
+        watermark(store)  # lockerd code on the loop's thread
+        assert len(calls) == 1 and "by lockerd.sync.replay" in calls[0], calls
+        await async_store.read(watermark)  # on the store's own thread
+        await async_store.write(lambda tx: tx.set_setting("x", "1"))
+        assert len(calls) == 1, calls
+    await async_store.close()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any
 
 from hil.cloud import Provisioning, Signer, provision
