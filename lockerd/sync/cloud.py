@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import functools
 import json
 import logging
 import time
@@ -32,7 +31,7 @@ from typing import Any
 from .. import __version__
 from ..clock import Clock
 from ..config import Config
-from ..events import DomainEvent, EventType, StoredEvent, rfc3339_ms
+from ..events import DomainEvent, EventType, rfc3339_ms
 from ..logs import fact
 from ..reservations import Compartment
 from ..store import Applied, ApplyStatus, Store, Transaction
@@ -66,6 +65,7 @@ from .mqtt import (
     Will,
     connect,
 )
+from .outbox import Outbox
 from .replay import ReplayMemory, forget_expired, outlived, watermark
 
 log = logging.getLogger("lockerd.sync")
@@ -75,18 +75,12 @@ log = logging.getLogger("lockerd.sync")
 SnapshotProvider = Callable[[Sequence[Compartment]], Mapping[str, Any]]
 # State is published at most this often, however often it changes.
 STATE_MIN_INTERVAL_S = 0.3
-# The pump looks at the store this often even if nobody said events were committed.
-OUTBOX_POLL_S = 1.0
-# Events read from the store at once, and how often acknowledgements are written down.
-OUTBOX_READ_BATCH = 500
-ACK_FLUSH_S = 0.2
 # command.rejected events per minute at most: garbage on cmd must not flood the outbox.
 REJECTED_EVENTS_PER_MINUTE = 30
 # How long a clean stop waits for the broker to take the offline status.
 GOODBYE_TIMEOUT_S = 2.0
 # A connection that lasted this long resets the backoff.
 STABLE_CONNECTION_S = 10.0
-OUTBOX_BOUND_CHECK_S = 1.0
 
 
 class CloudSync:
@@ -132,20 +126,16 @@ class CloudSync:
         self.boot = str(uuid.uuid4())
         self.version = f"lockerd {__version__}"
         self._started = clock.monotonic()
-        self._events = asyncio.Event()
         self._state_dirty = asyncio.Event()
         self._rejections: collections.deque[float] = collections.deque()
         self._skew_reported: int | None = None
         self._recent_offsets: collections.deque[float] = collections.deque(maxlen=8)
-        self._outbox_full = False
-        self._bound_checked_at = float("-inf")
-        self._bound_check: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
         # Set while the cmd subscription stands (it may be refused while events flow).
         self.commands_ready = asyncio.Event()
-        # For `lockerctl status`: when the broker last acknowledged our events (wall
-        # time), and our clock minus the cloud's as last estimated from signed iats.
-        self.last_acknowledged_at: float | None = None
+        self.outbox = Outbox(store, clock, self.topics.events, self.mqtt)
+        # For `lockerctl status`: our clock minus the cloud's as last estimated from
+        # signed iats.
         self.clock_skew_s: int | None = None
         self.session: Session | None = None
         # Every commit may hold events for the outbox and changes seq and the outbox depth
@@ -159,21 +149,15 @@ class CloudSync:
     # -- what the rest of the daemon calls
 
     def events_committed(self) -> None:
-        self._events.set()
-        # The outbox grows fastest while the link is down, when the pump is not running:
-        # look at its bound from here too, at most once a second (a count is not free).
-        now = time.monotonic()
-        if now - self._bound_checked_at >= OUTBOX_BOUND_CHECK_S:
-            if self._bound_check is not None and not self._bound_check.done():
-                return
-            with contextlib.suppress(RuntimeError):  # no loop running: nothing to check yet
-                self._bound_check = asyncio.get_running_loop().create_task(
-                    self._check_outbox_bound(), name="sync.outbox_bound"
-                )
-                self._bound_checked_at = now
+        self.outbox.wake()
 
     def state_changed(self) -> None:
         self._state_dirty.set()
+
+    @property
+    def last_acknowledged_at(self) -> float | None:
+        """For `lockerctl status`: when the broker last acknowledged our events (wall time)."""
+        return self.outbox.last_acknowledged_at
 
     # -- the connection loop
 
@@ -241,11 +225,11 @@ class CloudSync:
         await session.publish(self.topics.status, self._status(online=True), retain=True)
         self.connected.set()
         self._state_dirty.set()
-        self._events.set()
+        self.outbox.wake()
         with contextlib.suppress(Exception):
             await self._forget_commands()
         workers = [
-            asyncio.create_task(self._pump(session), name="sync.outbox"),
+            asyncio.create_task(self.outbox.pump(session), name="sync.outbox"),
             asyncio.create_task(self._state_loop(session), name="sync.state"),
             asyncio.create_task(self._telemetry_loop(session), name="sync.telemetry"),
             asyncio.create_task(self._subscribe_commands(session), name="sync.subscribe"),
@@ -296,92 +280,6 @@ class CloudSync:
     async def _until_closed(self, session: Session) -> None:
         why = await asyncio.shield(session.closed)
         raise ConnectionLost(why)
-
-    # -- events: the outbox pump
-
-    async def _pump(self, session: Session) -> None:
-        """Publish the outbox in seq order with a bounded window; ack only on a good PUBACK.
-
-        Reading starts from the store every time: nothing waits in memory across
-        connections, so a restart or reconnect resends exactly what was not acknowledged.
-        Reads and acknowledgements are batched (one query, one commit per run); a crash
-        before an acknowledgement is written only means those events are sent again.
-        """
-        window = max(1, self.mqtt.max_inflight)
-        inflight: collections.deque[tuple[int, asyncio.Future[Any]]] = collections.deque()
-        unsent: collections.deque[StoredEvent] = collections.deque()
-        after = 0
-        acked_through = 0
-        last_flush = time.monotonic()
-
-        async def flush() -> None:
-            nonlocal acked_through, last_flush
-            if acked_through:
-                through = acked_through
-                await self.store.read(lambda s: s.outbox_acknowledge_through(through))
-                self.last_acknowledged_at = self.clock.wall()
-                acked_through = 0
-            last_flush = time.monotonic()
-
-        try:
-            while True:
-                if not unsent:
-                    batch = await self.store.read(
-                        functools.partial(_outbox_after, after, OUTBOX_READ_BATCH)
-                    )
-                    unsent.extend(batch)
-                    if batch:
-                        after = batch[-1].seq
-                while unsent and len(inflight) < window:
-                    event = unsent.popleft()
-                    future = session.publish_nowait(self.topics.events, event.payload, 1)
-                    inflight.append((event.seq, future))
-                if not inflight:
-                    await flush()
-                    await self._check_outbox_bound()
-                    self._events.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._events.wait(), OUTBOX_POLL_S)
-                    continue
-                seq, future = inflight[0]
-                if not future.done():
-                    # Nothing to do but wait: write down what is acknowledged so far.
-                    if acked_through and time.monotonic() - last_flush >= ACK_FLUSH_S:
-                        await flush()
-                    reason = await future
-                else:
-                    reason = future.result()
-                inflight.popleft()
-                if reason.is_failure:
-                    # paho counts this publish as done; the broker did not take it. It stays
-                    # in the outbox and is sent again after a reconnect.
-                    fact(log, "outbox.refused", logging.ERROR, seq=seq, reason=str(reason))
-                    raise PublishRefused(reason)
-                acked_through = seq
-                if acked_through and time.monotonic() - last_flush >= ACK_FLUSH_S:
-                    await flush()
-        finally:
-            # Whatever was acknowledged before the link went is not sent again.
-            with contextlib.suppress(Exception):
-                await flush()
-            # The rest of the window failed with the link; those events stay in the outbox.
-            # Looked at here so that asyncio does not log each as a lost exception.
-            for _, pending in inflight:
-                if pending.done() and not pending.cancelled():
-                    pending.exception()
-
-    async def _check_outbox_bound(self) -> None:
-        depth = await self.store.read(lambda s: s.outbox_depth())
-        full = depth >= self.mqtt.outbox_max_events
-        if full and not self._outbox_full:
-            # Policy (docs/contract/mqtt-contract.md): keep every event, oldest first, and
-            # raise the alarm once per crossing: an outbox.full event (it waits its turn
-            # in the outbox like any fact), the log, and telemetry.
-            limit = self.mqtt.outbox_max_events
-            fact(log, "outbox.full", logging.ERROR, depth=depth, limit=limit)
-            full_event = DomainEvent(EventType.OUTBOX_FULL, {"depth": depth, "limit": limit})
-            await self.store.write(lambda tx: tx.emit(full_event))
-        self._outbox_full = full
 
     # -- state and telemetry
 
@@ -662,7 +560,3 @@ class CloudSync:
     async def _sync_summary(self) -> bytes:
         reservations, credentials = await self.store.read(lambda s: s.sync_summary())
         return reports.sync_summary(self._now_text(), reservations, credentials)
-
-
-def _outbox_after(seq: int, limit: int, store: Store) -> list[StoredEvent]:
-    return store.outbox_after(seq, limit)

@@ -238,7 +238,7 @@ async def test_a_full_outbox_raises_the_alarm_keeps_every_event_and_tells_the_cl
         cab.sync.events_committed()
         assert cab.store.outbox_depth() == 99
         emit(cab.store, 3)
-        cab.sync._bound_checked_at = float("-inf")  # no need to wait out the once-a-second check
+        cab.sync.outbox._bound_checked_at = float("-inf")  # not waiting out the once-a-second check
         cab.sync.events_committed()  # the count runs on the store's thread, the alarm follows
 
         def kinds() -> list[str]:
