@@ -404,9 +404,10 @@ class CloudSync:
         command = result.command
         if isinstance(command, DoorOpen):
             if self.actions is None:
-                return await self.remember(result, None, failed="not available on this cabinet")
+                unavailable = "not available on this cabinet"
+                return await self.remember(result, None, unavailable, unless_answered=True)
             reason = f"no compartment {command.compartment!r} in this cabinet"
-            return await self.remember(result, Applied.rejected(reason))
+            return await self.remember(result, Applied.rejected(reason), unless_answered=True)
         if isinstance(command, ConfigSet):
             return await self._apply_action(result, session)
         if isinstance(command, StateRequest):
@@ -442,7 +443,8 @@ class CloudSync:
         command = result.command
         assert isinstance(command, ConfigSet)
         if self.actions is None:
-            return await self.remember(result, None, failed="not available on this cabinet")
+            unavailable = "not available on this cabinet"
+            return await self.remember(result, None, unavailable, unless_answered=True)
         # Remembered before acting: a setting is applied at most once per command.
         answered = await self.remember(result, Applied.applied(), unless_answered=True)
         if answered.status is not AckStatus.APPLIED:

@@ -328,3 +328,29 @@ def _offline_cabinet(tmp_path: Path) -> Cabinet:
     if key not in _offline:
         _offline[key] = make_cabinet(tmp_path / "offline", 1883, "CAB-0001")
     return _offline[key]
+
+
+@pytest.mark.parametrize(
+    "cmd, data, first",
+    [
+        # this cabinet has no doors and no settable keys: refusals are remembered too
+        ("door.open", {"compartment": "Z99", "reason": "x", "reservation_id": None}, "failed"),
+        ("config.set", {"doors.open_within_s": 5.0}, "rejected"),
+        ("state.request", {}, "applied"),
+        ("reservation.upsert", booking("R-9"), "applied"),
+    ],
+)
+async def test_every_kind_of_command_sent_twice_is_answered_duplicate(
+    tmp_path: Path, cmd: str, data: dict[str, Any], first: str
+) -> None:
+    """Decided in the transaction that commits it: the second time is a duplicate of the
+    first answer, and nothing is applied or answered anew."""
+    cab = make_cabinet(tmp_path / "twice", 1883, "CAB-0001")
+    _, token = cab.signer.sign(cmd, data)
+    assert (await cab.sync.handle_command(token)).status.value == first
+    events = len(cab.store.events_after(0, 100))
+    again = await cab.sync.handle_command(token)
+    assert again.status.value == "duplicate"
+    assert again.first is not None and again.first["status"] == first
+    assert len(cab.store.events_after(0, 100)) == events  # no second command.rejected
+    cab.store.close()
