@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from ..clock import Clock
@@ -64,3 +64,28 @@ class MaintainedCabinet(Protocol):
 
     @property
     def database_path(self) -> Path: ...
+
+
+def store_health(daemon: MaintainedCabinet) -> dict[str, Any]:
+    """The store's health as status and selftest show it."""
+    failure = daemon.hardware.store_failure
+    degraded = daemon.async_store.degraded
+    state = "failing" if failure is not None else "degraded" if degraded is not None else "ok"
+    return {
+        "state": state,
+        "degraded": degraded,
+        "failure": failure,
+        "facts_waiting": daemon.hardware.facts_waiting,
+    }
+
+
+def cloud_figures(cloud: CloudStatus | None) -> dict[str, Any]:
+    """What metrics show of the cloud link."""
+    if cloud is None:
+        return {}
+    certificate = cloud.link.certificate()
+    return {
+        "cloud_connected": cloud.connected.is_set(),
+        "commands_subscribed": cloud.commands_ready.is_set(),
+        "certificate_days_left": None if certificate is None else certificate["days_left"],
+    }

@@ -34,7 +34,7 @@ from ..events import StoredEvent, rfc3339_ms
 from ..logs import fact
 from ..model import Actor, CompartmentState, DoorState, Occupancy
 from . import metrics
-from .cabinet import CloudStatus, MaintainedCabinet
+from .cabinet import MaintainedCabinet, cloud_figures, store_health
 from .database import backup, verify
 from .gate import Gate, peer_of
 from .handover import handover_open
@@ -91,13 +91,23 @@ class MaintenanceServer:
         with contextlib.suppress(FileNotFoundError):
             if stat.S_ISSOCK(path.lstat().st_mode):
                 path.unlink()  # left by a daemon that did not stop cleanly
-        server = await asyncio.start_unix_server(self._client, path=str(path), limit=MAX_LINE)
-        metrics_server: asyncio.Server | None = None
-        # Subscribed only once serving: a start that failed leaves no listener behind.
+        # Read before the socket exists: a stop that lands while the store answers
+        # leaves no socket file behind.
         last_seq = await self.daemon.async_store.read(lambda s: s.last_seq())
         self.counter = metrics.EventCounter(last_seq)
         unsubscribe = self.daemon.async_store.subscribe(self.counter.add)
+        server: asyncio.Server | None = None
+        metrics_server: asyncio.Server | None = None
+        bound = False  # the socket file is ours to remove
         try:
+            try:
+                server = await asyncio.start_unix_server(
+                    self._client, path=str(path), limit=MAX_LINE
+                )
+            except asyncio.CancelledError:
+                bound = True  # a stop may land after the bind, before the server is back
+                raise
+            bound = True
             self._restrict(path)
             if self.config.metrics and self.config.metrics_port:
                 metrics_server = await asyncio.start_server(
@@ -108,11 +118,13 @@ class MaintenanceServer:
                 await server.serve_forever()
         finally:
             unsubscribe()
-            server.close()
+            if server is not None:
+                server.close()
             if metrics_server is not None:
                 metrics_server.close()
             with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+                if bound:
+                    path.unlink()
 
     def _restrict(self, path: Path) -> None:
         os.chmod(path, 0o660)
@@ -266,7 +278,7 @@ class MaintenanceServer:
             "link": None if cloud is None else cloud.link.summary(),
             "scans": d.hardware.scans,
             # "ok", or why the store runs on its disk reserve or cannot write at all
-            "store": _store_health(d),
+            "store": store_health(d),
         }
 
     async def _doors(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
@@ -410,7 +422,7 @@ class MaintenanceServer:
                     continue
                 outcome = await hw.unlock(cc.id, Actor.TECHNICIAN, "selftest")
                 pulsed.append({"compartment": cc.id, "result": outcome.result.value})
-        store = _store_health(self.daemon)
+        store = store_health(self.daemon)
         cloud = self.daemon.cloud
         certificate = cloud.link.certificate() if cloud is not None else None
         cert_failed = certificate is not None and certificate["failed"]
@@ -539,20 +551,9 @@ class MaintenanceServer:
                 compartments_by_state=[(s.value, states.get(s.value, 0)) for s in CompartmentState],
                 boards=boards,
                 events_by_type=sorted(self.counter.by_type.items()),
-                **_cloud_figures(d.cloud),
+                **cloud_figures(d.cloud),
             )
         )
-
-
-def _cloud_figures(cloud: CloudStatus | None) -> dict[str, Any]:
-    if cloud is None:
-        return {}
-    certificate = cloud.link.certificate()
-    return {
-        "cloud_connected": cloud.connected.is_set(),
-        "commands_subscribed": cloud.commands_ready.is_set(),
-        "certificate_days_left": None if certificate is None else certificate["days_left"],
-    }
 
 
 def _in_use(path: Path) -> bool:
@@ -569,18 +570,6 @@ def _active(bits: list[bool], index: int, level: Level) -> bool | None:
     if index >= len(bits):
         return None
     return bits[index] if level is Level.HIGH else not bits[index]
-
-
-def _store_health(daemon: MaintainedCabinet) -> dict[str, Any]:
-    failure = daemon.hardware.store_failure
-    degraded = daemon.async_store.degraded
-    state = "failing" if failure is not None else "degraded" if degraded is not None else "ok"
-    return {
-        "state": state,
-        "degraded": degraded,
-        "failure": failure,
-        "facts_waiting": daemon.hardware.facts_waiting,
-    }
 
 
 def _events_after(seq: int, store: Store) -> list[StoredEvent]:
