@@ -130,10 +130,10 @@ class Outbox:
             with contextlib.suppress(Exception):
                 await flush()
             # The rest of the window failed with the link; those events stay in the outbox.
-            # Looked at here so that asyncio does not log each as a lost exception.
+            # Looked at (now, or when the link fails them) so that asyncio does not log
+            # each as a lost exception.
             for _, pending in inflight:
-                if pending.done() and not pending.cancelled():
-                    pending.exception()
+                pending.add_done_callback(_looked_at)
 
     async def check_bound(self) -> None:
         depth = await self.store.read(lambda s: s.outbox_depth())
@@ -151,3 +151,8 @@ class Outbox:
 
 def _outbox_after(seq: int, limit: int, store: Store) -> list[StoredEvent]:
     return store.outbox_after(seq, limit)
+
+
+def _looked_at(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
