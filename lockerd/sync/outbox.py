@@ -105,8 +105,12 @@ class Outbox:
                     await flush()
                     await self.check_bound()
                     self._events.clear()
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a
+                    # cancel that lands as the event is set (a commit just before a stop),
+                    # and the pump would never end.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._events.wait(), OUTBOX_POLL_S)
+                        async with asyncio.timeout(OUTBOX_POLL_S):
+                            await self._events.wait()
                     continue
                 seq, future = inflight[0]
                 if not future.done():
