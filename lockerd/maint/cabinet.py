@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from ..clock import Clock
     from ..config import Config
+    from ..flows import Flows
     from ..hardware import Hardware
     from ..store.worker import AsyncStore
     from ..sync.link import BrokerLink
@@ -49,6 +50,9 @@ class MaintainedCabinet(Protocol):
 
     @property
     def hardware(self) -> Hardware: ...
+
+    @property
+    def flows(self) -> Flows: ...
 
     @property
     def async_store(self) -> AsyncStore: ...
