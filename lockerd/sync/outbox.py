@@ -130,9 +130,14 @@ class Outbox:
                 if acked_through and time.monotonic() - last_flush >= ACK_FLUSH_S:
                     await flush()
         finally:
-            # Whatever was acknowledged before the link went is not sent again.
+            # Whatever was acknowledged before the link went is not sent again. Shielded:
+            # the session's teardown may cancel this pump once more while the write waits
+            # its turn on the store's thread, and a cancelled write would resend every
+            # event acknowledged since the last flush (seen: 81 after a broker failover).
+            written = asyncio.ensure_future(flush())
+            written.add_done_callback(_looked_at)
             with contextlib.suppress(Exception):
-                await flush()
+                await asyncio.shield(written)
             # The rest of the window failed with the link; those events stay in the outbox.
             # Looked at (now, or when the link fails them) so that asyncio does not log
             # each as a lost exception.
