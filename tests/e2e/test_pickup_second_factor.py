@@ -9,84 +9,32 @@ refused with a reason the cloud can act on.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
-from hil.cabinet import SimulatedCabinet
-from hil.cloud import ReferenceCloud, Signer, code_hash, provision
-from hil.layout import load as load_layout
-from lockerd.app import Daemon
+from hil.cloud import code_hash
 from lockerd.flows.core import CourierSession
 from lockerd.flows.results import Opened
-from lockerd.kiosk.server import KioskServer
 from lockerd.model import Occupancy
-from tests.support.cabinets import lockerd_config, modbus_cabinet
-from tests.support.mosquitto import Mosquitto, mosquitto_binary
+from tests.support.cabinets import modbus_cabinet
+from tests.support.cloud_rig import CloudCabinet, cloud_cabinet, kiosk_client
+from tests.support.mosquitto import mosquitto_binary
+from tests.support.waiting import wait_for
 
 if mosquitto_binary() is None:
     pytest.skip("mosquitto is not installed (apt-get install mosquitto)", allow_module_level=True)
 
-ISSUER = "lockers-cloud-e2e"
-CABINET = "CAB-E2E-PHONE"
 COURIER = "246810"
 
 
-async def until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        await asyncio.sleep(0.02)
-
-
-@dataclass
-class World:
-    sim: SimulatedCabinet
-    daemon: Daemon
-    kiosk: KioskServer
-    cloud: ReferenceCloud
-    signer: Signer
-    code_key: bytes
-
-    async def command(self, cmd: str, data: dict[str, object]) -> dict[str, object]:
-        jti, token = self.signer.sign(cmd, data, lifetime_s=100)
-        self.cloud.send(CABINET, token)
-        return await self.cloud.wait_ack(CABINET, jti)
-
-    def events(self, kind: str) -> list[dict[str, Any]]:
-        view = self.cloud.view(CABINET)
-        with self.cloud.lock:
-            return [e["data"] for _, e in sorted(view.events.items()) if e["type"] == kind]
-
-    def pulses(self) -> int:
-        return sum(len(p) for p in self.sim.pulses().values())
-
+class World(CloudCabinet):
     async def book(
         self, rid: str, code: str, phone: str | None, cod: dict[str, object] | None = None
-    ) -> dict[str, object]:
-        data: dict[str, object] = {
-            "reservation_id": rid,
-            "version": 1,
-            "kind": "inbound",
-            "size": "S",
-            "compartment": None,
-            "barcodes": [f"JB-{rid}"],
-            "pickup_code_hash": code_hash(self.code_key, "pickup", code),
-            "dropoff_code_hash": None,
-            "reserved_until": int(time.time()) + 3600,
-            "hold_s": None,
-            "sensitive": False,
-            "cod": cod,
-            "code_only": False,
-        }
+    ) -> dict[str, Any]:
+        data = self.booking(rid, code, barcodes=[f"JB-{rid}"], cod=cod)
         if phone is not None:
             data["phone_last4_hash"] = code_hash(self.code_key, "phone", phone)
         return await self.command("reservation.upsert", data)
@@ -109,65 +57,17 @@ class World:
             self.sim.put_parcel(cid)
         else:
             self.sim.take_parcel(cid)
-        await until(lambda: supervisor.view(cid).occupancy is occupancy, what="occupancy")
+        await wait_for(lambda: supervisor.view(cid).occupancy is occupancy, what="occupancy")
         self.sim.close_door(cid)
 
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
-    broker = Mosquitto(tmp_path / "mosquitto")
-    broker.start()
     raw = modbus_cabinet("modbus-tcp", boards=1, doors_per_board=4)
-    raw["cabinet"]["id"] = CABINET
-    state_dir = tmp_path / "state"
-    provisioning = provision(CABINET, state_dir)  # its code.key is the cabinet's code key
-    raw["mqtt"] = {
-        "host": "127.0.0.1",
-        "port": broker.port,
-        "issuer": ISSUER,
-        "trusted_keys": str(provisioning.trusted_keys),
-        "keepalive_s": 5,
-    }
     raw["pickup"] = {"second_factor": "phone_last4"}
-    raw["maintenance"] = {"socket": str(tmp_path / "lockerd.sock")}
-    raw["kiosk"] = {"enabled": False}  # started below on a free port
-    sim = SimulatedCabinet(load_layout(raw), pace=True)
-    await sim.start()
-    daemon = Daemon(lockerd_config(raw, sim, state_dir))
-    stop = asyncio.Event()
-    running = asyncio.create_task(daemon.run(stop))
-    cloud = ReferenceCloud("127.0.0.1", broker.port, client_id="cloud-e2e-phone")
-    cloud.start()
-    kiosk = KioskServer(daemon, host="127.0.0.1", port=0)
-    try:
-        await cloud.wait_ready()
-        assert daemon.cloud is not None
-        await asyncio.wait_for(daemon.cloud.connected.wait(), 15)
-        await asyncio.wait_for(daemon.cloud.commands_ready.wait(), 15)
-        await kiosk.start()
-        signer = Signer(ISSUER, provisioning.kid, provisioning.signing_key, CABINET)
-        world = World(sim, daemon, kiosk, cloud, signer, provisioning.code_key)
-        ack = await world.command(
-            "credential.upsert",
-            {
-                "credential_id": "C-1",
-                "version": 1,
-                "role": "courier",
-                "code_hash": code_hash(world.code_key, "courier", COURIER),
-                "badge_hash": None,
-                "valid_until": None,
-            },
-        )
-        assert ack["status"] == "applied", ack
+    async with cloud_cabinet(tmp_path, raw, "CAB-E2E-PHONE", rig=World, kiosk=True) as world:
+        await world.grant_courier("C-1", COURIER)
         yield world
-    finally:
-        await kiosk.stop()
-        stop.set()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(running, 15)
-        cloud.stop()
-        await sim.stop()
-        broker.stop()
 
 
 async def test_a_pickup_needs_the_code_and_the_phone_digits(world: World) -> None:
@@ -182,17 +82,9 @@ async def test_a_pickup_needs_the_code_and_the_phone_digits(world: World) -> Non
     cid = await world.deposit("R-1")
     pulses = world.pulses()
 
-    base = f"http://127.0.0.1:{world.kiosk.port}"
-    async with aiohttp.ClientSession(base) as http:
-
-        async def post(path: str, body: dict[str, Any], sid: str = "") -> dict[str, Any]:
-            headers = {"X-Kiosk-Session": sid} if sid else {}
-            async with http.post(path, json=body, headers=headers) as response:
-                assert response.status == 200, await response.text()
-                answer: dict[str, Any] = await response.json()
-                return answer
-
-        sid = (await post("/api/sessions", {}))["session"]
+    async with kiosk_client(world.kiosk) as kiosk:
+        post = kiosk.post
+        sid = await kiosk.session()
         # The code alone: the screen asks for the digits; nothing was checked or counted.
         asked = await post("/api/pickup", {"code": "13579"}, sid)
         assert asked == {"screen": "phone", "message": "phone.enter"}
@@ -240,17 +132,9 @@ async def test_a_paid_parcel_opens_with_code_and_digits_sent_together(world: Wor
     ack = await world.book("R-3", "86420", "5500", cod=cod)
     assert ack["status"] == "applied", ack
     cid = await world.deposit("R-3")
-    base = f"http://127.0.0.1:{world.kiosk.port}"
-    async with aiohttp.ClientSession(base) as http:
-
-        async def post(path: str, body: dict[str, Any], sid: str = "") -> dict[str, Any]:
-            headers = {"X-Kiosk-Session": sid} if sid else {}
-            async with http.post(path, json=body, headers=headers) as response:
-                assert response.status == 200, await response.text()
-                answer: dict[str, Any] = await response.json()
-                return answer
-
-        sid = (await post("/api/sessions", {}))["session"]
+    async with kiosk_client(world.kiosk) as kiosk:
+        post = kiosk.post
+        sid = await kiosk.session()
         assert (await post("/api/pickup", {"code": "86420"}, sid))["screen"] == "phone"
         payment = await post("/api/pickup", {"phone_last4": "5500"}, sid)
         assert payment["screen"] == "payment", payment

@@ -7,173 +7,68 @@ against docs/contract/schemas/event.json.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from jsonschema import Draft202012Validator
 
-from hil.cabinet import SimulatedCabinet
-from hil.cloud import ReferenceCloud, Signer, code_hash, provision, return_label
-from hil.layout import load as load_layout
-from lockerd.app import Daemon
+from hil.cloud import return_label
 from lockerd.flows.core import CourierSession
 from lockerd.flows.results import Opened, RefusalReason, Refused
 from lockerd.flows.returns import scanned_token, send_return
 from lockerd.model import DoorState
 from lockerd.reservations import ReservationState
-from tests.support.cabinets import lockerd_config as pointed_at
 from tests.support.cabinets import modbus_cabinet
-from tests.support.mosquitto import Mosquitto, mosquitto_binary
+from tests.support.cloud_rig import CloudCabinet, cloud_cabinet
+from tests.support.mosquitto import mosquitto_binary
+from tests.support.waiting import wait_for
 
 if mosquitto_binary() is None:
     pytest.skip("mosquitto is not installed (apt-get install mosquitto)", allow_module_level=True)
 
-ISSUER = "lockers-cloud-e2e"
 CABINET = "CAB-E2E-RETURN"
-CONTRACT = Path(__file__).resolve().parents[2] / "docs" / "contract"
-EVENT = Draft202012Validator(json.loads((CONTRACT / "schemas" / "event.json").read_text()))
 # One board, eight doors: the top row (A01-A04, S M L XL) out of reach, the bottom row
 # (A05-A08, S M L XL) low or middle.
 REACH = {"A01": "high", "A02": "high", "A03": "high", "A04": "high"}
 REACH |= {"A05": "low", "A06": "middle", "A07": "low", "A08": "middle"}
 
 
-async def until(condition: Callable[[], bool], timeout: float = 15.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        await asyncio.sleep(0.02)
-
-
-@dataclass
-class World:
-    sim: SimulatedCabinet
-    daemon: Daemon
-    cloud: ReferenceCloud
-    broker: Mosquitto
-    signer: Signer
-    code_key: bytes
-
-    async def command(self, cmd: str, data: dict[str, object]) -> dict[str, Any]:
-        jti, token = self.signer.sign(cmd, data, lifetime_s=100)
-        self.cloud.send(CABINET, token)
-        return await self.cloud.wait_ack(CABINET, jti)
-
-    def events(self, kind: str) -> list[dict[str, Any]]:
-        view = self.cloud.view(CABINET)
-        with self.cloud.lock:
-            return [e["data"] for _, e in sorted(view.events.items()) if e["type"] == kind]
-
+class World(CloudCabinet):
     def state(self, rid: str) -> ReservationState | None:
         reservation = self.daemon.store.reservation(rid)
         return None if reservation is None else reservation.state
 
-    def all_events(self) -> list[dict[str, Any]]:
-        view = self.cloud.view(CABINET)
-        with self.cloud.lock:
-            return [e for _, e in sorted(view.events.items())]
-
     async def close(self, cid: str, parcel: bool) -> None:
         """The person puts (or takes) the parcel and closes the door."""
         supervisor = self.daemon.hardware.supervisor
-        await until(lambda: supervisor.view(cid).door is DoorState.OPEN, what=f"{cid} open")
+        await wait_for(lambda: supervisor.view(cid).door is DoorState.OPEN, what=f"{cid} open")
         if parcel:
             self.sim.put_parcel(cid)
         scans = self.daemon.hardware.scans
-        await until(lambda: self.daemon.hardware.scans >= scans + 2)
+        await wait_for(lambda: self.daemon.hardware.scans >= scans + 2)
         self.sim.close_door(cid)
-        await until(lambda: supervisor.view(cid).door is DoorState.CLOSED, what=f"{cid} closed")
+        await wait_for(lambda: supervisor.view(cid).door is DoorState.CLOSED, what=f"{cid} closed")
 
-    def booking(self, rid: str, size: str, **extra: Any) -> dict[str, object]:
-        return {
-            "reservation_id": rid,
-            "version": 1,
-            "kind": "inbound",
-            "size": size,
-            "compartment": None,
-            "barcodes": [f"JB-{rid}"],
-            "pickup_code_hash": code_hash(self.code_key, "pickup", "0042"),
-            "dropoff_code_hash": None,
-            "reserved_until": int(time.time()) + 3600,
-            "hold_s": None,
-            "sensitive": False,
-            "cod": None,
-            "code_only": False,
-            **extra,
-        }
-
-
-def assert_events_fit_the_contract(events: list[dict[str, Any]]) -> None:
-    for event in events:
-        errors = [e.message for e in EVENT.iter_errors(event)]
-        assert not errors, (event["type"], errors)
+    def parcel(self, rid: str, size: str, **extra: Any) -> dict[str, Any]:
+        """A booking of a ``size`` parcel with barcode JB-``rid``, picked up with 0042."""
+        return self.booking(rid, "0042", size=size, barcodes=[f"JB-{rid}"], **extra)
 
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
-    broker = Mosquitto(tmp_path / "mosquitto")
-    broker.start()
     raw = modbus_cabinet("modbus-tcp", boards=1, doors_per_board=8)
-    raw["cabinet"]["id"] = CABINET
     for index, compartment in enumerate(raw["compartments"]):
         compartment["reach"] = REACH[compartment["id"]]
         # an occupancy sensor, so a door closed with nothing inside is told apart
         compartment["occupancy"] = {"board": "b1", "input": 8 + index}
-    state_dir = tmp_path / "state"
-    provisioning = provision(CABINET, state_dir)
-    raw["mqtt"] = {
-        "host": "127.0.0.1",
-        "port": broker.port,
-        "issuer": ISSUER,
-        "trusted_keys": str(provisioning.trusted_keys),
-        "keepalive_s": 5,
-    }
-    raw["maintenance"] = {"socket": str(tmp_path / "lockerd.sock")}
-    raw["kiosk"] = {"enabled": False}
-    sim = SimulatedCabinet(load_layout(raw), pace=True)
-    await sim.start()
-    daemon = Daemon(pointed_at(raw, sim, state_dir))
-    stop = asyncio.Event()
-    running = asyncio.create_task(daemon.run(stop))
-    cloud = ReferenceCloud("127.0.0.1", broker.port, client_id="cloud-e2e-return")
-    cloud.start()
-    try:
-        await cloud.wait_ready()
-        assert daemon.cloud is not None
-        await asyncio.wait_for(daemon.cloud.connected.wait(), 15)
-        await asyncio.wait_for(daemon.cloud.commands_ready.wait(), 15)
-        signer = Signer(ISSUER, provisioning.kid, provisioning.signing_key, CABINET)
-        yield World(sim, daemon, cloud, broker, signer, provisioning.code_key)
-    finally:
-        stop.set()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(running, 15)
-        cloud.stop()
-        await sim.stop()
-        broker.stop()
+    async with cloud_cabinet(tmp_path, raw, CABINET, rig=World) as world:
+        yield world
 
 
 async def courier(world: World) -> CourierSession:
-    ack = await world.command(
-        "credential.upsert",
-        {
-            "credential_id": "C-9",
-            "version": 1,
-            "role": "courier",
-            "code_hash": code_hash(world.code_key, "courier", "246810"),
-            "badge_hash": None,
-            "valid_until": int(time.time()) + 3600,
-        },
-    )
-    assert ack["status"] == "applied", ack
+    await world.grant_courier("C-9", "246810", valid_until=int(time.time()) + 3600)
     session = await world.daemon.flows.courier_login("kiosk", code="246810")
     assert isinstance(session, CourierSession)
     return session
@@ -188,12 +83,12 @@ async def test_accessible_booking_goes_within_reach_and_heavy_parcels_go_low(wor
         ("R-HVY", "L", False),
     ):
         ack = await world.command(
-            "reservation.upsert", world.booking(rid, size, accessible=accessible)
+            "reservation.upsert", world.parcel(rid, size, accessible=accessible)
         )
         assert ack["status"] == "applied", ack
     # A booking that names a compartment out of reach cannot be accessible.
     ack = await world.command(
-        "reservation.upsert", world.booking("R-BAD", "S", accessible=True, compartment="A01")
+        "reservation.upsert", world.parcel("R-BAD", "S", accessible=True, compartment="A01")
     )
     assert ack["status"] == "rejected" and "not within reach" in str(ack["reason"]), ack
 
@@ -203,7 +98,7 @@ async def test_accessible_booking_goes_within_reach_and_heavy_parcels_go_low(wor
         assert isinstance(opened, Opened), opened
         placed[rid] = opened.compartment
         await world.close(opened.compartment, parcel=True)
-        await until(lambda r=rid: world.state(r) is ReservationState.READY, what=f"{rid} in")
+        await wait_for(lambda r=rid: world.state(r) is ReservationState.READY, what=f"{rid} in")
     # S within reach: A05 (low), not A01 (the smallest id, out of reach); the ordinary S
     # booking keeps the first free S; the heavy L parcel goes to the low L, A07, not A03.
     assert placed == {"R-ACC": "A05", "R-ANY": "A01", "R-HVY": "A07"}
@@ -216,7 +111,7 @@ async def test_accessible_booking_goes_within_reach_and_heavy_parcels_go_low(wor
     # With every door within reach taken, an accessible booking waits rather than being put
     # out of reach (A02, A03 and A04 are free, but high).
     for rid in ("R-ACC2", "R-ACC3", "R-ACC4"):
-        ack = await world.command("reservation.upsert", world.booking(rid, "S", accessible=True))
+        ack = await world.command("reservation.upsert", world.parcel(rid, "S", accessible=True))
         assert ack["status"] == "applied", ack
     for rid, expected in (("R-ACC2", "A06"), ("R-ACC3", "A08")):
         opened = await session.scan(f"JB-{rid}")
@@ -225,7 +120,7 @@ async def test_accessible_booking_goes_within_reach_and_heavy_parcels_go_low(wor
     refused = await session.scan("JB-R-ACC4")
     assert refused == Refused(RefusalReason.NO_FREE_COMPARTMENT), refused
     assert world.state("R-ACC4") is ReservationState.RESERVED
-    assert_events_fit_the_contract(world.all_events())
+    world.assert_events_fit_the_contract()
 
 
 async def test_return_label_opens_a_door_offline_once_and_the_cloud_hears_of_it(
@@ -238,7 +133,7 @@ async def test_return_label_opens_a_door_offline_once_and_the_cloud_hears_of_it(
     # The network goes: the broker stops, the cabinet knows it is offline.
     world.broker.stop()
     assert world.daemon.cloud is not None
-    await until(lambda: not flows.online(), what="offline")
+    await wait_for(lambda: not flows.online(), what="offline")
 
     assert await scanned_token(flows, "scanner", forged) == Refused(RefusalReason.QR_NOT_VALID)
     opened = await scanned_token(flows, "scanner", label)
@@ -251,7 +146,7 @@ async def test_return_label_opens_a_door_offline_once_and_the_cloud_hears_of_it(
     again = await send_return(flows, "scanner", label)
     assert isinstance(again, Opened) and again.compartment == cid, again
     await world.close(cid, parcel=True)
-    await until(
+    await wait_for(
         lambda: world.state("RET-1") is ReservationState.DROPPED_OFF, what="return deposited"
     )
     # Used: the same label opens nothing any more.
@@ -277,4 +172,4 @@ async def test_return_label_opens_a_door_offline_once_and_the_cloud_hears_of_it(
     assert world.events("dropoff.collected")[0]["reservation_id"] == "RET-1"
     view = world.cloud.view(CABINET)
     assert not view.chain_errors and not view.gaps
-    assert_events_fit_the_contract(world.all_events())
+    world.assert_events_fit_the_contract()

@@ -93,6 +93,8 @@ def lockerd_config(raw: dict[str, Any], sim: Any, state_dir: Path | None = None)
             bus["port"] = sim.serial_port(bus["name"])
         elif bus["family"] == "modbus-tcp":
             bus["host"], bus["tcp_port"] = sim.tcp_endpoint(bus["name"])
+    if raw.get("inputs", {}).get("badge_port"):
+        raw["inputs"]["badge_port"] = sim.badge_port()  # the simulated reader's pty
     if state_dir is not None:
         raw["cabinet"]["state_dir"] = str(state_dir)
         # Never the system's /run/lockerd socket or port 8080: tests run side by side.

@@ -11,14 +11,12 @@ from typing import Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from jsonschema import Draft202012Validator
-from referencing import Registry, Resource
 
 from hil.cloud import ReferenceCloud, Signer, code_hash
 from lockerd.events import DomainEvent
 from tests.lockerd.sync.harness import Cabinet
+from tests.support.contract import CONTRACT, check
 
-CONTRACT = Path(__file__).resolve().parents[3] / "docs" / "contract"
 TOPIC_SCHEMA = {
     "events": "event",
     "status": "status",
@@ -27,28 +25,6 @@ TOPIC_SCHEMA = {
     "sync": "sync",
     "telemetry": "telemetry",
 }
-
-
-def _validators() -> dict[str, Draft202012Validator]:
-    schemas = {
-        p.stem: json.loads(p.read_text()) for p in sorted((CONTRACT / "schemas").glob("*.json"))
-    }
-    registry: Registry[Any] = Registry().with_resources(
-        (f"{name}.json", Resource.from_contents(schema)) for name, schema in schemas.items()
-    )
-    validators = {}
-    for name, schema in schemas.items():
-        Draft202012Validator.check_schema(schema)
-        validators[name] = Draft202012Validator(schema, registry=registry)
-    return validators
-
-
-VALIDATORS = _validators()
-
-
-def check(schema: str, payload: Any) -> None:
-    errors = sorted(VALIDATORS[schema].iter_errors(payload), key=lambda e: list(e.path))
-    assert not errors, f"{schema}: {[f'{list(e.path)}: {e.message}' for e in errors]}"
 
 
 @pytest.mark.parametrize(
