@@ -10,191 +10,74 @@ schema, and its chain is whole.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from unittest.mock import ANY
 
-import aiohttp
 import pytest
 
-from hil.cabinet import SimulatedCabinet
-from hil.cloud import ReferenceCloud, Signer, code_hash, provision
-from hil.layout import load as load_layout
-from lockerd import config as lockerd_config
-from lockerd.app import Daemon
-from lockerd.kiosk.server import KioskServer
+from hil.cloud import code_hash
 from lockerd.model import DoorState, Occupancy
-from tests.lockerd.sync.test_contract import check
-from tests.support.cabinets import lockerd_config as pointed_at
 from tests.support.cabinets import modbus_cabinet
-from tests.support.mosquitto import Mosquitto, mosquitto_binary
+from tests.support.cloud_rig import CloudCabinet, KioskClient, cloud_cabinet, kiosk_client
+from tests.support.contract import check
+from tests.support.mosquitto import mosquitto_binary
+from tests.support.waiting import wait_for
 
 if mosquitto_binary() is None:
     pytest.skip("mosquitto is not installed (apt-get install mosquitto)", allow_module_level=True)
 
-ISSUER = "lockers-cloud-e2e"
 CABINET = "CAB-E2E-DEPOSIT"
 COURIER_CODE = "246810"
 
 
-async def until(condition: Any, timeout: float = 15.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        await asyncio.sleep(0.02)
-
-
-@dataclass
-class World:
-    sim: SimulatedCabinet
-    daemon: Daemon
-    kiosk: KioskServer
-    broker: Mosquitto
-    cloud: ReferenceCloud
-    signer: Signer
-    code_key: bytes
-    http: aiohttp.ClientSession
-
-    async def command(self, cmd: str, data: dict[str, Any]) -> dict[str, Any]:
-        jti, token = self.signer.sign(cmd, data, lifetime_s=100)
-        self.cloud.send(CABINET, token)
-        return await self.cloud.wait_ack(CABINET, jti, timeout_s=60)
+class World(CloudCabinet):
+    ack_within_s = 60.0  # the broker is stopped and started again
+    api: KioskClient  # the kiosk's HTTP API, as its page calls it
 
     async def book(self, rid: str, pickup: str, **fields: Any) -> None:
-        data: dict[str, Any] = {
-            "reservation_id": rid,
-            "version": 1,
-            "kind": "inbound",
-            "size": "S",
-            "compartment": None,
-            "barcodes": [],
-            "pickup_code_hash": code_hash(self.code_key, "pickup", pickup),
-            "dropoff_code_hash": None,
-            "reserved_until": int(time.time()) + 3600,
-            "hold_s": None,
-            "sensitive": False,
-            "cod": None,
-            "code_only": False,
-        }
-        data.update(fields)
-        ack = await self.command("reservation.upsert", data)
+        ack = await self.command("reservation.upsert", self.booking(rid, pickup, **fields))
         assert ack["status"] == "applied", ack
-
-    def events(self, kind: str) -> list[dict[str, Any]]:
-        view = self.cloud.view(CABINET)
-        with self.cloud.lock:
-            return [e["data"] for _, e in sorted(view.events.items()) if e["type"] == kind]
 
     def all_events_fit_the_contract(self) -> None:
         view = self.cloud.view(CABINET)
         with self.cloud.lock:
-            events = [e for _, e in sorted(view.events.items())]
             assert view.chain_errors == [] and view.gaps == []
-        for event in events:
-            check("event", event)
-
-    async def session(self) -> str:
-        async with self.http.post("/api/sessions", json={"language": "en"}) as answer:
-            return str((await answer.json())["session"])
-
-    async def post(self, session: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        headers = {"X-Kiosk-Session": session}
-        async with self.http.post(path, json=body, headers=headers) as answer:
-            assert answer.status == 200, await answer.text()
-            result: dict[str, Any] = await answer.json()
-            return result
+        self.assert_events_fit_the_contract()
 
     def door(self, cid: str) -> DoorState:
         return self.daemon.hardware.supervisor.view(cid).door
 
     async def put_in_and_close(self, cid: str) -> None:
-        await until(lambda: self.sim.compartment(cid).door_open, what=f"{cid} open")
+        await wait_for(lambda: self.sim.compartment(cid).door_open, what=f"{cid} open")
         self.sim.put_parcel(cid)
         view = self.daemon.hardware.supervisor.view
-        await until(lambda: view(cid).occupancy is Occupancy.PRESENT, what=f"{cid} sensed full")
+        await wait_for(lambda: view(cid).occupancy is Occupancy.PRESENT, what=f"{cid} sensed full")
         self.sim.close_door(cid)
-        await until(lambda: self.door(cid) is DoorState.CLOSED, what=f"{cid} closed")
+        await wait_for(lambda: self.door(cid) is DoorState.CLOSED, what=f"{cid} closed")
 
     async def take_out_and_close(self, cid: str) -> None:
-        await until(lambda: self.sim.compartment(cid).door_open, what=f"{cid} open")
+        await wait_for(lambda: self.sim.compartment(cid).door_open, what=f"{cid} open")
         self.sim.take_parcel(cid)
         view = self.daemon.hardware.supervisor.view
-        await until(lambda: view(cid).occupancy is Occupancy.EMPTY, what=f"{cid} sensed empty")
+        await wait_for(lambda: view(cid).occupancy is Occupancy.EMPTY, what=f"{cid} sensed empty")
         self.sim.close_door(cid)
-        await until(lambda: self.door(cid) is DoorState.CLOSED, what=f"{cid} closed")
-
-    def pulses(self) -> int:
-        return sum(len(p) for p in self.sim.pulses().values())
+        await wait_for(lambda: self.door(cid) is DoorState.CLOSED, what=f"{cid} closed")
 
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
-    broker = Mosquitto(tmp_path / "mosquitto")
-    broker.start()
     # A01 S, A02 M, A03 L, A04 XL, A05 S, A06 M, A07 L, A08 XL
     raw = modbus_cabinet("modbus-tcp", boards=1, doors_per_board=8)
-    raw["cabinet"]["id"] = CABINET
-    state_dir = tmp_path / "state"
-    provisioning = provision(CABINET, state_dir)
-    raw["mqtt"] = {
-        "host": "127.0.0.1",
-        "port": broker.port,
-        "issuer": ISSUER,
-        "trusted_keys": str(provisioning.trusted_keys),
-        "keepalive_s": 5,
-    }
-    raw["maintenance"] = {"socket": str(tmp_path / "lockerd.sock")}
-    raw["kiosk"] = {"enabled": False}  # started below on a free port, as the daemon would
     raw["courier"] = {"unbooked_deposits": True}
-    sim = SimulatedCabinet(load_layout(raw), pace=True)
-    await sim.start()
-    config = pointed_at(raw, sim, state_dir)
-    assert isinstance(config, lockerd_config.Config)
-    daemon = Daemon(config)
-    stop = asyncio.Event()
-    running = asyncio.create_task(daemon.run(stop))
-    cloud = ReferenceCloud("127.0.0.1", broker.port, client_id="cloud-e2e-deposit")
-    cloud.start()
-    kiosk: KioskServer | None = None
-    try:
-        await cloud.wait_ready()
-        assert daemon.cloud is not None
-        await asyncio.wait_for(daemon.cloud.connected.wait(), 15)
-        await asyncio.wait_for(daemon.cloud.commands_ready.wait(), 15)
-        kiosk = KioskServer(daemon, host="127.0.0.1", port=0)
-        await kiosk.start()
-        signer = Signer(ISSUER, provisioning.kid, provisioning.signing_key, CABINET)
-        base = f"http://127.0.0.1:{kiosk.port}"
-        async with aiohttp.ClientSession(base_url=base) as http:
-            world = World(sim, daemon, kiosk, broker, cloud, signer, provisioning.code_key, http)
-            ack = await world.command(
-                "credential.upsert",
-                {
-                    "credential_id": "C-9",
-                    "version": 1,
-                    "role": "courier",
-                    "code_hash": code_hash(provisioning.code_key, "courier", COURIER_CODE),
-                    "badge_hash": None,
-                    "valid_until": int(time.time()) + 3600,
-                },
-            )
-            assert ack["status"] == "applied", ack
-            yield world
-    finally:
-        if kiosk is not None:
-            await kiosk.stop()
-        stop.set()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(running, 15)
-        cloud.stop()
-        await sim.stop()
-        broker.stop()
+    async with (
+        cloud_cabinet(tmp_path, raw, CABINET, rig=World, kiosk=True) as world,
+        kiosk_client(world.kiosk) as world.api,
+    ):
+        await world.grant_courier("C-9", COURIER_CODE, valid_until=int(time.time()) + 3600)
+        yield world
 
 
 async def test_deposit_code_opens_the_booked_compartment_at_the_kiosk_and_the_keypad(
@@ -207,20 +90,20 @@ async def test_deposit_code_opens_the_booked_compartment_at_the_kiosk_and_the_ke
     await world.book(
         "R-D2", "2468", size="M", deposit_code_hash=code_hash(world.code_key, "deposit", "445566")
     )
-    session = await world.session()
+    session = await world.api.session()
 
     # A wrong deposit code opens nothing; the cloud hears of it (never the code).
     before = world.pulses()
-    wrong = await world.post(session, "/api/deposit", {"code": "111111"})
+    wrong = await world.api.post("/api/deposit", {"code": "111111"}, session)
     assert wrong["message"] == "refused.code_not_valid", wrong
     await world.cloud.wait_for(lambda: bool(world.events("code.rejected")), what="rejection")
     assert world.events("code.rejected")[0]["purpose"] == "deposit"
     # a pickup code is not a deposit code
-    assert (await world.post(session, "/api/deposit", {"code": "1357"}))["screen"] == "error"
+    assert (await world.api.post("/api/deposit", {"code": "1357"}, session))["screen"] == "error"
     assert world.pulses() == before
 
     # The courier types the order's deposit code at the kiosk: no login, no barcode.
-    opened = await world.post(session, "/api/deposit", {"code": "778899"})
+    opened = await world.api.post("/api/deposit", {"code": "778899"}, session)
     assert opened["screen"] == "door_open", opened
     cid = opened["compartment"]
     assert cid == "A01"  # the smallest free S
@@ -237,7 +120,7 @@ async def test_deposit_code_opens_the_booked_compartment_at_the_kiosk_and_the_ke
     ]
     # Once the parcel is in, the deposit code opens nothing more.
     before = world.pulses()
-    again = await world.post(session, "/api/deposit", {"code": "778899"})
+    again = await world.api.post("/api/deposit", {"code": "778899"}, session)
     assert again["message"] == "refused.code_not_valid", again
     assert world.pulses() == before
 
@@ -263,32 +146,39 @@ async def test_deposit_code_opens_the_booked_compartment_at_the_kiosk_and_the_ke
 async def test_unbooked_deposit_offline_is_booked_by_the_cloud_against_its_compartment(
     world: World,
 ) -> None:
-    session = await world.session()
-    welcome = await world.post(session, "/api/courier/login", {"code": COURIER_CODE})
+    session = await world.api.session()
+    welcome = await world.api.post("/api/courier/login", {"code": COURIER_CODE}, session)
     assert welcome["screen"] == "courier", welcome
 
     # The network goes: the courier deposits a waybill the cabinet was never sent.
     world.broker.stop()
     assert world.daemon.cloud is not None
-    await until(lambda: not world.daemon.cloud.connected.is_set(), what="link down")
-    offer = await world.post(session, "/api/courier/scan", {"barcode": "WB-NEW-1"})
+    await wait_for(lambda: not world.daemon.cloud.connected.is_set(), what="link down")
+    offer = await world.api.post("/api/courier/scan", {"barcode": "WB-NEW-1"}, session)
     assert offer["screen"] == "unbooked_size", offer
     assert offer["sizes"] == ["S", "M", "L", "XL"]
-    bad = await world.post(session, "/api/courier/unbooked", {"barcode": "bad code", "size": "M"})
+    bad = await world.api.post(
+        "/api/courier/unbooked", {"barcode": "bad code", "size": "M"}, session
+    )
     assert bad["message"] == "refused.bad_format"
-    opened = await world.post(
-        session, "/api/courier/unbooked", {"barcode": "WB-NEW-1", "size": "M"}
+    opened = await world.api.post(
+        "/api/courier/unbooked", {"barcode": "WB-NEW-1", "size": "M"}, session
     )
     assert opened["screen"] == "door_open", opened
     cid = opened["compartment"]
     assert cid == "A02"  # the smallest free M
     await world.put_in_and_close(cid)
     stored = world.daemon.store
-    await until(lambda: stored.outbox_depth() >= 1, what="the event in the outbox")
+    # Closing the door decides the deposit a moment later: wait for its event, not any.
+    await wait_for(
+        lambda: any(e.type == "parcel.deposited_unbooked" for e in stored.events_after(0, 100)),
+        what="the deposit's event",
+    )
+    assert stored.outbox_depth() >= 1  # offline: it waits in the outbox
     [compartment] = [c for c in stored.compartments() if c.id == cid]
     assert compartment.state.value == "occupied" and compartment.reservation_id is None
     # the same waybill again: it is already here
-    again = await world.post(session, "/api/courier/scan", {"barcode": "WB-NEW-1"})
+    again = await world.api.post("/api/courier/scan", {"barcode": "WB-NEW-1"}, session)
     assert again["message"] == "refused.already_deposited", again
 
     # The network comes back: the event reaches the cloud, which books the recipient.
@@ -311,27 +201,10 @@ async def test_unbooked_deposit_offline_is_booked_by_the_cloud_against_its_compa
     check("state", world.cloud.view(CABINET).state)
     # A booking naming another compartment is refused: the parcel cannot move.
     data: dict[str, Any] = {"barcodes": ["WB-NEW-1"], "size": None}
-    jti, token = world.signer.sign(
-        "reservation.upsert",
-        {
-            "reservation_id": "R-U1",
-            "version": 1,
-            "kind": "inbound",
-            "compartment": "A06",
-            "pickup_code_hash": code_hash(world.code_key, "pickup", "9753"),
-            "dropoff_code_hash": None,
-            "reserved_until": int(time.time()) + 3600,
-            "hold_s": None,
-            "sensitive": False,
-            "cod": None,
-            "code_only": False,
-            **data,
-        },
-        lifetime_s=100,
+    await wait_for(lambda: world.daemon.cloud is not None and world.daemon.cloud.connected.is_set())
+    refused = await world.command(
+        "reservation.upsert", world.booking("R-U1", "9753", compartment="A06", **data)
     )
-    await until(lambda: world.daemon.cloud is not None and world.daemon.cloud.connected.is_set())
-    world.cloud.send(CABINET, token)
-    refused = await world.cloud.wait_ack(CABINET, jti, timeout_s=60)
     assert refused["status"] == "rejected" and "A02" in str(refused["reason"]), refused
     # Against the parcel's compartment (version 2 is newer), it is deposited at once.
     await world.book("R-U1", "9753", version=2, compartment=cid, **data)
@@ -347,7 +220,7 @@ async def test_unbooked_deposit_offline_is_booked_by_the_cloud_against_its_compa
     ]
 
     # The recipient picks it up with the code the cloud sent after the booking.
-    picked = await world.post(session, "/api/pickup", {"code": "9753"})
+    picked = await world.api.post("/api/pickup", {"code": "9753"}, session)
     assert picked["screen"] == "door_open" and picked["compartment"] == cid, picked
     await world.take_out_and_close(cid)
     await world.cloud.wait_for(lambda: bool(world.events("parcel.picked_up")), what="pickup")
@@ -363,27 +236,27 @@ async def test_multi_parcel_pickup_opens_each_door_in_turn_and_one_compartment_h
     await world.book("R-M2", "8642", barcodes=["MP-2"], size="M", pickup_group="G-7")
     # Two parcels in one compartment: one booking with both barcodes.
     await world.book("R-M3", "9999", barcodes=["MP-3a", "MP-3b"], size="L")
-    session = await world.session()
-    await world.post(session, "/api/courier/login", {"code": COURIER_CODE})
+    session = await world.api.session()
+    await world.api.post("/api/courier/login", {"code": COURIER_CODE}, session)
     doors = {}
     for barcode in ("MP-1", "MP-2", "MP-3a"):
-        opened = await world.post(session, "/api/courier/scan", {"barcode": barcode})
+        opened = await world.api.post("/api/courier/scan", {"barcode": barcode}, session)
         assert opened["screen"] == "door_open", opened
         doors[barcode] = opened["compartment"]
         await world.put_in_and_close(opened["compartment"])
-    already = await world.post(session, "/api/courier/scan", {"barcode": "MP-3b"})
+    already = await world.api.post("/api/courier/scan", {"barcode": "MP-3b"}, session)
     assert already["message"] == "refused.already_deposited"
     await world.cloud.wait_for(lambda: len(world.events("parcel.deposited")) == 3, what="3")
     first, second = doors["MP-1"], doors["MP-2"]
     assert (first, second) == ("A01", "A02")
 
     # The recipient types the code once: the first door opens and the screen names the next.
-    recipient = await world.session()
+    recipient = await world.api.session()
     before = world.sim.pulses()
-    answer = await world.post(recipient, "/api/pickup", {"code": "8642"})
+    answer = await world.api.post("/api/pickup", {"code": "8642"}, recipient)
     assert answer["screen"] == "door_open" and answer["message"] == "door.opened_round", answer
     assert (answer["compartment"], answer["then"], answer["count"]) == (first, [second], 2)
-    await until(lambda: world.sim.compartment(first).door_open, what="first door")
+    await wait_for(lambda: world.sim.compartment(first).door_open, what="first door")
     assert not world.sim.compartment(second).door_open
     assert world.sim.pulses()[second] == before[second]  # not pulsed before the first closes
 
