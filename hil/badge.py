@@ -12,19 +12,16 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import termios
-import tty
 from pathlib import Path
-from types import TracebackType
+
+from hil.raw_pty import RawPty
 
 _UID = re.compile(r"(?:[0-9A-F]{2}){2,32}")
 
 
-class SimBadgeReader:
+class SimBadgeReader(RawPty):
     def __init__(self, link_path: str | Path | None = None) -> None:
-        self._master, self._slave = os.openpty()
-        # Raw: the line discipline must not turn CR into LF or eat control bytes.
-        tty.setraw(self._slave, termios.TCSANOW)
+        super().__init__()
         self.presented: list[str] = []
         self.link_path = None if link_path is None else Path(link_path)
         if self.link_path is not None:
@@ -35,9 +32,9 @@ class SimBadgeReader:
             temporary = self.link_path.with_name(f".{self.link_path.name}.{os.getpid()}.tmp")
             with contextlib.suppress(FileNotFoundError):
                 temporary.unlink()
-            os.symlink(os.ttyname(self._slave), temporary)
+            os.symlink(self.port, temporary)  # the pty's own name, until the link is made
             os.replace(temporary, self.link_path)
-        self.port = str(self.link_path) if self.link_path else os.ttyname(self._slave)
+            self.port = str(self.link_path)
 
     def present(self, uid: str) -> None:
         """Hold the badge with this UID (hex) to the reader."""
@@ -47,28 +44,9 @@ class SimBadgeReader:
         self.presented.append(uid)
         self.send_raw(uid.encode("ascii") + b"\r\n")
 
-    def send_raw(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            written = os.write(self._master, view[:1024])
-            view = view[written:]
-
     def close(self) -> None:
-        for fd in (self._master, self._slave):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        super().close()
         if self.link_path is not None:
             with contextlib.suppress(FileNotFoundError):
                 if self.link_path.is_symlink():
                     self.link_path.unlink()
-
-    def __enter__(self) -> SimBadgeReader:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -12,14 +12,13 @@ courier screen; a refusal is pushed as the refusal.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import TYPE_CHECKING
 
 from drivers.badge import Badge, BadgeResult, SerialBadgeReader, badge_of
-from drivers.keypad import Entry, EvdevInput
+from drivers.keypad import Entry, EvdevInput, KeyResult
 
-from ..logs import fact
+from .input_devices import read_forever
 from .screens import Screen
 from .session import Role
 
@@ -29,7 +28,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("lockerd.kiosk")
 
 BADGE_SURFACE = "badge"
-INPUT_RETRY_S = 2.0  # an unplugged keyboard reader is looked for again this often
 
 
 async def badge_login(server: KioskServer, uid: str) -> Screen:
@@ -64,16 +62,9 @@ async def feed_serial_badges(server: KioskServer, reader: SerialBadgeReader) -> 
 
 async def feed_keyboard_badges(server: KioskServer, device: EvdevInput) -> None:
     """Run a keyboard-emulation badge reader into the kiosk; retried when unplugged."""
-    while True:
-        try:
-            async for entry in device.entries():
-                if isinstance(entry, Entry) and entry.complete:
-                    await _read(server, badge_of(entry.text))
-        except ModuleNotFoundError:
-            fact(log, "input.unavailable", logging.ERROR, device=device.path, detail="no evdev")
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # unplugged, no permission: try again, never crash
-            fact(log, "input.failed", logging.WARNING, device=device.path, error=exc)
-        await asyncio.sleep(INPUT_RETRY_S)
+
+    async def held(entry: KeyResult) -> None:
+        if isinstance(entry, Entry) and entry.complete:
+            await _read(server, badge_of(entry.text))
+
+    await read_forever(device, held)

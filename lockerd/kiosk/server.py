@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import WSMsgType, web
 
-from drivers.keypad import Entry, EvdevInput
+from drivers.keypad import Entry, EvdevInput, KeyResult
 from drivers.scanner import Scan, SerialScanner
 
 from .. import status
@@ -48,6 +48,7 @@ from .http import (
     send,
 )
 from .info import kiosk_info
+from .input_devices import read_forever
 from .payment import PaymentScreens
 from .pickup import Pickups
 from .reminders import Reminders
@@ -79,7 +80,6 @@ SCANNER_SURFACE = "scanner"
 MAX_BODY = 8 * 1024
 SESSION_HEADER = "X-Kiosk-Session"
 REAP_EVERY_S = 1.0
-INPUT_RETRY_S = 2.0  # a keypad or scanner that is unplugged is looked for again this often
 _STATIC = ("index.html", "kiosk.css", "kiosk.js", "i18n.js")
 
 
@@ -302,32 +302,15 @@ class KioskServer:
                 log.exception("kiosk.scan_failed")
 
     async def feed_keys(self, device: EvdevInput, surface: str) -> None:
-        """Run a keypad or keyboard-emulation scanner into the kiosk, entry by entry.
+        """Run a keypad or keyboard-emulation scanner into the kiosk, entry by entry."""
 
-        A device that is missing or unreadable is retried; evdev not installed is said
-        once and the input stays off (the page and the serial scanner still work).
-        """
-        while True:
-            try:
-                async for result in device.entries():
-                    if isinstance(result, Entry) and result.complete:
-                        await self.physical_entry(result.text, surface)
-                    elif isinstance(result, Entry):
-                        self.physical_bad_scan("too_long")
-            except ModuleNotFoundError:
-                fact(
-                    log,
-                    "input.unavailable",
-                    logging.ERROR,
-                    device=device.path,
-                    detail="evdev is not installed (pip install 'lockerd[inputs]')",
-                )
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # unplugged, no permission: try again, never crash
-                fact(log, "input.failed", logging.WARNING, device=device.path, error=exc)
-            await asyncio.sleep(INPUT_RETRY_S)
+        async def entered(result: KeyResult) -> None:
+            if isinstance(result, Entry) and result.complete:
+                await self.physical_entry(result.text, surface)
+            elif isinstance(result, Entry):
+                self.physical_bad_scan("too_long")
+
+        await read_forever(device, entered)
 
     async def physical_entry(self, text: str, surface: str) -> Screen:
         """What a keypad or keyboard scanner typed up to Enter: the same logic as a scan."""
