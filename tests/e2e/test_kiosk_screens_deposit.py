@@ -11,8 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from lockerd.codes import Purpose
-from lockerd.model import Size
-from lockerd.reservations import Booking, ReservationKind, ReservationState
+from lockerd.reservations import ReservationState
 from tests.support.kiosk_page import (
     Tour,
     browser,
@@ -30,26 +29,9 @@ __all__ = ["browser", "cabinet"]  # the fixtures, imported so pytest finds them 
 pytestmark = [needs_chromium, needs_axe]
 
 
-def book(cabinet: Cabinet, rid: str, pickup: str, barcode: str, **fields: Any) -> None:
-    key = cabinet.daemon.code_key
-    booking = Booking(
-        reservation_id=rid,
-        version=1,
-        kind=ReservationKind.INBOUND,
-        size=Size.S,
-        compartment=None,
-        barcodes=(barcode,),
-        code_hash=key.hash(Purpose.PICKUP, pickup),
-        reserved_until=cabinet.daemon.clock.wall() + 86_400,
-        **fields,
-    )
-    with cabinet.daemon.store.transaction() as tx:
-        assert tx.upsert_reservation(booking).status.value == "applied"
-
-
 async def test_deposit_code_screens(cabinet: Cabinet, browser: Any) -> None:
     deposit = cabinet.daemon.code_key.hash(Purpose.DEPOSIT, "778899")
-    book(cabinet, "R-D", "135790", "PARCEL-D", deposit_code_hash=deposit)
+    cabinet.book("R-D", "135790", "PARCEL-D", deposit_code_hash=deposit)
     page = await open_page(browser, cabinet)
     tour = Tour(page)
     await page.click("button[data-go=deposit]")
@@ -98,8 +80,8 @@ async def test_unbooked_size_screens(cabinet: Cabinet, browser: Any) -> None:
 
 
 async def test_multi_door_pickup_screens(cabinet: Cabinet, browser: Any) -> None:
-    book(cabinet, "R-M1", "864200", "MULTI-1", pickup_group="G-1")
-    book(cabinet, "R-M2", "864200", "MULTI-2", pickup_group="G-1")
+    cabinet.book("R-M1", "864200", "MULTI-1", pickup_group="G-1")
+    cabinet.book("R-M2", "864200", "MULTI-2", pickup_group="G-1")
     session = await cabinet.daemon.flows.courier_login("setup", code=COURIER_CODE)
     doors = []
     for barcode in ("MULTI-1", "MULTI-2"):

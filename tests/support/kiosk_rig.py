@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -56,7 +57,9 @@ class Cabinet:
         kind: ReservationKind = ReservationKind.INBOUND,
         phone: str | None = None,
         accessible: bool = False,
+        **fields: Any,
     ) -> None:
+        """Book through the store as the cloud would; ``fields`` are more of Booking's."""
         purpose = Purpose.PICKUP if kind is ReservationKind.INBOUND else Purpose.DROPOFF
         booking = Booking(
             reservation_id=rid,
@@ -70,6 +73,7 @@ class Cabinet:
             cod=cod,
             phone_hash=None if phone is None else self.daemon.code_key.hash(Purpose.PHONE, phone),
             accessible=accessible,
+            **fields,
         )
         with self.daemon.store.transaction() as tx:
             assert tx.upsert_reservation(booking).status.value == "applied"
