@@ -7,104 +7,35 @@ setting. Every event reaches the cloud in order with an intact chain.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from hil.cabinet import SimulatedCabinet
-from hil.cloud import ReferenceCloud, Signer, code_hash, provision
-from hil.layout import load as load_layout
-from lockerd import config as lockerd_config
-from lockerd.app import Daemon
+from hil.cloud import code_hash
 from lockerd.flows.core import CourierSession
 from lockerd.flows.results import Opened
 from lockerd.model import DoorState
-from tests.support.cabinets import lockerd_config as pointed_at
 from tests.support.cabinets import modbus_cabinet
-from tests.support.mosquitto import Mosquitto, mosquitto_binary
+from tests.support.cloud_rig import CloudCabinet, cloud_cabinet
+from tests.support.mosquitto import mosquitto_binary
+from tests.support.waiting import wait_for
 
 if mosquitto_binary() is None:
     pytest.skip("mosquitto is not installed (apt-get install mosquitto)", allow_module_level=True)
 
-ISSUER = "lockers-cloud-e2e"
 CABINET = "CAB-E2E-CLOUD"
 
 
-async def until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        await asyncio.sleep(0.02)
-
-
-@dataclass
-class World:
-    sim: SimulatedCabinet
-    daemon: Daemon
-    cloud: ReferenceCloud
-    signer: Signer
-    code_key: bytes
-
-    async def command(self, cmd: str, data: dict[str, object]) -> dict[str, object]:
-        jti, token = self.signer.sign(cmd, data, lifetime_s=100)
-        self.cloud.send(CABINET, token)
-        return await self.cloud.wait_ack(CABINET, jti)
-
-    def events(self, kind: str) -> list[dict[str, object]]:
-        view = self.cloud.view(CABINET)
-        with self.cloud.lock:
-            return [e["data"] for _, e in sorted(view.events.items()) if e["type"] == kind]
-
-
 @pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    broker = Mosquitto(tmp_path / "mosquitto")
-    broker.start()
+async def world(tmp_path: Path) -> AsyncIterator[CloudCabinet]:
     raw = modbus_cabinet("modbus-tcp", boards=1, doors_per_board=4)
-    raw["cabinet"]["id"] = CABINET
-    state_dir = tmp_path / "state"
-    provisioning = provision(CABINET, state_dir)  # its code.key is the cabinet's code key
-    raw["mqtt"] = {
-        "host": "127.0.0.1",
-        "port": broker.port,
-        "issuer": ISSUER,
-        "trusted_keys": str(provisioning.trusted_keys),
-        "keepalive_s": 5,
-    }
-    raw["maintenance"] = {"socket": str(tmp_path / "lockerd.sock")}
-    raw["kiosk"] = {"enabled": False}
-    sim = SimulatedCabinet(load_layout(raw), pace=True)
-    await sim.start()
-    config = pointed_at(raw, sim, state_dir)
-    assert isinstance(config, lockerd_config.Config)
-    daemon = Daemon(config)
-    stop = asyncio.Event()
-    running = asyncio.create_task(daemon.run(stop))
-    cloud = ReferenceCloud("127.0.0.1", broker.port, client_id="cloud-e2e")
-    cloud.start()
-    try:
-        await cloud.wait_ready()
-        assert daemon.cloud is not None
-        await asyncio.wait_for(daemon.cloud.connected.wait(), 15)
-        await asyncio.wait_for(daemon.cloud.commands_ready.wait(), 15)
-        signer = Signer(ISSUER, provisioning.kid, provisioning.signing_key, CABINET)
-        yield World(sim, daemon, cloud, signer, provisioning.code_key)
-    finally:
-        stop.set()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(running, 15)
-        cloud.stop()
-        await sim.stop()
-        broker.stop()
+    async with cloud_cabinet(tmp_path, raw, CABINET) as world:
+        yield world
 
 
-async def test_book_deposit_pick_up_and_remote_open_through_the_cloud(world: World) -> None:
+async def test_book_deposit_pick_up_and_remote_open_through_the_cloud(world: CloudCabinet) -> None:
     sim, daemon = world.sim, world.daemon
     now = int(time.time())
     ack = await world.command(
@@ -147,7 +78,7 @@ async def test_book_deposit_pick_up_and_remote_open_through_the_cloud(world: Wor
     cid = opened.compartment
     assert sim.compartment(cid).door_open
     sim.put_parcel(cid)
-    await until(
+    await wait_for(
         lambda: (
             daemon.hardware.supervisor.view(cid).occupancy is not None
             and daemon.hardware.supervisor.view(cid).occupancy.value == "present"
@@ -169,7 +100,7 @@ async def test_book_deposit_pick_up_and_remote_open_through_the_cloud(world: Wor
     result = await daemon.flows.pickup("keypad", "0042")
     assert isinstance(result, Opened) and result.compartment == cid
     sim.take_parcel(cid)
-    await until(lambda: daemon.hardware.supervisor.view(cid).occupancy.value == "empty")
+    await wait_for(lambda: daemon.hardware.supervisor.view(cid).occupancy.value == "empty")
     sim.close_door(cid)
     await world.cloud.wait_for(lambda: bool(world.events("parcel.picked_up")), what="pickup")
     assert world.events("parcel.picked_up") == [
@@ -195,7 +126,7 @@ async def test_book_deposit_pick_up_and_remote_open_through_the_cloud(world: Wor
         what="remote opening",
     )
     sim.close_door("A04")
-    await until(lambda: daemon.hardware.supervisor.view("A04").door is DoorState.CLOSED)
+    await wait_for(lambda: daemon.hardware.supervisor.view("A04").door is DoorState.CLOSED)
     ack = await world.command("config.set", {"pickup.not_taken_grace_s": 120})
     assert ack["status"] == "applied", ack
     assert daemon.flows.not_taken_grace_s == 120

@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 
-from hil.cloud import code_hash
 from lockerd.events import parse_rfc3339, rfc3339_ms
 from lockerd.flows.core import CourierSession
 from lockerd.flows.payment import resume_after_payment
@@ -26,8 +25,10 @@ from lockerd.flows.results import Opened, PaymentRequired, RefusalReason, Refuse
 from lockerd.kiosk.server import KioskServer
 from lockerd.maint.client import CommandFailed, MaintClient
 from lockerd.reservations import ReservationState
-from tests.e2e.test_cabinet_cloud import CABINET, World, until, world
-from tests.lockerd.sync.test_contract import check
+from tests.e2e.test_cabinet_cloud import CABINET, world
+from tests.support.cloud_rig import CloudCabinet as World
+from tests.support.contract import check
+from tests.support.waiting import wait_for
 
 __all__ = ["world"]  # the fixture, imported so pytest finds it here
 
@@ -39,40 +40,14 @@ async def courier(world: World) -> CourierSession:
     # supervisor would call that a flapping door sensor.
     supervisor = world.daemon.hardware.supervisor
     supervisor.timing = dataclasses.replace(supervisor.timing, flap_changes=1000)
-    ack = await world.command(
-        "credential.upsert",
-        {
-            "credential_id": "C-9",
-            "version": 1,
-            "role": "courier",
-            "code_hash": code_hash(world.code_key, "courier", COURIER_CODE),
-            "badge_hash": None,
-            "valid_until": int(time.time()) + 3600,
-        },
-    )
-    assert ack["status"] == "applied", ack
+    await world.grant_courier("C-9", COURIER_CODE, valid_until=int(time.time()) + 3600)
     session = await world.daemon.flows.courier_login("kiosk", code=COURIER_CODE)
     assert isinstance(session, CourierSession)
     return session
 
 
 async def book(world: World, rid: str, code: str, **extra: Any) -> None:
-    data: dict[str, Any] = {
-        "reservation_id": rid,
-        "version": 1,
-        "kind": "inbound",
-        "size": "S",
-        "compartment": None,
-        "barcodes": [f"BC-{rid}"],
-        "pickup_code_hash": code_hash(world.code_key, "pickup", code),
-        "dropoff_code_hash": None,
-        "reserved_until": int(time.time()) + 3600,
-        "hold_s": None,
-        "sensitive": False,
-        "cod": None,
-        "code_only": False,
-    }
-    data.update(extra)
+    data = world.booking(rid, code, barcodes=[f"BC-{rid}"], **extra)
     ack = await world.command("reservation.upsert", data)
     assert ack["status"] == "applied", ack
 
@@ -85,15 +60,15 @@ def occupancy(world: World, cid: str) -> str | None:
 async def close(world: World, cid: str, *, parcel: bool | None) -> None:
     """A person closes the door having put (True), taken (False) or left (None) the parcel."""
     sim = world.sim
-    await until(lambda: sim.compartment(cid).door_open, what=f"{cid} open")
+    await wait_for(lambda: sim.compartment(cid).door_open, what=f"{cid} open")
     if parcel is True:
         sim.put_parcel(cid)
-        await until(lambda: occupancy(world, cid) == "present", what="parcel seen")
+        await wait_for(lambda: occupancy(world, cid) == "present", what="parcel seen")
     elif parcel is False:
         sim.take_parcel(cid)
-        await until(lambda: occupancy(world, cid) == "empty", what="parcel gone")
+        await wait_for(lambda: occupancy(world, cid) == "empty", what="parcel gone")
     sim.close_door(cid)
-    await until(
+    await wait_for(
         lambda: world.daemon.hardware.supervisor.view(cid).door.value == "closed",
         what=f"{cid} closed",
     )
@@ -184,7 +159,7 @@ async def test_sensitive_hold_and_per_booking_hold_s_end_to_end(world: World) ->
 
     # R-H's one second passes: its code is refused at once, not at the next housekeeping
     deadline = parse_rfc3339(event_of(world, "parcel.deposited", "R-H")["deadline"])
-    await until(lambda: time.time() > deadline + 0.05, what="R-H's hold to end")
+    await wait_for(lambda: time.time() > deadline + 0.05, what="R-H's hold to end")
     before = pulses(world, cids["R-H"])
     refused = await world.daemon.flows.pickup("keypad", "2003")
     assert refused == Refused(RefusalReason.CODE_NOT_VALID)
@@ -364,7 +339,7 @@ async def test_payment_confirmed_opens_for_the_keypad_and_reaches_reconciliation
         assert first is not None
         await asyncio.sleep(0.01)
         kiosk.payments.still_there(waiting)
-        await until(lambda: (_wait_until(world, "R-C") or 0) > first, what="a longer wait")
+        await wait_for(lambda: (_wait_until(world, "R-C") or 0) > first, what="a longer wait")
         assert _wait_until(world, "R-L") is None  # R-L's person left: their wait is gone
         before = {c: pulses(world, c) for c in (cid, left)}
         assert not world.sim.compartment(cid).door_open
@@ -376,8 +351,8 @@ async def test_payment_confirmed_opens_for_the_keypad_and_reaches_reconciliation
                 {"reservation_id": rid, "amount": 1250, "currency": "EUR", "ref": ref},
             )
             assert ack["status"] == "applied", ack
-        await until(lambda: world.sim.compartment(cid).door_open, what="door opened after pay")
-        await until(lambda: cid in waiting.open_doors, what="the screen told")
+        await wait_for(lambda: world.sim.compartment(cid).door_open, what="door opened after pay")
+        await wait_for(lambda: cid in waiting.open_doors, what="the screen told")
         assert pulses(world, left) == before[left]  # nobody waits there any more
         assert not world.sim.compartment(left).door_open
         await close(world, cid, parcel=False)
@@ -420,7 +395,7 @@ async def test_payment_wait_that_lapsed_opens_nothing(world: World) -> None:
     await world.cloud.wait_for(lambda: bool(world.events("payment.requested")), what="request")
     lapses = _wait_until(world, "R-W")
     assert lapses is not None  # the wait is a row in the store, with its expiry
-    await until(lambda: time.time() > lapses + 0.05, what="the wait to lapse")
+    await wait_for(lambda: time.time() > lapses + 0.05, what="the wait to lapse")
     before = pulses(world, cid)
     ack = await world.command(
         "payment.confirmed",
