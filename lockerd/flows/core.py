@@ -33,7 +33,7 @@ from ..store import ApplyStatus, CodeOutcome, CodeVerdict, CredentialRole, Trans
 from ..store.worker import AsyncStore
 from ..sync.commands import TrustStore
 from .deposit_code import prepare_code_deposit
-from .opening import Opening, intend
+from .opening import Opening, claim_compartment, intend
 from .parcels import next_size, valid_barcode
 from .results import (
     Collection,
@@ -219,14 +219,9 @@ class Flows:
                 return early
             reservation = verdict.reservation
             assert reservation is not None
-            try:
-                cid = tx.assign_compartment(reservation.id)
-            except TransitionError:
-                return Refused(RefusalReason.NOT_ALLOWED)
-            if cid is None:
-                return Refused(RefusalReason.NO_FREE_COMPARTMENT)
-            if not tx.expect_step(PendingStep(cid, Expect.DROPOFF, reservation.id)):
-                return Refused(RefusalReason.DOOR_BUSY, cid)
+            cid = claim_compartment(tx, reservation.id, Expect.DROPOFF)
+            if isinstance(cid, Refused):
+                return cid
             return intend(
                 tx, Opening(cid, Actor.SENDER, "dropoff", reservation.id, reservation.size)
             )
@@ -444,14 +439,19 @@ class CourierSession:
         self.last_activity = self.flows.clock.monotonic()
         return None
 
-    async def scan(self, barcode: str) -> FlowResult:
-        """A parcel's barcode: its reserved (or smallest free fitting) compartment opens."""
+    def _touch_scanned(self, barcode: str) -> str | Refused:
+        """Keep the session alive and check a barcode it scanned: the clean one, or why not."""
         ended = self._touch()
         if ended is not None:
             return ended
         clean = valid_barcode(barcode)
-        if clean is None:
-            return Refused(RefusalReason.BAD_FORMAT)
+        return Refused(RefusalReason.BAD_FORMAT) if clean is None else clean
+
+    async def scan(self, barcode: str) -> FlowResult:
+        """A parcel's barcode: its reserved (or smallest free fitting) compartment opens."""
+        clean = self._touch_scanned(barcode)
+        if isinstance(clean, Refused):
+            return clean
         if self.flows.degraded() is not None:
             return Refused(RefusalReason.OUT_OF_SERVICE)
 
@@ -548,14 +548,11 @@ class CourierSession:
         at_least: Size | None,
         exclude: frozenset[str],
     ) -> Refused | Opening:
-        try:
-            cid = tx.assign_compartment(rid, at_least, exclude)
-        except TransitionError:
-            return Refused(RefusalReason.NOT_ALLOWED)
-        if cid is None:
-            return Refused(RefusalReason.NO_FREE_COMPARTMENT)
-        if not tx.expect_step(PendingStep(cid, Expect.DEPOSIT, rid, self.credential_id, barcode)):
-            return Refused(RefusalReason.DOOR_BUSY, cid)
+        cid = claim_compartment(
+            tx, rid, Expect.DEPOSIT, at_least, exclude, self.credential_id, barcode
+        )
+        if isinstance(cid, Refused):
+            return cid
         size = {c.id: c.size for c in tx.compartments()}.get(cid)
         return intend(tx, Opening(cid, Actor.COURIER, "deposit", rid, size))
 

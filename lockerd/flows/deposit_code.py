@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 
 from ..codes import Purpose
 from ..logs import fact
-from ..model import Actor, Expect, PendingStep
-from ..reservations import Reservation, TransitionError
+from ..model import Actor, Expect
+from ..reservations import Reservation
 from ..store import Transaction
-from .opening import Opening, intend
+from .opening import Opening, claim_compartment, intend
 from .results import FlowResult, RefusalReason, Refused
 
 if TYPE_CHECKING:
@@ -35,14 +35,9 @@ def prepare_code_deposit(
     """Inside the code's transaction: the compartment, the pending deposit, the intent."""
     if flows.degraded() is not None:
         return Refused(RefusalReason.OUT_OF_SERVICE)
-    try:
-        cid = tx.assign_compartment(reservation.id)
-    except TransitionError:
-        return Refused(RefusalReason.NOT_ALLOWED)
-    if cid is None:
-        return Refused(RefusalReason.NO_FREE_COMPARTMENT)
-    if not tx.expect_step(PendingStep(cid, Expect.DEPOSIT, reservation.id)):
-        return Refused(RefusalReason.DOOR_BUSY, cid)
+    cid = claim_compartment(tx, reservation.id, Expect.DEPOSIT)
+    if isinstance(cid, Refused):
+        return cid
     size = {c.id: c.size for c in tx.compartments()}.get(cid)
     fact(log, "deposit_code.accepted", reservation=reservation.id, compartment=cid)
     return intend(tx, Opening(cid, Actor.COURIER, "deposit_code", reservation.id, size))

@@ -20,13 +20,13 @@ from __future__ import annotations
 import logging
 
 from ..logs import fact
-from ..model import Actor, Expect, PendingStep
+from ..model import Actor, Expect
 from ..qr import QrRejected, QrVerifier, use_once
-from ..reservations import ReservationState, TransitionError
+from ..reservations import ReservationState
 from ..return_label import check_label, claims_return, new_return
 from ..store import Transaction
 from .core import Flows
-from .opening import Opening, intend
+from .opening import Opening, claim_compartment, intend
 from .results import FlowResult, RefusalReason, Refused
 
 log = logging.getLogger("lockerd.flows")
@@ -86,14 +86,10 @@ def _decide(
         return Refused(RefusalReason.QR_NOT_VALID)
     else:
         tx.book_return(new_return(rid, label.size, label.accessible, label.jti, label.token.exp))
-    try:
-        cid = tx.assign_compartment(rid)
-    except TransitionError:
-        raise _Undo(Refused(RefusalReason.NOT_ALLOWED)) from None
-    if cid is None:
-        fact(log, "return.rejected", surface=surface, reason="no_free_compartment")
-        raise _Undo(Refused(RefusalReason.NO_FREE_COMPARTMENT))
-    if not tx.expect_step(PendingStep(cid, Expect.DROPOFF, rid)):
-        raise _Undo(Refused(RefusalReason.DOOR_BUSY, cid))
+    cid = claim_compartment(tx, rid, Expect.DROPOFF)
+    if isinstance(cid, Refused):
+        if cid.reason is RefusalReason.NO_FREE_COMPARTMENT:
+            fact(log, "return.rejected", surface=surface, reason="no_free_compartment")
+        raise _Undo(cid)
     fact(log, "return.accepted", surface=surface, reservation=rid, compartment=cid)
     return intend(tx, Opening(cid, Actor.SENDER, "return", rid, label.size))

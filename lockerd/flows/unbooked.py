@@ -20,7 +20,6 @@ from ..model import Actor, Expect, PendingStep, Size
 from ..reservations import ReservationKind
 from ..store import Transaction
 from .opening import Opening, intend
-from .parcels import valid_barcode
 from .results import FlowResult, Opened, RefusalReason, Refused, SizeChoice
 
 if TYPE_CHECKING:
@@ -57,12 +56,9 @@ def unbooked_offer(tx: Transaction, barcode: str, allowed: bool) -> SizeChoice |
 
 async def deposit_unbooked(session: CourierSession, barcode: str, size: Size) -> FlowResult:
     """The courier chose ``size`` for a parcel with no booking: its compartment opens."""
-    ended = session._touch()
-    if ended is not None:
-        return ended
-    clean = valid_barcode(barcode)
-    if clean is None:
-        return Refused(RefusalReason.BAD_FORMAT)
+    clean = session._touch_scanned(barcode)
+    if isinstance(clean, Refused):
+        return clean
     flows = session.flows
     if not flows.unbooked_deposits:
         return Refused(RefusalReason.NOT_BOOKED_HERE)
