@@ -304,7 +304,7 @@ class Store:
         disk): an acknowledgement lost to a power cut only means those events are sent
         again, which the contract allows, while an fsync here would hold up whatever
         decision waits behind it on the store's thread (a remote ``door.open``'s commit,
-        docs/adr/0023). Returns how many left.
+        docs/adr/0023). Returns how many events it marked acknowledged.
         """
         if self._in_transaction:
             raise StoreError("use the open transaction for writes")
