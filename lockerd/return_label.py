@@ -16,7 +16,8 @@ from dataclasses import dataclass, replace
 
 from .model import Size
 from .qr import QrPickup, QrRefusal, QrRejected, QrVerifier, looks_like_token
-from .reservations import Booking, Reservation, ReservationKind, new_reservation
+from .reservation_life import new_reservation
+from .reservations import Booking, Reservation, ReservationKind
 
 RETURN_TYPE = "return"
 

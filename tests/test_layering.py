@@ -45,6 +45,10 @@ def test_package_imports_point_inward(package: str) -> None:
 PURE_CORE = [
     "lockerd/cabinet.py",
     "lockerd/reservations.py",
+    "lockerd/reservation_life.py",
+    "lockerd/deadlines.py",
+    "lockerd/allocation.py",
+    "lockerd/unbooked_parcels.py",
     "lockerd/throttle.py",
     "lockerd/events.py",
     "lockerd/model.py",

@@ -20,9 +20,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from .. import reservations as life
 from ..logs import fact
 from ..model import Actor, DoorState, Expect, PendingStep
+from ..reservation_life import pickup_round
 from ..reservations import PickupMethod, Reservation
 from ..store import Transaction
 from .opening import Opening, intend
@@ -51,7 +51,7 @@ def plan_round(
     tx: Transaction, anchor: Reservation, group: Iterable[Reservation], method: PickupMethod
 ) -> Round | Refused:
     """Inside the code's transaction: a pending pickup at every door of the round."""
-    members = life.pickup_round(anchor, group, method)
+    members = pickup_round(anchor, group, method)
     free = []
     for member in members:
         assert member.compartment is not None

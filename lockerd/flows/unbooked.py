@@ -5,7 +5,7 @@ sizes that still find room (:class:`SizeChoice`), the courier picks one, and the
 free compartment of that size opens. Its close records the parcel (``unbooked_parcels``)
 and ``parcel.deposited_unbooked`` in one transaction, online or not; the cloud later books
 the recipient with ``reservation.upsert`` listing the waybill, which turns the parcel into
-a ready booking in that same compartment (lockerd.reservations.attach, docs/adr/0025).
+a ready booking in that same compartment (lockerd.unbooked_parcels.attach, docs/adr/0025).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import logging
 import sqlite3
 from typing import TYPE_CHECKING
 
-from .. import reservations as life
+from ..allocation import choose_compartment, sizes_offered
 from ..logs import fact
 from ..model import Actor, Expect, PendingStep, Size
 from ..reservations import ReservationKind
@@ -48,7 +48,7 @@ def unbooked_offer(tx: Transaction, barcode: str, allowed: bool) -> SizeChoice |
         return Refused(RefusalReason.NOT_BOOKED_HERE)
     if _already_here(tx, barcode):
         return Refused(RefusalReason.ALREADY_DEPOSITED)
-    sizes = life.sizes_offered(tx.compartments(), _busy(tx))
+    sizes = sizes_offered(tx.compartments(), _busy(tx))
     if not sizes:
         return Refused(RefusalReason.NO_FREE_COMPARTMENT)
     return SizeChoice(barcode, tuple(sizes))
@@ -78,7 +78,7 @@ async def deposit_unbooked(session: CourierSession, barcode: str, size: Size) ->
                 # the courier chose again (it did not fit): the door opened before is given up
                 tx.forget_step(earlier.compartment, NO_RESERVATION)
                 given_up.add(earlier.compartment)
-        cid = life.choose_compartment(size, tx.compartments(), _busy(tx) | given_up)
+        cid = choose_compartment(size, tx.compartments(), _busy(tx) | given_up)
         if cid is None:
             return Refused(RefusalReason.NO_FREE_COMPARTMENT)
         step = PendingStep(

@@ -1,7 +1,8 @@
 """The cloud's commands and the reservation life cycle at the cabinet, inside a transaction.
 
 Version rules: a version not above the stored one is stale. A booking's life is decided
-by the pure module lockerd.reservations; this part reads and writes its rows."""
+by the pure core (lockerd.reservation_life, deadlines, allocation, unbooked_parcels);
+this part reads and writes its rows."""
 
 from __future__ import annotations
 
@@ -9,13 +10,24 @@ import logging
 from collections.abc import Sequence
 from dataclasses import replace
 
-from .. import reservations as life
+from .. import reservation_life as life
+from ..allocation import compartment_for_deposit
 from ..codes import CodeFormatError, validate_hash
+from ..deadlines import due, lapse
 from ..events import DomainEvent, EventType, StoredEvent, rfc3339_ms
 from ..logs import fact
 from ..model import Size
 from ..reach import within_reach
-from ..reservations import Booking, PickupMethod, Reservation, ReservationKind, ReservationState
+from ..reservations import (
+    Booking,
+    PickupMethod,
+    Reservation,
+    ReservationKind,
+    ReservationState,
+    Step,
+    TransitionError,
+)
+from ..unbooked_parcels import attach, unbooked_parcel_for
 from .deposits import DepositRows
 from .results import Applied, CredentialGrant, StoreError
 from .rows import reservation_of
@@ -41,7 +53,7 @@ class BookingRows(DepositRows):
         else:
             try:
                 after = life.rebook(current, booking, self._store.holds)
-            except life.TransitionError as exc:
+            except TransitionError as exc:
                 return Applied.rejected(str(exc))
             if (
                 after.state.awaiting_parcel
@@ -55,8 +67,8 @@ class BookingRows(DepositRows):
                 # keep the compartment chosen for a courier who may be at the door now
                 after = replace(after, compartment=current.compartment)
         try:
-            parcel = life.unbooked_parcel_for(after, self.unbooked_parcels())
-        except life.TransitionError as exc:
+            parcel = unbooked_parcel_for(after, self.unbooked_parcels())
+        except TransitionError as exc:
             return Applied.rejected(str(exc))
         if parcel is None and after.compartment is not None and after.state.awaiting_parcel:
             problem = self._compartment_problem(
@@ -68,7 +80,7 @@ class BookingRows(DepositRows):
         self.link_booking(after.id, booking.deposit_code_hash, booking.pickup_group)
         if parcel is not None:
             # the recipient's booking for a parcel already here: it is deposited at once
-            self._step(life.attach(after, parcel, self.now, self._store.holds))
+            self._step(attach(after, parcel, self.now, self._store.holds))
             self.forget_unbooked(parcel.barcode)
         return Applied.applied()
 
@@ -254,9 +266,7 @@ class BookingRows(DepositRows):
         or the smallest free one that fits (``at_least`` after "does not fit"). None: full.
         """
         current = self._require(reservation_id)
-        choice, chosen = life.compartment_for_deposit(
-            current, self.compartments(), at_least, exclude
-        )
+        choice, chosen = compartment_for_deposit(current, self.compartments(), at_least, exclude)
         if chosen:
             assert choice is not None
             self._save(replace(life.assign(current, choice), compartment_named=False))
@@ -274,7 +284,7 @@ class BookingRows(DepositRows):
         """A return booked by its label at the cabinet (return_label.new_return); no event yet:
         the cloud hears of it when the parcel is in (``return.deposited``)."""
         if self.reservation(reservation.id) is not None:
-            raise life.TransitionError(f"reservation {reservation.id} exists already")
+            raise TransitionError(f"reservation {reservation.id} exists already")
         self._save(reservation, insert=True)
 
     def drop_off(self, reservation_id: str) -> StoredEvent:
@@ -333,8 +343,8 @@ class BookingRows(DepositRows):
         events: list[StoredEvent] = []
         for row in rows:
             current = reservation_of(self._conn, row)
-            if life.due(current, self.now):
-                events.extend(self._step(life.lapse(current, self.now)))
+            if due(current, self.now):
+                events.extend(self._step(lapse(current, self.now)))
         return events
 
     # --- helpers --------------------------------------------------------------------------
@@ -342,10 +352,10 @@ class BookingRows(DepositRows):
     def _require(self, reservation_id: str) -> Reservation:
         current = self.reservation(reservation_id)
         if current is None:
-            raise life.TransitionError(f"no reservation {reservation_id}")
+            raise TransitionError(f"no reservation {reservation_id}")
         return current
 
-    def _step(self, step: life.Step) -> list[StoredEvent]:
+    def _step(self, step: Step) -> list[StoredEvent]:
         self._save(step.reservation)
         return [self.emit(event) for event in step.events]
 

@@ -8,10 +8,10 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from .. import reservations as life
+from ..allocation import compartment_state
 from ..events import StoredEvent
 from ..model import CompartmentState, Expect, PendingStep, Reach, Size
-from ..reservations import Compartment, Reservation, ReservationKind, ReservationState
+from ..reservations import Cod, Compartment, Reservation, ReservationKind, ReservationState
 from ..throttle import ThrottleState
 from .results import Credential, CredentialRole
 
@@ -61,7 +61,7 @@ def reservation_of(conn: sqlite3.Connection, row: sqlite3.Row) -> Reservation:
     )
     cod = None
     if row["cod_amount"] is not None:
-        cod = life.Cod(row["cod_amount"], row["cod_currency"], row["cod_pay_url"])
+        cod = Cod(row["cod_amount"], row["cod_currency"], row["cod_pay_url"])
     return Reservation(
         id=row["id"],
         version=row["version"],
@@ -116,7 +116,7 @@ def all_compartments(conn: sqlite3.Connection) -> list[Compartment]:
     result = []
     for row in fetch_rows(conn, "SELECT * FROM compartments ORDER BY id"):
         holder = holders.get(row["id"])
-        state = life.compartment_state(bool(row["in_service"]), holder)
+        state = compartment_state(bool(row["in_service"]), holder)
         if row["id"] in unbooked and state is CompartmentState.FREE:
             state = CompartmentState.OCCUPIED
         if not row["configured"] and holder is None:

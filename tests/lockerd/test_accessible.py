@@ -13,19 +13,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lockerd import config
+from lockerd.allocation import choose_compartment, compartment_for_deposit
 from lockerd.clock import ManualClock
 from lockerd.config import KioskConfig
 from lockerd.kiosk.accessible import idle_limit_s
 from lockerd.kiosk.session import KioskSession
 from lockerd.model import CompartmentState, Reach, Size
-from lockerd.reservations import (
-    Booking,
-    Compartment,
-    ReservationKind,
-    choose_compartment,
-    compartment_for_deposit,
-    new_reservation,
-)
+from lockerd.reservation_life import new_reservation
+from lockerd.reservations import Booking, Compartment, ReservationKind
 from lockerd.store import Store
 from lockerd.sync.command_data import CommandType, DataError, ReservationUpsert, parse_data
 from tests.lockerd.test_config import BASE

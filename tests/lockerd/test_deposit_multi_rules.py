@@ -22,7 +22,8 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from lockerd import reservations as life
+from lockerd import reservation_life as life
+from lockerd.allocation import choose_compartment
 from lockerd.clock import ManualClock
 from lockerd.codes import CodeKey, Purpose
 from lockerd.flows import round as rounds
@@ -32,6 +33,8 @@ from lockerd.flows.unbooked import deposit_unbooked
 from lockerd.model import Expect, PendingStep, Size
 from lockerd.reservations import (
     Booking,
+    Cod,
+    HoldPolicy,
     PickupMethod,
     Reservation,
     ReservationKind,
@@ -41,6 +44,7 @@ from lockerd.reservations import (
 )
 from lockerd.store import CodeOutcome, Store
 from lockerd.sync.command_data import CommandType, DataError, parse_data
+from lockerd.unbooked_parcels import attach, unbooked_parcel_for
 from tests.support.flow_rig import COURIER_CODE, Rig, flow_rig
 from tests.support.waiting import wait_for
 
@@ -65,7 +69,7 @@ members = st.lists(
             state=state,
             compartment=f"A{n:02d}",
             code_hash=HASH_A if same else HASH_B,
-            cod=None if paid else life.Cod(100, "EUR", "https://pay.example/x"),
+            cod=None if paid else Cod(100, "EUR", "https://pay.example/x"),
             code_only=code_only,
         ),
         st.integers(1, 20),
@@ -112,16 +116,16 @@ PARCEL = UnbookedParcel("WB-1", "A02", "C-9", 1.8e9)
 
 def test_unbooked_booking_attaches_by_compartment_or_by_waybill() -> None:
     named = reservation("R-1", barcodes=("WB-1",), compartment="A02", compartment_named=True)
-    assert life.unbooked_parcel_for(named, [PARCEL]) == PARCEL
+    assert unbooked_parcel_for(named, [PARCEL]) == PARCEL
     by_waybill = reservation("R-1", barcodes=("X", "WB-1"))
-    assert life.unbooked_parcel_for(by_waybill, [PARCEL]) == PARCEL
-    assert life.unbooked_parcel_for(reservation("R-1", barcodes=("X",)), [PARCEL]) is None
+    assert unbooked_parcel_for(by_waybill, [PARCEL]) == PARCEL
+    assert unbooked_parcel_for(reservation("R-1", barcodes=("X",)), [PARCEL]) is None
     other = UnbookedParcel("WB-2", "A03", "C-9", 1.8e9)
     with pytest.raises(TransitionError, match="A02, A03"):
-        life.unbooked_parcel_for(reservation("R-1", barcodes=("WB-1", "WB-2")), [PARCEL, other])
+        unbooked_parcel_for(reservation("R-1", barcodes=("WB-1", "WB-2")), [PARCEL, other])
     dropoff = replace(by_waybill, kind=ReservationKind.DROPOFF, state=ReservationState.BOOKED)
-    assert life.unbooked_parcel_for(dropoff, [PARCEL]) is None
-    step = life.attach(by_waybill, PARCEL, 1.9e9, life.HoldPolicy(normal_s=100))
+    assert unbooked_parcel_for(dropoff, [PARCEL]) is None
+    step = attach(by_waybill, PARCEL, 1.9e9, HoldPolicy(normal_s=100))
     assert step.reservation.state is ReservationState.READY
     assert step.reservation.compartment == "A02" and step.reservation.expires_at == 1.9e9 + 100
     assert step.events[0].data["credential_id"] == "C-9"
@@ -130,10 +134,10 @@ def test_unbooked_booking_attaches_by_compartment_or_by_waybill() -> None:
 def test_unbooked_booking_naming_the_wrong_compartment_is_refused() -> None:
     elsewhere = reservation("R-1", barcodes=("WB-1",), compartment="A05", compartment_named=True)
     with pytest.raises(TransitionError, match="A02"):
-        life.unbooked_parcel_for(elsewhere, [PARCEL])
+        unbooked_parcel_for(elsewhere, [PARCEL])
     someone_else = reservation("R-2", barcodes=("WB-2",), compartment="A02", compartment_named=True)
     with pytest.raises(TransitionError, match="another parcel"):
-        life.unbooked_parcel_for(someone_else, [PARCEL])
+        unbooked_parcel_for(someone_else, [PARCEL])
 
 
 # ---------------------------------------------------------------- the command's fields
@@ -411,7 +415,7 @@ class UnbookedStore(RuleBasedStateMachine):
     @rule(barcode=st.sampled_from(_WAYBILLS), size=st.sampled_from(list(Size)))
     def deposit_unbooked(self, barcode: str, size: Size) -> None:
         with self.store.transaction() as tx:
-            cid = life.choose_compartment(size, tx.compartments())
+            cid = choose_compartment(size, tx.compartments())
             if cid is None:
                 return
             already = tx.unbooked_parcel(barcode)

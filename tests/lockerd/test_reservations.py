@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from lockerd.allocation import choose_compartment, compartment_for_deposit
 from lockerd.clock import ManualClock
 from lockerd.codes import CodeKey, Purpose
 from lockerd.events import rfc3339_ms
@@ -31,8 +32,6 @@ from lockerd.reservations import (
     ReservationKind,
     ReservationState,
     TransitionError,
-    choose_compartment,
-    compartment_for_deposit,
 )
 from lockerd.store import ApplyStatus, CodeOutcome, Store
 

@@ -17,14 +17,14 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from hil.cloud import Signer, return_label
-from lockerd import reservations as life
+from lockerd import reservation_life as life
 from lockerd.clock import ManualClock
 from lockerd.events import EventType
 from lockerd.flows import Opened, RefusalReason, Refused
 from lockerd.flows.returns import scanned_token, send_return
 from lockerd.model import Size
 from lockerd.qr import QrPickup, QrRefusal, QrRejected, QrVerifier
-from lockerd.reservations import ReservationKind, ReservationState
+from lockerd.reservations import Booking, HoldPolicy, ReservationKind, ReservationState
 from lockerd.return_label import ReturnLabel, check_label, claims_return, new_return
 from lockerd.sync.commands import TrustStore
 from tests.support.flow_rig import Rig, flow_rig
@@ -167,7 +167,7 @@ def test_a_return_closed_with_its_parcel_emits_return_deposited() -> None:
 
 def test_a_return_updated_by_the_cloud_stays_a_return() -> None:
     booked = new_return("RET-9", Size.M, False, "j-9", 2_000_000_000.0)
-    update = life.Booking(
+    update = Booking(
         reservation_id="RET-9",
         version=1,
         kind=ReservationKind.DROPOFF,
@@ -177,7 +177,7 @@ def test_a_return_updated_by_the_cloud_stays_a_return() -> None:
         code_hash="n4bQgYhMfWWaL-qgxVrQFaO_TxsrC4Is0V1sFbDwCgg",
         reserved_until=2_000_000_100.0,
     )
-    after = life.rebook(booked, update, life.HoldPolicy())
+    after = life.rebook(booked, update, HoldPolicy())
     assert after.return_label == "j-9" and after.reserved_until == 2_000_000_100.0
 
 
