@@ -21,6 +21,7 @@ import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import jwt
@@ -28,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench._report import aligned_table
 from hil.cloud import Signer, return_label
-from lockerd.cabinet import CompartmentView, UnlockOutcome, UnlockResult
+from lockerd.cabinet import CompartmentView, DoorClosed, UnlockOutcome, UnlockResult
 from lockerd.clock import SystemClock
 from lockerd.codes import CodeKey, Purpose
 from lockerd.flows import Flows, Opened
@@ -55,6 +56,9 @@ class OpensAtOnce:
 
     def views(self) -> list[CompartmentView]:
         return []
+
+    def on_door_closed(self, listener: Callable[[DoorClosed], None]) -> Callable[[], None]:
+        return lambda: None  # no door here ever closes
 
 
 def pickup_token(signer: Signer, rid: str) -> str:

@@ -64,6 +64,10 @@ class Cabinet(Protocol):
 
     def views(self) -> list[CompartmentView]: ...
 
+    def on_door_closed(self, listener: Callable[[DoorClosed], None]) -> Callable[[], None]:
+        """Call ``listener`` after each committed close; returns the unsubscribe."""
+        ...
+
 
 class Problem(StrEnum):
     """What a courier can report about the compartment just opened."""

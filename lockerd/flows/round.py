@@ -4,11 +4,13 @@ Bookings that share a ``pickup_group`` and a pickup code are one pickup (issue 1
 docs/adr/0025). The code's transaction writes a pending pickup for every door of the round
 and the unlock intent of the first; the first door opens and the answer names the doors
 that follow (``Opened.then``), so the screen can say where to go next. Each next door is
-opened when the one before it is seen closed: its intent is committed first, and only if
-its pending pickup is still there (a booking recalled meanwhile is skipped). Every close
-settles its own booking as any pickup does. A round that stops (a door left open too
-long, a lock that fails, a restart) leaves its remaining steps to crash recovery's rules:
-a door never opened completes nothing, and the code opens what is left the next time.
+opened when the close of the one before it is committed (the cabinet tells the round
+after the commit, never on the strength of a reading alone): its intent is committed
+first, and only if its pending pickup is still there (a booking recalled meanwhile is
+skipped). Every close settles its own booking as any pickup does. A round that stops (a
+door left open too long, a close the store cannot commit, a lock that fails, a restart)
+leaves its remaining steps to crash recovery's rules: a door never opened completes
+nothing, and the code opens what is left the next time.
 Several parcels in one compartment are one booking with several barcodes.
 """
 
@@ -16,12 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from ..cabinet import DoorClosed
 from ..logs import fact
-from ..model import Actor, DoorState, Expect, PendingStep
+from ..model import Actor, Expect, PendingStep
 from ..reservation_life import pickup_round
 from ..reservations import PickupMethod, Reservation
 from ..store import Transaction
@@ -29,13 +32,13 @@ from .opening import Opening, intend
 from .results import FlowResult, Opened, RefusalReason, Refused
 
 if TYPE_CHECKING:
-    from .core import Flows
+    from .core import Cabinet, Flows
 
 log = logging.getLogger("lockerd.flows")
 
-# How long a round waits for the open door to be closed before it gives the rest up.
+# How long a round waits for the open door's close to be committed before it gives the
+# rest up.
 ROUND_WAIT_S = 300.0
-_WATCH_EVERY_S = 0.05
 # Rounds under way (a task needs a reference held, or it may be collected mid-round).
 _ROUNDS: set[asyncio.Task[None]] = set()
 
@@ -75,24 +78,65 @@ def plan_round(
     return Round(tuple(openings))
 
 
+class DoorCloses:
+    """The committed closes of a round's doors, heard from the cabinet.
+
+    It listens from before the first pulse, so a door closed quickly (while its opening
+    is still being noted) is not missed; a door's earlier closes are forgotten just
+    before the round opens it, so only a close after that opening counts.
+    """
+
+    def __init__(self, cabinet: Cabinet, compartments: Iterable[str]) -> None:
+        self._closed = {cid: asyncio.Event() for cid in compartments}
+        self.stop: Callable[[], None] = cabinet.on_door_closed(self._heard)
+
+    def _heard(self, door: DoorClosed) -> None:
+        closed = self._closed.get(door.compartment)
+        if closed is not None:
+            closed.set()
+
+    def opening(self, compartment: str) -> None:
+        """The round is about to open ``compartment``: a close heard before counts not."""
+        self._closed[compartment].clear()
+
+    async def closed(self, compartment: str, timeout_s: float) -> bool:
+        """Wait for the door's committed close; False when none comes in ``timeout_s``."""
+        try:
+            await asyncio.wait_for(self._closed[compartment].wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+
 async def open_round(flows: Flows, planned: Round) -> FlowResult:
     """Open the first door now and the others one after another, each after a close."""
     first, rest = planned.openings[0], planned.openings[1:]
-    result = await flows.open_door(first)
-    if not isinstance(result, Opened) or not rest:
-        if rest:
-            await _give_up(flows, rest, "first door did not open")
+    if not rest:
+        return await flows.open_door(first)
+    closes = DoorCloses(flows.cabinet, (o.compartment for o in planned.openings))
+    try:
+        result = await flows.open_door(first)
+    except BaseException:
+        closes.stop()
+        raise
+    if not isinstance(result, Opened):
+        closes.stop()
+        await _give_up(flows, rest, "first door did not open")
         return result
-    task = asyncio.create_task(_in_turn(flows, first.compartment, rest), name="pickup round")
+    task = asyncio.create_task(
+        _in_turn(flows, closes, first.compartment, rest), name="pickup round"
+    )
     _ROUNDS.add(task)
     task.add_done_callback(_ROUNDS.discard)
     return replace(result, then=tuple(o.compartment for o in rest))
 
 
-async def _in_turn(flows: Flows, previous: str, rest: Sequence[Opening]) -> None:
+async def _in_turn(
+    flows: Flows, closes: DoorCloses, previous: str, rest: Sequence[Opening]
+) -> None:
     try:
         for index, opening in enumerate(rest):
-            if not await _closed(flows, previous):
+            if not await closes.closed(previous, ROUND_WAIT_S):
                 await _give_up(flows, rest[index:], f"door {previous} not closed")
                 return
 
@@ -105,6 +149,7 @@ async def _in_turn(flows: Flows, previous: str, rest: Sequence[Opening]) -> None
 
             if not await flows.store.write(intend_next):
                 continue
+            closes.opening(opening.compartment)
             result = await flows.open_door(opening)
             if not isinstance(result, Opened):
                 await _give_up(flows, rest[index + 1 :], f"door {opening.compartment} failed")
@@ -114,17 +159,8 @@ async def _in_turn(flows: Flows, previous: str, rest: Sequence[Opening]) -> None
         raise
     except Exception as exc:  # a round that fails leaves its steps to the code's next use
         fact(log, "pickup.round_failed", logging.ERROR, error=exc)
-
-
-async def _closed(flows: Flows, compartment: str) -> bool:
-    """Wait until the door is seen closed; False when it stays open too long."""
-    deadline = flows.clock.monotonic() + ROUND_WAIT_S
-    while flows.clock.monotonic() < deadline:
-        view = next((v for v in flows.cabinet.views() if v.id == compartment), None)
-        if view is None or view.door is DoorState.CLOSED:
-            return True
-        await asyncio.sleep(_WATCH_EVERY_S)
-    return False
+    finally:
+        closes.stop()
 
 
 async def _give_up(flows: Flows, rest: Sequence[Opening], why: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -30,7 +31,8 @@ from lockerd.flows import round as rounds
 from lockerd.flows.deposit_code import deposit_with_code
 from lockerd.flows.results import LockFailed, Opened, RefusalReason, Refused, SizeChoice
 from lockerd.flows.unbooked import deposit_unbooked
-from lockerd.model import Expect, PendingStep, Size
+from lockerd.hardware import EventSink, FactBatch
+from lockerd.model import Actor, DoorState, Expect, PendingStep, Size
 from lockerd.reservations import (
     Booking,
     Cod,
@@ -316,6 +318,106 @@ async def test_multi_round_gives_up_the_rest_when_a_door_is_left_open(
     await rig.close(first.compartment, parcel=False)
     await wait_for(lambda: len(rig.events("parcel.picked_up")) == 1)
     # the code opens what is left the next time
+    again = await rig.flows.pickup("keypad", "8642")
+    assert isinstance(again, Opened) and again.compartment == second and again.then == ()
+
+
+class CloseNotCommitted:
+    """The store's sink, failing (as a full disk does) every commit that carries the close
+    of ``compartment`` while ``failing``: the door is seen closed, the store knows it not."""
+
+    def __init__(self, sink: EventSink, compartment: str) -> None:
+        self._sink = sink
+        self.compartment = compartment
+        self.failing = True
+        self.failed = 0
+
+    async def record_unlock_intent(self, compartment: str, actor: Actor, reason: str) -> None:
+        await self._sink.record_unlock_intent(compartment, actor, reason)
+
+    async def commit(self, batch: FactBatch) -> None:
+        if self.failing and any(d.compartment == self.compartment for d in batch.closed):
+            self.failed += 1
+            raise sqlite3.OperationalError("disk I/O error")
+        await self._sink.commit(batch)
+
+    def is_disk_failure(self, error: Exception) -> bool:
+        return self._sink.is_disk_failure(error)
+
+
+async def _round_of_two(rig: Rig) -> tuple[str, str, dict[str, int]]:
+    """Two parcels of one pickup group deposited; the first door of their round open."""
+    session = await rig.flows.courier_login("kiosk", code=COURIER_CODE)
+    assert not isinstance(session, Refused)
+    for rid, barcode in (("R-1", "MP-1"), ("R-2", "MP-2")):
+        book(rig, rid, "8642", barcodes=(barcode,), pickup_group="G-1")
+        await rig.deposit(session, barcode)
+    session.end()
+    pulses = {cid: len(p) for cid, p in rig.sim.pulses().items()}
+    first = await rig.flows.pickup("keypad", "8642")
+    assert isinstance(first, Opened) and len(first.then) == 1, first
+    await wait_for(lambda: rig.sim.state()["compartments"][first.compartment]["door_open"])
+    return first.compartment, first.then[0], pulses
+
+
+async def _closed_but_not_committed(rig: Rig, cid: str) -> CloseNotCommitted:
+    """The recipient takes the parcel and closes the door; the store cannot commit it."""
+    hardware = rig.daemon.hardware
+    held = CloseNotCommitted(hardware.sink, cid)
+    hardware.sink = held
+    rig.sim.take_parcel(cid)
+    scans = hardware.scans
+    await wait_for(lambda: hardware.scans >= scans + 2)  # the sensor settles before the door
+    rig.sim.close_door(cid)
+    await wait_for(lambda: hardware.supervisor.view(cid).door is DoorState.CLOSED)
+    await wait_for(lambda: held.failed >= 3)  # tried, and retried, and failing
+    return held
+
+
+async def test_multi_round_opens_the_next_door_only_once_the_close_is_committed(
+    rig: Rig,
+) -> None:
+    first, second, pulses = await _round_of_two(rig)
+    held = await _closed_but_not_committed(rig, first)
+    # Seen closed for many polls, but not in the store: the next door stays shut, with no
+    # unlock intent written for it (a poll of the supervisor's view would have opened it).
+    scans = rig.daemon.hardware.scans
+    await wait_for(lambda: rig.daemon.hardware.scans >= scans + 10)
+    assert rig.events("door.closed")[-1]["compartment"] != first
+    assert len(rig.sim.pulses()[second]) == pulses[second]
+    assert all(i.compartment != second for i in rig.daemon.store.open_unlock_intents())
+    assert rounds._ROUNDS  # still waiting
+    held.failing = False  # the close commits (with the first pickup), then the next door
+    await wait_for(lambda: len(rig.sim.pulses()[second]) == pulses[second] + 1)
+    await wait_for(lambda: any(e["compartment"] == second for e in rig.events("door.opened")))
+    seqs = {
+        (e.type, json.loads(e.payload)["data"]["compartment"]): e.seq
+        for e in rig.daemon.store.events_after(0, 100_000)
+        if e.type in ("door.closed", "door.opened", "parcel.picked_up")
+    }
+    assert seqs[("door.closed", first)] < seqs[("parcel.picked_up", first)]
+    assert seqs[("parcel.picked_up", first)] < seqs[("door.opened", second)]
+    await rig.close(second, parcel=False)
+    await wait_for(lambda: len(rig.events("parcel.picked_up")) == 2)
+    assert (rig.state("R-1"), rig.state("R-2")) == (ReservationState.PICKED_UP,) * 2
+
+
+async def test_multi_round_gives_up_the_rest_when_the_close_never_commits(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rounds, "ROUND_WAIT_S", 0.5)
+    first, second, pulses = await _round_of_two(rig)
+    held = await _closed_but_not_committed(rig, first)
+    # no committed close within the wait: the round stops, the second door never opens
+    await wait_for(lambda: not rounds._ROUNDS, timeout=10)
+    assert len(rig.sim.pulses()[second]) == pulses[second]
+    with rig.daemon.store.transaction() as tx:
+        assert tx.pending_step(second) is None  # given up: the code opens it next time
+        assert tx.pending_step(first) is not None  # its close, once committed, settles it
+    held.failing = False
+    await wait_for(lambda: len(rig.events("parcel.picked_up")) == 1)
+    assert rig.events("parcel.picked_up")[0]["compartment"] == first
+    assert len(rig.sim.pulses()[second]) == pulses[second]  # the late close opens nothing
     again = await rig.flows.pickup("keypad", "8642")
     assert isinstance(again, Opened) and again.compartment == second and again.then == ()
 
