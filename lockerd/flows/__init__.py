@@ -1,7 +1,8 @@
 """The flows at the cabinet (pickup, cash on delivery, courier, drop-off, technician)."""
 
 from ..model import Expect, PendingStep
-from .core import Cabinet, CourierSession, Flows, Problem
+from .core import Cabinet, Flows
+from .courier import CourierSession, Problem
 from .parcels import next_size, valid_barcode
 from .results import (
     Collection,

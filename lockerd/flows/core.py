@@ -1,4 +1,5 @@
-"""The flows at the cabinet: pickup, cash on delivery, courier sessions, drop-off, technician.
+"""The flows at the cabinet: pickup, cash on delivery, drop-off, technician (the courier's
+session is in courier.py, the other flows in modules of their own beside it).
 
 A flow checks its input against the store, opens a door through the cabinet and
 returns a typed result. It never completes a deposit or a pickup on its own: it
@@ -17,7 +18,6 @@ import asyncio
 import logging
 import sqlite3
 from collections.abc import Callable
-from enum import StrEnum
 from typing import Protocol
 
 from ..cabinet import CompartmentView, DoorClosed, UnlockOutcome, UnlockResult
@@ -26,17 +26,22 @@ from ..codes import CodeKey, Purpose
 from ..config import Config
 from ..events import DomainEvent, EventType
 from ..logs import fact
-from ..model import Actor, DoorState, Expect, Occupancy, PendingStep, Size
+from ..model import Actor, DoorState, Expect, Occupancy, PendingStep
 from ..qr import QrRejected, QrVerifier
-from ..reservations import PickupMethod, ReservationKind, ReservationState, TransitionError
+from ..reservations import (
+    PickupMethod,
+    Reservation,
+    ReservationKind,
+    ReservationState,
+    TransitionError,
+)
 from ..store import ApplyStatus, CodeOutcome, CodeVerdict, CredentialRole, Transaction
 from ..store.worker import AsyncStore
 from ..sync.commands import TrustStore
+from .courier import CourierSession
 from .deposit_code import prepare_code_deposit
 from .opening import Opening, claim_compartment, intend
-from .parcels import next_size, valid_barcode
 from .results import (
-    Collection,
     Done,
     FlowResult,
     LockedOut,
@@ -48,7 +53,6 @@ from .results import (
     Wait,
 )
 from .round import Round, open_round, plan_round
-from .unbooked import unbooked_offer
 
 log = logging.getLogger("lockerd.flows")
 
@@ -67,16 +71,6 @@ class Cabinet(Protocol):
     def on_door_closed(self, listener: Callable[[DoorClosed], None]) -> Callable[[], None]:
         """Call ``listener`` after each committed close; returns the unsubscribe."""
         ...
-
-
-class Problem(StrEnum):
-    """What a courier can report about the compartment just opened."""
-
-    DOES_NOT_FIT = "does_not_fit"
-    DAMAGED = "damaged"
-    DIRTY = "compartment_dirty"
-    BROKEN = "compartment_broken"
-    LOCK_FAILED = "lock_failed"  # offered after LockFailed: take it out, open another
 
 
 class Flows:
@@ -127,20 +121,17 @@ class Flows:
 
         def decide(tx: Transaction) -> FlowResult | Opening | Round:
             tx.lapse_due()  # a hold or not-taken grace that has just ended closes the code
-            verdict = tx.verify_code(
-                self.code_key, surface, Purpose.PICKUP, typed, phone, or_purpose=also
+            reservation = self.booking_for_code(
+                tx, surface, Purpose.PICKUP, typed, phone, or_purpose=also
             )
-            early = self.verdict_refusal(verdict)
-            if early is not None:
-                return early
-            reservation = verdict.reservation
-            assert reservation is not None
+            if not isinstance(reservation, Reservation):
+                return reservation
             if reservation.state is ReservationState.RESERVED:  # its deposit code matched
                 return prepare_code_deposit(self, tx, reservation)
             assert reservation.compartment is not None
             if reservation.code_only and method is not PickupMethod.CODE:
                 return Refused(RefusalReason.CODE_ONLY)
-            if verdict.outcome is CodeOutcome.PAYMENT_REQUIRED and reservation.cod is not None:
+            if reservation.awaiting_payment and reservation.cod is not None:
                 cod = reservation.cod
                 # they wait at the payment screen as long as a kiosk session lasts
                 tx.await_payment(reservation.id, surface, method, tx.now + self.session_timeout_s)
@@ -217,12 +208,9 @@ class Flows:
             return Refused(RefusalReason.OUT_OF_SERVICE)
 
         def decide(tx: Transaction) -> FlowResult | Opening:
-            verdict = tx.verify_code(self.code_key, surface, Purpose.DROPOFF, typed)
-            early = self.verdict_refusal(verdict)
-            if early is not None:
-                return early
-            reservation = verdict.reservation
-            assert reservation is not None
+            reservation = self.booking_for_code(tx, surface, Purpose.DROPOFF, typed)
+            if not isinstance(reservation, Reservation):
+                return reservation
             cid = claim_compartment(tx, reservation.id, Expect.DROPOFF)
             if isinstance(cid, Refused):
                 return cid
@@ -355,6 +343,27 @@ class Flows:
             fact(log, "flow.stale", logging.WARNING, compartment=cid, detail=str(exc))
         tx.forget_step(cid)
 
+    def booking_for_code(
+        self,
+        tx: Transaction,
+        surface: str,
+        purpose: Purpose,
+        typed: str,
+        phone: str | None = None,
+        *,
+        or_purpose: Purpose | None = None,
+    ) -> Reservation | Refused | Wait | LockedOut:
+        """Check a typed booking code in the deciding transaction: the booking it opens,
+        or the answer to a wrong, malformed or throttled code."""
+        verdict = tx.verify_code(
+            self.code_key, surface, purpose, typed, phone, or_purpose=or_purpose
+        )
+        refusal = self.verdict_refusal(verdict)
+        if refusal is not None:
+            return refusal
+        assert verdict.reservation is not None  # a right booking code names its booking
+        return verdict.reservation
+
     def verdict_refusal(self, verdict: CodeVerdict) -> Refused | Wait | LockedOut | None:
         outcome = verdict.outcome
         if outcome is CodeOutcome.LOCKED_OUT:
@@ -412,160 +421,3 @@ def qr_verifier(config: Config) -> QrVerifier | None:
     return QrVerifier(
         config.cabinet.id, config.mqtt.issuer, TrustStore.load(config.mqtt.trusted_keys)
     )
-
-
-class CourierSession:
-    """A logged-in courier at the cabinet: deposits, exceptions and the collection round."""
-
-    def __init__(self, flows: Flows, credential_id: str, now: float) -> None:
-        self.flows = flows
-        self.credential_id = credential_id
-        self.last_activity = now
-        self.ended = False
-        self.opened: list[Opened] = []
-        self._last: tuple[str, str, str] | None = None  # compartment, reservation, barcode
-        # a parcel found too big keeps needing the bigger size when the next one is dirty
-        self._at_least: dict[str, Size] = {}
-
-    @property
-    def active(self) -> bool:
-        idle = self.flows.clock.monotonic() - self.last_activity
-        return not self.ended and idle < self.flows.session_timeout_s
-
-    def end(self) -> None:
-        self.ended = True
-        fact(log, "courier.logged_out", credential=self.credential_id, opened=len(self.opened))
-
-    def _touch(self) -> Refused | None:
-        if not self.active:
-            self.ended = True
-            return Refused(RefusalReason.SESSION_ENDED)
-        self.last_activity = self.flows.clock.monotonic()
-        return None
-
-    def _touch_scanned(self, barcode: str) -> str | Refused:
-        """Keep the session alive and check a barcode it scanned: the clean one, or why not."""
-        ended = self._touch()
-        if ended is not None:
-            return ended
-        clean = valid_barcode(barcode)
-        return Refused(RefusalReason.BAD_FORMAT) if clean is None else clean
-
-    async def scan(self, barcode: str) -> FlowResult:
-        """A parcel's barcode: its reserved (or smallest free fitting) compartment opens."""
-        clean = self._touch_scanned(barcode)
-        if isinstance(clean, Refused):
-            return clean
-        if self.flows.degraded() is not None:
-            return Refused(RefusalReason.OUT_OF_SERVICE)
-
-        def decide(tx: Transaction) -> FlowResult | Opening:
-            found = [
-                r for r in tx.reservations_by_barcode(clean) if r.kind is ReservationKind.INBOUND
-            ]
-            waiting = [r for r in found if r.state is ReservationState.RESERVED]
-            if not waiting:
-                if any(r.state.holds_parcel for r in found):
-                    return Refused(RefusalReason.ALREADY_DEPOSITED)
-                return unbooked_offer(tx, clean, self.flows.unbooked_deposits)
-            return self._prepare(tx, waiting[0].id, clean, None, frozenset())
-
-        return await self._deposit(await self.flows.store.write(decide), clean)
-
-    async def report(self, problem: Problem) -> FlowResult:
-        """An exception about the compartment last opened (or that failed to open)."""
-        ended = self._touch()
-        if ended is not None:
-            return ended
-        if self._last is None:
-            return Refused(RefusalReason.NOTHING_OPENED)
-        cid, rid, barcode = self._last
-        kind = Problem.BROKEN if problem is Problem.LOCK_FAILED else problem
-        bigger: list[Size] = []  # the size the parcel needs now, once it is found too big
-
-        def decide(tx: Transaction) -> FlowResult | Opening:
-            tx.emit(
-                DomainEvent(
-                    EventType.COURIER_EXCEPTION,
-                    {"compartment": cid, "reservation_id": rid, "kind": kind.value},
-                )
-            )
-            if problem is Problem.DAMAGED:
-                return Done(cid)  # reported; the deposit goes on as it is
-            # this door no longer completes the deposit, whatever its close says
-            tx.forget_step(cid, rid)
-            at_least = self._at_least.get(rid)
-            if problem is Problem.DOES_NOT_FIT:
-                size = {c.id: c.size for c in tx.compartments()}.get(cid)
-                at_least = None if size is None else next_size(size)
-                if at_least is None:
-                    return Refused(RefusalReason.NO_FREE_COMPARTMENT)
-                bigger.append(at_least)
-            else:
-                tx.set_service(cid, False, kind.value, self.credential_id)
-            return self._prepare(tx, rid, barcode, at_least, frozenset({cid}))
-
-        decided = await self.flows.store.write(decide)
-        if bigger:
-            # a parcel found too big keeps needing the bigger size (known once committed)
-            self._at_least[rid] = bigger[0]
-        return await self._deposit(decided, barcode)
-
-    async def collect_all(self) -> Collection | Refused:
-        """Open every compartment holding an expired or cancelled parcel or a drop-off."""
-        ended = self._touch()
-        if ended is not None:
-            return ended
-        flows = self.flows
-
-        def decide(tx: Transaction) -> list[Opening]:
-            targets: list[Opening] = []
-            for compartment in tx.compartments():
-                rid = compartment.reservation_id
-                reservation = None if rid is None else tx.reservation(rid)
-                if reservation is None or reservation.compartment is None:
-                    continue
-                if reservation.state in (ReservationState.EXPIRED, ReservationState.RECALLED):
-                    expect = Expect.RETRIEVE
-                elif reservation.state is ReservationState.DROPPED_OFF:
-                    expect = Expect.COLLECT
-                else:
-                    continue
-                cid = reservation.compartment
-                step = PendingStep(cid, expect, reservation.id, self.credential_id)
-                if tx.expect_step(step):
-                    opening = Opening(cid, Actor.COURIER, "collect", reservation.id, None)
-                    targets.append(intend(tx, opening))
-            return targets
-
-        targets = await flows.store.write(decide)
-        results = await asyncio.gather(*(flows.open_door(opening) for opening in targets))
-        opened = tuple(r for r in results if isinstance(r, Opened))
-        self.opened.extend(opened)
-        return Collection(opened, tuple(r for r in results if isinstance(r, LockFailed)))
-
-    def _prepare(
-        self,
-        tx: Transaction,
-        rid: str,
-        barcode: str,
-        at_least: Size | None,
-        exclude: frozenset[str],
-    ) -> Refused | Opening:
-        cid = claim_compartment(
-            tx, rid, Expect.DEPOSIT, at_least, exclude, self.credential_id, barcode
-        )
-        if isinstance(cid, Refused):
-            return cid
-        size = {c.id: c.size for c in tx.compartments()}.get(cid)
-        return intend(tx, Opening(cid, Actor.COURIER, "deposit", rid, size))
-
-    async def _deposit(self, decided: FlowResult | Opening, barcode: str) -> FlowResult:
-        if not isinstance(decided, Opening):
-            return decided
-        assert decided.reservation_id is not None
-        self._last = (decided.compartment, decided.reservation_id, barcode)
-        result = await self.flows.open_door(decided)
-        if isinstance(result, Opened):
-            self.opened.append(result)
-        return result

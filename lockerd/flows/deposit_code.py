@@ -49,11 +49,9 @@ async def deposit_with_code(flows: Flows, surface: str, typed: str) -> FlowResul
         return Refused(RefusalReason.OUT_OF_SERVICE)
 
     def decide(tx: Transaction) -> FlowResult | Opening:
-        verdict = tx.verify_code(flows.code_key, surface, Purpose.DEPOSIT, typed)
-        early = flows.verdict_refusal(verdict)
-        if early is not None:
-            return early
-        assert verdict.reservation is not None
-        return prepare_code_deposit(flows, tx, verdict.reservation)
+        reservation = flows.booking_for_code(tx, surface, Purpose.DEPOSIT, typed)
+        if not isinstance(reservation, Reservation):
+            return reservation
+        return prepare_code_deposit(flows, tx, reservation)
 
     return await flows.carry_out(await flows.store.write(decide))

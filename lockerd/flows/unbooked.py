@@ -23,7 +23,7 @@ from .opening import Opening, intend
 from .results import FlowResult, Opened, RefusalReason, Refused, SizeChoice
 
 if TYPE_CHECKING:
-    from .core import CourierSession
+    from .courier import CourierSession
 
 log = logging.getLogger("lockerd.flows")
 

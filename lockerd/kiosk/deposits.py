@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from ..flows.core import Problem
+from ..flows.courier import Problem
 from ..flows.deposit_code import deposit_with_code
 from ..flows.unbooked import deposit_unbooked
 from ..model import Size

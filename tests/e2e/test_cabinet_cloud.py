@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from hil.cloud import code_hash
-from lockerd.flows.core import CourierSession
+from lockerd.flows.courier import CourierSession
 from lockerd.flows.results import Opened
 from lockerd.model import DoorState
 from tests.support.cabinets import modbus_cabinet

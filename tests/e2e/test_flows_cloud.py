@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from lockerd.events import parse_rfc3339, rfc3339_ms
-from lockerd.flows.core import CourierSession
+from lockerd.flows.courier import CourierSession
 from lockerd.flows.payment import resume_after_payment
 from lockerd.flows.results import Opened, PaymentRequired, RefusalReason, Refused
 from lockerd.kiosk.server import KioskServer

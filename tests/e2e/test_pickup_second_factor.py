@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from hil.cloud import code_hash
-from lockerd.flows.core import CourierSession
+from lockerd.flows.courier import CourierSession
 from lockerd.flows.results import Opened
 from lockerd.model import Occupancy
 from tests.support.cabinets import modbus_cabinet

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from hil.cloud import return_label
-from lockerd.flows.core import CourierSession
+from lockerd.flows.courier import CourierSession
 from lockerd.flows.results import Opened, RefusalReason, Refused
 from lockerd.flows.returns import scanned_token, send_return
 from lockerd.model import DoorState

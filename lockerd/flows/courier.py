@@ -1,0 +1,198 @@
+"""A logged-in courier at the cabinet: deposits, the exceptions they report, collection.
+
+A courier logs in by code or badge (:meth:`Flows.courier_login`) and gets a session that
+ends after inactivity. Each scan opens the booked compartment (or the smallest free one
+that fits), each report about the door just opened is committed with what it changes
+(the step given up, the compartment out of service, a bigger size asked for), and the
+collection round opens every compartment whose parcel goes back with the courier. As
+everywhere in the flows, the door's close completes the deposit, not the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from ..events import DomainEvent, EventType
+from ..logs import fact
+from ..model import Actor, Expect, PendingStep, Size
+from ..reservations import ReservationKind, ReservationState
+from ..store import Transaction
+from .opening import Opening, claim_compartment, intend
+from .parcels import next_size, valid_barcode
+from .results import Collection, Done, FlowResult, LockFailed, Opened, RefusalReason, Refused
+from .unbooked import unbooked_offer
+
+if TYPE_CHECKING:
+    from .core import Flows
+
+log = logging.getLogger("lockerd.flows")
+
+
+class Problem(StrEnum):
+    """What a courier can report about the compartment just opened."""
+
+    DOES_NOT_FIT = "does_not_fit"
+    DAMAGED = "damaged"
+    DIRTY = "compartment_dirty"
+    BROKEN = "compartment_broken"
+    LOCK_FAILED = "lock_failed"  # offered after LockFailed: take it out, open another
+
+
+class CourierSession:
+    """A logged-in courier at the cabinet: deposits, exceptions and the collection round."""
+
+    def __init__(self, flows: Flows, credential_id: str, now: float) -> None:
+        self.flows = flows
+        self.credential_id = credential_id
+        self.last_activity = now
+        self.ended = False
+        self.opened: list[Opened] = []
+        self._last: tuple[str, str, str] | None = None  # compartment, reservation, barcode
+        # a parcel found too big keeps needing the bigger size when the next one is dirty
+        self._at_least: dict[str, Size] = {}
+
+    @property
+    def active(self) -> bool:
+        idle = self.flows.clock.monotonic() - self.last_activity
+        return not self.ended and idle < self.flows.session_timeout_s
+
+    def end(self) -> None:
+        self.ended = True
+        fact(log, "courier.logged_out", credential=self.credential_id, opened=len(self.opened))
+
+    def _touch(self) -> Refused | None:
+        if not self.active:
+            self.ended = True
+            return Refused(RefusalReason.SESSION_ENDED)
+        self.last_activity = self.flows.clock.monotonic()
+        return None
+
+    def _touch_scanned(self, barcode: str) -> str | Refused:
+        """Keep the session alive and check a barcode it scanned: the clean one, or why not."""
+        ended = self._touch()
+        if ended is not None:
+            return ended
+        clean = valid_barcode(barcode)
+        return Refused(RefusalReason.BAD_FORMAT) if clean is None else clean
+
+    async def scan(self, barcode: str) -> FlowResult:
+        """A parcel's barcode: its reserved (or smallest free fitting) compartment opens."""
+        clean = self._touch_scanned(barcode)
+        if isinstance(clean, Refused):
+            return clean
+        if self.flows.degraded() is not None:
+            return Refused(RefusalReason.OUT_OF_SERVICE)
+
+        def decide(tx: Transaction) -> FlowResult | Opening:
+            found = [
+                r for r in tx.reservations_by_barcode(clean) if r.kind is ReservationKind.INBOUND
+            ]
+            waiting = [r for r in found if r.state is ReservationState.RESERVED]
+            if not waiting:
+                if any(r.state.holds_parcel for r in found):
+                    return Refused(RefusalReason.ALREADY_DEPOSITED)
+                return unbooked_offer(tx, clean, self.flows.unbooked_deposits)
+            return self._prepare(tx, waiting[0].id, clean, None, frozenset())
+
+        return await self._deposit(await self.flows.store.write(decide), clean)
+
+    async def report(self, problem: Problem) -> FlowResult:
+        """An exception about the compartment last opened (or that failed to open)."""
+        ended = self._touch()
+        if ended is not None:
+            return ended
+        if self._last is None:
+            return Refused(RefusalReason.NOTHING_OPENED)
+        cid, rid, barcode = self._last
+        kind = Problem.BROKEN if problem is Problem.LOCK_FAILED else problem
+        bigger: list[Size] = []  # the size the parcel needs now, once it is found too big
+
+        def decide(tx: Transaction) -> FlowResult | Opening:
+            tx.emit(
+                DomainEvent(
+                    EventType.COURIER_EXCEPTION,
+                    {"compartment": cid, "reservation_id": rid, "kind": kind.value},
+                )
+            )
+            if problem is Problem.DAMAGED:
+                return Done(cid)  # reported; the deposit goes on as it is
+            # this door no longer completes the deposit, whatever its close says
+            tx.forget_step(cid, rid)
+            at_least = self._at_least.get(rid)
+            if problem is Problem.DOES_NOT_FIT:
+                size = {c.id: c.size for c in tx.compartments()}.get(cid)
+                at_least = None if size is None else next_size(size)
+                if at_least is None:
+                    return Refused(RefusalReason.NO_FREE_COMPARTMENT)
+                bigger.append(at_least)
+            else:
+                tx.set_service(cid, False, kind.value, self.credential_id)
+            return self._prepare(tx, rid, barcode, at_least, frozenset({cid}))
+
+        decided = await self.flows.store.write(decide)
+        if bigger:
+            # a parcel found too big keeps needing the bigger size (known once committed)
+            self._at_least[rid] = bigger[0]
+        return await self._deposit(decided, barcode)
+
+    async def collect_all(self) -> Collection | Refused:
+        """Open every compartment holding an expired or cancelled parcel or a drop-off."""
+        ended = self._touch()
+        if ended is not None:
+            return ended
+        flows = self.flows
+
+        def decide(tx: Transaction) -> list[Opening]:
+            targets: list[Opening] = []
+            for compartment in tx.compartments():
+                rid = compartment.reservation_id
+                reservation = None if rid is None else tx.reservation(rid)
+                if reservation is None or reservation.compartment is None:
+                    continue
+                if reservation.state in (ReservationState.EXPIRED, ReservationState.RECALLED):
+                    expect = Expect.RETRIEVE
+                elif reservation.state is ReservationState.DROPPED_OFF:
+                    expect = Expect.COLLECT
+                else:
+                    continue
+                cid = reservation.compartment
+                step = PendingStep(cid, expect, reservation.id, self.credential_id)
+                if tx.expect_step(step):
+                    opening = Opening(cid, Actor.COURIER, "collect", reservation.id, None)
+                    targets.append(intend(tx, opening))
+            return targets
+
+        targets = await flows.store.write(decide)
+        results = await asyncio.gather(*(flows.open_door(opening) for opening in targets))
+        opened = tuple(r for r in results if isinstance(r, Opened))
+        self.opened.extend(opened)
+        return Collection(opened, tuple(r for r in results if isinstance(r, LockFailed)))
+
+    def _prepare(
+        self,
+        tx: Transaction,
+        rid: str,
+        barcode: str,
+        at_least: Size | None,
+        exclude: frozenset[str],
+    ) -> Refused | Opening:
+        cid = claim_compartment(
+            tx, rid, Expect.DEPOSIT, at_least, exclude, self.credential_id, barcode
+        )
+        if isinstance(cid, Refused):
+            return cid
+        size = {c.id: c.size for c in tx.compartments()}.get(cid)
+        return intend(tx, Opening(cid, Actor.COURIER, "deposit", rid, size))
+
+    async def _deposit(self, decided: FlowResult | Opening, barcode: str) -> FlowResult:
+        if not isinstance(decided, Opening):
+            return decided
+        assert decided.reservation_id is not None
+        self._last = (decided.compartment, decided.reservation_id, barcode)
+        result = await self.flows.open_door(decided)
+        if isinstance(result, Opened):
+            self.opened.append(result)
+        return result
