@@ -42,6 +42,8 @@ class Pulse:
 
 @dataclass(frozen=True)
 class Emit:
+    """An event to commit; what follows it in the same answer waits for the commit."""
+
     event: DomainEvent
 
 
@@ -76,6 +78,8 @@ Effect = Pulse | Emit | UnlockOutcome | DoorClosed
 
 
 class Phase(StrEnum):
+    """Where a door is in its cycle (the module docstring draws it)."""
+
     IDLE = "idle"
     UNLOCKING = "unlocking"
     OPEN = "open"
@@ -83,6 +87,8 @@ class Phase(StrEnum):
 
 @dataclass
 class _Door:
+    """One compartment's door, lock and sensors as the supervisor last knew them."""
+
     config: CompartmentConfig
     door: DoorState = DoorState.UNKNOWN
     occupancy: Occupancy | None = None
@@ -246,10 +252,9 @@ class DoorSupervisor:
         d = self._doors[compartment_id]
         if d.phase is not Phase.UNLOCKING:
             return []
-        if d.attempts <= self.timing.lock_retries:
-            d.attempts += 1
-            d.deadline = now + self.timing.open_within_s
-            return [self._pulse(d, attempt=d.attempts)]
+        again = self._pulse_again(d, now)
+        if again is not None:
+            return [again]
         d.phase = Phase.IDLE
         d.lock = LockState.UNKNOWN
         d.actor = Actor.NONE
@@ -295,10 +300,9 @@ class DoorSupervisor:
         effects: list[Effect] = []
         for d in self._doors.values():
             if d.phase is Phase.UNLOCKING and now >= d.deadline:
-                if d.attempts <= self.timing.lock_retries:
-                    d.attempts += 1
-                    d.deadline = now + self.timing.open_within_s
-                    effects.append(self._pulse(d, attempt=d.attempts))
+                again = self._pulse_again(d, now)
+                if again is not None:
+                    effects.append(again)
                 else:
                     effects.append(
                         Emit(
@@ -347,6 +351,16 @@ class DoorSupervisor:
             duration_ms=self.timing.pulse_ms,
             attempt=attempt,
         )
+
+    def _pulse_again(self, d: _Door, now: float) -> Pulse | None:
+        """The next pulse of an unlock while retries are left (its deadline starts
+        again), or None once they are spent: one rule for a missed opening and a pulse
+        that could not be sent."""
+        if d.attempts > self.timing.lock_retries:
+            return None
+        d.attempts += 1
+        d.deadline = now + self.timing.open_within_s
+        return self._pulse(d, attempt=d.attempts)
 
     def _flapping(self, changes: deque[float], now: float) -> bool:
         changes.append(now)

@@ -138,16 +138,7 @@ class Flows:
                 return PaymentRequired(
                     cod.amount, cod.currency, reservation.id, cod.pay_url, offline
                 )
-            group = tx.pickup_group(reservation.id)
-            if group is not None:  # several parcels, one code: every door, one after another
-                return plan_round(tx, reservation, tx.group_members(group), method)
-            cid = reservation.compartment
-            step = PendingStep(cid, Expect.PICKUP, reservation.id, method=method.value)
-            if not tx.expect_step(step):
-                return Refused(RefusalReason.DOOR_BUSY, cid)
-            return intend(
-                tx, Opening(cid, Actor.RECIPIENT, "pickup", reservation.id, reservation.size)
-            )
+            return self._start_pickup(tx, reservation, method)
 
         return await self.carry_out(await self.store.write(decide))
 
@@ -180,25 +171,33 @@ class Flows:
                 return Refused(RefusalReason.CODE_ONLY)
             if reservation.awaiting_payment and reservation.cod is not None:
                 cod = reservation.cod
-                tx.await_payment(reservation.id, surface, "qr", tx.now + self.session_timeout_s)
+                tx.await_payment(
+                    reservation.id, surface, PickupMethod.QR, tx.now + self.session_timeout_s
+                )
                 tx.emit(
                     DomainEvent(EventType.PAYMENT_REQUESTED, {"reservation_id": reservation.id})
                 )
                 return PaymentRequired(
                     cod.amount, cod.currency, reservation.id, cod.pay_url, offline
                 )
-            group = tx.pickup_group(reservation.id)
-            if group is not None:
-                return plan_round(tx, reservation, tx.group_members(group), PickupMethod.QR)
-            cid = reservation.compartment
-            step = PendingStep(cid, Expect.PICKUP, reservation.id, method=PickupMethod.QR.value)
-            if not tx.expect_step(step):
-                return Refused(RefusalReason.DOOR_BUSY, cid)
-            return intend(
-                tx, Opening(cid, Actor.RECIPIENT, "pickup", reservation.id, reservation.size)
-            )
+            return self._start_pickup(tx, reservation, PickupMethod.QR)
 
         return await self.carry_out(await self.store.write(decide))
+
+    def _start_pickup(
+        self, tx: Transaction, reservation: Reservation, method: PickupMethod
+    ) -> Round | Opening | Refused:
+        """Inside the deciding transaction, for a ready parcel its person may take: the
+        pickup step and unlock intent of its door, or of every door of its pickup group."""
+        group = tx.pickup_group(reservation.id)
+        if group is not None:  # several parcels, one code: every door, one after another
+            return plan_round(tx, reservation, tx.group_members(group), method)
+        cid = reservation.compartment
+        assert cid is not None
+        step = PendingStep(cid, Expect.PICKUP, reservation.id, method=method.value)
+        if not tx.expect_step(step):
+            return Refused(RefusalReason.DOOR_BUSY, cid)
+        return intend(tx, Opening(cid, Actor.RECIPIENT, "pickup", reservation.id, reservation.size))
 
     # ------------------------------------------------------------ sender
 
