@@ -20,7 +20,7 @@ from ..logs import fact
 from ..model import Actor, Expect, PendingStep, Size
 from ..reservations import ReservationKind, ReservationState
 from ..store import Transaction
-from .opening import Opening, claim_compartment, intend
+from .opening import Opening, claim_compartment, compartment_size, intend
 from .parcels import next_size, valid_barcode
 from .results import Collection, Done, FlowResult, LockFailed, Opened, RefusalReason, Refused
 from .unbooked import unbooked_offer
@@ -64,13 +64,14 @@ class CourierSession:
         fact(log, "courier.logged_out", credential=self.credential_id, opened=len(self.opened))
 
     def _touch(self) -> Refused | None:
+        """Keep the session alive; after too long idle it has ended instead (and says so)."""
         if not self.active:
             self.ended = True
             return Refused(RefusalReason.SESSION_ENDED)
         self.last_activity = self.flows.clock.monotonic()
         return None
 
-    def _touch_scanned(self, barcode: str) -> str | Refused:
+    def touch_scanned(self, barcode: str) -> str | Refused:
         """Keep the session alive and check a barcode it scanned: the clean one, or why not."""
         ended = self._touch()
         if ended is not None:
@@ -80,7 +81,7 @@ class CourierSession:
 
     async def scan(self, barcode: str) -> FlowResult:
         """A parcel's barcode: its reserved (or smallest free fitting) compartment opens."""
-        clean = self._touch_scanned(barcode)
+        clean = self.touch_scanned(barcode)
         if isinstance(clean, Refused):
             return clean
         if self.flows.degraded() is not None:
@@ -95,9 +96,9 @@ class CourierSession:
                 if any(r.state.holds_parcel for r in found):
                     return Refused(RefusalReason.ALREADY_DEPOSITED)
                 return unbooked_offer(tx, clean, self.flows.unbooked_deposits)
-            return self._prepare(tx, waiting[0].id, clean, None, frozenset())
+            return self._prepare_deposit(tx, waiting[0].id, clean, None, frozenset())
 
-        return await self._deposit(await self.flows.store.write(decide), clean)
+        return await self._open_for_deposit(await self.flows.store.write(decide), clean)
 
     async def report(self, problem: Problem) -> FlowResult:
         """An exception about the compartment last opened (or that failed to open)."""
@@ -123,20 +124,20 @@ class CourierSession:
             tx.forget_step(cid, rid)
             at_least = self._at_least.get(rid)
             if problem is Problem.DOES_NOT_FIT:
-                size = {c.id: c.size for c in tx.compartments()}.get(cid)
+                size = compartment_size(tx, cid)
                 at_least = None if size is None else next_size(size)
                 if at_least is None:
                     return Refused(RefusalReason.NO_FREE_COMPARTMENT)
                 bigger.append(at_least)
             else:
                 tx.set_service(cid, False, kind.value, self.credential_id)
-            return self._prepare(tx, rid, barcode, at_least, frozenset({cid}))
+            return self._prepare_deposit(tx, rid, barcode, at_least, frozenset({cid}))
 
         decided = await self.flows.store.write(decide)
         if bigger:
             # a parcel found too big keeps needing the bigger size (known once committed)
             self._at_least[rid] = bigger[0]
-        return await self._deposit(decided, barcode)
+        return await self._open_for_deposit(decided, barcode)
 
     async def collect_all(self) -> Collection | Refused:
         """Open every compartment holding an expired or cancelled parcel or a drop-off."""
@@ -171,7 +172,7 @@ class CourierSession:
         self.opened.extend(opened)
         return Collection(opened, tuple(r for r in results if isinstance(r, LockFailed)))
 
-    def _prepare(
+    def _prepare_deposit(
         self,
         tx: Transaction,
         rid: str,
@@ -179,15 +180,19 @@ class CourierSession:
         at_least: Size | None,
         exclude: frozenset[str],
     ) -> Refused | Opening:
+        """Inside the deciding transaction: the deposit's compartment, its pending step
+        and unlock intent, or why not."""
         cid = claim_compartment(
             tx, rid, Expect.DEPOSIT, at_least, exclude, self.credential_id, barcode
         )
         if isinstance(cid, Refused):
             return cid
-        size = {c.id: c.size for c in tx.compartments()}.get(cid)
+        size = compartment_size(tx, cid)
         return intend(tx, Opening(cid, Actor.COURIER, "deposit", rid, size))
 
-    async def _deposit(self, decided: FlowResult | Opening, barcode: str) -> FlowResult:
+    async def _open_for_deposit(self, decided: FlowResult | Opening, barcode: str) -> FlowResult:
+        """Open the door a committed deposit decision asked for; the courier's next
+        report speaks of it."""
         if not isinstance(decided, Opening):
             return decided
         assert decided.reservation_id is not None

@@ -20,7 +20,7 @@ from ..logs import fact
 from ..model import Actor, Expect
 from ..reservations import Reservation
 from ..store import Transaction
-from .opening import Opening, claim_compartment, intend
+from .opening import Opening, claim_compartment, compartment_size, intend
 from .results import FlowResult, RefusalReason, Refused
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ def prepare_code_deposit(
     cid = claim_compartment(tx, reservation.id, Expect.DEPOSIT)
     if isinstance(cid, Refused):
         return cid
-    size = {c.id: c.size for c in tx.compartments()}.get(cid)
+    size = compartment_size(tx, cid)
     fact(log, "deposit_code.accepted", reservation=reservation.id, compartment=cid)
     return intend(tx, Opening(cid, Actor.COURIER, "deposit_code", reservation.id, size))
 

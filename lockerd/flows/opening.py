@@ -27,6 +27,11 @@ def intend(tx: Transaction, opening: Opening) -> Opening:
     return opening
 
 
+def compartment_size(tx: Transaction, compartment: str) -> Size | None:
+    """The size of ``compartment`` as the store knows it (None: no such compartment)."""
+    return next((c.size for c in tx.compartments() if c.id == compartment), None)
+
+
 def claim_compartment(
     tx: Transaction,
     rid: str,

@@ -19,7 +19,7 @@ from ..logs import fact
 from ..model import Actor, Expect, PendingStep, Size
 from ..reservations import ReservationKind
 from ..store import Transaction
-from .opening import Opening, intend
+from .opening import Opening, compartment_size, intend
 from .results import FlowResult, Opened, RefusalReason, Refused, SizeChoice
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ def unbooked_offer(tx: Transaction, barcode: str, allowed: bool) -> SizeChoice |
 
 async def deposit_unbooked(session: CourierSession, barcode: str, size: Size) -> FlowResult:
     """The courier chose ``size`` for a parcel with no booking: its compartment opens."""
-    clean = session._touch_scanned(barcode)
+    clean = session.touch_scanned(barcode)
     if isinstance(clean, Refused):
         return clean
     flows = session.flows
@@ -86,7 +86,7 @@ async def deposit_unbooked(session: CourierSession, barcode: str, size: Size) ->
         )
         if not tx.expect_step(step):
             return Refused(RefusalReason.DOOR_BUSY, cid)
-        chosen = {c.id: c.size for c in tx.compartments()}.get(cid)
+        chosen = compartment_size(tx, cid)
         fact(log, "unbooked.opening", compartment=cid, credential=session.credential_id)
         return intend(tx, Opening(cid, Actor.COURIER, "deposit_unbooked", None, chosen))
 
