@@ -128,6 +128,8 @@ async def open_round(flows: Flows, planned: Round) -> FlowResult:
     )
     _ROUNDS.add(task)
     task.add_done_callback(_ROUNDS.discard)
+    # however the round ends, even cancelled before it ran, it stops listening
+    task.add_done_callback(lambda _: closes.stop())
     return replace(result, then=tuple(o.compartment for o in rest))
 
 
@@ -159,8 +161,6 @@ async def _in_turn(
         raise
     except Exception as exc:  # a round that fails leaves its steps to the code's next use
         fact(log, "pickup.round_failed", logging.ERROR, error=exc)
-    finally:
-        closes.stop()
 
 
 async def _give_up(flows: Flows, rest: Sequence[Opening], why: str) -> None:

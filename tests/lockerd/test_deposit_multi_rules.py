@@ -377,6 +377,7 @@ async def _closed_but_not_committed(rig: Rig, cid: str) -> CloseNotCommitted:
 async def test_multi_round_opens_the_next_door_only_once_the_close_is_committed(
     rig: Rig,
 ) -> None:
+    listeners = len(rig.daemon.hardware._closed_listeners)
     first, second, pulses = await _round_of_two(rig)
     held = await _closed_but_not_committed(rig, first)
     # Seen closed for many polls, but not in the store: the next door stays shut, with no
@@ -400,16 +401,20 @@ async def test_multi_round_opens_the_next_door_only_once_the_close_is_committed(
     await rig.close(second, parcel=False)
     await wait_for(lambda: len(rig.events("parcel.picked_up")) == 2)
     assert (rig.state("R-1"), rig.state("R-2")) == (ReservationState.PICKED_UP,) * 2
+    await wait_for(lambda: not rounds._ROUNDS)
+    assert len(rig.daemon.hardware._closed_listeners) == listeners  # the round stopped listening
 
 
 async def test_multi_round_gives_up_the_rest_when_the_close_never_commits(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(rounds, "ROUND_WAIT_S", 0.5)
+    listeners = len(rig.daemon.hardware._closed_listeners)
     first, second, pulses = await _round_of_two(rig)
     held = await _closed_but_not_committed(rig, first)
     # no committed close within the wait: the round stops, the second door never opens
     await wait_for(lambda: not rounds._ROUNDS, timeout=10)
+    assert len(rig.daemon.hardware._closed_listeners) == listeners
     assert len(rig.sim.pulses()[second]) == pulses[second]
     with rig.daemon.store.transaction() as tx:
         assert tx.pending_step(second) is None  # given up: the code opens it next time
