@@ -295,33 +295,6 @@ async def test_an_unbooked_deposit_closed_during_a_crash_is_recovered(rig: Rig) 
     ]
 
 
-async def test_multi_round_gives_up_the_rest_when_a_door_is_left_open(
-    rig: Rig, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(rounds, "ROUND_WAIT_S", 0.5)
-    session = await rig.flows.courier_login("kiosk", code=COURIER_CODE)
-    assert not isinstance(session, Refused)
-    for rid, barcode in (("R-1", "MP-1"), ("R-2", "MP-2")):
-        book(rig, rid, "8642", barcodes=(barcode,), pickup_group="G-1")
-        await rig.deposit(session, barcode)
-    session.end()
-    pulses = {cid: len(p) for cid, p in rig.sim.pulses().items()}
-    first = await rig.flows.pickup("keypad", "8642")
-    assert isinstance(first, Opened) and len(first.then) == 1, first
-    [second] = first.then
-    # nobody closes the first door: the round stops and the second door never opens
-    await wait_for(lambda: not rounds._ROUNDS, timeout=10)
-    assert len(rig.sim.pulses()[second]) == pulses[second]
-    with rig.daemon.store.transaction() as tx:
-        assert tx.pending_step(second) is None
-        assert tx.pending_step(first.compartment) is not None  # its close still settles it
-    await rig.close(first.compartment, parcel=False)
-    await wait_for(lambda: len(rig.events("parcel.picked_up")) == 1)
-    # the code opens what is left the next time
-    again = await rig.flows.pickup("keypad", "8642")
-    assert isinstance(again, Opened) and again.compartment == second and again.then == ()
-
-
 class CloseNotCommitted:
     """The store's sink, failing (as a full disk does) every commit that carries the close
     of ``compartment`` while ``failing``: the door is seen closed, the store knows it not."""
@@ -372,6 +345,24 @@ async def _closed_but_not_committed(rig: Rig, cid: str) -> CloseNotCommitted:
     await wait_for(lambda: hardware.supervisor.view(cid).door is DoorState.CLOSED)
     await wait_for(lambda: held.failed >= 3)  # tried, and retried, and failing
     return held
+
+
+async def test_multi_round_gives_up_the_rest_when_a_door_is_left_open(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rounds, "ROUND_WAIT_S", 0.5)
+    first, second, pulses = await _round_of_two(rig)
+    # nobody closes the first door: the round stops and the second door never opens
+    await wait_for(lambda: not rounds._ROUNDS, timeout=10)
+    assert len(rig.sim.pulses()[second]) == pulses[second]
+    with rig.daemon.store.transaction() as tx:
+        assert tx.pending_step(second) is None
+        assert tx.pending_step(first) is not None  # its close still settles it
+    await rig.close(first, parcel=False)
+    await wait_for(lambda: len(rig.events("parcel.picked_up")) == 1)
+    # the code opens what is left the next time
+    again = await rig.flows.pickup("keypad", "8642")
+    assert isinstance(again, Opened) and again.compartment == second and again.then == ()
 
 
 async def test_multi_round_opens_the_next_door_only_once_the_close_is_committed(
