@@ -126,10 +126,11 @@ async def open_round(flows: Flows, planned: Round) -> FlowResult:
     task = asyncio.create_task(
         _in_turn(flows, closes, first.compartment, rest), name="pickup round"
     )
+    # however the round ends, even cancelled before it ran, it stops listening (before it
+    # leaves _ROUNDS, so a round no longer under way listens no more)
+    task.add_done_callback(lambda _: closes.stop())
     _ROUNDS.add(task)
     task.add_done_callback(_ROUNDS.discard)
-    # however the round ends, even cancelled before it ran, it stops listening
-    task.add_done_callback(lambda _: closes.stop())
     return replace(result, then=tuple(o.compartment for o in rest))
 
 
