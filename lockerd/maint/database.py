@@ -1,7 +1,8 @@
-"""The store's file as a technician handles it: an online backup, and a full check.
+"""The store's file as a technician handles it: an online backup.
 
-Both run with the daemon up (in a thread, beside its writer) or stopped (lockerctl
-offline); neither changes the store.
+It runs with the daemon up (in a thread, beside its writer) or stopped (lockerctl
+offline) and does not change the store. The full check (``db verify``) is the store's
+own: lockerd.store.full_check, in a process of its own while the daemon runs.
 """
 
 from __future__ import annotations
@@ -41,22 +42,3 @@ def backup(database: Path, target: Path) -> dict[str, Any]:
         source.close()
     os.chmod(target, 0o600)  # the store holds code hashes
     return {"path": str(target), "bytes": target.stat().st_size}
-
-
-def verify(database: Path, chain: Any) -> dict[str, Any]:
-    """SQLite's integrity check plus the event log's hash chain."""
-    conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
-    try:
-        integrity = [str(r[0]) for r in conn.execute("PRAGMA integrity_check")]
-    finally:
-        conn.close()
-    return {
-        "integrity": integrity,
-        "chain_ok": chain.ok,
-        "events": chain.count,
-        "first_seq": chain.first_seq,
-        "last_seq": chain.last_seq,
-        "first_bad_seq": chain.first_bad_seq,
-        "problem": chain.problem,
-        "ok": integrity == ["ok"] and chain.ok,
-    }

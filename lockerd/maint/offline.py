@@ -18,13 +18,13 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from .. import config as config_module
-from ..clock import SystemClock
 from ..codes import CODE_KEY_NAME, CodeKey, CodeKeyError
 from ..config import Config
-from ..store import DATABASE_NAME, Store, StoreError
+from ..store import DATABASE_NAME
+from ..store.full_check import VerifyError, check_store
 from ..sync.endpoints import EndpointError, parse_endpoint
 from ..sync.enrolment import write_file
-from .database import backup, verify
+from .database import backup
 from .protocol import Refused
 
 TRUSTED_KEYS_DIR = "trusted-keys"
@@ -35,14 +35,11 @@ def verify_offline(config: Config) -> dict[str, Any]:
     database = config.cabinet.state_dir / DATABASE_NAME
     if not database.exists():
         raise Refused(f"no database at {database}")
+    # The daemon's check, run here: lockerctl has no loop to keep responsive.
     try:
-        store = Store.open(database, config.cabinet.id, SystemClock())
-    except StoreError as exc:
+        return check_store(database)
+    except VerifyError as exc:
         raise Refused(str(exc)) from exc
-    try:
-        return verify(database, store.verify_chain())
-    finally:
-        store.close()
 
 
 def backup_offline(config: Config, target: Path) -> dict[str, Any]:

@@ -15,13 +15,14 @@ from typing import Any, ParamSpec, TypeVar
 import sqlite_utils
 
 from ..clock import Clock
-from ..events import GENESIS_PREV, EventError, StoredEvent, check_payload
+from ..events import GENESIS_PREV, StoredEvent
 from ..logs import fact
 from ..model import PendingStep, Reach, Size
 from ..reservations import Compartment, HoldPolicy, Reservation
 from ..throttle import BudgetPolicy, ThrottlePolicy, ThrottleState
 from . import loop_guard
 from .chain import plausible
+from .full_check import walk_chain
 from .migrations import APPLICATION_ID, MIGRATIONS
 from .results import ChainReport, CompartmentSyncReport, Credential, StoreError, UnlockIntent
 from .rows import (
@@ -39,7 +40,6 @@ from .transaction import Transaction
 log = logging.getLogger("lockerd.store")
 
 DATABASE_NAME = "lockerd.db"  # in the cabinet's state_dir
-VERIFY_CHUNK = 500  # events checked between pauses of a chain walk beside the loop
 
 
 _P = ParamSpec("_P")
@@ -345,63 +345,12 @@ class Store:
 
     @_serialized
     def verify_chain(self) -> ChainReport:
-        """Recompute every kept event's hash and link; report the first broken one."""
-        return self.verify_chain_on(self._conn)
+        """The chain walk on this store's own connection (tests, offline tools).
 
-    @staticmethod
-    def verify_chain_on(
-        conn: sqlite3.Connection, pause: Callable[[], None] | None = None
-    ) -> ChainReport:
-        """:meth:`verify_chain` on ``conn`` (a read connection of its own, for a long walk).
-
-        ``pause`` is called between chunks of the walk: a walk on a thread beside the
-        event loop sleeps there, so the loop gets the interpreter often (docs/adr/0007).
+        The running daemon never calls this: its check runs in a process of its own
+        (lockerd.store.verify), so the walk cannot hold the loop's interpreter lock.
         """
-        cursor = conn.execute("SELECT seq, hash, prev, type, payload FROM events ORDER BY seq")
-        count = 0
-        first_seq: int | None = None
-        expect_prev: str | None = None
-        expect_seq: int | None = None
-        last = 0
-        for seq, digest, prev, kind, payload in cursor:
-            count += 1
-            if pause is not None and count % VERIFY_CHUNK == 0:
-                pause()
-            if first_seq is None:
-                first_seq = seq
-                # the first event of a full log links to the genesis value; after pruning,
-                # the oldest kept event's prev is the anchor
-                expect_prev = GENESIS_PREV if seq == 1 else prev
-                expect_seq = seq
-            problem: str | None = None
-            if seq != expect_seq:
-                problem = f"seq {expect_seq} is missing"
-            else:
-                try:
-                    parsed = check_payload(bytes(payload), expect_prev)
-                except EventError as exc:
-                    problem = str(exc)
-                else:
-                    if parsed.seq != seq or parsed.hash != digest or parsed.prev != prev:
-                        problem = "stored columns disagree with the payload"
-                    elif parsed.type != kind:
-                        problem = "stored type disagrees with the payload"
-            if problem is not None:
-                return ChainReport(False, expect_seq, count, first_seq, last, problem)
-            expect_prev = digest
-            expect_seq = seq + 1
-            last = seq
-        head_seq, head_hash = conn.execute(
-            "SELECT seq, hash FROM chain_head WHERE id = 1"
-        ).fetchone()
-        if count and (head_seq != last or head_hash != expect_prev):
-            return ChainReport(
-                False, last + 1, count, first_seq, last, "chain head disagrees with the log"
-            )
-        if not count and head_seq != 0 and first_seq is None:
-            # every event pruned: nothing to check, the head carries on
-            pass
-        return ChainReport(True, None, count, first_seq, last)
+        return walk_chain(self._conn)
 
     @_serialized
     def command_result(self, jti: str) -> str | None:

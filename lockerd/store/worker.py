@@ -6,10 +6,12 @@ one order, as if it ran on the loop, but a slow disk delays only what waits for 
 The door poll loops, the watchdog and the kiosk keep their pace meanwhile
 (docs/adr/0007-the-store-owns-every-step.md).
 
-Long walks (the chain check of ``lockerctl db verify``, a backup) do not queue on
-this thread: they read on a connection of their own (WAL lets a reader run beside
-the writer). Pruning deletes in chunks, each a transaction of its own, so door facts
-interleave with it.
+Long work does not queue on this thread. ``lockerctl db verify`` (the chain walk and
+the integrity check) runs in a process of its own, reading beside the writer (WAL):
+its hashing would otherwise hold the interpreter lock the loop needs
+(docs/adr/0031-verify-in-a-process-of-its-own.md). A backup copies in steps on a
+thread of its own. Pruning deletes in chunks, each a transaction of its own, so door
+facts interleave with it.
 
 Who wants to hear of commits subscribes here; listeners are called on the loop,
 after the commit succeeded, never from the worker thread.
@@ -24,15 +26,16 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ..events import StoredEvent
 from ..listeners import subscribe
+from ..logs import fact
 from .database import Store
+from .full_check import Progress, VerifyError
 from .reserve import DiskReserve, is_disk_full
-from .results import ChainReport
 from .transaction import Transaction
+from .verify import verify_in_child
 
 log = logging.getLogger("lockerd.store")
 
@@ -40,7 +43,6 @@ T = TypeVar("T")
 CommitListener = Callable[[Sequence[StoredEvent]], None]
 PRUNE_CHUNK = 2_000  # events deleted per transaction when pruning
 PRUNE_PAUSE_S = 0.02  # between two chunks of a prune
-VERIFY_PAUSE_S = 0.005  # a chain walk's sleep between chunks (about 10 % of its time)
 
 
 class AsyncStore:
@@ -58,6 +60,7 @@ class AsyncStore:
         with contextlib.suppress(RuntimeError):
             self._loop = asyncio.get_running_loop()
         self._listeners: list[CommitListener] = []
+        self._verifying = False
         # Any commit, by the worker or by a direct caller, reaches the loop's listeners.
         store.commit_listeners.append(self._committed_in_thread)
 
@@ -149,9 +152,36 @@ class AsyncStore:
             # housekeeping, never urgent: door facts and the loop go first between chunks
             await asyncio.sleep(PRUNE_PAUSE_S)
 
-    async def verify_chain(self) -> ChainReport:
-        """The chain check on a read connection of its own, beside the writer."""
-        return await asyncio.to_thread(_verify_on_own_connection, self.path, self.store)
+    async def verify(self, progress: Progress | None = None) -> dict[str, Any]:
+        """The store's full check in a child process; what ``lockerctl db verify`` prints.
+
+        One at a time (each child holds a snapshot and some memory): a second request
+        while one runs is refused. Raises :class:`VerifyError` with a one-line reason
+        when the check gives no answer; a broken chain is an answer.
+        """
+        if self._verifying:
+            raise VerifyError("a check of the store is already running; wait for it")
+        self._verifying = True
+        started = time.monotonic()
+        try:
+            result = await verify_in_child(self.path, progress)
+        except VerifyError as exc:
+            fact(log, "store.verify_failed", logging.ERROR, error=exc)
+            raise
+        finally:
+            self._verifying = False
+        fact(
+            log,
+            "store.verified",
+            logging.INFO if result["ok"] else logging.WARNING,
+            ok=result["ok"],
+            events=result["events"],
+            first_bad_seq=result["first_bad_seq"],
+            integrity="ok" if result["integrity"] == ["ok"] else "failed",
+            took_s=round(time.monotonic() - started, 1),
+            child_rss_kib=result.pop("rss_kib"),
+        )
+        return result
 
     async def close(self) -> None:
         """Finish what was asked, then close the connection and the thread."""
@@ -159,13 +189,3 @@ class AsyncStore:
             await self.read(lambda s: s.close())
         finally:
             self._executor.shutdown(wait=False)
-
-
-def _verify_on_own_connection(path: Path, store: Store) -> ChainReport:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-    try:
-        conn.execute("BEGIN")  # one snapshot for the whole walk
-        # ~50 ms of hashing, then a short sleep that hands the interpreter to the loop
-        return store.verify_chain_on(conn, pause=lambda: time.sleep(VERIFY_PAUSE_S))
-    finally:
-        conn.close()
