@@ -13,10 +13,8 @@ import asyncio
 import contextlib
 import errno
 import functools
-import grp
 import logging
 import os
-import socket
 import sqlite3
 import stat
 import unicodedata
@@ -40,6 +38,7 @@ from .database import backup
 from .gate import Gate, peer_of
 from .handover import handover_open
 from .protocol import MAX_LINE, ProtocolError, Refused, decode, encode
+from .socket_file import in_use, restrict
 
 if TYPE_CHECKING:
     from ..reservations import Reservation
@@ -63,6 +62,9 @@ class MaintenanceServer:
         self.config = daemon.config.maintenance
         self.gate = Gate(self.config)
         self.counter = metrics.EventCounter(0)  # from the store's last seq once serving
+        # Each connected technician's task: ended with the server, so a long request
+        # (db verify's child process, events --follow) never outlives the daemon's stop.
+        self._clients: set[asyncio.Task[Any]] = set()
         self._handlers: dict[str, Handler] = {
             "status": self._status,
             "doors": self._doors,
@@ -86,7 +88,7 @@ class MaintenanceServer:
         serving people without its technician socket."""
         path = self.config.socket
         path.parent.mkdir(parents=True, exist_ok=True)
-        if _in_use(path):
+        if in_use(path):
             # Another lockerd answers there: never steal its socket.
             raise OSError(errno.EADDRINUSE, f"another lockerd answers on {path}")
         with contextlib.suppress(FileNotFoundError):
@@ -109,7 +111,7 @@ class MaintenanceServer:
                 bound = True  # a stop may land after the bind, before the server is back
                 raise
             bound = True
-            self._restrict(path)
+            restrict(path, self.config.group)
             if self.config.metrics and self.config.metrics_port:
                 metrics_server = await asyncio.start_server(
                     self._http_metrics, "127.0.0.1", self.config.metrics_port
@@ -121,39 +123,24 @@ class MaintenanceServer:
             unsubscribe()
             if server is not None:
                 server.close()
+            await self._end_clients()
             if metrics_server is not None:
                 metrics_server.close()
             with contextlib.suppress(FileNotFoundError):
                 if bound:
                     path.unlink()
 
-    def _restrict(self, path: Path) -> None:
-        os.chmod(path, 0o660)
-        if not self.config.group:
-            return  # configured to stay in the daemon's own group
-        try:
-            gid = grp.getgrnam(self.config.group).gr_gid
-        except KeyError:
-            fact(
-                log,
-                "maint.no_group",
-                logging.WARNING,
-                group=self.config.group,
-                detail="socket left in the daemon's own group",
-            )
-            return
-        try:
-            os.chown(path, -1, gid)
-        except PermissionError:
-            fact(
-                log,
-                "maint.chgrp_refused",
-                logging.WARNING,
-                group=self.config.group,
-                detail="the daemon's user must be in that group (SupplementaryGroups=)",
-            )
+    async def _end_clients(self) -> None:
+        clients = list(self._clients)
+        for task in clients:
+            task.cancel()
+        if clients:
+            await asyncio.wait(clients)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._clients.add(task)
         try:
             sock = writer.get_extra_info("socket")
             peer = peer_of(sock)
@@ -190,6 +177,7 @@ class MaintenanceServer:
         except Exception:  # one technician's bad request never takes the daemon down
             log.exception("maint.client_failed")
         finally:
+            self._clients.discard(task)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -557,16 +545,6 @@ class MaintenanceServer:
                 **cloud_figures(d.cloud),
             )
         )
-
-
-def _in_use(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(1.0)
-        try:
-            probe.connect(str(path))
-        except OSError:
-            return False
-    return True
 
 
 def _active(bits: list[bool], index: int, level: Level) -> bool | None:

@@ -17,7 +17,7 @@ from ..events import GENESIS_PREV, EventError, check_payload
 from .migrations import APPLICATION_ID, MIGRATIONS
 from .results import ChainReport, StoreError
 
-PROGRESS_EVERY = 20_000  # events checked between two progress reports
+PROGRESS_EVERY = 10_000  # events checked between two progress reports
 MAX_INTEGRITY_LINES = 100  # SQLite's own default cap on integrity_check's answer
 MAX_TEXT = 1_000  # characters of one problem or integrity line passed on
 
