@@ -14,17 +14,19 @@ a tick that could not run while the loop was blocked counts with its own latenes
 - **idle**: the door poll loop alone;
 - **db verify**: lockerctl's ``db.verify`` request through the maintenance socket (the
   lockerctl client, ``MaintClient``, from a thread here, with no client timeout), as
-  the daemon runs it now (the chain walk and the integrity check off the loop);
+  the daemon runs it now: the chain walk and the integrity check in a child process
+  (``python -m lockerd.store.verify``; its peak RSS, from the daemon's log line, is
+  printed beside the row);
 - **db backup**: ``db.backup PATH`` the same way;
 - **prune**: ``AsyncStore.prune_acknowledged(keep)`` as the daemon's
   housekeeping runs it (chunks of 2,000 on the store's thread; lockerctl has no prune).
 
 Baseline, in the same run and with the same ticker: the same three done the old way,
-synchronously on the loop (``Store.verify_chain()`` then the integrity check,
+synchronously on the loop (``check_store()``: the chain walk then the integrity check,
 ``backup()``, ``Store.prune_acknowledged(keep)`` in one statement). The old prune runs on
 a second fresh copy of the store (the first one has been pruned by then).
-``--process-verify`` adds a diagnostic row: the same verify in a Python process of its
-own while the daemon runs (the same CPU work, no GIL shared with the daemon's loop).
+``--thread-verify`` adds a diagnostic row: the same check in a thread of the daemon's
+process (the way before docs/adr/0031: the same CPU work, the GIL shared with the loop).
 
 Goal (issue 10): p99 <= 20 ms while each runs. Printed: p50 / p99 / max of the lateness,
 the goal met or missed, the ratio now / old for p99 and max, each operation's wall time,
@@ -37,6 +39,8 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
+import re
 import shutil
 import sqlite3
 import sys
@@ -55,9 +59,10 @@ from lockerd.clock import SystemClock
 from lockerd.config import Config, parse
 from lockerd.events import GENESIS_PREV, DomainEvent, EventType, build
 from lockerd.maint.client import MaintClient
-from lockerd.maint.database import backup, verify
+from lockerd.maint.database import backup
 from lockerd.maint.server import serve as serve_maintenance
 from lockerd.store import Store
+from lockerd.store.full_check import check_store
 from lockerd.store.migrations import MIGRATIONS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +92,12 @@ def _event(i: int) -> DomainEvent:
     if kind == 8:
         return DomainEvent(
             EventType.PARCEL_PICKED_UP,
-            {"reservation_id": f"R-{i}", "compartment": compartment, "method": "code"},
+            {
+                "reservation_id": f"R-{i}",
+                "compartment": compartment,
+                "method": "code",
+                "reason": None,
+            },
         )
     return DomainEvent(EventType.CODE_REJECTED, {"purpose": "pickup", "failures_in_window": 1})
 
@@ -274,36 +284,25 @@ async def lockerctl(socket: Path, op: str, **arguments: Any) -> dict[str, Any]:
     return await asyncio.to_thread(call)
 
 
-# The daemon's chain walk (AsyncStore.verify_chain) and integrity check, in a process of
-# its own: the same CPU work without the GIL shared with the daemon's loop.
-VERIFY_IN_PROCESS = """
-import sqlite3, sys
-from pathlib import Path
-from lockerd.maint.database import verify
-from lockerd.store import Store
-conn = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True)
-conn.execute("BEGIN")
-chain = Store.verify_chain_on(conn)
-conn.close()
-result = verify(Path(sys.argv[1]), chain)
-print("ok" if result["chain_ok"] else "broken", result["events"], ",".join(result["integrity"]))
-"""
+class VerifiedLog(logging.Handler):
+    """The daemon's ``store.verified`` line: what the check's child process cost in memory."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
 
-async def verify_in_process(database: Path) -> str:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        VERIFY_IN_PROCESS,
-        str(database),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await process.communicate()
-    if process.returncode != 0:
-        raise RuntimeError(f"verify in its own process failed: {err.decode().strip()}")
-    chain, events, integrity = out.decode().split()
-    return f"chain {chain} ({int(events):,} events), integrity {integrity}"
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("store.verified "):
+            self.lines.append(message)
+
+    def child_rss(self) -> str:
+        found = re.search(r"child_rss_kib=(\d+)", self.lines[-1]) if self.lines else None
+        return (
+            ""
+            if found is None
+            else f"; the check's process peaked at {int(found[1]) / 1024:.0f} MiB RSS"
+        )
 
 
 async def measured(
@@ -329,10 +328,13 @@ async def measured(
 
 
 async def measure(
-    store: Path, workdir: Path, idle_s: float, keep: int, process_verify: bool
+    store: Path, workdir: Path, idle_s: float, keep: int, thread_verify: bool
 ) -> list[Row]:
     rows: list[Row] = []
     ticker = Ticker()
+    verified_log = VerifiedLog()
+    logging.getLogger("lockerd.store").addHandler(verified_log)
+    logging.getLogger("lockerd.store").setLevel(logging.INFO)
     async with simulator(workdir, BAUD) as (port, _control):
         tick = asyncio.create_task(ticker.run())
         try:
@@ -345,12 +347,12 @@ async def measure(
                     return ""
 
                 async def verify_now() -> str:
-                    return _verified(await lockerctl(socket, "db.verify"))
+                    result = _verified(await lockerctl(socket, "db.verify"))
+                    return result + verified_log.child_rss()
 
                 async def verify_old() -> str:
                     await asyncio.sleep(0)
-                    chain = daemon.store.verify_chain()
-                    return _verified(verify(daemon.database_path, chain))
+                    return _verified(check_store(daemon.database_path))
 
                 async def backup_now() -> str:
                     target.unlink(missing_ok=True)
@@ -370,13 +372,13 @@ async def measure(
                 rows.append(await measured("idle (door poll only)", daemon, ticker, idle))
                 rows.append(await measured("db verify", daemon, ticker, verify_now))
                 rows.append(await measured("db verify, old", daemon, ticker, verify_old))
-                if process_verify:
+                if thread_verify:
 
-                    async def verify_process() -> str:
-                        return await verify_in_process(daemon.database_path)
+                    async def verify_thread() -> str:
+                        return _verified(await asyncio.to_thread(check_store, daemon.database_path))
 
                     rows.append(
-                        await measured("db verify, own process", daemon, ticker, verify_process)
+                        await measured("db verify, in a thread", daemon, ticker, verify_thread)
                     )
                 rows.append(await measured("db backup", daemon, ticker, backup_now))
                 rows.append(await measured("db backup, old", daemon, ticker, backup_old))
@@ -417,7 +419,7 @@ def print_table(rows: list[Row]) -> None:
         old = by_name.get(f"{row.name}, old")
         old_p99 = 0.0 if old is None else ms(old.lateness, 0.99)
         old_max = 0.0 if old is None else ms(old.lateness, None)
-        is_old = row.name.endswith((", old", ", own process"))
+        is_old = row.name.endswith((", old", ", in a thread"))
         table.append(
             [
                 row.name,
@@ -454,7 +456,7 @@ async def main_async(args: argparse.Namespace) -> int:
     keep = min(KEEP_ACKNOWLEDGED_EVENTS, args.events // 10)
     print(f"prune keeps the newest {keep:,} acknowledged events", flush=True)
     with tempfile.TemporaryDirectory(prefix="lockerd-bench-") as tmp:
-        rows = await measure(store, Path(tmp), args.idle_s, keep, args.process_verify)
+        rows = await measure(store, Path(tmp), args.idle_s, keep, args.thread_verify)
     print_table(rows)
     return 0
 
@@ -466,9 +468,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=1_000_000, help="events in the store")
     parser.add_argument("--idle-s", type=float, default=5.0, help="length of the idle row")
     parser.add_argument(
-        "--process-verify",
+        "--thread-verify",
         action="store_true",
-        help="add a diagnostic row: the same verify in a process of its own (no shared GIL)",
+        help="add a diagnostic row: the same check in a thread of the daemon (shared GIL)",
     )
     return asyncio.run(main_async(parser.parse_args(argv)))
 
