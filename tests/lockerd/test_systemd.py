@@ -201,3 +201,42 @@ def test_unit_essentials() -> None:
     assert re.search(r"^u lockerd ", sysusers, re.M) and re.search(
         r"^g lockerd-tech ", sysusers, re.M
     )
+
+
+def _syscall_groups() -> dict[str, list[str]]:
+    """systemd's own syscall groups (``systemd-analyze syscall-filter``): name -> members."""
+    result = _analyze("syscall-filter", "--no-pager")
+    assert result.returncode == 0, result.stderr
+    groups: dict[str, list[str]] = {}
+    members: list[str] = []
+    for line in result.stdout.splitlines():
+        if line.startswith("@"):
+            members = groups.setdefault(line.strip(), [])
+        elif line.strip() and not line.strip().startswith("#"):
+            members.append(line.strip())
+    return groups
+
+
+def _expand(name: str, groups: dict[str, list[str]]) -> set[str]:
+    if not name.startswith("@"):
+        return {name}
+    return set().union(*(_expand(member, groups) for member in groups[name]))
+
+
+# What spawning the `db verify` child and reaping or killing it makes the daemon call
+# (strace of lockerd.store.verify.verify_in_child): Python's subprocess execs through
+# vfork, asyncio's child watcher waits in a thread (clone3), a cancel kills.
+SPAWN_SYSCALLS = {"vfork", "execve", "pipe2", "dup2", "close_range", "clone3", "wait4", "kill"}
+
+
+def test_the_units_syscall_filter_lets_the_daemon_spawn_its_verify_process(unit: Path) -> None:
+    groups = _syscall_groups()
+    allowed: set[str] = set()
+    for line in unit.read_text().splitlines():
+        if not line.startswith("SystemCallFilter="):
+            continue
+        value = line.removeprefix("SystemCallFilter=")
+        deny = value.startswith("~")
+        names = set().union(*(_expand(n, groups) for n in value.removeprefix("~").split()))
+        allowed = allowed - names if deny else allowed | names
+    assert allowed >= SPAWN_SYSCALLS, sorted(SPAWN_SYSCALLS - allowed)
