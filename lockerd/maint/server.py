@@ -37,6 +37,7 @@ from .cabinet import MaintainedCabinet, cloud_figures, store_health
 from .database import backup
 from .gate import Gate, peer_of
 from .handover import handover_open
+from .hangup import HungUp, unless_hung_up
 from .protocol import MAX_LINE, ProtocolError, Refused, decode, encode
 from .socket_file import in_use, restrict
 
@@ -506,11 +507,14 @@ class MaintenanceServer:
 
     async def _db_verify(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
         # In a process of its own (AsyncStore.verify): a million events must not stall a
-        # door poll. A stop of the daemon while it runs kills that process.
+        # door poll. The daemon's stop, or the technician hanging up, kills that process.
         try:
-            return await self.daemon.async_store.verify()
+            return await unless_hung_up(writer, self.daemon.async_store.verify())
         except VerifyError as exc:
             raise Refused(str(exc)) from exc
+        except HungUp:
+            fact(log, "maint.verify_abandoned", detail="the technician hung up; check stopped")
+            raise
 
     async def _metrics(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
         if not self.config.metrics:

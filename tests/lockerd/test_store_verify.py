@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import os
 import shutil
 import signal
 import sqlite3
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,6 +211,45 @@ async def test_a_daemon_stopped_mid_check_kills_its_process(cabinet: Cabinet) ->
     assert not _exists(pid), "the check outlived the daemon that started it"
     result = await verifying
     assert result.rc != 0  # the technician sees the daemon go, not a made-up answer
+
+
+@pytest.mark.parametrize("cabinet", ["large"], indirect=True)
+async def test_a_technician_who_hangs_up_stops_the_check(
+    cabinet: Cabinet, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    lockerctl = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "lockerd.maint.cli",
+        "--config",
+        str(cabinet.config_file),
+        "db",
+        "verify",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    await wait_for(lambda: bool(_children()), what="the check's process")
+    [pid] = _children()
+    lockerctl.send_signal(signal.SIGINT)  # Ctrl-C
+    assert await lockerctl.wait() == 130
+    await wait_for(lambda: not _exists(pid), what="the check's process to be ended")
+    assert any("maint.verify_abandoned" in r.getMessage() for r in caplog.records)
+    assert not any("store.verified" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("cabinet", ["large"], indirect=True)
+async def test_a_client_that_only_stops_writing_still_gets_its_answer(cabinet: Cabinet) -> None:
+    reader, writer = await asyncio.open_unix_connection(
+        str(cabinet.daemon.config.maintenance.socket)
+    )
+    writer.write(b'{"op": "db.verify"}\n')
+    writer.write_eof()  # as nc -N does: the request is whole, the answer still awaited
+    line = await asyncio.wait_for(reader.readline(), 60)
+    writer.close()
+    answer = json.loads(line)
+    assert answer["ok"] is True, answer
+    assert answer["result"]["chain_ok"] is True and answer["result"]["events"] > EVENTS
 
 
 # -- the daemon's loop while the child works ------------------------------------------------------
