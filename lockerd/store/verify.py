@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ from .full_check import MAX_INTEGRITY_LINES, MAX_TEXT, Progress, VerifyError, ch
 
 MAX_LINE = 64 * 1024  # the longest line the daemon reads from the child
 STDERR_KEPT = 2_000  # characters of the child's stderr kept for the error message
+NICENESS = 10  # the child's priority below the daemon's
 
 
 # -- the child --------------------------------------------------------------------------------
@@ -41,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         # A daemon that died leaves a closed pipe: the next write ends this process.
         sys.stdout.flush()
 
+    # Housekeeping, never urgent: on a single-core board the door loop's wakeups go first.
+    # Lowering one's own priority needs no privilege; the unit allows the call.
+    with contextlib.suppress(OSError):
+        os.nice(NICENESS)
     try:
         result = check_store(Path(args[0]), progress=lambda checked: say({"checked": checked}))
     except VerifyError as exc:

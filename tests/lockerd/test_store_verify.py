@@ -33,7 +33,7 @@ from lockerd.clock import SystemClock
 from lockerd.events import DomainEvent, EventType, build
 from lockerd.store import DATABASE_NAME, Store, full_check
 from lockerd.store.full_check import PROGRESS_EVERY, VerifyError
-from lockerd.store.verify import _read_answer, verify_in_child
+from lockerd.store.verify import NICENESS, _read_answer, verify_in_child
 from lockerd.store.worker import AsyncStore
 from tests.lockerd.test_maint import POLL_MS, Result, lockerctl, write_config
 from tests.support.cabinets import lockerd_config, modbus_cabinet
@@ -99,6 +99,13 @@ def _children(command: bytes = CHILD) -> list[int]:
         if ppid == me and command in cmdline:
             found.append(int(entry.name))
     return found
+
+
+def _niceness(pid: int) -> int | None:
+    try:
+        return int((Path(f"/proc/{pid}") / "stat").read_text().rsplit(")", 1)[1].split()[16])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _exists(pid: int) -> bool:
@@ -188,6 +195,8 @@ async def test_a_check_whose_process_is_killed_gives_one_clear_line_and_leaves_n
     verifying = asyncio.create_task(cabinet.ctl("db", "verify"))
     await wait_for(lambda: bool(_children()), what="the check's process")
     [pid] = _children()
+    # it runs below the daemon's priority (stat's 19th field is the nice value)
+    await wait_for(lambda: _niceness(pid) == NICENESS, what="the check to lower its priority")
     os.kill(pid, signal.SIGKILL)
     result = await verifying
     assert result.rc == 1

@@ -225,8 +225,10 @@ def _expand(name: str, groups: dict[str, list[str]]) -> set[str]:
 
 # What spawning the `db verify` child and reaping or killing it makes the daemon call
 # (strace of lockerd.store.verify.verify_in_child): Python's subprocess execs through
-# vfork, asyncio's child watcher waits in a thread (clone3), a cancel kills.
+# vfork, asyncio's child watcher waits in a thread (clone3), a cancel kills; the child
+# lowers its priority (setpriority).
 SPAWN_SYSCALLS = {"vfork", "execve", "pipe2", "dup2", "close_range", "clone3", "wait4", "kill"}
+SPAWN_SYSCALLS |= {"setpriority"}
 
 
 def test_the_units_syscall_filter_lets_the_daemon_spawn_its_verify_process(unit: Path) -> None:
