@@ -78,16 +78,22 @@ async def verify_in_child(database: Path, progress: Progress | None = None) -> d
     Cancelled, the child is killed and reaped before this returns. A child that dies or
     answers nonsense raises :class:`VerifyError` with a one-line reason.
     """
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "lockerd.store.verify",
-        str(database),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        limit=MAX_LINE,
-    )
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            # -P: the working directory is not put on the child's import path (a lockerd/
+            # found there is not ours); PYTHONPATH and the installed package still are
+            "-P",
+            "-m",
+            "lockerd.store.verify",
+            str(database),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            limit=MAX_LINE,
+        )
+    except OSError as exc:  # no memory, no process slot, a sandbox that forbids it
+        raise VerifyError(f"cannot start the store check's process: {exc.strerror}") from exc
     assert process.stdout is not None and process.stderr is not None
     stderr = asyncio.create_task(_tail(process.stderr))
     try:

@@ -323,6 +323,14 @@ async def test_a_file_that_is_not_a_store_gets_a_clear_refusal(tmp_path: Path) -
     assert _children() == []
 
 
+async def test_a_check_that_cannot_start_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
+    with pytest.raises(VerifyError, match="cannot start the store check's process"):
+        await verify_in_child(tmp_path / DATABASE_NAME)
+
+
 GOOD_RESULT = {
     "integrity": ["ok"],
     "chain_ok": True,
