@@ -50,6 +50,7 @@ log = logging.getLogger("lockerd.maint")
 MAX_REASON = 200
 EVENTS_PAGE = 500
 FOLLOW_POLL_S = 0.2
+CLIENTS_END_S = 5.0  # how long a stop waits for technicians' requests to end
 
 
 Handler = Callable[[dict[str, Any], asyncio.StreamWriter], Awaitable[Any]]
@@ -136,7 +137,8 @@ class MaintenanceServer:
         for task in clients:
             task.cancel()
         if clients:
-            await asyncio.wait(clients)
+            # each ends at its next await; the bound only guards the daemon's stop
+            await asyncio.wait(clients, timeout=CLIENTS_END_S)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()

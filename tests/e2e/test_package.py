@@ -295,6 +295,11 @@ def test_package_boots_in_debian(deb: Path, simulator: tuple[Path, Path], tmp_pa
         # config.example.toml wires A02's lock to board b1, relay channel 1.
         assert (a02[0]["board"], a02[0]["channel"]) == ("b1", 1), pulses
         assert not any(v for k, v in pulses.items() if k not in ("ok", "A02")), pulses
+        # db verify spawns its check as a child process (docs/adr/0031): the unit's
+        # sandbox (syscall filter, ProtectSystem, ProtectProc) must let it run and answer.
+        verified = json.loads(ok("lockerctl db verify --json", user="alice"))
+        assert verified["ok"] is True and verified["events"] >= 1, verified
+        assert "store.verified ok=True" in ok("journalctl -u lockerd --no-pager"), box.log()
         assert ok("systemctl show -p NRestarts --value lockerd").strip() == "0"
 
         # An upgrade (the same package again takes the same path): the running daemon is
