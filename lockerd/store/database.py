@@ -345,7 +345,7 @@ class Store:
 
     @_serialized
     def verify_chain(self) -> ChainReport:
-        """The chain walk on this store's own connection (tests, offline tools).
+        """The chain walk on this store's own connection (tests, tools holding the store).
 
         The running daemon never calls this: its check runs in a process of its own
         (lockerd.store.verify), so the walk cannot hold the loop's interpreter lock.
