@@ -1,4 +1,4 @@
-"""Modbus relay/IO boards over RTU (RS-485) and TCP, on pymodbus' async client.
+"""Modbus relay/IO boards over RTU (RS-485) and TCP: the boards, and what a bus sends them.
 
 The board map is the one in docs/hardware.md (the Waveshare "Modbus RTU Relay" family
 and anything shaped like it):
@@ -8,20 +8,13 @@ and anything shaped like it):
 - all relays off: function 05, address ``0x00FF``, value ``0000``;
 - inputs: function 02 from address 0, one bit per input.
 
-What this module adds on top of pymodbus, and why:
+What a bus adds on top of its link (:mod:`drivers.modbus_link`, the pymodbus client: its
+reconnection, timeouts and typed failures), and why:
 
-- **Short timeouts, no retries.** A dead board is silence; pymodbus' defaults (3 s,
-  3 retries) would hold the bus for ~12 s. The timeout is ours (``asyncio.timeout``),
-  so pymodbus never counts "no response" towards closing a TCP connection because one
-  board on a gateway is dead.
 - **One transaction at a time per bus, unlocks first, RTU silence between frames**:
   every request takes its turn at a :class:`~drivers.base.BusArbiter`.
-- **Typed failures, counted per board**: silence is :class:`BoardTimeout`, a garbled,
-  mismatched or exception reply is :class:`BadFrame`, a gone adapter or connection is
-  :class:`BoardOffline`.
-- **Reconnection is ours**: pymodbus' own reconnect is off; a supervisor task reopens the
-  port with capped backoff, because after every (re)connect every board gets "all relays
-  off" before anything else is sent to it.
+- **Every reply checked, failures counted per board**: a mismatched reply (another
+  unit, a wrong echo, a wrong byte count) or an exception reply is :class:`BadFrame`.
 
 All-off policy (decided, see hardware.md "all relays off at start-up"):
 
@@ -45,15 +38,12 @@ of the *same* board by the checks below (the echo of a write, a read's byte coun
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
-import time
 from collections.abc import Callable
 
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.client.base import ModbusBaseClient
-from pymodbus.exceptions import ModbusException
 from pymodbus.framer import FramerType
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
 from pymodbus.pdu.bit_message import (
@@ -69,15 +59,15 @@ from drivers.base import (
     BoardIdentity,
     BoardOffline,
     BoardSpec,
-    BoardTimeout,
     Bus,
     BusArbiter,
     LockBoard,
     Priority,
 )
 
-from .facts import RepeatLimiter, fact
+from .facts import fact
 from .family import BusFamily, BusSettings, Link
+from .modbus_link import CONNECT_TIMEOUT_S, ModbusLink
 from .modbus_pdu import (
     ALL_OFF_ADDRESS,
     MAX_PULSE_UNITS,
@@ -115,32 +105,6 @@ FAMILY = "modbus"
 PULSE_BASE = 0x0200
 #: A board that failed this many requests in a row may have rebooted: all-off it first.
 RECOVERY_ALL_OFF_AFTER = 3
-#: Reconnect backoff: the first retry is quick (a replugged adapter), then it doubles.
-RECONNECT_MIN_S = 0.1
-RECONNECT_MAX_S = 2.0
-#: A link that stayed up this long resets the backoff. One dropped sooner (a gateway that
-#: accepts each connection and closes it) backs off like a refused one: without this, such
-#: a board was reconnected 1,829 times a second.
-STABLE_LINK_S = 10.0
-#: Connect and disconnect lines of one bus at most this often (with a count of the rest).
-_LINK_FACTS = RepeatLimiter(interval_s=10.0)
-#: pymodbus uses its timeout for the connect as well; a request's timeout is ours, and
-#: pymodbus' own is kept longer so that ours always fires first.
-CONNECT_TIMEOUT_S = 2.0
-
-
-class _Exchange:
-    """What happened on the line during one transaction (filled in by pymodbus' hooks)."""
-
-    __slots__ = ("crc_error", "link_lost", "received", "reply_len", "timeout", "unit")
-
-    def __init__(self, timeout: asyncio.Timeout, unit: int, reply_len: int) -> None:
-        self.timeout = timeout
-        self.unit = unit
-        self.reply_len = reply_len  # of a normal RTU reply to this request; 0 = unknown
-        self.received = 0
-        self.link_lost = False
-        self.crc_error = False
 
 
 class ModbusBoard(LockBoard):
@@ -182,7 +146,7 @@ class ModbusBoard(LockBoard):
 
 
 class _ModbusBus(Bus):
-    """What RTU and TCP share: arbitration, checks, stats, reconnection, all-off."""
+    """What RTU and TCP share: arbitration, checks, stats, all-off; the link does the rest."""
 
     def __init__(self, name: str, timeout_s: float, silence_s: float, rtu: bool) -> None:
         super().__init__(name)
@@ -191,18 +155,15 @@ class _ModbusBus(Bus):
         self.timeout_s = timeout_s
         self._arbiter = BusArbiter(silence_s, abandoned_reply_s=timeout_s)
         self._boards: dict[int, ModbusBoard] = {}
-        self._client: ModbusBaseClient | None = None
-        self._link_up = False
-        self._link_lost: asyncio.Event | None = None
-        self._supervisor: asyncio.Task[None] | None = None
+        self._link = ModbusLink(
+            name, self.where, timeout_s, rtu, self._make_client, self._all_off_after_connect
+        )
         self._closed = False
-        self._exchange: _Exchange | None = None
-        self._rtu = rtu  # RTU frames carry a CRC; over TCP the link checks the bytes
 
     # -- the Bus interface ---------------------------------------------------------------
 
     def board(self, spec: BoardSpec) -> ModbusBoard:
-        if self._client is not None:
+        if self._link.opened:
             raise RuntimeError(f"bus {self.name}: add boards before open()")
         if spec.address in self._boards:
             raise ValueError(f"bus {self.name}: address {spec.address} used twice")
@@ -212,7 +173,7 @@ class _ModbusBus(Bus):
 
     @property
     def connected(self) -> bool:
-        return self._link_up and not self._closed
+        return self._link.up and not self._closed
 
     @property
     def boards(self) -> tuple[ModbusBoard, ...]:
@@ -224,29 +185,17 @@ class _ModbusBus(Bus):
         Returns after the first attempt (and its all-off round) whether or not the adapter
         was there: a missing adapter is retried in the background.
         """
-        if self._client is not None:
+        if self._link.opened:
             return
         self._closed = False
-        self._link_lost = asyncio.Event()
-        client = self._make_client(self._on_packet, self._on_connect)
-        client.register(CoilWrite)
-        self._client = client
-        first_attempt = asyncio.get_running_loop().create_future()
-        self._supervisor = asyncio.create_task(
-            self._supervise(first_attempt), name=f"modbus-bus-{self.name}"
-        )
-        await asyncio.shield(first_attempt)
+        await self._link.open()
 
     async def close(self) -> None:
-        if self._client is None or self._closed:
+        if not self._link.opened or self._closed:
             self._closed = True
             return
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
-            self._supervisor = None
-        if self._link_up:
+        await self._link.stop_supervising()
+        if self._link.up:
             for board in self._boards.values():
                 try:
                     await board.all_off()
@@ -260,8 +209,7 @@ class _ModbusBus(Bus):
                         error=error,
                     )
         self._closed = True
-        self._link_up = False
-        self._client.close()
+        self._link.close()
         fact(log, "bus.closed", bus=self.name)
 
     # -- transactions --------------------------------------------------------------------
@@ -342,12 +290,11 @@ class _ModbusBus(Bus):
         self, board: ModbusBoard, request: ModbusPDU, check: Callable[[ModbusPDU], None]
     ) -> ModbusPDU:
         """One request and its reply, checked; counted in the board's stats."""
-        assert self._client is not None
         try:
             # Checked right before each frame: pymodbus, finding no transport, would try
             # to reconnect by itself behind the supervisor's back.
             self._require_link(board, record=False)
-            reply = await self._execute(board, request)
+            reply = await self._link.exchange(board.name, board.address, request)
             if reply.dev_id != board.address:
                 # A late reply of another board, matched by a reused transaction id: its
                 # bits would be taken for this board's doors. Never an answer.
@@ -373,40 +320,6 @@ class _ModbusBus(Bus):
             board.needs_all_off = False
         return reply
 
-    async def _execute(self, board: ModbusBoard, request: ModbusPDU) -> ModbusPDU:
-        assert self._client is not None
-        exchange: _Exchange | None = None
-        try:
-            async with asyncio.timeout(self.timeout_s) as timeout:
-                exchange = self._exchange = _Exchange(
-                    timeout, board.address, rtu_reply_len(request) if self._rtu else 0
-                )
-                reply: ModbusPDU = await self._client.execute(False, request)
-                return reply
-        except TimeoutError:
-            assert exchange is not None
-            raise self._classify_timeout(board, exchange) from None
-        except ModbusException as error:
-            if not self.connected or (exchange is not None and exchange.link_lost):
-                raise BoardOffline(board.name, f"bus {self.name} lost: {error}") from None
-            raise BadFrame(board.name, f"pymodbus: {error}") from None
-        except OSError as error:
-            raise BoardOffline(board.name, f"bus {self.name}: {error}") from None
-        finally:
-            self._exchange = None
-
-    def _classify_timeout(self, board: ModbusBoard, exchange: _Exchange) -> BoardError:
-        if exchange.link_lost or not self.connected:
-            return BoardOffline(board.name, f"bus {self.name} lost during the request")
-        if exchange.crc_error:
-            return BadFrame(board.name, "reply failed its CRC check")
-        if exchange.received:
-            return BadFrame(
-                board.name,
-                f"garbled or unexpected reply ({exchange.received} bytes, no valid frame)",
-            )
-        return BoardTimeout(board.name, f"no answer within {self.timeout_s * 1000:.0f} ms")
-
     def _failed(self, board: ModbusBoard, error: BoardError) -> None:
         if not board.stats.consecutive_failures:
             fact(
@@ -422,98 +335,13 @@ class _ModbusBus(Bus):
         if board.stats.consecutive_failures >= RECOVERY_ALL_OFF_AFTER:
             board.needs_all_off = True
 
-    # -- pymodbus hooks ------------------------------------------------------------------
+    # -- after each (re)connect ------------------------------------------------------------
 
-    def _on_packet(self, sending: bool, data: bytes) -> bytes:
-        exchange = self._exchange
-        if sending or exchange is None:
-            return data
-        exchange.received = len(data)
-        # pymodbus drops a reply that fails its CRC and waits on until the timeout. The
-        # board has answered and will say nothing more: fail now, so a noisy line costs
-        # one frame time, not a timeout. Only a frame that starts with the unit we asked
-        # is judged here; anything else (a late reply from another board) pymodbus skips.
-        if exchange.reply_len and len(data) >= 2 and data[0] == exchange.unit:
-            length = 5 if data[1] & 0x80 else exchange.reply_len
-            if len(data) >= length and not rtu_crc_ok(data[:length]):
-                exchange.crc_error = True
-                exchange.timeout.reschedule(asyncio.get_running_loop().time())
-        return data
-
-    def _on_connect(self, up: bool) -> None:
-        if up:
-            return
-        was_up = self._link_up
-        self._link_up = False
-        if self._exchange is not None:
-            # Fail the request in flight now, not after its timeout.
-            self._exchange.link_lost = True
-            self._exchange.timeout.reschedule(asyncio.get_running_loop().time())
-        if was_up and self._link_lost is not None:
-            self._link_lost.set()
-
-    # -- connection supervision ----------------------------------------------------------
-
-    async def _supervise(self, first_attempt: asyncio.Future[None]) -> None:
-        assert self._client is not None and self._link_lost is not None
-        delay = RECONNECT_MIN_S
-        failures = 0
-        try:
-            while True:
-                try:
-                    up = await self._client.connect()
-                except (OSError, ModbusException) as error:
-                    fact(log, "bus.connect_error", logging.DEBUG, bus=self.name, error=error)
-                    up = False
-                if not up:
-                    if failures == 0:
-                        fact(
-                            log,
-                            "bus.unavailable",
-                            logging.WARNING,
-                            bus=self.name,
-                            where=self.where,
-                            retry_max_s=RECONNECT_MAX_S,
-                        )
-                    failures += 1
-                    _settle(first_attempt)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, RECONNECT_MAX_S)
-                    continue
-                _LINK_FACTS.fact(
-                    log,
-                    "bus.connected",
-                    key=self.name,
-                    bus=self.name,
-                    where=self.where,
-                    attempts=failures + 1,
-                )
-                failures = 0
-                opened = time.monotonic()
-                self._link_lost.clear()
-                for board in self._boards.values():
-                    board.needs_all_off = True
-                self._link_up = True
-                await self._all_off_round()
-                _settle(first_attempt)
-                await self._link_lost.wait()
-                _LINK_FACTS.fact(
-                    log,
-                    "bus.disconnected",
-                    logging.WARNING,
-                    key=self.name,
-                    bus=self.name,
-                    where=self.where,
-                )
-                # pymodbus has closed its transport; make sure the port is released.
-                self._client.close()
-                if time.monotonic() - opened >= STABLE_LINK_S:
-                    delay = RECONNECT_MIN_S
-                else:
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, RECONNECT_MAX_S)
-        finally:
-            _settle(first_attempt)
+    async def _all_off_after_connect(self) -> None:
+        # Before the first await: no request may reach a board before its all-off.
+        for board in self._boards.values():
+            board.needs_all_off = True
+        await self._all_off_round()
 
     async def _all_off_round(self) -> None:
         for board in self._boards.values():
@@ -555,9 +383,9 @@ class ModbusRtuBus(_ModbusBus):
         self, name: str, port: str, line: LineSettings | int = 9600, timeout_s: float = 0.15
     ) -> None:
         self.line = line if isinstance(line, LineSettings) else LineSettings(baudrate=line)
-        super().__init__(name, timeout_s, rtu_silence_s(self.line), rtu=True)
         self.port = port
         self.baudrate = self.line.baudrate
+        super().__init__(name, timeout_s, rtu_silence_s(self.line), rtu=True)
 
     @property
     def where(self) -> str:
@@ -572,7 +400,7 @@ class ModbusRtuBus(_ModbusBus):
             self.port,
             self.line,
             name=self.name,
-            reconnect_delay=0,  # ours: see _supervise
+            reconnect_delay=0,  # ours: see ModbusLink._supervise
             timeout=max(CONNECT_TIMEOUT_S, 2 * self.timeout_s),
             retries=0,
             trace_packet=trace_packet,
@@ -584,9 +412,9 @@ class ModbusTcpBus(_ModbusBus):
     """Modbus TCP (an Ethernet I/O board or an RTU gateway): no line silence needed."""
 
     def __init__(self, name: str, host: str, port: int = 502, timeout_s: float = 0.15) -> None:
-        super().__init__(name, timeout_s, 0.0, rtu=False)
         self.host = host
         self.port = port
+        super().__init__(name, timeout_s, 0.0, rtu=False)
 
     @property
     def where(self) -> str:
@@ -602,17 +430,12 @@ class ModbusTcpBus(_ModbusBus):
             port=self.port,
             framer=FramerType.SOCKET,
             name=self.name,
-            reconnect_delay=0,  # ours: see _supervise
+            reconnect_delay=0,  # ours: see ModbusLink._supervise
             timeout=max(CONNECT_TIMEOUT_S, 2 * self.timeout_s),
             retries=0,
             trace_packet=trace_packet,
             trace_connect=trace_connect,
         )
-
-
-def _settle(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 # -- the families this module serves (see drivers/family.py) ----------------------------------
