@@ -17,10 +17,9 @@ import asyncio
 import heapq
 import itertools
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from enum import IntEnum
+from types import TracebackType
 
 
 class BoardError(Exception):
@@ -198,18 +197,14 @@ class BusArbiter:
         """Whether some transaction holds the turn now."""
         return self._busy
 
-    @asynccontextmanager
-    async def turn(self, priority: Priority) -> AsyncIterator[None]:
-        await self._acquire(priority)
-        quiet_s = self.silence_s
-        try:
-            yield
-        except asyncio.CancelledError:
-            quiet_s = max(self.silence_s, self.abandoned_reply_s)
-            raise
-        finally:
-            self._line_quiet_at = time.monotonic() + quiet_s
-            self._release()
+    def turn(self, priority: Priority) -> _Turn:
+        """``async with arbiter.turn(priority):`` one transaction on the line."""
+        return _Turn(self, priority)
+
+    def _end_turn(self, cancelled: bool) -> None:
+        quiet_s = max(self.silence_s, self.abandoned_reply_s) if cancelled else self.silence_s
+        self._line_quiet_at = time.monotonic() + quiet_s
+        self._release()
 
     async def _acquire(self, priority: Priority) -> None:
         if not self._busy and not self._waiters and time.monotonic() >= self._line_quiet_at:
@@ -266,3 +261,32 @@ class BusArbiter:
     @staticmethod
     def _future() -> asyncio.Future[None]:
         return asyncio.get_running_loop().create_future()
+
+
+class _Turn:
+    """One turn at a :class:`BusArbiter`, as an async context manager.
+
+    A class rather than ``@asynccontextmanager``: every poll of every board takes a turn,
+    and a generator-based manager costs an async generator (and its loop hook) each time.
+    """
+
+    __slots__ = ("_arbiter", "_priority")
+
+    def __init__(self, arbiter: BusArbiter, priority: Priority) -> None:
+        self._arbiter = arbiter
+        self._priority = priority
+
+    async def __aenter__(self) -> None:
+        await self._arbiter._acquire(self._priority)
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        # A transaction cancelled half-way may still get its reply: the line stays quiet
+        # long enough that the next request does not go out on top of it.
+        self._arbiter._end_turn(
+            cancelled=kind is not None and issubclass(kind, asyncio.CancelledError)
+        )

@@ -39,19 +39,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
+import time
 from collections.abc import Callable
 
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.client.base import ModbusBaseClient
 from pymodbus.framer import FramerType
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
-from pymodbus.pdu.bit_message import (
-    ReadCoilsRequest,
-    ReadCoilsResponse,
-    ReadDiscreteInputsRequest,
-    ReadDiscreteInputsResponse,
-)
+from pymodbus.pdu.bit_message import ReadCoilsRequest, ReadDiscreteInputsRequest
 
 from drivers.base import (
     BadFrame,
@@ -59,6 +54,7 @@ from drivers.base import (
     BoardIdentity,
     BoardOffline,
     BoardSpec,
+    BoardTimeout,
     Bus,
     BusArbiter,
     LockBoard,
@@ -72,13 +68,16 @@ from .modbus_pdu import (
     ALL_OFF_ADDRESS,
     MAX_PULSE_UNITS,
     PULSE_UNIT_MS,
+    CoilBits,
     CoilWrite,
     ExceptionReply,
+    InputBits,
     all_off_check,
     describe,
     pulse_units,
     rtu_crc_ok,
     rtu_reply_len,
+    unpack_bits,
 )
 from .modbus_serial import RtuSerialClient
 from .serial_line import LineSettings, rtu_silence_s
@@ -115,6 +114,31 @@ class ModbusBoard(LockBoard):
         self._bus = bus
         # Until proven otherwise a board may have relays on: all-off goes first.
         self.needs_all_off = True
+        # Until then a reply to a request that timed out may still come (monotonic time).
+        self.late_reply_until = 0.0
+        # The last bits read, as on the wire and unpacked: an idle board answers the
+        # same bytes read after read, and unpacking them is then not needed again.
+        self._last_read: tuple[int, bytes, tuple[bool, ...]] = (0, b"", ())
+        self._read_requests: dict[tuple[int, int], ModbusPDU] = {}
+
+    def read_request(self, function: int, count: int) -> ModbusPDU:
+        """The request reading ``count`` bits from 0 with ``function`` (01 or 02), made once:
+        the bus sends one request at a time and sets its transaction id as it does."""
+        key = (function, count)
+        request = self._read_requests.get(key)
+        if request is None:
+            kind = ReadDiscreteInputsRequest if function == 2 else ReadCoilsRequest
+            request = self._read_requests[key] = kind(address=0, count=count, dev_id=self.address)
+        return request
+
+    def bits_of(self, function: int, packed: bytes, count: int) -> tuple[bool, ...]:
+        """The first ``count`` bits of a reply to ``function`` (unpacked once per change)."""
+        last_function, last_packed, last_bits = self._last_read
+        if function == last_function and packed == last_packed and len(last_bits) == count:
+            return last_bits
+        bits = unpack_bits(packed, count)
+        self._last_read = (function, packed, bits)
+        return bits
 
     async def pulse(self, channel: int, duration_ms: int) -> None:
         if not 0 <= channel < self.spec.relays:
@@ -234,28 +258,24 @@ class _ModbusBus(Bus):
     async def read_bits(
         self, board: ModbusBoard, function: int, count: int, priority: Priority
     ) -> tuple[bool, ...]:
-        request: ModbusPDU
-        expected: type[ModbusPDU]
-        if function == 2:
-            request = ReadDiscreteInputsRequest(address=0, count=count, dev_id=board.address)
-            expected = ReadDiscreteInputsResponse
-        else:
-            request = ReadCoilsRequest(address=0, count=count, dev_id=board.address)
-            expected = ReadCoilsResponse
-        padded = 8 * math.ceil(count / 8)
+        request = board.read_request(function, count)
+        expected = InputBits if function == 2 else CoilBits
+        size = (count + 7) // 8
 
         def check(reply: ModbusPDU) -> None:
             if type(reply) is not expected:
                 raise BadFrame(
                     board.name, f"expected a function {function:02d} reply, got {describe(reply)}"
                 )
-            if len(reply.bits) != padded:
+            if len(reply.packed) != size:
                 raise BadFrame(
-                    board.name, f"asked for {count} bits, got {len(reply.bits)} (wrong byte count)"
+                    board.name,
+                    f"asked for {count} bits, got {8 * len(reply.packed)} (wrong byte count)",
                 )
 
         reply = await self._request(board, priority, request, check)
-        return tuple(bool(bit) for bit in reply.bits[:count])
+        assert isinstance(reply, InputBits)
+        return board.bits_of(function, reply.packed, count)
 
     async def _request(
         self,
@@ -265,6 +285,12 @@ class _ModbusBus(Bus):
         check: Callable[[ModbusPDU], None],
     ) -> ModbusPDU:
         self._require_link(board)
+        late = board.late_reply_until - time.monotonic()
+        if late > 0:
+            # Its last request timed out and its reply may still come: sent now, this
+            # request would be followed by that reply, which (an RTU frame has no
+            # transaction id) would be taken for this one's answer. Others may go first.
+            await asyncio.sleep(late)
         async with self._arbiter.turn(priority):
             self._require_link(board)
             is_all_off = isinstance(request, CoilWrite) and request.address == ALL_OFF_ADDRESS
@@ -332,6 +358,8 @@ class _ModbusBus(Bus):
                 detail=error,
             )
         board.stats.record_failure(error)
+        if isinstance(error, BoardTimeout):
+            board.late_reply_until = time.monotonic() + self.timeout_s
         if board.stats.consecutive_failures >= RECOVERY_ALL_OFF_AFTER:
             board.needs_all_off = True
 

@@ -7,9 +7,9 @@ all-off policy, the checks of each reply); this module is what it needs of pymod
   port with capped backoff and, once it is up, lets the bus switch every board all-off
   before anything else is sent (``on_up``).
 - **One exchange, short timeout, no retries.** A dead board is silence; pymodbus'
-  defaults (3 s, 3 retries) would hold the bus for ~12 s. The timeout is ours
-  (``asyncio.timeout``), so pymodbus never counts "no response" towards closing a TCP
-  connection because one board on a gateway is dead.
+  defaults (3 s, 3 retries) would hold the bus for ~12 s. The timeout is ours (a timer
+  that fails the reply's future), so pymodbus never counts "no response" towards
+  closing a TCP connection because one board on a gateway is dead.
 - **Typed failures**: silence is :class:`BoardTimeout`; a reply that fails its CRC or is
   garbled is :class:`BadFrame` (at once, not after the timeout); a gone adapter or
   connection is :class:`BoardOffline`.
@@ -29,7 +29,7 @@ from pymodbus.pdu import ModbusPDU
 
 from .base import BadFrame, BoardError, BoardOffline, BoardTimeout
 from .facts import RepeatLimiter, fact
-from .modbus_pdu import CoilWrite, rtu_crc_ok, rtu_reply_len
+from .modbus_pdu import CoilBits, CoilWrite, InputBits, rtu_crc_ok, rtu_reply_len
 
 log = logging.getLogger("drivers.modbus")
 
@@ -42,6 +42,8 @@ RECONNECT_MAX_S = 2.0
 STABLE_LINK_S = 10.0
 #: Connect and disconnect lines of one bus at most this often (with a count of the rest).
 _LINK_FACTS = RepeatLimiter(interval_s=10.0)
+#: Replies that came when no request waited (late, or of a cancelled request), per bus.
+_UNAWAITED = RepeatLimiter(interval_s=60.0)
 #: pymodbus uses its timeout for the connect as well; a request's timeout is ours, and
 #: pymodbus' own is kept longer so that ours always fires first.
 CONNECT_TIMEOUT_S = 2.0
@@ -51,17 +53,23 @@ ClientFactory = Callable[[Callable[[bool, bytes], bytes], Callable[[bool], None]
 
 
 class _Exchange:
-    """What happened on the line during one transaction (filled in by pymodbus' hooks)."""
+    """One request on the line: the future its reply settles, and what the hooks saw."""
 
-    __slots__ = ("crc_error", "link_lost", "received", "reply_len", "timeout", "unit")
+    __slots__ = ("crc_error", "link_lost", "received", "reply", "reply_len", "unit")
 
-    def __init__(self, timeout: asyncio.Timeout, unit: int, reply_len: int) -> None:
-        self.timeout = timeout
+    def __init__(self, reply: asyncio.Future[ModbusPDU], unit: int, reply_len: int) -> None:
+        self.reply = reply
         self.unit = unit
         self.reply_len = reply_len  # of a normal RTU reply to this request; 0 = unknown
         self.received = 0
         self.link_lost = False
         self.crc_error = False
+
+    def end(self) -> None:
+        """No reply is coming, or none will do (timeout, bad CRC, link lost): the waiter
+        sees a TimeoutError and :meth:`ModbusLink._classify_timeout` says which."""
+        if not self.reply.done():
+            self.reply.set_exception(TimeoutError())
 
 
 class ModbusLink:
@@ -101,7 +109,8 @@ class ModbusLink:
         missing adapter is retried in the background."""
         self._lost = asyncio.Event()
         client = self._make_client(self._on_packet, self._on_connect)
-        client.register(CoilWrite)
+        for reply in (CoilWrite, InputBits, CoilBits):
+            client.register(reply)
         self._client = client
         first_attempt = asyncio.get_running_loop().create_future()
         self._supervisor = asyncio.create_task(
@@ -125,26 +134,44 @@ class ModbusLink:
     # -- one exchange ----------------------------------------------------------------------
 
     async def exchange(self, board: str, unit: int, request: ModbusPDU) -> ModbusPDU:
-        """Send ``request`` to unit ``unit`` and return its reply (not yet checked)."""
+        """Send ``request`` to unit ``unit`` and return its reply (not yet checked).
+
+        What pymodbus' ``execute`` does for one request, without what we do already: the
+        same frame goes out through the same transaction manager (its framer, its
+        transaction ids, its receive buffer emptied as it sends, its matching of the
+        reply's unit and transaction id), but without its lock (the bus's turn is held),
+        its ``wait_for`` (our timeout bounds the exchange), retries (none) or its count of
+        unanswered requests (our timeout fires first). The timeout is one timer that
+        fails the reply's future rather than a cancellation of the task. Each of those
+        cost a timer, a future or a loop iteration per request, on every poll of an idle
+        cabinet.
+        """
         assert self._client is not None
-        exchange: _Exchange | None = None
+        manager = self._client.ctx
+        if manager.transport is None:
+            # pymodbus would log and drop the frame; no transport is a lost link.
+            raise BoardOffline(board, f"bus {self.bus} is not connected")
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[ModbusPDU] = loop.create_future()
+        exchange = self._exchange = _Exchange(
+            reply, unit, rtu_reply_len(request) if self._rtu else 0
+        )
+        timer = loop.call_later(self.timeout_s, exchange.end)
         try:
-            async with asyncio.timeout(self.timeout_s) as timeout:
-                exchange = self._exchange = _Exchange(
-                    timeout, unit, rtu_reply_len(request) if self._rtu else 0
-                )
-                reply: ModbusPDU = await self._client.execute(False, request)
-                return reply
+            request.transaction_id = manager.getNextTID()
+            manager.response_future = reply
+            manager.pdu_send(request)
+            return await reply
         except TimeoutError:
-            assert exchange is not None
             raise self._classify_timeout(board, exchange) from None
         except ModbusException as error:
-            if not self.up or (exchange is not None and exchange.link_lost):
+            if not self.up or exchange.link_lost:
                 raise BoardOffline(board, f"bus {self.bus} lost: {error}") from None
             raise BadFrame(board, f"pymodbus: {error}") from None
         except OSError as error:
             raise BoardOffline(board, f"bus {self.bus}: {error}") from None
         finally:
+            timer.cancel()
             self._exchange = None
 
     def _classify_timeout(self, board: str, exchange: _Exchange) -> BoardError:
@@ -163,8 +190,23 @@ class ModbusLink:
 
     def _on_packet(self, sending: bool, data: bytes) -> bytes:
         exchange = self._exchange
-        if sending or exchange is None:
+        if sending:
             return data
+        if exchange is None or exchange.reply.done():
+            # A reply nobody waits for: the late answer to a request that timed out, or
+            # to one cancelled on the wire (the daemon stopping mid-poll). pymodbus would
+            # decode it and log an ERROR for the lack of a request; it is ours, expected
+            # and harmless: the bytes are dropped here (pymodbus keeps them only until it
+            # sends the next request, when it empties its buffer), and said once.
+            _UNAWAITED.fact(
+                log,
+                "bus.unawaited_reply",
+                logging.DEBUG,
+                key=self.bus,
+                bus=self.bus,
+                bytes=len(data),
+            )
+            return b""
         exchange.received = len(data)
         # pymodbus drops a reply that fails its CRC and waits on until the timeout. The
         # board has answered and will say nothing more: fail now, so a noisy line costs
@@ -174,7 +216,9 @@ class ModbusLink:
             length = 5 if data[1] & 0x80 else exchange.reply_len
             if len(data) >= length and not rtu_crc_ok(data[:length]):
                 exchange.crc_error = True
-                exchange.timeout.reschedule(asyncio.get_running_loop().time())
+                # Ended once pymodbus has had these bytes: a frame valid by its own
+                # length (a wrong byte count) is still decoded, and refused for that.
+                asyncio.get_running_loop().call_soon(exchange.end)
         return data
 
     def _on_connect(self, up: bool) -> None:
@@ -185,7 +229,7 @@ class ModbusLink:
         if self._exchange is not None:
             # Fail the request in flight now, not after its timeout.
             self._exchange.link_lost = True
-            self._exchange.timeout.reschedule(asyncio.get_running_loop().time())
+            self._exchange.end()
         if was_up and self._lost is not None:
             self._lost.set()
 

@@ -252,3 +252,52 @@ async def test_tcp_connection_lost_goes_offline_and_reconnects() -> None:
         await tcp.start()  # back on the same port
         await wait_for(lambda: bus.connected and not b1.needs_all_off)
         assert await b1.read_inputs() == (False,) * 8
+
+
+@FAMILIES
+@pytest.mark.parametrize("delay_s", [0.16, 0.17, 0.2, 0.25])
+async def test_a_late_reply_is_never_taken_for_the_same_boards_next_answer(
+    family: str, delay_s: float, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The board answers its first read after the timeout, and its doors change meanwhile:
+    # the reading that went stale on the wire must never be returned for a later read.
+    async with cabinet(family) as (sim, _bus, (b1, _b2)):
+        sim.board("b1").reply_delay_s = delay_s
+        with pytest.raises(BoardTimeout):
+            await b1.read_inputs()
+        sim.board("b1").reply_delay_s = 0.0
+        sim.force_open("B11")
+        now = (False, True) + (False,) * 6
+        answers = []
+        for _ in range(3):
+            try:
+                answers.append(await b1.read_inputs())
+            except BoardError:
+                continue  # a collision with the late reply: a failure, never a wrong answer
+        assert answers and all(inputs == now for inputs in answers)
+        await asyncio.sleep(delay_s)
+        assert await b1.read_inputs() == now
+    # The late reply is dropped as ours to drop, not left to pymodbus to call an error.
+    assert "without a corresponding request" not in caplog.text
+
+
+@FAMILIES
+async def test_a_board_slower_than_the_timeout_is_never_answered_by_its_late_replies(
+    family: str,
+) -> None:
+    # Each reply comes 170 ms after its request, 20 ms after the timeout. Sent at once,
+    # the next request would be followed by the previous one's reply: on RTU (no
+    # transaction id) it would be taken for the answer, a reading a request old, or the
+    # echo of another write. Every request to such a board fails; none is answered.
+    async with cabinet(family) as (sim, _bus, (b1, _b2)):
+        sim.board("b1").reply_delay_s = 0.17
+        outcomes = []
+        for _ in range(4):
+            try:
+                outcomes.append(await b1.read_inputs())
+            except BoardTimeout as error:
+                outcomes.append(error)
+        assert all(isinstance(outcome, BoardTimeout) for outcome in outcomes), outcomes
+        sim.board("b1").reply_delay_s = 0.0
+        await asyncio.sleep(0.17)
+        assert await b1.read_inputs() == (False,) * 8
