@@ -212,9 +212,14 @@ class ModbusLink:
         # board has answered and will say nothing more: fail now, so a noisy line costs
         # one frame time, not a timeout. Only a frame that starts with the unit we asked
         # is judged here; anything else (a late reply from another board) pymodbus skips.
-        if exchange.reply_len and len(data) >= 2 and data[0] == exchange.unit:
-            length = 5 if data[1] & 0x80 else exchange.reply_len
-            if len(data) >= length and not rtu_crc_ok(data[:length]):
+        if exchange.reply_len and data[:1] == bytes((exchange.unit,)):
+            length = 5 if len(data) >= 2 and data[1] & 0x80 else exchange.reply_len
+            if len(data) < length:
+                # Part of the reply we wait for (at 9600 baud bytes come about one per
+                # wake-up): pymodbus keeps them and is handed the whole frame once it is
+                # in, rather than trying to decode each piece.
+                return b""
+            if not rtu_crc_ok(data[:length]):
                 exchange.crc_error = True
                 # Ended once pymodbus has had these bytes: a frame valid by its own
                 # length (a wrong byte count) is still decoded, and refused for that.
