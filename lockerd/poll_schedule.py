@@ -148,6 +148,8 @@ class PollSchedule:
     # ------------------------------------------------------------ waiting
 
     def _held_until(self, now: float) -> float:
+        if not self._holds:
+            return 0.0  # asked before every read: the usual answer, without a copy
         for token, since in list(self._holds.items()):
             if now - since >= HOLD_MAX_S:
                 del self._holds[token]  # a hold never outlives its bound
