@@ -27,6 +27,7 @@ from pymodbus.pdu import DecodePDU
 from drivers.cu import STATUS_REPLY_LENGTH, STX, CuReply, FrameError, scan_replies
 from drivers.keypad import MAX_ENTRY, Backspace, Entry, KeyMapper, KeyStroke
 from drivers.modbus import CoilWrite
+from drivers.modbus_pdu import CoilBits, InputBits, unpack_bits
 from drivers.scanner import MAX_LINE, BadScan, LineFramer, Scan
 from hil.cloud import Signer, provision
 from lockerd.config import ConfigError, parse
@@ -93,7 +94,8 @@ def _near_frames() -> st.SearchStrategy[bytes]:
 
 def _modbus_decoder() -> DecodePDU:
     decoder = DecodePDU(is_server=False)
-    decoder.register(CoilWrite)
+    for reply in (CoilWrite, InputBits, CoilBits):  # as the driver's client registers them
+        decoder.register(reply)
     return decoder
 
 
@@ -107,11 +109,22 @@ def modbus_reply(data: bytes) -> None:
         assert 0 <= used <= len(data)
         if isinstance(pdu, CoilWrite):
             assert 0 <= pdu.address <= 0xFFFF and 0 <= pdu.value <= 0xFFFF
+        if isinstance(pdu, InputBits):
+            assert len(pdu.packed) < len(data)
 
 
 @pytest.mark.parametrize("examples", SIZES)
 def test_modbus_replies(examples: int) -> None:
     run(examples, st.binary(max_size=300) | _near_frames(), modbus_reply)
+
+
+@given(st.binary(max_size=8), st.integers(0, 64))
+def test_unpack_bits_is_the_bits_of_the_reply_least_significant_first(
+    packed: bytes, count: int
+) -> None:
+    count = min(count, 8 * len(packed))
+    expected = tuple(bool(byte >> bit & 1) for byte in packed for bit in range(8))[:count]
+    assert unpack_bits(packed, count) == expected
 
 
 # -- CU board replies --------------------------------------------------------------------
