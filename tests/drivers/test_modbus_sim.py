@@ -301,3 +301,24 @@ async def test_a_board_slower_than_the_timeout_is_never_answered_by_its_late_rep
         sim.board("b1").reply_delay_s = 0.0
         await asyncio.sleep(0.17)
         assert await b1.read_inputs() == (False,) * 8
+
+
+@FAMILIES
+async def test_the_reply_to_a_read_cancelled_on_the_wire_is_dropped_quietly(
+    family: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The daemon stopping mid-poll cancels a read whose request is on the wire: its reply
+    # may still come. It is nobody's answer: never another read's, never an ERROR line.
+    async with cabinet(family) as (sim, _bus, (b1, b2)):
+        sim.board("b1").reply_delay_s = 0.03
+        read = asyncio.create_task(b1.read_inputs())
+        await wait_for(lambda: sim.board("b1").requests > 0)
+        read.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await read
+        sim.force_open("B21")
+        assert await b2.read_inputs() == (False, True) + (False,) * 6
+        await asyncio.sleep(0.05)  # the late reply has come by now, if it had not before
+        sim.board("b1").reply_delay_s = 0.0
+        assert await b1.read_inputs() == (False,) * 8
+    assert "without a corresponding request" not in caplog.text
