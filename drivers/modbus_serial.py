@@ -3,11 +3,11 @@
 Apart from drivers/serial_line.py so that a CU-only cabinet never imports pymodbus.
 
 Its transport is pymodbus' own with a leaner read and write (:class:`_LeanSerialTransport`):
-at 9600 baud a reply arrives about a byte per wake-up (a USB adapter hands bytes on
-as they come, the simulator's paced pty too), and pyserial's non-blocking read costs two
-``select`` calls and a timeout object around each ``read``; pymodbus' write waits for the
-loop's next turn (a writer added, then removed) to send a frame the port would take at
-once. The bytes on the wire are the same.
+at 9600 baud a reply arrives about a byte per wake-up (the simulator's paced pty hands
+bytes on as they come, and so does a USB adapter with a short latency timer), and
+pyserial's non-blocking read costs two ``select`` calls and a timeout object around each
+``read``; pymodbus' write waits for the loop's next turn (a writer added, then removed)
+to send a frame the port would take at once. The bytes on the wire are the same.
 """
 
 from __future__ import annotations
@@ -88,8 +88,12 @@ class _LeanSerialTransport(SerialTransport):
     """pymodbus' serial transport, reading with one ``os.read`` and writing at once."""
 
     def intern_read_ready(self) -> None:
+        fd = getattr(self.sync_serial, "fd", None)
+        if fd is None:  # not a POSIX port (a pyserial URL handler): pyserial's own read
+            super().intern_read_ready()
+            return
         try:
-            data = os.read(self.sync_serial.fd, 1024)
+            data = os.read(fd, 1024)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as error:  # the adapter is gone: as pyserial would say it
