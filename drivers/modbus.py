@@ -31,8 +31,10 @@ does not open. It never leaves a lock energised.
 
 Stale bytes: pymodbus empties its receive buffer when it sends a request, matches TCP
 replies by transaction id and skips RTU frames of other units; a reply of another unit
-that slips through (a reused transaction id) is refused by its unit id, and a late reply
-of the *same* board by the checks below (the echo of a write, a read's byte count).
+that slips through (a reused transaction id) is refused by its unit id. A late reply of
+the *same* board cannot follow a later request of ours: after a timeout, the board's next
+request waits until its late reply could have come (an RTU frame has no transaction id to
+tell the two apart); a reply that comes when no request waits is dropped by the link.
 """
 
 from __future__ import annotations
