@@ -20,6 +20,7 @@ from ..logs import fact
 from ..model import Actor, Expect, PendingStep, Size
 from ..reservations import ReservationKind, ReservationState
 from ..store import Transaction
+from .collection import awaiting_collection, count_awaiting
 from .opening import Opening, claim_compartment, compartment_size, intend
 from .parcels import next_size, valid_barcode
 from .results import Collection, Done, FlowResult, LockFailed, Opened, RefusalReason, Refused
@@ -139,6 +140,10 @@ class CourierSession:
             self._at_least[rid] = bigger[0]
         return await self._open_for_deposit(decided, barcode)
 
+    async def awaiting_collection(self) -> int:
+        """How many parcels :meth:`collect_all` would open now: a read off the loop."""
+        return await self.flows.store.read(count_awaiting)
+
     async def collect_all(self) -> Collection | Refused:
         """Open every compartment holding an expired or cancelled parcel or a drop-off."""
         ended = self._touch()
@@ -148,17 +153,8 @@ class CourierSession:
 
         def decide(tx: Transaction) -> list[Opening]:
             targets: list[Opening] = []
-            for compartment in tx.compartments():
-                rid = compartment.reservation_id
-                reservation = None if rid is None else tx.reservation(rid)
-                if reservation is None or reservation.compartment is None:
-                    continue
-                if reservation.state in (ReservationState.EXPIRED, ReservationState.RECALLED):
-                    expect = Expect.RETRIEVE
-                elif reservation.state is ReservationState.DROPPED_OFF:
-                    expect = Expect.COLLECT
-                else:
-                    continue
+            for reservation, expect in awaiting_collection(tx):
+                assert reservation.compartment is not None  # awaiting_collection says so
                 cid = reservation.compartment
                 step = PendingStep(cid, expect, reservation.id, self.credential_id)
                 if tx.expect_step(step):

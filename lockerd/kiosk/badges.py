@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 from drivers.badge import Badge, BadgeResult, SerialBadgeReader, badge_of
 from drivers.keypad import Entry, EvdevInput, KeyResult
 
+from ..flows.courier import CourierSession
+from .collection import welcome
 from .input_devices import read_forever
 from .screens import Screen
 from .session import Role
@@ -35,9 +37,9 @@ async def badge_login(server: KioskServer, uid: str) -> Screen:
     session = server.sessions.get(server.current or "") or server.new_session()
     session.last_active = server.monotonic()
     answer = await server.daemon.flows.courier_login(BADGE_SURFACE, badge=uid)
-    if hasattr(answer, "scan"):
+    if isinstance(answer, CourierSession):
         session.role, session.courier = Role.COURIER, answer
-        screen = Screen("courier", "courier.welcome")
+        screen = await welcome(answer)
     else:
         screen = await server._shown(session, answer)
     server._push(session, {"type": "screen", **screen.json()})

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..flows.results import (
+    Collection,
     Done,
     LockedOut,
     LockFailed,
@@ -84,9 +85,22 @@ def screen_for(result: object, now: float) -> Screen:
         if result.compartment is not None:
             values.append(("compartment", result.compartment))
         return Screen("error", result.message_key, tuple(values))
+    if isinstance(result, Collection):
+        return collection_screen(result)
     if isinstance(result, Done):
         return Screen("done", "service.done", (("compartment", result.compartment),))
     return Screen("error", "error.unexpected")
+
+
+def collection_screen(result: Collection) -> Screen:
+    """A courier's collection round: the doors that opened and those whose lock failed."""
+    opened = [o.compartment for o in result.opened]
+    failed = [f.compartment for f in result.failed]
+    if not opened and not failed:
+        return Screen("courier", "collect.nothing")
+    key = "collect.some_failed" if failed else "collect.opened"
+    counts = (("count", len(opened)), ("failed_count", len(failed)))
+    return Screen("collection", key, (("opened", opened), ("failed", failed), *counts))
 
 
 # ISO 4217 minor units for the currencies whose minor unit is not 2.

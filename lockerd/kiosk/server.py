@@ -29,10 +29,11 @@ from drivers.scanner import Scan, SerialScanner
 from .. import status
 from ..cabinet import DoorClosed
 from ..config import SecondFactor
+from ..flows.courier import CourierSession
 from ..flows.returns import scanned_token
 from ..logs import fact
 from ..qr import looks_like_token
-from . import accessible, returns
+from . import accessible, collection, returns
 from .bus_hold import bus_hold, buses_held
 from .deposits import add_routes as add_deposit_routes
 from .guard import request_guard
@@ -140,6 +141,7 @@ class KioskServer:
         r.add_get("/api/payment/qr.svg", self._payment_qr)
         r.add_get("/api/events", self._events)
         add_deposit_routes(r, self)
+        collection.add_routes(r, self)
         r.add_get("/api/reminders", self.reminders.handle)
         returns.add_routes(r, self._session, self._flows, self._shown)
         accessible.add_routes(r, self._session)
@@ -420,9 +422,9 @@ class KioskServer:
         if code is None and badge is None:
             raise BadRequest("code or badge required")
         answer = await self._flows().courier_login(KIOSK_SURFACE, code=code, badge=badge)
-        if hasattr(answer, "scan"):
+        if isinstance(answer, CourierSession):
             session.role, session.courier = Role.COURIER, answer
-            return screen_response(Screen("courier", "courier.welcome"))
+            return screen_response(await collection.welcome(answer))
         return screen_response(await self._shown(session, answer))
 
     def _courier(self, session: KioskSession) -> Any:

@@ -6,7 +6,7 @@
   const $ = (id) => document.getElementById(id);
   const state = { session: null, lang: "en", catalogues: {}, mode: null, ws: null, selected: null,
                   info: { session_timeout_s: 60, layout: [] }, idleSince: Date.now(), deposited: 0,
-                  accessible: false };
+                  accessible: false, collecting: null };
   const WARN_S = 20; // the idle countdown shows this long before the session ends (at most half of it)
   const CLOSED_RESET_MS = 4000; // after "thank you, the door is closed", back to the start
 
@@ -105,7 +105,7 @@
     const warn = Math.min(WARN_S, timeoutS() / 2);
     // An open door keeps the session (the server waits for it to close); the payment
     // screen shows its own wait all the time.
-    const showing = Boolean(state.session) && screen !== "door_open" && screen !== "payment" && left <= warn;
+    const showing = Boolean(state.session) && screen !== "door_open" && screen !== "payment" && screen !== "collection" && left <= warn;
     const box = $("countdown");
     if (showing) put($("countdown-left"), "countdown.left", { seconds: left });
     if (box.hidden === showing) {
@@ -120,7 +120,7 @@
     // The server counts these as activity too (a door closing, a scan at the cabinet).
     if (msg.type === "door.closed" || msg.type === "screen") state.idleSince = Date.now();
     if (msg.type === "door.closed") {
-      if (nextDoor()) return;
+      if (doorCollected(msg) || nextDoor()) return;
       say(msg.message, { compartment: msg.compartment }, "good");
       if (msg.message === "parcel.deposited") { state.deposited += 1; putCount(); }
       if (state.mode === "courier") show("courier");
@@ -158,7 +158,10 @@
       if (r.needs_network) put($("payment-wait"), null);
       show("payment");
     } else if (r.screen === "courier") {
-      state.mode = "courier"; state.deposited = 0; putCount(); show("courier");
+      if (r.message === "courier.welcome") state.deposited = 0; // a new login, not "nothing to collect"
+      state.mode = "courier"; putCount(); putAwaiting(r.awaiting); show("courier");
+    } else if (r.screen === "collection") {
+      showCollection(r);
     } else if (r.screen === "service") {
       state.mode = "service"; drawCabinet(r.cabinet); show("service");
     } else if (r.screen === "home") {
@@ -169,6 +172,64 @@
       askCode(); // the pair was checked (and refused): the next entry is a code again
     }
     // error: stay where the person is, the message says what went wrong
+  }
+
+  // How many parcels a collection round would take, on the courier's button.
+  function putAwaiting(count) {
+    if (typeof count === "number") put($("courier-collect"), "courier.collect", { count });
+  }
+  async function refreshAwaiting() {
+    const r = await api("GET", "/api/courier/awaiting");
+    putAwaiting(r.awaiting);
+  }
+
+  // A collection round: the doors to empty, those that would not open, lit on the map.
+  function showCollection(r) {
+    const opened = Array.isArray(r.opened) ? r.opened : [], failed = Array.isArray(r.failed) ? r.failed : [];
+    state.collecting = { opened, closed: [], failed };
+    drawCollection();
+    show("collection");
+  }
+
+  function drawCollection() {
+    const c = state.collecting;
+    const list = (box, ids, cls) => {
+      box.replaceChildren(...ids.map((id) => {
+        const li = document.createElement("li"); li.textContent = id; li.className = cls(id); return li;
+      }));
+      box.hidden = !ids.length; box.previousElementSibling.hidden = !ids.length;
+    };
+    list($("collect-opened"), c.opened, (id) => (c.closed.includes(id) ? "closed" : ""));
+    list($("collect-failed"), c.failed, () => "");
+    const map = $("collect-map");
+    grid(map);
+    for (const p of state.info.layout) {
+      const open = c.opened.includes(p.id) && !c.closed.includes(p.id), failed = c.failed.includes(p.id);
+      const cell = document.createElement("div");
+      cell.className = "cell" + (open ? " lit" : "") + (failed ? " failed" : "");
+      cell.style.gridRow = String(p.row); cell.style.gridColumn = String(p.column);
+      if (open) cell.append(mark("arrow"));
+      if (failed) cell.append(mark("fault"));
+      const name = document.createElement("span"); name.textContent = p.id; cell.append(name);
+      map.append(cell);
+    }
+  }
+
+  // A door of the round closed: the server says "parcel.deposited" when the sensor still
+  // sees a parcel, which here means it was left inside (it waits for the next round).
+  function doorCollected(msg) {
+    const c = state.collecting;
+    if (!c || !c.opened.includes(msg.compartment)) return false;
+    c.closed.push(msg.compartment);
+    const left = msg.message === "parcel.deposited";
+    say(left ? "collect.left_inside" : "door.closed", { compartment: msg.compartment }, left ? "bad" : "good");
+    drawCollection();
+    if (c.closed.length >= c.opened.length) {
+      state.collecting = null;
+      show("courier");
+      refreshAwaiting().catch(() => {});
+    }
+    return true;
   }
 
   function putCount() { put($("courier-count"), "courier.count", { count: state.deposited }); }
@@ -358,7 +419,7 @@
 
   function reset() {
     state.mode = null; state.entry = null; state.selected = null; state.cabinet = null;
-    state.round = null;
+    state.round = null; state.collecting = null;
     $("code").value = ""; $("barcode").value = ""; $("return-label").value = "";
     show("home");
   }
@@ -378,6 +439,7 @@
     else if (el.id === "key-clear") $("code").value = "";
     else if (el.id === "key-ok") { if ($("code").value) submitCode($("code").value); }
     else if (el.dataset.problem) api("POST", "/api/courier/exception", { problem: el.dataset.problem }).then(render);
+    else if (el.id === "courier-collect") api("POST", "/api/courier/collect", {}).then(render);
     else if (el.id === "courier-scan") {
       const code = $("barcode").value.trim();
       if (code) api("POST", "/api/courier/scan", { barcode: code }).then((r) => { $("barcode").value = ""; render(r); });
