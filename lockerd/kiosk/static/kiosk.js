@@ -140,7 +140,8 @@
   }
 
   function render(r) {
-    const tone = r.screen === "error" || r.screen === "lock_failed" ? "bad" : "good";
+    const failed = r.screen === "error" || r.screen === "lock_failed" || r.message === "collect.some_failed";
+    const tone = failed ? "bad" : "good";
     const values = {};
     for (const [k, v] of Object.entries(r)) if (typeof v === "string" || typeof v === "number") values[k] = v;
     say(r.message, values, tone);
