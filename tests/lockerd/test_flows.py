@@ -205,6 +205,11 @@ async def test_collection_round_and_sender_drop_off(rig: Rig) -> None:
     assert rig.state("R1") is ReservationState.RECALLED
     # a pickup code for a recalled parcel opens nothing
     assert await rig.flows.pickup("kiosk", "123456") == Refused(RefusalReason.CODE_NOT_VALID)
+    # the courier's screen counts what the round will open, and only that
+    rig.book("R2", "654321", size=Size.S, barcodes=("PKG-2",))
+    await rig.deposit(session, "PKG-2")
+    assert rig.state("R2") is ReservationState.READY
+    assert await session.awaiting_collection() == 2
     round_ = await session.collect_all()
     assert isinstance(round_, Collection) and not round_.failed
     assert sorted(o.compartment for o in round_.opened) == ["A01", "A02"]
@@ -212,6 +217,7 @@ async def test_collection_round_and_sender_drop_off(rig: Rig) -> None:
     await rig.close("A02", parcel=False)
     assert rig.state("R1") is ReservationState.RETURNED
     assert rig.state("D1") is ReservationState.COLLECTED
+    assert await session.awaiting_collection() == 0
     assert [e["reservation_id"] for e in rig.events("parcel.retrieved")] == ["R1"]
     assert [e["reservation_id"] for e in rig.events("dropoff.collected")] == ["D1"]
 
