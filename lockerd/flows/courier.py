@@ -156,6 +156,11 @@ class CourierSession:
             for reservation, expect in awaiting_collection(tx):
                 assert reservation.compartment is not None  # awaiting_collection says so
                 cid = reservation.compartment
+                under_way = tx.pending_step(cid)
+                if under_way is not None and under_way.reservation_id == reservation.id:
+                    # a round already opened (or is opening) this door: a second press of
+                    # Collect pulses nothing and keeps the step it has (with its "seen open")
+                    continue
                 step = PendingStep(cid, expect, reservation.id, self.credential_id)
                 if tx.expect_step(step):
                     opening = Opening(cid, Actor.COURIER, "collect", reservation.id, None)

@@ -213,6 +213,11 @@ async def test_collection_round_and_sender_drop_off(rig: Rig) -> None:
     round_ = await session.collect_all()
     assert isinstance(round_, Collection) and not round_.failed
     assert sorted(o.compartment for o in round_.opened) == ["A01", "A02"]
+    # Collect pressed again while both doors stand open: no door is pulsed again
+    pulses = {cid: len(rig.sim.pulses()[cid]) for cid in ("A01", "A02")}
+    again = await session.collect_all()
+    assert isinstance(again, Collection) and again.opened == () and again.failed == ()
+    assert {cid: len(rig.sim.pulses()[cid]) for cid in ("A01", "A02")} == pulses
     await rig.close("A01", parcel=False)
     await rig.close("A02", parcel=False)
     assert rig.state("R1") is ReservationState.RETURNED
