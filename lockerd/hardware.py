@@ -4,7 +4,7 @@ Every bus gets one poll task that reads its boards in rounds (each board once, b
 to back), at a rate chosen from the bus's own transaction time (docs/adr/0022), and hands each
 reading to the :class:`~lockerd.cabinet.DoorSupervisor`. Unlocks are separate tasks
 that take the bus before the next poll (the drivers' arbiter orders them); a command
-on its way to an unlock may hold new polls meanwhile (:meth:`Hardware.reserve`).
+on its way to an unlock may hold new polls meanwhile (:meth:`Hardware.hold_polls`).
 Whatever the supervisor answers is carried out here: facts are committed through
 the :class:`EventSink` first, in the order they were decided, by one committer
 task; only then are outcomes delivered and listeners told, so nothing is shown or
@@ -62,6 +62,12 @@ COMMIT_RETRY_MAX_S = 2.0
 # flow's close handler) goes in without the handlers: the door facts must not wait on
 # a bug forever. The step's row stays, and start-up recovery settles it.
 HANDLER_FAILURES_BEFORE_BYPASS = 3
+
+Release = Callable[[], None]
+
+
+def _no_hold() -> None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -280,28 +286,28 @@ class Hardware:
         self._apply(effects)
         return await waiter
 
-    def reserve(self, compartment_id: str) -> Callable[[], None]:
-        """Hold new polls on the bus of ``compartment_id``'s lock; returns the release.
+    def hold_polls(self, compartment_id: str | None = None, checked: bool = True) -> Release:
+        """Hold new polls for an unlock that may follow; returns the release.
 
-        Called as soon as a command that may unlock it arrives, before it is verified
-        and committed, so the unlock finds the line idle (docs/adr/0022). Bounded by
-        ``HOLD_MAX_S``; an unknown compartment holds nothing.
-        """
-        bus = self._lock_bus.get(compartment_id)
-        if bus is None:
-            return lambda: None
-        return self._schedules[bus].hold(time.monotonic())
-
-    def reserve_for_person(self) -> Callable[[], None]:
-        """Hold new polls on every bus with a lock on it; returns the release.
-
-        Called when a person's request that may open a door (a code, a scan) arrives,
-        before it is checked: which door, if any, is not known yet. Each bus's hold also
-        ends with the next pulse sent on it, so the read that sees the door open is not
-        held back; bounded by ``HOLD_MAX_S`` like :meth:`reserve`.
+        Taken as soon as a request that may open a door arrives, before it is checked
+        and committed, so its pulse finds the line idle (docs/adr/0022). With the
+        compartment (a cloud ``door.open``): its lock's bus, until released; an unknown
+        compartment holds nothing. Without (a person's code or scan, which door is not
+        known yet): every bus with a lock, each until a pulse has gone out on it, so the
+        read that sees the door open is not held back. Bounded by ``HOLD_MAX_S``, or
+        ``UNCHECKED_HOLD_MAX_S`` while nobody has checked the request (``checked``
+        False: a cloud command before its signature is verified).
         """
         now = time.monotonic()
-        releases = [self._schedules[bus].hold(now, until_pulse=True) for bus in self._lock_buses]
+        if compartment_id is not None:
+            bus = self._lock_bus.get(compartment_id)
+            if bus is None:
+                return _no_hold
+            return self._schedules[bus].hold(now, checked=checked)
+        releases = [
+            self._schedules[bus].hold(now, until_pulse=True, checked=checked)
+            for bus in self._lock_buses
+        ]
 
         def release() -> None:
             for each in releases:

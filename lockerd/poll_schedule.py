@@ -24,6 +24,10 @@ most ``POLL_DUTY_ATTENDED`` of the time instead, since an unlock is likely soon.
 Two things may change the order. A command (or a person's code or scan) on its way to an
 unlock *holds* new reads (:meth:`PollSchedule.hold`) until it has pulsed or was refused,
 never longer than ``HOLD_MAX_S``, and no read waits more than that past when it was due.
+A hold taken for a request nobody has checked yet (a cloud command just read off the
+socket, its signature not verified) is bounded tighter, ``UNCHECKED_HOLD_MAX_S``, and
+such holds alone never delay a read more than that past due: a flood of forged
+commands costs the door poll at most that much per round.
 A board whose door was just unlocked is read at once (:meth:`PollSchedule.read_soon`):
 its door is the one most likely to change.
 """
@@ -34,7 +38,8 @@ import asyncio
 import itertools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from drivers.base import Bus
 
@@ -49,6 +54,11 @@ DOOR_SEEN_WITHIN_S = 0.085
 # A command on its way to an unlock holds new polls on its bus until it has pulsed or
 # was refused; never longer than this, so a stuck or hostile sender cannot stop polling.
 HOLD_MAX_S = 0.25
+# A hold for a request not yet checked (a cloud command before its signature is verified,
+# ~0.2 ms each; a burst of them queued behind each other takes longer) lasts at most this,
+# and such holds alone delay a read at most this past when it was due. Once checked, the
+# command takes a hold of its own, bounded by HOLD_MAX_S.
+UNCHECKED_HOLD_MAX_S = 0.05
 # How fast the measured cost of one read follows the bus (weight of the newest read).
 READ_COST_WEIGHT = 0.2
 # GPIO edges wake the poll loop at once; elsewhere a sleep ends early only for this.
@@ -72,7 +82,7 @@ class PollSchedule:
         self.read_cost_s = 0.0
         self.attended = False  # a person is at the kiosk screen
         self._round_started = -math.inf
-        self._holds: dict[int, float] = {}
+        self._holds: dict[int, tuple[float, float]] = {}  # token -> (since, bound)
         self._until_pulse: set[int] = set()  # holds that end with the next pulse sent
         self._tokens = itertools.count()
         self._soon: list[str] = []
@@ -110,14 +120,17 @@ class PollSchedule:
 
     # ------------------------------------------------------------ holds and early reads
 
-    def hold(self, now: float, until_pulse: bool = False) -> Callable[[], None]:
+    def hold(
+        self, now: float, until_pulse: bool = False, checked: bool = True
+    ) -> Callable[[], None]:
         """Hold new polls from ``now``; returns the release (idempotent).
 
         ``until_pulse``: the hold also ends when a pulse has been sent on this bus (a
         person's request, which does not know which door it will open, if any).
+        ``checked`` False: nobody has checked the request yet (``UNCHECKED_HOLD_MAX_S``).
         """
         token = next(self._tokens)
-        self._holds[token] = now
+        self._holds[token] = (now, HOLD_MAX_S if checked else UNCHECKED_HOLD_MAX_S)
         if until_pulse:
             self._until_pulse.add(token)
 
@@ -150,11 +163,16 @@ class PollSchedule:
     def _held_until(self, now: float) -> float:
         if not self._holds:
             return 0.0  # asked before every read: the usual answer, without a copy
-        for token, since in list(self._holds.items()):
-            if now - since >= HOLD_MAX_S:
+        for token, (since, bound) in list(self._holds.items()):
+            if now - since >= bound:
                 del self._holds[token]  # a hold never outlives its bound
                 self._until_pulse.discard(token)
-        return min(self._holds.values()) + HOLD_MAX_S if self._holds else 0.0
+        return min(since + bound for since, bound in self._holds.values()) if self._holds else 0.0
+
+    def _late_at_most(self) -> float:
+        """How far past due the holds now placed may push a read: unchecked ones alone
+        (a flood of forged commands) only ``UNCHECKED_HOLD_MAX_S``."""
+        return max((bound for _, bound in self._holds.values()), default=0.0)
 
     async def next_read(self, bus: Bus) -> str | None:
         """Wait until a read may go on the wire: a board's name to read it at once (one
@@ -163,9 +181,11 @@ class PollSchedule:
         while True:
             now = time.monotonic()
             due = now if self._soon else self._round_started + self.round_s
-            # Holds delay a read; never more than HOLD_MAX_S past when it was due, so
-            # one command after another cannot stop the polling either.
-            wake_at = max(due, min(self._held_until(now), due + HOLD_MAX_S))
+            # Holds delay a read; never more than HOLD_MAX_S past when it was due (only
+            # UNCHECKED_HOLD_MAX_S for unchecked ones), so one command after another,
+            # forged or not, cannot stop the polling either.
+            held_until = self._held_until(now)
+            wake_at = max(due, min(held_until, due + self._late_at_most()))
             if wake_at <= now:
                 break
             waited = True
@@ -185,7 +205,8 @@ class PollSchedule:
         the bus (as long as :meth:`next_read` would). Each read waits for its reply, so
         the rest of the loop runs between reads anyway."""
         now = time.monotonic()
-        limit = now + HOLD_MAX_S
+        self._held_until(now)
+        limit = now + self._late_at_most()
         while (until := min(self._held_until(now), limit)) > now:
             await self._sleep(until - now)
             now = time.monotonic()
@@ -205,3 +226,13 @@ class PollSchedule:
         waker = self._waker
         if waker is not None and not waker.done():
             waker.set_result(None)
+
+
+@contextmanager
+def polls_held(hold: Callable[[], Callable[[], None]]) -> Iterator[None]:
+    """Hold polls (``hold()`` returns the release) while the block runs."""
+    release = hold()
+    try:
+        yield
+    finally:
+        release()

@@ -52,9 +52,9 @@ class CabinetActions:
     def knows(self, compartment: str) -> bool:
         return compartment in self.daemon.hardware.supervisor.compartment_ids
 
-    def reserve(self, compartment: str) -> Callable[[], None]:
+    def hold_polls(self, compartment: str, checked: bool = True) -> Callable[[], None]:
         """Keep new polls off the lock's bus while a command for it is checked."""
-        return self.daemon.hardware.reserve(compartment)
+        return self.daemon.hardware.hold_polls(compartment, checked)
 
     async def commit_opens(
         self, opens: Sequence[tuple[DoorOpen, Callable[[Transaction], bool]]]

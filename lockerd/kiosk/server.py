@@ -32,9 +32,10 @@ from ..config import SecondFactor
 from ..flows.courier import CourierSession
 from ..flows.returns import scanned_token
 from ..logs import fact
+from ..poll_schedule import polls_held
 from ..qr import looks_like_token
 from . import accessible, collection, returns
-from .bus_hold import bus_hold, buses_held
+from .bus_hold import bus_hold
 from .deposits import add_routes as add_deposit_routes
 from .guard import request_guard
 from .http import (
@@ -117,7 +118,7 @@ class KioskServer:
 
     def app(self) -> web.Application:
         guard = request_guard(lambda: (self.host, self.port), MAX_BODY)
-        held = bus_hold(self.daemon.hardware.reserve_for_person)
+        held = bus_hold(self.daemon.hardware.hold_polls)
         app = web.Application(client_max_size=MAX_BODY, middlewares=[guard, answer_errors, held])
         r = app.router
         r.add_get("/", self._index)
@@ -318,7 +319,7 @@ class KioskServer:
         """What a keypad or keyboard scanner typed up to Enter: the same logic as a scan."""
         session = self.sessions.get(self.current or "") or self.new_session()
         session.last_active = self.monotonic()
-        with buses_held(self.daemon.hardware.reserve_for_person):
+        with polls_held(self.daemon.hardware.hold_polls):
             screen = await self._scan_in(session, text, surface)
         self._push(session, {"type": "screen", **screen.json()})
         return screen

@@ -70,8 +70,9 @@ class RemoteActions(Protocol):
     def knows(self, compartment: str) -> bool:
         """Whether this cabinet has ``compartment``."""
 
-    def reserve(self, compartment: str) -> Callable[[], None]:
-        """Keep new polls off the compartment's bus until the returned release is called."""
+    def hold_polls(self, compartment: str, checked: bool = True) -> Callable[[], None]:
+        """Keep new polls off the compartment's bus until the returned release is called
+        (bounded tighter while the command is not ``checked``: docs/adr/0022)."""
 
     async def commit_opens(self, opens: Sequence[tuple[DoorOpen, Decide]]) -> None:
         """In one transaction, in order: each open's ``Decide``, then its unlock intent

@@ -38,7 +38,7 @@ from ..store import Applied, ApplyStatus, Store, Transaction
 from ..store.worker import AsyncStore
 from . import reports
 from .apply import Ack, AckStatus, RemoteActions, apply_command
-from .command_runner import CommandRunner, run_one
+from .command_runner import CommandRunner, arrival_hold, run_one
 from .commands import (
     DEFAULT_MAX_LIFETIME_S,
     CommandType,
@@ -187,7 +187,9 @@ class CloudSync:
         """One round: each address of each broker node in turn; the first that answers."""
         for target in await self.link.round():
             try:
-                session = await connect(self.link.settings_for(target), will)
+                session = await connect(
+                    self.link.settings_for(target), will, hold=arrival_hold(self)
+                )
             except ConnectFailed as exc:
                 self.link.failed(target, exc)
                 continue

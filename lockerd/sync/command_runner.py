@@ -17,9 +17,11 @@ The broker gets its acknowledgement (PUBACK) for a message only once that comman
 answer is durable and published, and in the order the messages arrived, as MQTT asks
 of a client; a command still pulsing delays only later PUBACKs, never later commands.
 
-A ``door.open`` also reserves its lock's bus the moment it arrives, before it is
-verified, so no new poll starts while it is checked and committed; the reservation is
-released once the pulse is sent or the command refused, and is bounded in time.
+A ``door.open`` also holds new polls on its lock's bus from the moment it is read off
+the socket, before it is verified (:func:`arrival_hold`), so no new poll starts while it
+is checked and committed. That first hold is bounded tightly (a forged command holds
+little); once verified, the command holds the bus with its own, longer bound until its
+pulse is sent. A refusal releases it at once (docs/adr/0022).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from .commands import (
     VerifiedCommand,
     unverified_claims,
 )
-from .inbox import Incoming
+from .inbox import Hold, Incoming, Release, no_hold
 from .mqtt import Session
 
 if TYPE_CHECKING:
@@ -184,15 +186,16 @@ class CommandRunner:
                 self.sync.other_message(message)
                 self._done(delivery)
                 continue
-            release = _nothing
+            release = message.release
             try:
-                release = self._reserve(message.payload)
                 verified = await self.sync.verify(message.payload)
                 if isinstance(verified, VerifiedCommand) and self.sync.opens_now(verified):
+                    release = self._checked_hold(verified, release)
                     # The same jti twice is told apart in the transaction, which sees the
                     # first one's answer (committed before, or written just before it).
                     opens.append(_Admitted(delivery, verified, release, time.monotonic()))
                     continue
+                release()  # nothing of this one will pulse: the polls go on now
                 # anything else, a refusal too, is committed here, after the opens before it
                 self._commit_later(opens)
                 opens = []
@@ -300,12 +303,28 @@ class CommandRunner:
         while self._deliveries and self._deliveries[0].done:
             self.session.ack(self._deliveries.popleft().message)
 
-    def _reserve(self, payload: bytes) -> Callable[[], None]:
+    def _checked_hold(self, verified: VerifiedCommand, unchecked: Release) -> Release:
+        """The hold of a verified ``door.open``, in place of the one taken on arrival."""
         actions = self.sync.actions
-        if actions is None:
-            return _nothing
+        assert actions is not None and isinstance(verified.command, DoorOpen)
+        checked = actions.hold_polls(verified.command.compartment)
+        unchecked()
+        return checked
+
+
+def arrival_hold(sync: CloudSync) -> Hold:
+    """What a session calls for each message read off its socket: a ``door.open`` (as
+    far as its unverified claims say) holds new polls on its lock's bus, bounded tightly
+    until it is verified (``checked=False``)."""
+
+    def hold(topic: str, payload: bytes) -> Release:
+        actions = sync.actions
+        if actions is None or topic != sync.topics.cmd:
+            return no_hold
         compartment = door_open_compartment(payload)
-        return _nothing if compartment is None else actions.reserve(compartment)
+        return no_hold if compartment is None else actions.hold_polls(compartment, checked=False)
+
+    return hold
 
 
 def _timing(admitted: _Admitted, committed: tuple[float, int], asked: float, sent: float) -> None:
@@ -349,7 +368,3 @@ def door_open_compartment(payload: bytes) -> str | None:
     if not isinstance(compartment, str) or not 1 <= len(compartment) <= 64:
         return None
     return compartment  # only a key to look up; an unknown one holds nothing
-
-
-def _nothing() -> None:
-    return None

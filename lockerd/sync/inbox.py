@@ -5,17 +5,32 @@ QoS 1 messages are bounded by the Receive Maximum the cabinet announces in CONNE
 would leave it unacknowledged, holding its slot at the broker until the next
 connection. QoS 0 messages bypass Receive Maximum; anyone allowed to publish on ``cmd``
 could queue gigabytes of them. Beyond the bound they are dropped and counted.
+
+A message that may open a door holds new polls on its lock's bus from the moment it is
+read off the socket (``hold``, docs/adr/0022): verifying and committing it takes a few
+milliseconds in which a read would otherwise start and make its pulse wait. The release
+rides with the message; whoever takes it from the inbox calls it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 # What waits for the handler at most (QoS 0); a command is at most 128 KiB.
 MAX_QUEUED_BYTES = 1024 * 1024
 MAX_QUEUED_MESSAGES = 64
+
+Release = Callable[[], None]
+# Given a message's topic and payload, hold what it may need (or nothing): the release.
+Hold = Callable[[str, bytes], Release]
+
+
+def no_hold() -> None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -29,6 +44,8 @@ class Incoming:
     dup: bool
     # when it was read from the socket (time.monotonic), for the command's timing line
     received_at: float = field(default_factory=time.monotonic, compare=False)
+    # ends the hold taken for it on arrival (see the module's docstring)
+    release: Release = field(default=no_hold, compare=False, repr=False)
 
     @property
     def size(self) -> int:
@@ -37,8 +54,12 @@ class Incoming:
 
 class Inbox:
     def __init__(
-        self, max_bytes: int = MAX_QUEUED_BYTES, max_messages: int = MAX_QUEUED_MESSAGES
+        self,
+        max_bytes: int = MAX_QUEUED_BYTES,
+        max_messages: int = MAX_QUEUED_MESSAGES,
+        hold: Hold | None = None,
     ) -> None:
+        self.hold = hold
         self.max_bytes = max_bytes
         self.max_messages = max_messages
         self._queue: asyncio.Queue[Incoming] = asyncio.Queue()
@@ -55,6 +76,10 @@ class Inbox:
         if full and message.qos == 0:
             self.dropped += 1
             return False
+        if self.hold is not None:
+            message = dataclasses.replace(
+                message, release=self.hold(message.topic, message.payload)
+            )
         self.queued_bytes += message.size
         self.high_water_bytes = max(self.high_water_bytes, self.queued_bytes)
         self._queue.put_nowait(message)

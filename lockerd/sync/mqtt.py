@@ -38,7 +38,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from drivers.facts import RepeatLimiter
 
 from ..logs import fact
-from .inbox import Inbox, Incoming
+from .inbox import Hold, Inbox, Incoming
 
 log = logging.getLogger("lockerd.sync.mqtt")
 
@@ -158,7 +158,9 @@ class Backoff:
 class Session:
     """One open MQTT connection. Made by :func:`connect`; dead once :attr:`closed` is done."""
 
-    def __init__(self, client: Client, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, client: Client, loop: asyncio.AbstractEventLoop, hold: Hold | None = None
+    ) -> None:
         self._client = client
         self._loop = loop
         self._socket: Any = None
@@ -166,7 +168,7 @@ class Session:
         self._subscribes: dict[int, asyncio.Future[list[ReasonCode]]] = {}
         self._connack: asyncio.Future[tuple[ReasonCode, Properties | None]] = loop.create_future()
         self.closed: asyncio.Future[str] = loop.create_future()
-        self.incoming = Inbox()
+        self.incoming = Inbox(hold=hold)
         self.session_present = False
         self.receive_maximum = 65535
         self._misc: asyncio.TimerHandle | None = None
@@ -482,9 +484,11 @@ async def connect(
     settings: LinkSettings,
     will: Will | None = None,
     on_client: Callable[[Client], None] | None = None,
+    hold: Hold | None = None,
 ) -> Session:
     """Open one connection and wait for the broker's CONNACK.
 
+    ``hold``: called for each message as it is read off the socket (see ``Inbox``).
     Raises :class:`ConnectFailed`; a TLS problem is never retried without TLS, it is
     reported (``tls=True``) and the next attempt uses TLS again.
     """
@@ -495,7 +499,7 @@ async def connect(
         raise ConnectFailed(f"TLS setup failed: {exc}", tls=True) from exc
     if on_client is not None:
         on_client(client)
-    session = Session(client, loop)
+    session = Session(client, loop, hold)
     kwargs: dict[str, Any] = {}
     if settings.protocol is Protocol.MQTT5:
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]

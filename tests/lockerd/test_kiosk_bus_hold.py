@@ -27,8 +27,8 @@ async def http(cabinet: Cabinet) -> AsyncIterator[aiohttp.ClientSession]:
 def spy_on_holds(schedule: PollSchedule, noted: list[str]) -> None:
     original = schedule.hold
 
-    def hold(now: float, until_pulse: bool = False) -> Callable[[], None]:
-        release = original(now, until_pulse)
+    def hold(now: float, until_pulse: bool = False, checked: bool = True) -> Callable[[], None]:
+        release = original(now, until_pulse, checked)
         noted.append("hold")
 
         def spied_release() -> None:

@@ -72,10 +72,10 @@ async def test_a_slow_line_is_left_idle_most_of_the_time() -> None:
     assert rate >= 0.5 / DOOR_SEEN_WITHIN_S, rate  # door changes are still seen
 
 
-async def test_a_reserved_bus_starts_no_new_poll_until_it_is_released() -> None:
+async def test_a_held_bus_starts_no_new_poll_until_it_is_released() -> None:
     raw = modbus_cabinet("modbus-rtu", boards=1, doors_per_board=8, baudrate=9600)
     async with running(raw) as hardware:
-        release = hardware.reserve("A01")
+        release = hardware.hold_polls("A01")
         await asyncio.sleep(0.05)  # a read already on the wire ends
         held_from = requests(hardware)
         await asyncio.sleep(HOLD_MAX_S * 0.6)
@@ -83,19 +83,19 @@ async def test_a_reserved_bus_starts_no_new_poll_until_it_is_released() -> None:
         release()
         await wait_for(lambda: requests(hardware) >= held_from + 2)
         # a hold never released ends by itself
-        hardware.reserve("A01")
+        hardware.hold_polls("A01")
         await asyncio.sleep(0.05)
         forgotten_at = requests(hardware)
         await wait_for(lambda: requests(hardware) >= forgotten_at + 2, timeout=HOLD_MAX_S * 8)
         # an unknown compartment holds nothing
-        hardware.reserve("Z99")()
+        hardware.hold_polls("Z99")()
 
 
 async def test_a_persons_request_holds_every_lock_bus_until_a_pulse_goes_out() -> None:
     raw = modbus_cabinet("modbus-rtu", boards=1, doors_per_board=8, baudrate=9600)
     async with running(raw) as hardware:
         (schedule,) = hardware._schedules.values()
-        release = hardware.reserve_for_person()  # a code typed, not yet checked
+        release = hardware.hold_polls()  # a code typed, not yet checked
         await asyncio.sleep(0.05)  # a read already on the wire ends
         held_from = requests(hardware)
         await asyncio.sleep(HOLD_MAX_S * 0.6)
@@ -116,7 +116,7 @@ async def test_holds_one_after_another_cannot_stop_the_polling() -> None:
         # A hostile or stuck sender: a new hold every 20 ms, none ever released. Each
         # hold alone lasts HOLD_MAX_S; together they would hold the bus for ever.
         for _ in range(int(6 * HOLD_MAX_S / 0.02)):
-            hardware.reserve("A01")
+            hardware.hold_polls("A01")
             await asyncio.sleep(0.02)
         # No read waits more than HOLD_MAX_S past when it was due: reads went on.
         assert requests(hardware) >= before + 2

@@ -57,7 +57,7 @@ class CountingDoors:
     def knows(self, compartment: str) -> bool:
         return True
 
-    def reserve(self, compartment: str) -> Callable[[], None]:
+    def hold_polls(self, compartment: str, checked: bool = True) -> Callable[[], None]:
         return lambda: None
 
     async def commit_opens(self, opens: Sequence[tuple[DoorOpen, Decide]]) -> None:
