@@ -273,7 +273,6 @@ async def latency(
                 if ack["status"] != "applied":
                     failures.append(f"{compartment}: {ack['status']} {ack['reason']}")
                     continue
-                opened_at = await cloud.event("door.opened", compartment, sent)
                 reply = await control.call("pulses")
                 pulses = [p for p in reply.get(compartment, []) if p["frame_complete_at"] > sent]
                 assert pulses, f"no pulse for {compartment}"
@@ -281,17 +280,27 @@ async def latency(
                 complete = pulses[0]["frame_complete_at"]
                 open_spans.append((sent, complete - PULSE_FRAME_BYTES * char_s(BAUD), complete))
                 timed[jti] = (sent, pulses[0]["frame_complete_at"])
-                door_opens.append(opened_at - pulses[0]["started_at"])
+                # A board that stops answering for a while (a starved simulator on a loaded
+                # machine garbles frames) costs this trial's door figures, not the run.
+                try:
+                    opened_at = await cloud.event("door.opened", compartment, sent)
+                    door_opens.append(opened_at - pulses[0]["started_at"])
+                except TimeoutError as exc:
+                    failures.append(f"{compartment}: {exc}")
                 await asyncio.sleep(random.uniform(0.3, 0.5))  # the pulse ends, the door waits
                 closing = time.monotonic()
                 await control.call("close_door", compartment=compartment)
-                closed_at = await cloud.event("door.closed", compartment, closing)
-                door_closes.append(closed_at - closing)
+                try:
+                    door_closes.append(
+                        await cloud.event("door.closed", compartment, closing) - closing
+                    )
+                except TimeoutError as exc:
+                    failures.append(f"{compartment}: {exc}")
         polls = PollSpans((await control.call("wire_log", bus=BUS))["result"], BAUD)
     cloud.stop()
     if failures:
         log = (workdir / "lockerd-remote.log").read_text().splitlines()
-        print(f"{len(failures)} open(s) not applied: {failures}")
+        print(f"{len(failures)} trial(s) not measured whole: {failures}")
         print("\n".join(line for line in log if "failed" in line or "offline" in line)[-3000:])
     found = {"open": opens, "door_open": door_opens, "door_close": door_closes}
     found.update(behind_polls(open_spans, polls))
