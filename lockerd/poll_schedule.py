@@ -150,7 +150,8 @@ class PollSchedule:
 
     @property
     def held(self) -> bool:
-        return bool(self._holds)
+        """Whether a hold is in force now (one past its bound no longer is)."""
+        return self._held_until(time.monotonic()) > 0.0
 
     def read_soon(self, board: str) -> None:
         """Read ``board`` at once (once no command holds the bus), before the others' turns."""
