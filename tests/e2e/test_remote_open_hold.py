@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench.unlock_latency import char_s
 from hil.cloud import Signer
-from lockerd.poll_schedule import UNCHECKED_HOLD_MAX_S
+from lockerd.poll_schedule import HOLD_MAX_S, UNCHECKED_HOLD_MAX_S
 from tests.e2e.test_remote_open import BAUD, CABINET, ISSUER, World, world
 
 READ_INPUTS = 0x02  # a door poll
@@ -56,6 +56,25 @@ def note_holds(w: World) -> list[tuple[float, str | None, bool]]:
     return noted
 
 
+def note_calls(w: World, board_name: str) -> list[tuple[float, str]]:
+    """When the daemon asks ``board_name`` for a read or a pulse (the real methods)."""
+    board = w.daemon.hardware.boards[board_name]
+    read_inputs, pulse = board.read_inputs, board.pulse
+    noted: list[tuple[float, str]] = []
+
+    async def reading() -> Any:
+        noted.append((time.monotonic(), "read"))
+        return await read_inputs()
+
+    async def pulsing(channel: int, duration_ms: int) -> None:
+        noted.append((time.monotonic(), "pulse"))
+        await pulse(channel, duration_ms)
+
+    board.read_inputs = reading  # type: ignore[method-assign]
+    board.pulse = pulsing  # type: ignore[method-assign]
+    return noted
+
+
 async def test_a_door_open_read_while_polls_are_due_is_pulsed_before_any_new_poll(
     tmp_path: Path,
 ) -> None:
@@ -67,7 +86,7 @@ async def test_a_door_open_read_while_polls_are_due_is_pulsed_before_any_new_pol
         # slow disk): without the hold, polls due meanwhile would go out before the pulse.
         verify, commit_opens = sync.verify, sync.actions.commit_opens
         slow_verify_s = UNCHECKED_HOLD_MAX_S * 0.6  # within the unchecked hold's bound
-        slow_commit_s = 2.5 * schedule.round_s
+        slow_commit_s = HOLD_MAX_S * 0.6  # within the verified command's
 
         async def slow_verification(payload: bytes) -> Any:
             await asyncio.sleep(slow_verify_s)
@@ -80,6 +99,7 @@ async def test_a_door_open_read_while_polls_are_due_is_pulsed_before_any_new_pol
         sync.verify = slow_verification  # type: ignore[method-assign]
         sync.actions.commit_opens = slow_commit  # type: ignore[method-assign]
         holds = note_holds(w)
+        calls = note_calls(w, "b")
         for compartment in ("B01", "B02", "B03"):
             await asyncio.sleep(0.5)  # the last pulse's read is done, the rounds are back
             holds.clear()
@@ -90,11 +110,21 @@ async def test_a_door_open_read_while_polls_are_due_is_pulsed_before_any_new_pol
             (arrived, held, checked), *_ = holds
             assert (held, checked) == (compartment, False), holds
             assert any(c for _, _, c in holds[1:]), holds  # then the verified command's
-            frames = await requests_on(w, "line2", arrived)
-            assert frames, "nothing went on line 2 after the command arrived"
-            # Polls were due during the ~2.5 rounds it took, yet the pulse went first.
-            assert frames[0][1] == WRITE_COIL, frames[:4]
+            # Polls were due during the rounds it took, yet the daemon asked its board for
+            # nothing before the pulse...
             assert schedule.round_s < slow_verify_s + slow_commit_s
+            after = [what for at, what in calls if at > arrived]
+            assert after[:1] == ["pulse"], after[:4]
+            # ... and on the wire the pulse came first, bar a read already under way when
+            # the command came in (one the daemon had asked for before it).
+            under_way = [at for at, what in calls if what == "read" and at <= arrived][-1:]
+            frames = await requests_on(w, "line2", under_way[0] if under_way else arrived)
+            functions = [f for _, f in frames]
+            assert WRITE_COIL in functions, frames
+            assert functions.index(WRITE_COIL) <= 1 and set(functions[:1]) <= {
+                READ_INPUTS,
+                WRITE_COIL,
+            }, frames[:4]
 
 
 async def test_a_flood_of_forged_door_opens_does_not_stop_the_door_poll(tmp_path: Path) -> None:
