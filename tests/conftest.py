@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -9,6 +10,7 @@ from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
 
 from lockerd.store.loop_guard import report_loop_calls
+from tests.support import leftovers
 
 
 @pytest.fixture
@@ -34,3 +36,35 @@ def store_stays_off_the_loop() -> Iterator[list[str]]:
     with report_loop_calls(calls.append):
         yield calls
     assert not calls, "the Store was called on the event loop:\n" + "\n".join(sorted(set(calls)))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Iterator[None]:
+    report: pytest.TestReport = yield
+    if report.when == "call":
+        item.stash[_PASSED] = report.passed
+    return report  # type: ignore[return-value]
+
+
+_PASSED = pytest.StashKey[bool]()
+
+
+@pytest.fixture(autouse=True)
+def nothing_outlives_its_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Kill what a test started as a process and left running; fail a passing test that
+    left an AsyncStore open (its thread would idle on for the rest of the run).
+
+    Session fixtures (a worker's broker) are set up before this one, so they count as
+    already there; the test's own fixtures are torn down before this one looks.
+    """
+    processes = leftovers.descendants()
+    threads = leftovers.store_threads()
+    yield
+    killed = leftovers.kill_new(processes)
+    if killed:  # a failed test skips its own stop; a passing one should not need this
+        warnings.warn(f"killed what the test left running: {killed}", stacklevel=1)
+    if request.node.stash.get(_PASSED, False):  # a failed test has said what went wrong
+        left = leftovers.store_threads_left(threads)
+        assert not left, f"the test left AsyncStore thread(s) running: {left}; close them"

@@ -123,7 +123,7 @@ async def test_send_a_command_from_the_command_line(tmp_path: Path, broker: Mosq
         assert bad.returncode == 2 and b"--data must be a JSON object" in err
     finally:
         await cab.stop()
-        cab.store.close()
+        await cab.close()
 
 
 async def test_token_issues_a_one_time_enrolment_token(tmp_path: Path) -> None:
@@ -163,7 +163,7 @@ async def test_send_over_mutual_tls(tmp_path: Path) -> None:
         assert "New client connected" in broker.log() and "u'fleet-cloud'" in broker.log()
     finally:
         await cab.stop()
-        cab.store.close()
+        await cab.close()
         broker.kill()
 
 
@@ -227,7 +227,7 @@ async def test_send_a_booking_with_deposit_code_and_pickup_group_from_the_comman
         assert b"778899" not in out and b"0042" not in out
     finally:
         await cab.stop()
-        cab.store.close()
+        await cab.close()
 
 
 def test_a_courier_badge_is_granted_from_the_command_line_as_its_keyed_hash() -> None:

@@ -263,7 +263,7 @@ async def test_a_busy_kiosk_port_is_one_line_per_try_and_leaks_nothing(
         with contextlib.suppress(asyncio.CancelledError):
             await guard
         busy.close()
-        daemon.store.close()
+        await daemon.async_store.close()
         await sim.stop()
     failed = [r.getMessage() for r in caplog.records if "service.failed" in r.getMessage()]
     assert "service=kiosk" in failed[0] and "retry_in_s=1.0" in failed[0]

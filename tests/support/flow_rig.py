@@ -133,6 +133,10 @@ async def flow_rig(family: str, state_dir: Path) -> AsyncIterator[Rig]:
     try:
         yield Rig(sim, daemon)
     finally:
-        await asyncio.wait_for(daemon.hardware.stop(), 10)
-        daemon.store.close()
-        await asyncio.wait_for(sim.stop(), 10)
+        try:
+            await asyncio.wait_for(daemon.hardware.stop(), 10)
+        finally:
+            try:
+                await daemon.async_store.close()  # the connection and its thread
+            finally:
+                await asyncio.wait_for(sim.stop(), 10)

@@ -137,7 +137,11 @@ async def cabinet(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     try:
         yield Cabinet(sim, daemon, kiosk)
     finally:
-        await kiosk.stop()
-        await asyncio.wait_for(daemon.hardware.stop(), 10)
-        daemon.store.close()
-        await asyncio.wait_for(sim.stop(), 10)
+        try:
+            await kiosk.stop()
+            await asyncio.wait_for(daemon.hardware.stop(), 10)
+        finally:
+            try:
+                await daemon.async_store.close()  # the connection and its thread
+            finally:
+                await asyncio.wait_for(sim.stop(), 10)

@@ -8,11 +8,17 @@ from pathlib import Path
 import pytest
 
 from hil.cloud import ReferenceCloud
-from tests.lockerd.sync.harness import Cabinet, make_cabinet
+from tests.lockerd.sync.harness import Cabinet, close_cabinets, make_cabinet
 from tests.support.mosquitto import Mosquitto, mosquitto_binary
 
 if mosquitto_binary() is None:
     pytest.skip("mosquitto is not installed (apt-get install mosquitto)", allow_module_level=True)
+
+
+@pytest.fixture(autouse=True)
+async def cabinets_closed() -> AsyncIterator[None]:
+    yield
+    await close_cabinets()
 
 
 @pytest.fixture(scope="session")
@@ -59,4 +65,4 @@ async def cabinet(
     await handle.wait_connected()
     yield handle
     await handle.stop()
-    handle.store.close()
+    await handle.close()

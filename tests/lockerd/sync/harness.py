@@ -107,6 +107,7 @@ class Cabinet:
     provisioning: Provisioning
     task: asyncio.Task[None] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    closed: bool = False
 
     @property
     def id(self) -> str:
@@ -121,6 +122,13 @@ class Cabinet:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
             self.task = None
+
+    async def close(self) -> None:
+        """Stop, then close the store and the AsyncStore thread it runs on (once)."""
+        await self.stop()
+        if not self.closed:
+            self.closed = True
+            await self.sync.store.close()
 
     async def wait_connected(self, timeout_s: float = 15.0) -> None:
         """Connected with the command subscription in place (commands sent now arrive)."""
@@ -151,4 +159,16 @@ def make_cabinet(
     store = open_store(directory, config)
     sync = CloudSync(config, AsyncStore(store), SystemClock(), snapshot_of)
     signer = Signer(ISSUER, provisioning.kid, provisioning.signing_key, cabinet_id)
-    return Cabinet(directory, config, store, sync, signer, provisioning)
+    cabinet = Cabinet(directory, config, store, sync, signer, provisioning)
+    _made.append(cabinet)
+    return cabinet
+
+
+# Every cabinet made during the test now running; close_cabinets() closes those the test
+# did not (an autouse fixture calls it), so no store thread outlives its test.
+_made: list[Cabinet] = []
+
+
+async def close_cabinets() -> None:
+    while _made:
+        await _made.pop().close()

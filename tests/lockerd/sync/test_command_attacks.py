@@ -108,7 +108,7 @@ async def test_a_future_command_neither_pulses_nor_skews_the_estimate(tmp_path: 
     assert ack.status.value == "rejected" and ack.reason is not None
     assert ack.reason.startswith("not_yet_valid")
     assert doors.pulses == [] and cab.sync.clock_skew_s is None
-    cab.store.close()
+    await cab.close()
 
 
 # -- finding 5: replay after a clock leap -------------------------------------------------
@@ -149,7 +149,7 @@ async def test_a_wall_clock_leap_and_a_reconnect_do_not_let_a_command_replay(
         assert doors.pulses == ["A01"]
     finally:
         await cab.stop()
-        cab.store.close()
+        await cab.close()
 
 
 def test_ids_are_forgotten_only_after_their_monotonic_keep() -> None:
@@ -186,7 +186,7 @@ async def test_a_command_older_than_the_watermark_is_refused(tmp_path: Path) -> 
     assert ack.status.value == "rejected" and (ack.reason or "").startswith("expired")
     assert doors.pulses == ["A01"]
     assert outlived(1.0, 1.0) and not outlived(2.0, 1.0) and not outlived(2.0, None)
-    cab.store.close()
+    await cab.close()
 
 
 # -- finding 7: ids with a trailing newline ----------------------------------------------

@@ -257,7 +257,7 @@ async def test_apply_stale_and_replay_also_after_a_restart(
 
     # Restart the cabinet on the same database: the jti store survives.
     await cabinet.stop()
-    cabinet.store.close()
+    await cabinet.close()
     again = make_cabinet(
         cabinet.directory, broker.port, cabinet.id, provisioning=cabinet.provisioning
     )
@@ -272,8 +272,7 @@ async def test_apply_stale_and_replay_also_after_a_restart(
         assert reservation is not None and reservation.version == 2
     finally:
         await again.stop()
-        again.store.close()
-        cabinet.store = again.store  # the fixture closes it again harmlessly
+        await again.close()
 
 
 async def test_state_request_publishes_state_and_sync_summary(
@@ -353,4 +352,4 @@ async def test_every_kind_of_command_sent_twice_is_answered_duplicate(
     assert again.status.value == "duplicate"
     assert again.first is not None and again.first["status"] == first
     assert len(cab.store.events_after(0, 100)) == events  # no second command.rejected
-    cab.store.close()
+    await cab.close()

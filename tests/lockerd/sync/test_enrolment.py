@@ -140,7 +140,7 @@ async def test_enrolment_then_mutual_tls_events_and_signed_commands(fleet: Fleet
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        store.close()
+        await sync.store.close()
 
     # The token worked once.
     with pytest.raises(Refused, match="token already used"):
@@ -351,7 +351,7 @@ async def test_no_certificate_sent_is_reported_as_the_broker_says(
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        store.close()
+        await sync.store.close()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown to another group needs root")

@@ -106,7 +106,7 @@ async def test_two_nodes_one_stopped_mid_run_every_seq_arrives(tmp_path: Path) -
         assert b.view("CAB-FAIL").duplicates == 0
     finally:
         await cab.stop()
-        cab.store.close()
+        await cab.close()
         for observer in observers:
             observer.stop()
         node_a.kill()
@@ -144,7 +144,7 @@ async def test_a_refused_command_subscription_stops_no_event_and_is_retried_apar
         assert caplog.text.count("mqtt.connected ") == 1
     finally:
         await cab.stop()
-        cab.store.close()
+        await cab.close()
         await proxy.stop()
 
 
@@ -188,4 +188,4 @@ async def test_a_clean_stop_leaves_the_retained_status_offline(
         assert "Client CAB-STOP disconnected." in own_broker.log()
     finally:
         await cab.stop()
-        cab.store.close()
+        await cab.close()

@@ -111,7 +111,7 @@ async def test_a_node_named_is_checked_by_name_whichever_address_answers(
         provisioning=base.provisioning,
         brokers=f'["mqtts://localhost:{broker.tls_port}"]',
     )
-    base.store.close()
+    await base.close()
     cab.start()
     try:
         await cab.wait_connected()
@@ -120,4 +120,4 @@ async def test_a_node_named_is_checked_by_name_whichever_address_answers(
         assert current.address == "127.0.0.1"
     finally:
         await cab.stop()
-        cab.store.close()
+        await cab.close()
