@@ -23,7 +23,9 @@ from tests.support.waiting import wait_for
 
 COURIER_CODE = "55554444"
 TECH_CODE = "99998888"
-FAST_DOORS = {"open_within_s": 1.0, "left_open_after_s": 30.0}
+# A short pulse (the least the config allows), as in the flow rig: a person's close
+# waits for the lock to let go (Cabinet.close).
+FAST_DOORS = {"open_within_s": 1.0, "left_open_after_s": 30.0, "pulse_ms": 100}
 
 
 @dataclass
@@ -86,6 +88,8 @@ class Cabinet:
             self.sim.take_parcel(cid)
         scans = self.daemon.hardware.scans
         await wait_for(lambda: self.daemon.hardware.scans >= scans + 2)
+        # a door shut while its relay is still energised stays unlatched (see flow_rig)
+        await wait_for(lambda: not self.sim.state()["compartments"][cid]["lock_energised"])
         self.sim.close_door(cid)
         await wait_for(lambda: not self.door_open(cid))
 
