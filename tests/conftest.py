@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Iterator
 
@@ -10,7 +11,7 @@ from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
 
 from lockerd.store.loop_guard import report_loop_calls
-from tests.support import leftovers
+from tests.support import alone, leftovers
 
 
 @pytest.fixture
@@ -68,3 +69,16 @@ def nothing_outlives_its_test(request: pytest.FixtureRequest) -> Iterator[None]:
     if request.node.stash.get(_PASSED, False):  # a failed test has said what went wrong
         left = leftovers.store_threads_left(threads)
         assert not left, f"the test left AsyncStore thread(s) running: {left}; close them"
+
+
+@pytest.fixture(autouse=True)
+def machine_shared_unless_alone(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """Under ``pytest -n``, a test marked ``alone`` runs with no other test beside it."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        yield  # one process: every test has the machine to itself already
+        return
+    run_directory = tmp_path_factory.getbasetemp().parent  # shared by the run's workers
+    with alone.turn(run_directory, request.node.get_closest_marker("alone") is not None):
+        yield

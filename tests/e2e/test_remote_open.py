@@ -199,6 +199,7 @@ async def world(tmp_path: Path, open_within_s: float) -> AsyncIterator[World]:
             broker.stop()
 
 
+@pytest.mark.alone  # compares latencies: other workers' tests would be in them
 async def test_ten_jammed_doors_do_not_hold_up_a_good_one(tmp_path: Path) -> None:
     # Doors that do not open are pulsed again only after open_within_s: long here, so
     # no retry shares line 2 with what is measured.
