@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import pytest
 from gpiozero import Device
@@ -42,11 +42,11 @@ def store_stays_off_the_loop() -> Iterator[list[str]]:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
-) -> Iterator[None]:
-    report: pytest.TestReport = yield
-    if report.when == "call":
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.when == "call":  # remembered for nothing_outlives_its_test's teardown
         item.stash[_PASSED] = report.passed
-    return report  # type: ignore[return-value]
+    return report
 
 
 _PASSED = pytest.StashKey[bool]()

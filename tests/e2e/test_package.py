@@ -64,10 +64,14 @@ def guide_kiosk_unit() -> str:
     return str(blocks[0])
 
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get(OPT_IN) != "1",
-    reason=f"builds a Debian package and boots it: set {OPT_IN}=1 (see scripts/test)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        os.environ.get(OPT_IN) != "1",
+        reason=f"builds a Debian package and boots it: set {OPT_IN}=1 (see scripts/test)",
+    ),
+    # One worker builds the package once for every test here (pytest -n, --dist loadgroup).
+    pytest.mark.xdist_group("package"),
+]
 
 
 @pytest.fixture(scope="module")

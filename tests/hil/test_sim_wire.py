@@ -46,6 +46,7 @@ async def test_first_reply_byte_arrives_only_once_it_has_crossed_the_wire(
     assert len(await client.reply(8)) == 8
 
 
+@pytest.mark.alone  # the request must follow the reply within 4 ms: no load beside it
 async def test_request_glued_to_the_previous_reply_gets_no_answer(
     sim: SimulatedCabinet, pty_client: Callable[..., PtyClient]
 ) -> None:

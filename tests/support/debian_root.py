@@ -103,7 +103,9 @@ def cached_root(cache_dir: Path, mirror: str) -> Path:
     tarball = cache_dir / f"{SUITE}-{arch}-{'-'.join(INCLUDE)}.tar"
     if tarball.exists():
         return tarball
-    partial = tarball.with_suffix(".partial.tar")
+    # A name of this process's (mmdebstrap reads the format from ".tar"): two runs making
+    # the root at once each rename a whole tarball into place, never share a half-made one.
+    partial = tarball.with_suffix(f".partial-{os.getpid()}.tar")
     result = subprocess.run(
         ["mmdebstrap", "--variant=minbase", f"--include={','.join(INCLUDE)}", SUITE,
          str(partial), mirror],

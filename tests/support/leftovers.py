@@ -44,13 +44,28 @@ def descendants(pid: int | None = None) -> set[int]:
 
 
 def kill_new(before: set[int]) -> list[str]:
-    """SIGKILL every descendant not in ``before``; return their command lines.
+    """SIGKILL every descendant started since ``before`` by the test itself; return their
+    command lines.
 
-    Not reaped here: the code that started a process (asyncio's child watcher, a Popen)
-    reaps it, and taking its exit status from under it would make it complain.
+    A process below one that was already there is that one's business (a renderer the
+    worker's shared Chromium started for the test's page), and is left alone. Nothing is
+    reaped here: the code that started a process (asyncio's child watcher, a Popen) reaps
+    it, and taking its exit status from under it would make it complain.
     """
+    table = _parents()
+    me = os.getpid()
+
+    def under_an_older_one(pid: int) -> bool:
+        parent = table.get(pid)
+        while parent is not None and parent != me:
+            if parent in before:
+                return True
+            parent = table.get(parent)
+        return False
+
     killed = []
-    for pid in sorted(descendants() - before):
+    new = descendants() - before
+    for pid in sorted(p for p in new if not under_an_older_one(p)):
         command = _command(pid)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
