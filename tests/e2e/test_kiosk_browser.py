@@ -14,9 +14,7 @@ import pytest
 from lockerd.kiosk.messages import PLURAL_CATEGORIES
 from lockerd.reservations import Cod, ReservationState
 from tests.support.kiosk_page import (
-    BROWSER_LOOP,
     browser,
-    chromium,
     message_key,
     needs_chromium,
     open_page,
@@ -24,11 +22,11 @@ from tests.support.kiosk_page import (
     shot,
     type_code,
 )
-from tests.support.kiosk_rig import COURIER_CODE, Cabinet, cabinet_beside_the_browser, wait_for
+from tests.support.kiosk_rig import COURIER_CODE, Cabinet, cabinet, wait_for
 
-__all__ = ["browser", "cabinet_beside_the_browser", "chromium"]  # fixtures pytest finds here
+__all__ = ["browser", "cabinet"]  # the fixtures, imported so pytest finds them here
 
-pytestmark = [needs_chromium, BROWSER_LOOP]
+pytestmark = needs_chromium
 
 
 async def test_recipient_picks_up_by_code(cabinet: Cabinet, browser: Any) -> None:

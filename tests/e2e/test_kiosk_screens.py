@@ -27,10 +27,8 @@ from lockerd.reservations import Cod, ReservationKind, ReservationState
 from lockerd.store import CredentialGrant, CredentialRole
 from lockerd.sync.commands import TrustStore
 from tests.support.kiosk_page import (
-    BROWSER_LOOP,
     Tour,
     browser,
-    chromium,
     message_key,
     needs_axe,
     needs_chromium,
@@ -38,17 +36,11 @@ from tests.support.kiosk_page import (
     set_language,
     type_code,
 )
-from tests.support.kiosk_rig import (
-    COURIER_CODE,
-    TECH_CODE,
-    Cabinet,
-    cabinet_beside_the_browser,
-    wait_for,
-)
+from tests.support.kiosk_rig import COURIER_CODE, TECH_CODE, Cabinet, cabinet, wait_for
 
-__all__ = ["browser", "cabinet_beside_the_browser", "chromium"]  # fixtures pytest finds here
+__all__ = ["browser", "cabinet"]  # the fixtures, imported so pytest finds them here
 
-pytestmark = [needs_chromium, needs_axe, BROWSER_LOOP]
+pytestmark = [needs_chromium, needs_axe]
 
 
 def trust_a_cloud(cabinet: Cabinet) -> Signer:

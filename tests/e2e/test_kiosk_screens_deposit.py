@@ -13,10 +13,8 @@ from typing import Any
 from lockerd.codes import Purpose
 from lockerd.reservations import ReservationState
 from tests.support.kiosk_page import (
-    BROWSER_LOOP,
     Tour,
     browser,
-    chromium,
     message_key,
     needs_axe,
     needs_chromium,
@@ -24,11 +22,11 @@ from tests.support.kiosk_page import (
     set_language,
     type_code,
 )
-from tests.support.kiosk_rig import COURIER_CODE, Cabinet, cabinet_beside_the_browser, wait_for
+from tests.support.kiosk_rig import COURIER_CODE, Cabinet, cabinet, wait_for
 
-__all__ = ["browser", "cabinet_beside_the_browser", "chromium"]  # fixtures pytest finds here
+__all__ = ["browser", "cabinet"]  # the fixtures, imported so pytest finds them here
 
-pytestmark = [needs_chromium, needs_axe, BROWSER_LOOP]
+pytestmark = [needs_chromium, needs_axe]
 
 
 async def test_deposit_code_screens(cabinet: Cabinet, browser: Any) -> None:

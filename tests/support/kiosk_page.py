@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from lockerd.kiosk import messages
 from tests.support.kiosk_rig import Cabinet
@@ -57,50 +56,15 @@ needs_chromium = pytest.mark.skipif(
 )
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def chromium() -> AsyncIterator[Any]:
-    """One Chromium per worker process, for every browser test it runs. Playwright binds
-    it to the loop it was started on, so the tests that use it run on the worker's
-    session loop (``BROWSER_LOOP``), their cabinet too (``cabinet_beside_the_browser``)."""
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
     playwright_api = pytest.importorskip("playwright.async_api")
     async with playwright_api.async_playwright() as p:
-        launched = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        chromium = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         try:
-            yield launched
+            yield chromium
         finally:
-            await launched.close()
-
-
-class Pages:
-    """A test's ``browser``: pages made as ``Browser.new_page`` makes them (each in a
-    context of its own: cookies, storage), on the worker's one Chromium; every context
-    the test opened is closed after it, as if its browser had been."""
-
-    def __init__(self, chromium: Any) -> None:
-        self._chromium = chromium
-        self._contexts: list[Any] = []
-
-    async def new_page(self, **options: Any) -> Any:
-        context = await self._chromium.new_context(**options)
-        self._contexts.append(context)
-        return await context.new_page()
-
-    async def close(self) -> None:
-        for context in self._contexts:
-            await context.close()
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def browser(chromium: Any) -> AsyncIterator[Pages]:
-    pages = Pages(chromium)
-    try:
-        yield pages
-    finally:
-        await pages.close()
-
-
-# pytestmark of a module whose tests use ``browser``.
-BROWSER_LOOP = pytest.mark.asyncio(loop_scope="session")
+            await chromium.close()
 
 
 async def open_page(

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from hil.cabinet import SimulatedCabinet
 from hil.layout import load as load_layout
@@ -113,7 +112,8 @@ class Cabinet:
         return cid
 
 
-async def _cabinet(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Cabinet]:
+@pytest.fixture
+async def cabinet(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Cabinet]:
     raw = modbus_cabinet("modbus-tcp", boards=1, doors_per_board=8, doors=FAST_DOORS)
     # Config sections a test asks for: @pytest.mark.parametrize("cabinet", [{...}], indirect=True)
     raw.update(getattr(request, "param", {}))
@@ -149,10 +149,3 @@ async def _cabinet(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
                 await daemon.async_store.close()  # the connection and its thread
             finally:
                 await asyncio.wait_for(sim.stop(), 10)
-
-
-# The kiosk rig for a test, on the test's own event loop.
-cabinet = pytest_asyncio.fixture(_cabinet, name="cabinet")
-# The same, on the worker's one loop that the browser tests share with their browser
-# (tests/support/kiosk_page.py): import this one there, and it is the "cabinet" fixture.
-cabinet_beside_the_browser = pytest_asyncio.fixture(_cabinet, name="cabinet", loop_scope="session")
