@@ -74,8 +74,13 @@ class PollSchedule:
         interval_s: float | None = None,
         min_scan_s: float = 0.0,
         edge_driven: bool = False,
+        read_timeout_s: float = math.inf,
     ) -> None:
         self.boards = max(1, boards)
+        # No read honestly costs more than its timeout: one that seems to (the loop or the
+        # whole process stalled while it was on its way) counts as the timeout, so one
+        # stall cannot stretch the rounds to seconds and leave the doors unread.
+        self.read_timeout_s = read_timeout_s
         self.interval_s = interval_s  # None: automatic; 0: flat out; else per board
         self.min_scan_s = min_scan_s  # a family's own floor for a whole round (GPIO)
         self.edge_driven = edge_driven
@@ -91,7 +96,13 @@ class PollSchedule:
     @classmethod
     def for_bus(cls, config: BusConfig, boards: int, min_scan_s: float = 0.0) -> PollSchedule:
         interval = None if config.poll_interval_ms is None else config.poll_interval_ms / 1000
-        return cls(boards, interval, min_scan_s, config.family in _EDGE_DRIVEN)
+        return cls(
+            boards,
+            interval,
+            min_scan_s,
+            config.family in _EDGE_DRIVEN,
+            read_timeout_s=config.timeout_ms / 1000,
+        )
 
     # ------------------------------------------------------------ the rate
 
@@ -113,6 +124,7 @@ class PollSchedule:
 
     def read_took(self, seconds: float) -> None:
         """A successful read took ``seconds`` (turn, silence and both frames)."""
+        seconds = min(seconds, self.read_timeout_s)
         if self.read_cost_s == 0.0:
             self.read_cost_s = seconds
         else:

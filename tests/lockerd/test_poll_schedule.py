@@ -20,6 +20,7 @@ from lockerd.poll_schedule import (
     HOLD_MAX_S,
     POLL_DUTY_ATTENDED,
     POLL_DUTY_MAX,
+    PollSchedule,
 )
 from tests.lockerd.test_hardware import start_rig, stop_rig
 from tests.support.cabinets import modbus_cabinet
@@ -135,3 +136,19 @@ async def test_a_person_at_the_screen_leaves_a_slow_line_idler() -> None:
         attended = schedule.round_s
         hardware.someone_at_screen(False)
         assert schedule.round_s < attended  # (no await between: the same read cost)
+
+
+def test_a_stalled_loop_does_not_stretch_the_rounds_past_what_the_timeout_allows() -> None:
+    # A read on its way while the whole process stalled for 22 s (seen with a blocking
+    # call on the loop) once measured 22 s: the rounds became seconds long and no door was
+    # read meanwhile. A read is counted at most at its timeout.
+    schedule = PollSchedule(boards=4, read_timeout_s=0.15)
+    for _ in range(20):
+        schedule.read_took(0.026)
+    normal = schedule.round_s
+    schedule.read_took(22.0)
+    assert schedule.read_cost_s <= 0.15
+    assert schedule.round_s <= 0.15 * 4 / POLL_DUTY_MAX
+    for _ in range(20):
+        schedule.read_took(0.026)
+    assert schedule.round_s < normal * 1.1  # and it comes back to the bus's own pace
