@@ -430,8 +430,8 @@ class _Client(Client):
     def _sock_recv(self, bufsize: int) -> bytes:
         try:
             return super()._sock_recv(bufsize)
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            raise
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, ssl.SSLEOFError):
+            raise  # an EOF is a closed connection, not an alert the broker sent
         except ssl.SSLError as exc:
             self.tls_alert = _alert_text(exc)
             raise
@@ -440,7 +440,7 @@ class _Client(Client):
         # The alert can also meet the CONNECT on its way out, while paho still connects.
         try:
             return super()._sock_send(buf)
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, ssl.SSLEOFError):
             raise
         except ssl.SSLError as exc:
             self.tls_alert = _alert_text(exc)

@@ -214,6 +214,9 @@ def _cabinet_with_certificate(
     return CloudSync(config, AsyncStore(store), SystemClock(), snapshot_of)
 
 
+# With TLS 1.3 the broker's alert races the client's CONNECT; under a loaded machine the
+# connection can end in a bare EOF instead, with no alert to report: nothing beside it.
+@pytest.mark.alone
 async def test_an_expired_certificate_is_refused_and_said_so_as_an_error(
     fleet: Fleet, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -314,6 +317,9 @@ def test_any_enrolment_reply_is_used_or_refused_never_a_crash(payload: bytes) ->
         assert str(exc)
 
 
+# With TLS 1.3 the broker's alert races the client's CONNECT; under a loaded machine the
+# connection can end in a bare EOF instead, with no alert to report: nothing beside it.
+@pytest.mark.alone
 async def test_no_certificate_sent_is_reported_as_the_broker_says(
     fleet: Fleet, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
