@@ -148,10 +148,16 @@ async def flow_rig(
     try:
         yield Rig(sim, daemon)
     finally:
+        await stop_daemon_and_simulator(daemon, sim)
+
+
+async def stop_daemon_and_simulator(daemon: Daemon, sim: SimulatedCabinet) -> None:
+    """A rig's teardown: the daemon's hardware, its store (the connection and its
+    thread), then the simulator, each even when the one before failed."""
+    try:
+        await asyncio.wait_for(daemon.hardware.stop(), 10)
+    finally:
         try:
-            await asyncio.wait_for(daemon.hardware.stop(), 10)
+            await daemon.async_store.close()
         finally:
-            try:
-                await daemon.async_store.close()  # the connection and its thread
-            finally:
-                await asyncio.wait_for(sim.stop(), 10)
+            await asyncio.wait_for(sim.stop(), 10)

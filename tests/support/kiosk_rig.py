@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from lockerd.model import Size
 from lockerd.reservations import Booking, Cod, ReservationKind, ReservationState
 from lockerd.store import CredentialGrant, CredentialRole
 from tests.support.cabinets import lockerd_config, modbus_cabinet
+from tests.support.flow_rig import stop_daemon_and_simulator
 from tests.support.waiting import wait_for
 
 COURIER_CODE = "55554444"
@@ -143,9 +143,5 @@ async def cabinet(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     finally:
         try:
             await kiosk.stop()
-            await asyncio.wait_for(daemon.hardware.stop(), 10)
         finally:
-            try:
-                await daemon.async_store.close()  # the connection and its thread
-            finally:
-                await asyncio.wait_for(sim.stop(), 10)
+            await stop_daemon_and_simulator(daemon, sim)
