@@ -31,6 +31,8 @@ UNLOCKING_PATHS = frozenset(
         "/api/courier/scan",
         "/api/courier/unbooked",
         "/api/courier/exception",  # "does not fit" opens another door
+        "/api/courier/collect",
+        "/api/return",
         "/api/service/open",
     }
 )
