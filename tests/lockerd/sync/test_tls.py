@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from paho.mqtt.client import Client
 
 from hil.cloud import ReferenceCloud
 from lockerd.events import DomainEvent
+from lockerd.sync.mqtt import LinkSettings, TlsSettings, connect
 from tests.lockerd.sync.harness import Cabinet, make_cabinet
 from tests.support.mosquitto import BrokerTls, Mosquitto
 from tests.support.pki import CertificateAuthority
@@ -121,3 +124,26 @@ async def test_a_node_named_is_checked_by_name_whichever_address_answers(
     finally:
         await cab.stop()
         await cab.close()
+
+
+async def test_the_cabinet_sends_each_packet_at_once_with_or_without_tls(
+    tls_broker: tuple[Mosquitto, CertificateAuthority],
+) -> None:
+    # Nagle's algorithm off: with it, an event published right after our PUBACK for a
+    # command waited for the broker's delayed acknowledgement of that PUBACK.
+    broker, ca = tls_broker
+    client = ca.issue("CAB-NODELAY", server=False)
+    tls = TlsSettings(ca.ca_file, client.cert, client.key)
+    for port, link_tls in ((broker.port, None), (broker.tls_port, tls)):
+        clients: list[Client] = []
+        settings = LinkSettings(
+            client_id="CAB-NODELAY", host="127.0.0.1", port=port, tls=link_tls, session_expiry_s=0
+        )
+        session = await connect(settings, on_client=clients.append)
+        try:
+            sock = clients[0].socket()
+            assert sock is not None
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0, port
+            await session.publish("lockers/v1/CAB-NODELAY/telemetry", b"{}", qos=1)
+        finally:
+            await session.close()
