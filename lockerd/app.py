@@ -331,10 +331,18 @@ class Daemon:
             for task in self._tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            await self.hardware.stop()
+            await self.stop_cabinet()
             await self.async_store.write(lambda tx: tx.set_setting("clean_shutdown", "1"))
             await self.async_store.close()
             fact(log, "lockerd.stopped")
+
+    async def stop_cabinet(self) -> None:
+        """Once nobody can ask for a door any more (the services have stopped): end the
+        flows' tasks (a pickup round's next doors, a collection's openings), so no door is
+        pulsed during the shutdown, then the hardware (relays off). The store stays open
+        for the caller to close."""
+        await self.flows.stop()
+        await self.hardware.stop()
 
     async def _guard(self, name: str, service: Service) -> None:
         """Run a service; if it fails, say so in one line and start it again, backing off.

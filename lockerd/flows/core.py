@@ -53,6 +53,7 @@ from .results import (
     Wait,
 )
 from .round import Round, open_round, plan_round
+from .tasks import FlowTasks
 
 log = logging.getLogger("lockerd.flows")
 
@@ -101,6 +102,12 @@ class Flows:
         self.qr = qr
         # why the store runs on its disk reserve: new parcels are refused meanwhile
         self.degraded = degraded
+        # what runs on after an answer (a round's next doors, a collection's openings)
+        self.tasks = FlowTasks()
+
+    async def stop(self) -> None:
+        """The daemon stops: end the flows' tasks; from now on no door opens."""
+        await self.tasks.stop()
 
     # ------------------------------------------------------------ recipient
 
@@ -386,6 +393,11 @@ class Flows:
     async def open_door(self, opening: Opening) -> Opened | LockFailed:
         """Pulse a door whose unlock intent is committed; wait until it opens or fails."""
         cid = opening.compartment
+        if self.tasks.stopped:
+            # The daemon is stopping: no pulse now. The intent stays, and is credited if the
+            # door is found open after the restart, never pulsed again.
+            fact(log, "flow.not_opened", logging.WARNING, compartment=cid, reason="stopping")
+            return LockFailed(cid, opening.reservation_id, True)
         outcome = await self.cabinet.unlock(cid, opening.actor, opening.reason, recorded=True)
         rid = opening.reservation_id
         opened = outcome.result is UnlockResult.OPENED

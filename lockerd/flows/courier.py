@@ -24,6 +24,7 @@ from .collection import awaiting_collection, count_awaiting
 from .opening import Opening, claim_compartment, compartment_size, intend
 from .parcels import next_size, valid_barcode
 from .results import Collection, Done, FlowResult, LockFailed, Opened, RefusalReason, Refused
+from .tasks import FlowsStopped
 from .unbooked import unbooked_offer
 
 if TYPE_CHECKING:
@@ -150,6 +151,8 @@ class CourierSession:
         if ended is not None:
             return ended
         flows = self.flows
+        if flows.tasks.stopped:  # the daemon is stopping: no door opens now
+            return Refused(RefusalReason.OUT_OF_SERVICE)
 
         def decide(tx: Transaction) -> list[Opening]:
             targets: list[Opening] = []
@@ -168,7 +171,19 @@ class CourierSession:
             return targets
 
         targets = await flows.store.write(decide)
-        results = await asyncio.gather(*(flows.open_door(opening) for opening in targets))
+        # side by side, as tasks the flows own: the daemon's stop ends the ones still
+        # opening (a cancelled one is in neither list; its intent is crash recovery's)
+        try:
+            openings = [
+                flows.tasks.start(flows.open_door(o), name=f"collection {o.compartment}")
+                for o in targets
+            ]
+        except FlowsStopped:
+            return Refused(RefusalReason.OUT_OF_SERVICE)
+        results = await asyncio.gather(*openings, return_exceptions=True)
+        for failed in results:
+            if isinstance(failed, Exception):
+                raise failed  # a bug, not a door: as loud as it was before
         opened = tuple(r for r in results if isinstance(r, Opened))
         self.opened.extend(opened)
         return Collection(opened, tuple(r for r in results if isinstance(r, LockFailed)))

@@ -7,10 +7,11 @@ that follow (``Opened.then``), so the screen can say where to go next. Each next
 opened when the close of the one before it is committed (the cabinet tells the round
 after the commit, never on the strength of a reading alone): its intent is committed
 first, and only if its pending pickup is still there (a booking recalled meanwhile is
-skipped). Every close settles its own booking as any pickup does. A round that stops (a
-door left open too long, a close the store cannot commit, a lock that fails, a restart)
-leaves its remaining steps to crash recovery's rules: a door never opened completes
-nothing, and the code opens what is left the next time.
+skipped). Every close settles its own booking as any pickup does. A round runs as a task
+the flows own (lockerd/flows/tasks.py), so the daemon's stop ends it. A round that stops
+(a door left open too long, a close the store cannot commit, a lock that fails, the
+daemon stopping, a restart) leaves its remaining steps to crash recovery's rules: a door
+never opened completes nothing, and the code opens what is left the next time.
 Several parcels in one compartment are one booking with several barcodes.
 """
 
@@ -30,6 +31,7 @@ from ..reservations import PickupMethod, Reservation
 from ..store import Transaction
 from .opening import Opening, intend
 from .results import FlowResult, Opened, RefusalReason, Refused
+from .tasks import FlowsStopped
 
 if TYPE_CHECKING:
     from .core import Cabinet, Flows
@@ -39,8 +41,8 @@ log = logging.getLogger("lockerd.flows")
 # How long a round waits for the open door's close to be committed before it gives the
 # rest up.
 ROUND_WAIT_S = 300.0
-# Rounds under way (a task needs a reference held, or it may be collected mid-round).
-_ROUNDS: set[asyncio.Task[None]] = set()
+# The name of a round's task among the flows' tasks (lockerd/flows/tasks.py).
+ROUND_TASK = "pickup round"
 
 
 @dataclass(frozen=True)
@@ -123,14 +125,18 @@ async def open_round(flows: Flows, planned: Round) -> FlowResult:
         closes.stop()
         await _give_up(flows, rest, "first door did not open")
         return result
-    task = asyncio.create_task(
-        _in_turn(flows, closes, first.compartment, rest), name="pickup round"
-    )
-    # however the round ends, even cancelled before it ran, it stops listening (before it
-    # leaves _ROUNDS, so a round no longer under way listens no more)
-    task.add_done_callback(lambda _: closes.stop())
-    _ROUNDS.add(task)
-    task.add_done_callback(_ROUNDS.discard)
+    try:
+        # The flows own it: their stop (the daemon's) cancels and awaits it. However it
+        # ends, even cancelled before it ran, it stops listening, and before it leaves the
+        # flows' tasks, so a round no longer under way listens no more.
+        flows.tasks.start(
+            _in_turn(flows, closes, first.compartment, rest),
+            name=f"{ROUND_TASK} {first.reservation_id}",
+            then=closes.stop,
+        )
+    except FlowsStopped:
+        closes.stop()  # stopping: the doors left are crash recovery's, as after a restart
+        return result
     return replace(result, then=tuple(o.compartment for o in rest))
 
 

@@ -353,7 +353,7 @@ async def test_multi_round_gives_up_the_rest_when_a_door_is_left_open(
     monkeypatch.setattr(rounds, "ROUND_WAIT_S", 0.5)
     first, second, pulses = await _round_of_two(rig)
     # nobody closes the first door: the round stops and the second door never opens
-    await wait_for(lambda: not rounds._ROUNDS, timeout=10)
+    await wait_for(lambda: not rig.flows.tasks, timeout=10)
     assert len(rig.sim.pulses()[second]) == pulses[second]
     with rig.daemon.store.transaction() as tx:
         assert tx.pending_step(second) is None
@@ -378,7 +378,7 @@ async def test_multi_round_opens_the_next_door_only_once_the_close_is_committed(
     assert rig.events("door.closed")[-1]["compartment"] != first
     assert len(rig.sim.pulses()[second]) == pulses[second]
     assert all(i.compartment != second for i in rig.daemon.store.open_unlock_intents())
-    assert rounds._ROUNDS  # still waiting
+    assert rig.flows.tasks.names() == ["pickup round R-1"]  # still waiting
 
     def second_opened() -> int:  # its first opening was the courier's deposit
         return sum(e["compartment"] == second for e in rig.events("door.opened"))
@@ -397,7 +397,7 @@ async def test_multi_round_opens_the_next_door_only_once_the_close_is_committed(
     await rig.close(second, parcel=False)
     await wait_for(lambda: len(rig.events("parcel.picked_up")) == 2)
     assert (rig.state("R-1"), rig.state("R-2")) == (ReservationState.PICKED_UP,) * 2
-    await wait_for(lambda: not rounds._ROUNDS)
+    await wait_for(lambda: not rig.flows.tasks)
     assert len(rig.daemon.hardware._closed_listeners) == listeners  # the round stopped listening
 
 
@@ -409,7 +409,7 @@ async def test_multi_round_gives_up_the_rest_when_the_close_never_commits(
     first, second, pulses = await _round_of_two(rig)
     held = await _closed_but_not_committed(rig, first)
     # no committed close within the wait: the round stops, the second door never opens
-    await wait_for(lambda: not rounds._ROUNDS, timeout=10)
+    await wait_for(lambda: not rig.flows.tasks, timeout=10)
     assert len(rig.daemon.hardware._closed_listeners) == listeners
     assert len(rig.sim.pulses()[second]) == pulses[second]
     with rig.daemon.store.transaction() as tx:

@@ -152,10 +152,11 @@ async def flow_rig(
 
 
 async def stop_daemon_and_simulator(daemon: Daemon, sim: SimulatedCabinet) -> None:
-    """A rig's teardown: the daemon's hardware, its store (the connection and its
-    thread), then the simulator, each even when the one before failed."""
+    """A rig's teardown: the daemon's flows and hardware (as the daemon stops them), its
+    store (the connection and its thread), then the simulator, each even when the one
+    before failed."""
     try:
-        await asyncio.wait_for(daemon.hardware.stop(), 10)
+        await asyncio.wait_for(daemon.stop_cabinet(), 10)
     finally:
         try:
             await daemon.async_store.close()
