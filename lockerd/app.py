@@ -170,7 +170,9 @@ class Daemon:
         self.sink.door_closed_handlers.append(flows.door_closed)
 
         async def recover(_: Daemon) -> None:
-            await flows.recover()
+            # start-up has waited for every board already: one still silent gets as long
+            # again, then its doors' steps are left to their closes
+            await flows.recover(first_scan_timeout_s=FIRST_SCAN_S)
 
         self.services.append(("flows.recover", recover))
         return flows

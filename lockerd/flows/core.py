@@ -14,7 +14,6 @@ deposit whose close was never committed is decided from the sensors.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
 from collections.abc import Callable
@@ -61,7 +60,10 @@ log = logging.getLogger("lockerd.flows")
 class Cabinet(Protocol):
     """What the flows need of the hardware (lockerd.hardware.Hardware)."""
 
-    scans: int
+    async def first_scan(self, timeout_s: float) -> list[str]:
+        """Wait until every board has answered once (at most ``timeout_s``); the buses
+        some board of which has not."""
+        ...
 
     async def unlock(
         self, compartment_id: str, actor: Actor, reason: str, *, recorded: bool = False
@@ -290,14 +292,23 @@ class Flows:
     async def recover(self, first_scan_timeout_s: float = 30.0) -> None:
         """After a crash: decide the pending steps whose door is found closed.
 
-        A door found open is left to its close (the supervisor reports it). A door
+        It waits for every board's first answer (the hardware's own signal, at most
+        ``first_scan_timeout_s``). A door found open is left to its close (the supervisor
+        reports it), and so is a door not read yet (a silent board: never guessed). A door
         found closed: a deposit with a parcel sensed inside is deposited, a pickup
         with the compartment sensed empty is picked up; without a sensor only a door
         that was seen open before the crash counts.
         """
-        deadline = self.clock.monotonic() + first_scan_timeout_s
-        while self.cabinet.scans < 1 and self.clock.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        unread = await self.cabinet.first_scan(first_scan_timeout_s)
+        if unread:
+            fact(
+                log,
+                "flows.recover_unread",
+                logging.WARNING,
+                buses=",".join(unread),
+                waited_s=first_scan_timeout_s,
+                detail="steps at their doors wait for the doors' closes",
+            )
         views = {v.id: v for v in self.cabinet.views()}
 
         def settle_closed(tx: Transaction) -> int:
