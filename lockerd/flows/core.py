@@ -34,11 +34,19 @@ from ..reservations import (
     ReservationState,
     TransitionError,
 )
-from ..store import ApplyStatus, CodeOutcome, CodeVerdict, CredentialRole, Transaction
+from ..store import (
+    ApplyStatus,
+    CodeOutcome,
+    CodeVerdict,
+    Credential,
+    CredentialRole,
+    Transaction,
+)
 from ..store.worker import AsyncStore
 from ..sync.commands import TrustStore
 from .courier import CourierSession
 from .deposit_code import prepare_code_deposit
+from .login import log_in
 from .opening import Opening, claim_compartment, intend
 from .results import (
     Done,
@@ -236,33 +244,17 @@ class Flows:
         """Log a courier in by code or badge UID; the session ends after inactivity."""
         purpose = Purpose.BADGE if badge is not None else Purpose.COURIER
         typed = badge if badge is not None else (code or "")
-        verdict = await self.store.write(
-            lambda tx: tx.verify_code(self.code_key, surface, purpose, typed)
-        )
-        early = self.verdict_refusal(verdict)
-        if early is not None:
-            return early
-        credential = verdict.credential
-        if credential is None or credential.role is not CredentialRole.COURIER:
-            return Refused(RefusalReason.NOT_A_COURIER)
-        fact(log, "courier.logged_in", credential=credential.id, surface=surface)
-        return CourierSession(self, credential.id, self.clock.monotonic())
+        answer = await log_in(self, surface, CredentialRole.COURIER, purpose, typed)
+        if not isinstance(answer, Credential):
+            return answer
+        return CourierSession(self, answer.id, self.clock.monotonic())
 
     # ------------------------------------------------------------ technician
 
     async def technician_login(self, surface: str, code: str) -> str | Refused | Wait | LockedOut:
         """A technician's code at the kiosk: their credential id for service mode, or why not."""
-        verdict = await self.store.write(
-            lambda tx: tx.verify_code(self.code_key, surface, Purpose.TECHNICIAN, code)
-        )
-        early = self.verdict_refusal(verdict)
-        if early is not None:
-            return early
-        credential = verdict.credential
-        if credential is None or credential.role is not CredentialRole.TECHNICIAN:
-            return Refused(RefusalReason.CODE_NOT_VALID)
-        fact(log, "technician.logged_in", credential=credential.id, surface=surface)
-        return credential.id
+        answer = await log_in(self, surface, CredentialRole.TECHNICIAN, Purpose.TECHNICIAN, code)
+        return answer.id if isinstance(answer, Credential) else answer
 
     async def technician_open(self, compartment: str, reason: str) -> FlowResult:
         """Open any compartment, recorded with its reason (a handover: flows.handover)."""
