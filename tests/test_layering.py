@@ -163,3 +163,51 @@ def test_narrow_edges_never_name_the_daemon(edge: str) -> None:
         for path in sorted((ROOT / edge).rglob("*.py"))
     }
     assert {f: bad for f, bad in offenders.items() if bad} == {}
+
+
+# The kiosk's handler modules reach the server through lockerd/kiosk/handler_api.py's
+# protocols (public methods, each with its docstring), never through its internals: a
+# private name of KioskServer used anywhere but on ``self`` inside server.py fails here.
+KIOSK_SERVER = ROOT / "lockerd/kiosk/server.py"
+
+
+def kiosk_server_private_names() -> set[str]:
+    tree = ast.parse(KIOSK_SERVER.read_text(encoding="utf-8"))
+    server = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "KioskServer")
+    names = {
+        n.name
+        for n in server.body
+        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name.startswith("_")
+    }
+    for node in ast.walk(server):  # and the attributes it keeps: self._x = ...
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "self"
+            and node.attr.startswith("_")
+        ):
+            names.add(node.attr)
+    return {n for n in names if not n.startswith("__")}
+
+
+def private_uses(path: Path, names: set[str]) -> list[str]:
+    """``x._name`` for a name of ``names`` on anything but ``self``, with its line."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return [
+        f"{node.lineno}: .{node.attr}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr in names
+        and not (isinstance(node.value, ast.Name) and node.value.id == "self")
+    ]
+
+
+def test_no_module_but_the_kiosk_server_touches_its_private_names() -> None:
+    names = kiosk_server_private_names()
+    assert {"_reap", "_pending", "_door_closed"} <= names  # the check sees the class
+    offenders = {
+        str(path.relative_to(ROOT)): private_uses(path, names)
+        for path in sorted((ROOT / "lockerd").rglob("*.py"))
+        if path != KIOSK_SERVER
+    }
+    assert {f: bad for f, bad in offenders.items() if bad} == {}

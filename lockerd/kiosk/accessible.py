@@ -10,7 +10,6 @@ server only keeps the session longer and says when a result is for an accessible
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -23,6 +22,7 @@ from .session import BadRequest, KioskSession, Role
 if TYPE_CHECKING:
     from ..config import KioskConfig
     from ..store.worker import AsyncStore
+    from .handler_api import Handlers
 
 
 def idle_limit_s(session: KioskSession, config: KioskConfig) -> float:
@@ -51,12 +51,10 @@ def marked(screen: Screen, session: KioskSession) -> Screen:
     return Screen(screen.screen, screen.message, (*screen.values, ("accessible", True)))
 
 
-def add_routes(
-    router: web.UrlDispatcher, session_of: Callable[[web.Request], KioskSession]
-) -> None:
+def add_routes(router: web.UrlDispatcher, kiosk: Handlers) -> None:
     async def toggle(request: web.Request) -> web.StreamResponse:
         """``{"on": true|false}``: accessible mode for this session."""
-        session = session_of(request)
+        session = kiosk.session_of(request)
         on = (await read_body(request)).get("on")
         if not isinstance(on, bool):
             raise BadRequest("on must be true or false")

@@ -25,35 +25,35 @@ from .screens import Screen
 from .session import Role
 
 if TYPE_CHECKING:
-    from .server import KioskServer
+    from .handler_api import Pushes
 
 log = logging.getLogger("lockerd.kiosk")
 
 BADGE_SURFACE = "badge"
 
 
-async def badge_login(server: KioskServer, uid: str) -> Screen:
+async def badge_login(server: Pushes, uid: str) -> Screen:
     """A badge held to the reader: log its courier in on the screen in front of it."""
-    session = server.sessions.get(server.current or "") or server.new_session()
+    session = server.session_in_front() or server.new_session()
     session.last_active = server.monotonic()
-    answer = await server.daemon.flows.courier_login(BADGE_SURFACE, badge=uid)
+    answer = await server.flows().courier_login(BADGE_SURFACE, badge=uid)
     if isinstance(answer, CourierSession):
         session.role, session.courier = Role.COURIER, answer
         screen = await welcome(answer)
     else:
-        screen = await server._shown(session, answer)
-    server._push(session, {"type": "screen", **screen.json()})
+        screen = await server.shown(session, answer)
+    server.push(session, {"type": "screen", **screen.json()})
     return screen
 
 
-async def _read(server: KioskServer, result: BadgeResult) -> None:
+async def _read(server: Pushes, result: BadgeResult) -> None:
     if isinstance(result, Badge):
         await badge_login(server, result.uid)
     else:
         server.physical_bad_scan(result.reason.value)
 
 
-async def feed_serial_badges(server: KioskServer, reader: SerialBadgeReader) -> None:
+async def feed_serial_badges(server: Pushes, reader: SerialBadgeReader) -> None:
     """Run a serial badge reader into the kiosk until cancelled."""
     async for result in reader.badges():
         try:
@@ -62,7 +62,7 @@ async def feed_serial_badges(server: KioskServer, reader: SerialBadgeReader) -> 
             log.exception("kiosk.badge_failed")
 
 
-async def feed_keyboard_badges(server: KioskServer, device: EvdevInput) -> None:
+async def feed_keyboard_badges(server: Pushes, device: EvdevInput) -> None:
     """Run a keyboard-emulation badge reader into the kiosk; retried when unplugged."""
 
     async def held(entry: KeyResult) -> None:

@@ -17,7 +17,7 @@ from .screens import Screen
 
 if TYPE_CHECKING:
     from ..flows.courier import CourierSession
-    from .server import KioskServer
+    from .handler_api import Handlers
 
 
 async def welcome(courier: CourierSession) -> Screen:
@@ -27,21 +27,21 @@ async def welcome(courier: CourierSession) -> Screen:
     )
 
 
-def add_routes(router: web.UrlDispatcher, kiosk: KioskServer) -> None:
+def add_routes(router: web.UrlDispatcher, kiosk: Handlers) -> None:
     async def awaiting(request: web.Request) -> web.StreamResponse:
         """The count again, when the courier's screen comes back after doors closed."""
-        courier = kiosk._courier(kiosk._session(request))
+        courier = kiosk.courier_of(kiosk.session_of(request))
         return web.json_response({"awaiting": await courier.awaiting_collection()})
 
     async def collect(request: web.Request) -> web.StreamResponse:
         """Open every door whose parcel goes with the courier; the screen names them."""
-        session = kiosk._session(request)
-        courier = kiosk._courier(session)
+        session = kiosk.session_of(request)
+        courier = kiosk.courier_of(session)
         result = await courier.collect_all()
         if isinstance(result, Collection):
             # the session lasts while these doors are open, and hears each one close
             session.open_doors.update(o.compartment for o in result.opened)
-        return screen_response(await kiosk._shown(session, result))
+        return screen_response(await kiosk.shown(session, result))
 
     router.add_get("/api/courier/awaiting", awaiting)
     router.add_post("/api/courier/collect", collect)

@@ -23,7 +23,7 @@ from ..logs import fact
 from .screens import Screen
 
 if TYPE_CHECKING:
-    from .server import KioskServer
+    from .handler_api import Pushes
     from .session import KioskSession
 
 log = logging.getLogger("lockerd.kiosk")
@@ -32,7 +32,7 @@ log = logging.getLogger("lockerd.kiosk")
 class PaymentScreens:
     """Turns committed payments into open doors on the screens of the people waiting."""
 
-    def __init__(self, server: KioskServer) -> None:
+    def __init__(self, server: Pushes) -> None:
         self.server = server
         self._paid: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -43,7 +43,7 @@ class PaymentScreens:
             if event.type == EventType.PAYMENT_CONFIRMED.value:
                 self._paid.add(str(event.data["reservation_id"]))
         if self._paid:
-            self.server._soon("payments", self._resume)
+            self.server.soon("payments", self._resume)
 
     async def _resume(self) -> None:
         while self._paid:
@@ -51,33 +51,32 @@ class PaymentScreens:
             waiting = [s for s in self.server.sessions.values() if s.payment_reservation == rid]
             for session in waiting:
                 session.payment_reservation = None
-                self.server._push(
+                self.server.push(
                     session, {"type": "payment.confirmed", "message": "payment.confirmed"}
                 )
             try:
-                result = await resume_after_payment(self.server._flows(), rid)
+                result = await resume_after_payment(self.server.flows(), rid)
             except Exception as exc:  # the store failed: the paid parcel opens with its code
                 fact(log, "kiosk.payment_resume_failed", logging.ERROR, error=exc)
                 continue
             if result is None:  # their wait had lapsed: the paid parcel opens with its code
                 for session in waiting:
                     again = Screen("home", "payment.type_again")
-                    self.server._push(session, {"type": "screen", **again.json()})
+                    self.server.push(session, {"type": "screen", **again.json()})
                 continue
-            sessions = self.server.sessions
-            at = waiting[0] if waiting else sessions.get(self.server.current or "")
+            at = waiting[0] if waiting else self.server.session_in_front()
             if at is None:
                 continue
-            screen = await self.server._shown(at, result)
+            screen = await self.server.shown(at, result)
             if isinstance(result, Opened):
                 screen = Screen("door_open", "payment.door_opened", screen.values)
-            self.server._push(at, {"type": "screen", **screen.json()})
+            self.server.push(at, {"type": "screen", **screen.json()})
 
     def still_there(self, session: KioskSession) -> None:
         """A touch on the payment screen: the wait lasts as long as the screen does."""
         rid = session.payment_reservation
         if rid is not None:
-            self._spawn(keep_waiting(self.server._flows(), [rid]))
+            self._spawn(keep_waiting(self.server.flows(), [rid]))
 
     async def left(self, session: KioskSession) -> None:
         """The session ended: whoever waited is gone; a later payment opens nothing."""
@@ -86,7 +85,7 @@ class PaymentScreens:
             return
         session.payment_reservation = None
         with contextlib.suppress(Exception):  # a failing store: the wait lapses on its own
-            await stop_waiting(self.server._flows(), [rid])
+            await stop_waiting(self.server.flows(), [rid])
 
     def stop(self) -> None:
         for task in list(self._tasks):

@@ -19,14 +19,13 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
 from drivers.keypad import Entry, EvdevInput, KeyResult
 from drivers.scanner import Scan, SerialScanner
 
-from .. import status
 from ..cabinet import DoorClosed
 from ..config import SecondFactor
 from ..flows.courier import CourierSession
@@ -34,10 +33,11 @@ from ..flows.returns import scanned_token
 from ..logs import fact
 from ..poll_schedule import polls_held
 from ..qr import looks_like_token
-from . import accessible, collection, returns
+from . import accessible, collection, returns, service_mode
 from .bus_hold import bus_hold
 from .deposits import add_routes as add_deposit_routes
 from .guard import request_guard
+from .handler_api import KioskCabinet
 from .http import (
     answer_errors,
     catalogue,
@@ -54,25 +54,11 @@ from .input_devices import read_forever
 from .payment import PaymentScreens
 from .pickup import Pickups
 from .reminders import Reminders
-from .screens import Screen, screen_for, service_cell
+from .screens import Screen, screen_for
 from .session import BadRequest, KioskSession, Role
 
 if TYPE_CHECKING:
-    from ..clock import Clock
-    from ..config import Config
     from ..flows import Flows
-    from ..hardware import Hardware
-    from ..store.worker import AsyncStore
-
-
-class KioskCabinet(Protocol):
-    """What the kiosk uses of the running daemon, and nothing more."""
-
-    config: Config
-    flows: Flows
-    hardware: Hardware
-    async_store: AsyncStore
-    clock: Clock
 
 
 log = logging.getLogger("lockerd.kiosk")
@@ -110,7 +96,7 @@ class KioskServer:
         self._again: set[str] = set()
         self._catalogues = {lang: catalogue(lang) for lang in self.config.languages}
         phone = daemon.config.pickup.second_factor is SecondFactor.PHONE_LAST4
-        self.pickups = Pickups(self._flows, second_factor=phone)
+        self.pickups = Pickups(self.flows, second_factor=phone)
         self.reminders = Reminders()
         self.payments = PaymentScreens(self)
 
@@ -134,18 +120,15 @@ class KioskServer:
         r.add_post("/api/courier/login", self._courier_login)
         r.add_post("/api/courier/scan", self._courier_scan)
         r.add_post("/api/courier/logout", self._end_session)
-        r.add_post("/api/service/login", self._service_login)
-        r.add_get("/api/service/cabinet", self._service_cabinet)
-        r.add_post("/api/service/open", self._service_open)
-        r.add_post("/api/service/compartment", self._service_compartment)
         r.add_get("/api/payment", self._payment_status)
         r.add_get("/api/payment/qr.svg", self._payment_qr)
         r.add_get("/api/events", self._events)
         add_deposit_routes(r, self)
         collection.add_routes(r, self)
         r.add_get("/api/reminders", self.reminders.handle)
-        returns.add_routes(r, self._session, self._flows, self._shown)
-        accessible.add_routes(r, self._session)
+        service_mode.add_routes(r, self)
+        returns.add_routes(r, self)
+        accessible.add_routes(r, self)
         return app
 
     async def start(self) -> None:
@@ -192,7 +175,8 @@ class KioskServer:
 
     # ------------------------------------------------------------ sessions
 
-    def _session(self, request: web.Request) -> KioskSession:
+    def session_of(self, request: web.Request) -> KioskSession:
+        """The live session the request names (handler_api.Handlers)."""
         sid = request.headers.get(SESSION_HEADER) or request.query.get("session", "")
         session = self.sessions.get(sid)
         if session is None:
@@ -203,6 +187,10 @@ class KioskServer:
         session.last_active = self.monotonic()
         self.current = session.id
         return session
+
+    def session_in_front(self) -> KioskSession | None:
+        """The session whose screen the readers face: the last one touched."""
+        return self.sessions.get(self.current or "")
 
     def new_session(self, language: str | None = None) -> KioskSession:
         lang = language if language in self.config.languages else self.config.default_language
@@ -239,7 +227,8 @@ class KioskServer:
 
     # ------------------------------------------------------------ push
 
-    def _push(self, session: KioskSession, message: dict[str, Any]) -> None:
+    def push(self, session: KioskSession, message: dict[str, Any]) -> None:
+        """Send ``message`` to every page of the session, never waiting."""
         for ws in list(session.sockets):
             if ws.closed:
                 session.sockets.discard(ws)
@@ -254,7 +243,7 @@ class KioskServer:
                 message = "door.closed"
                 if session.role is Role.COURIER and door.occupancy is not None:
                     message = "parcel.deposited" if door.occupancy.value == "present" else message
-                self._push(
+                self.push(
                     session,
                     {"type": "door.closed", "compartment": door.compartment, "message": message},
                 )
@@ -262,9 +251,9 @@ class KioskServer:
     def _hardware_changed(self) -> None:
         """A door, lock or sensor changed: service-mode screens get the new picture."""
         if any(s.role is Role.TECHNICIAN and s.sockets for s in self.sessions.values()):
-            self._soon("picture", self._push_picture)
+            self.soon("picture", self._push_picture)
 
-    def _soon(self, name: str, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    def soon(self, name: str, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run ``work`` once, soon, however many changes ask for it meanwhile (it reads the
         store off the loop, so listeners, which must not wait, hand it to a task)."""
         if name in self._pending:
@@ -277,15 +266,15 @@ class KioskServer:
             self._pending.pop(name, None)
             if name in self._again:
                 self._again.discard(name)
-                self._soon(name, work)
+                self.soon(name, work)
 
         task.add_done_callback(done)
 
     async def _push_picture(self) -> None:
-        picture = await self.cabinet_picture()
+        picture = await service_mode.cabinet_picture(self.daemon)
         for session in self.sessions.values():
             if session.role is Role.TECHNICIAN and session.sockets:
-                self._push(session, {"type": "cabinet", "cabinet": picture})
+                self.push(session, {"type": "cabinet", "cabinet": picture})
 
     # ------------------------------------------------------------ scanner and keypad
 
@@ -317,33 +306,33 @@ class KioskServer:
 
     async def physical_entry(self, text: str, surface: str) -> Screen:
         """What a keypad or keyboard scanner typed up to Enter: the same logic as a scan."""
-        session = self.sessions.get(self.current or "") or self.new_session()
+        session = self.session_in_front() or self.new_session()
         session.last_active = self.monotonic()
         with polls_held(self.daemon.hardware.hold_polls):
             screen = await self._scan_in(session, text, surface)
-        self._push(session, {"type": "screen", **screen.json()})
+        self.push(session, {"type": "screen", **screen.json()})
         return screen
 
     def physical_bad_scan(self, reason: str) -> None:
         fact(log, "scan.rejected", logging.WARNING, reason=reason)
-        session = self.sessions.get(self.current or "")
+        session = self.session_in_front()
         if session is not None:
             screen = Screen("error", "scan.unreadable")
-            self._push(session, {"type": "screen", **screen.json()})
+            self.push(session, {"type": "screen", **screen.json()})
 
     async def _scan_in(self, session: KioskSession, text: str, surface: str) -> Screen:
-        flows = self._flows()
+        flows = self.flows()
         if session.role is Role.COURIER and session.courier is not None:
-            return await self._shown(session, await session.courier.scan(text))
+            return await self.shown(session, await session.courier.scan(text))
         if looks_like_token(text):
-            return await self._shown(session, await scanned_token(flows, SCANNER_SURFACE, text))
+            return await self.shown(session, await scanned_token(flows, SCANNER_SURFACE, text))
         if text.isdigit():
-            return await self._shown(session, await self.pickups.keyed(session, surface, text))
+            return await self.shown(session, await self.pickups.keyed(session, surface, text))
         return Screen("error", "scan.not_a_pickup")
 
     # ------------------------------------------------------------ handlers
 
-    async def _shown(self, session: KioskSession, result: object) -> Screen:
+    async def shown(self, session: KioskSession, result: object) -> Screen:
         """Remember what a result means for this session, then turn it into a screen."""
         from ..flows.results import Opened, PaymentRequired
 
@@ -359,7 +348,8 @@ class KioskServer:
         fact(log, "kiosk.screen", screen=screen.screen, message=screen.message)
         return screen
 
-    def _flows(self) -> Flows:
+    def flows(self) -> Flows:
+        """The daemon's flows."""
         return self.daemon.flows
 
     async def _index(self, request: web.Request) -> web.StreamResponse:
@@ -386,12 +376,12 @@ class KioskServer:
         return web.json_response({"session": session.id, "language": session.language})
 
     async def _end_session(self, request: web.Request) -> web.StreamResponse:
-        session = self._session(request)
+        session = self.session_of(request)
         await self._close_session(session, "ended")
         return web.json_response({"screen": "home", "message": "session.ended"})
 
     async def _language(self, request: web.Request) -> web.StreamResponse:
-        session = self._session(request)
+        session = self.session_of(request)
         language = required_text(await read_body(request), "language")
         if language not in self.config.languages:
             raise BadRequest("unknown language")
@@ -399,36 +389,37 @@ class KioskServer:
         return web.json_response({"language": language})
 
     async def _pickup(self, request: web.Request) -> web.StreamResponse:
-        session = self._session(request)
+        session = self.session_of(request)
         body = await read_body(request)
         code, phone = optional_text(body, "code"), optional_text(body, "phone_last4")
         result = await self.pickups.typed(session, KIOSK_SURFACE, code, phone)
-        return screen_response(await self._shown(session, result))
+        return screen_response(await self.shown(session, result))
 
     async def _scan(self, request: web.Request) -> web.StreamResponse:
-        session = self._session(request)
+        session = self.session_of(request)
         text = required_text(await read_body(request), "text")
         return screen_response(await self._scan_in(session, text, KIOSK_SURFACE))
 
     async def _dropoff(self, request: web.Request) -> web.StreamResponse:
-        session = self._session(request)
+        session = self.session_of(request)
         code = required_text(await read_body(request), "code")
-        result = await self._flows().drop_off(KIOSK_SURFACE, code)
-        return screen_response(await self._shown(session, result))
+        result = await self.flows().drop_off(KIOSK_SURFACE, code)
+        return screen_response(await self.shown(session, result))
 
     async def _courier_login(self, request: web.Request) -> web.StreamResponse:
-        session = self._session(request)
+        session = self.session_of(request)
         body = await read_body(request)
         code, badge = optional_text(body, "code"), optional_text(body, "badge")
         if code is None and badge is None:
             raise BadRequest("code or badge required")
-        answer = await self._flows().courier_login(KIOSK_SURFACE, code=code, badge=badge)
+        answer = await self.flows().courier_login(KIOSK_SURFACE, code=code, badge=badge)
         if isinstance(answer, CourierSession):
             session.role, session.courier = Role.COURIER, answer
             return screen_response(await collection.welcome(answer))
-        return screen_response(await self._shown(session, answer))
+        return screen_response(await self.shown(session, answer))
 
-    def _courier(self, session: KioskSession) -> Any:
+    def courier_of(self, session: KioskSession) -> CourierSession:
+        """The session's active courier; 403, the session a guest's again, otherwise."""
         courier = session.courier
         if session.role is not Role.COURIER or courier is None or not courier.active:
             session.role, session.courier = Role.GUEST, None
@@ -439,59 +430,13 @@ class KioskServer:
         return courier
 
     async def _courier_scan(self, request: web.Request) -> web.StreamResponse:
-        session = self._session(request)
-        courier = self._courier(session)
+        session = self.session_of(request)
+        courier = self.courier_of(session)
         barcode = required_text(await read_body(request), "barcode")
-        return screen_response(await self._shown(session, await courier.scan(barcode)))
-
-    async def _service_login(self, request: web.Request) -> web.StreamResponse:
-        session = self._session(request)
-        code = required_text(await read_body(request), "code")
-        answer = await self._flows().technician_login(KIOSK_SURFACE, code)
-        if not isinstance(answer, str):
-            return screen_response(await self._shown(session, answer))
-        session.role, session.technician = Role.TECHNICIAN, answer
-        fact(log, "kiosk.service_mode", credential=answer)
-        picture = await self.cabinet_picture()
-        return web.json_response(
-            {"screen": "service", "message": "service.welcome", "cabinet": picture}
-        )
-
-    def _technician(self, session: KioskSession) -> str:
-        if session.role is not Role.TECHNICIAN or session.technician is None:
-            raise web.HTTPForbidden(
-                text=json.dumps({"screen": "home", "message": "refused.not_allowed"}),
-                content_type="application/json",
-            )
-        return session.technician
-
-    async def _service_cabinet(self, request: web.Request) -> web.StreamResponse:
-        self._technician(self._session(request))
-        return web.json_response({"cabinet": await self.cabinet_picture()})
-
-    async def _service_open(self, request: web.Request) -> web.StreamResponse:
-        session = self._session(request)
-        self._technician(session)
-        body = await read_body(request)
-        compartment = required_text(body, "compartment")
-        reason = optional_text(body, "reason") or "kiosk service mode"
-        result = await self._flows().technician_open(compartment, reason)
-        return screen_response(await self._shown(session, result))
-
-    async def _service_compartment(self, request: web.Request) -> web.StreamResponse:
-        session = self._session(request)
-        who = self._technician(session)
-        body = await read_body(request)
-        compartment = required_text(body, "compartment")
-        in_service = body.get("in_service")
-        if not isinstance(in_service, bool):
-            raise BadRequest("in_service must be true or false")
-        reason = optional_text(body, "reason") or "kiosk service mode"
-        result = await self._flows().set_service(compartment, in_service, reason, who)
-        return screen_response(await self._shown(session, result))
+        return screen_response(await self.shown(session, await courier.scan(barcode)))
 
     async def _payment_status(self, request: web.Request) -> web.StreamResponse:
-        session = self._session(request)
+        session = self.session_of(request)
         rid = session.payment_reservation
         if rid is None:
             return web.json_response({"paid": True, "message": "payment.confirmed"})
@@ -503,13 +448,13 @@ class KioskServer:
         return web.json_response({"paid": paid, "message": message})
 
     async def _payment_qr(self, request: web.Request) -> web.StreamResponse:
-        session = self._session(request)
+        session = self.session_of(request)
         if session.payment_url is None:
             raise web.HTTPNotFound()
         return web.Response(body=qr_svg(session.payment_url), content_type="image/svg+xml")
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
-        session = self._session(request)
+        session = self.session_of(request)
         ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=MAX_BODY)
         await ws.prepare(request)
         session.sockets.add(ws)
@@ -522,11 +467,3 @@ class KioskServer:
         finally:
             session.sockets.discard(ws)
         return ws
-
-    # ------------------------------------------------------------ the picture
-
-    async def cabinet_picture(self) -> list[dict[str, Any]]:
-        """Every compartment with door, lock, occupancy, faults and service, for service mode."""
-        d = self.daemon
-        rows = await d.async_store.read(lambda store: store.compartments())
-        return [service_cell(c) for c in status.compartments(d.config, rows, d.hardware.supervisor)]

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
+
+if TYPE_CHECKING:
+    from ..flows.courier import CourierSession
 
 
 class Role(StrEnum):
@@ -23,7 +26,7 @@ class KioskSession:
     language: str
     last_active: float
     role: Role = Role.GUEST
-    courier: Any = None  # flows' CourierSession while a courier is logged in
+    courier: CourierSession | None = None  # while a courier is logged in
     technician: str | None = None
     payment_reservation: str | None = None
     payment_url: str | None = None
