@@ -187,6 +187,10 @@ class Hardware:
         self._pulses: set[asyncio.Task[None]] = set()
         self._uncommitted: deque[_Queued] = deque()
         self._commit_wakeup = asyncio.Event()
+        # batches of facts ever queued and ever committed, and who waits for a count
+        self._queued_total = 0
+        self._committed_total = 0
+        self._committed_waiters: list[tuple[int, asyncio.Future[None]]] = []
         # why the store last refused a commit, while facts wait for it; None when all is in
         self.store_failure: str | None = None
         self.scans = 0  # completed scans of all buses, for health and tests
@@ -454,6 +458,7 @@ class Hardware:
         outcomes = [e for e in effects if isinstance(e, UnlockOutcome)]
         if events or closed or outcomes:
             self._uncommitted.append(_Queued(FactBatch(events, closed, outcomes), effects))
+            self._queued_total += 1
             self._commit_wakeup.set()
         else:
             self._carry_out(effects)
@@ -474,6 +479,8 @@ class Hardware:
                     delay = min(delay * 2, COMMIT_RETRY_MAX_S)
                     continue
                 self._uncommitted.popleft()
+                self._committed_total += 1
+                self._wake_committed_waiters()
                 delay = COMMIT_RETRY_FIRST_S
                 if self.store_failure is not None:
                     fact(log, "commit.recovered", waiting=len(self._uncommitted))
@@ -503,6 +510,37 @@ class Hardware:
             queued.batch = FactBatch(
                 queued.batch.events, queued.batch.closed, queued.batch.outcomes, False
             )
+
+    async def facts_committed(self, timeout_s: float) -> bool:
+        """Wait until every fact decided before this call is committed (False: not
+        within ``timeout_s``; the store is failing).
+
+        The flows wait for it before each decision (lockerd.flows.deciding): a request
+        that follows a close is decided on a store that holds that close, so the close
+        cannot settle the step the request writes for the door's next opening.
+        """
+        target = self._queued_total
+        if self._committed_total >= target:
+            return True
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._committed_waiters.append((target, waiter))
+        try:
+            await asyncio.wait_for(waiter, timeout_s)
+        except TimeoutError:
+            return False
+        finally:
+            self._committed_waiters = [w for w in self._committed_waiters if not w[1].done()]
+        return True
+
+    @property
+    def waiting_for_facts(self) -> int:
+        """Callers of :meth:`facts_committed` still waiting (for health and tests)."""
+        return sum(1 for _, waiter in self._committed_waiters if not waiter.done())
+
+    def _wake_committed_waiters(self) -> None:
+        for target, waiter in self._committed_waiters:
+            if target <= self._committed_total and not waiter.done():
+                waiter.set_result(None)
 
     async def _drained(self) -> None:
         while self._uncommitted:

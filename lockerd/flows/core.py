@@ -45,6 +45,7 @@ from ..store import (
 from ..store.worker import AsyncStore
 from ..sync.commands import TrustStore
 from .courier import CourierSession
+from .deciding import DecidingStore
 from .deposit_code import prepare_code_deposit
 from .login import log_in
 from .opening import Opening, claim_compartment, intend
@@ -83,6 +84,10 @@ class Cabinet(Protocol):
         """Call ``listener`` after each committed close; returns the unsubscribe."""
         ...
 
+    async def facts_committed(self, timeout_s: float) -> bool:
+        """Wait until every door fact decided so far is committed (lockerd.flows.deciding)."""
+        ...
+
 
 class Flows:
     """Every flow of the cabinet over one store and one cabinet."""
@@ -102,7 +107,8 @@ class Flows:
         qr: QrVerifier | None = None,
         degraded: Callable[[], str | None] = lambda: None,
     ) -> None:
-        self.store = store
+        # every decision waits for the door facts seen before it (flows/deciding.py)
+        self.store = DecidingStore(store, cabinet)
         self.cabinet = cabinet
         self.clock = clock
         self.code_key = code_key

@@ -3,7 +3,9 @@ simulator with the real store: offline, single use, and nothing spent on a refus
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,8 +23,10 @@ from lockerd import reservation_life as life
 from lockerd.clock import ManualClock
 from lockerd.events import EventType
 from lockerd.flows import Opened, RefusalReason, Refused
+from lockerd.flows.deciding import DecidingStore, DoorFactsBehind
 from lockerd.flows.returns import scanned_token, send_return
-from lockerd.model import Size
+from lockerd.hardware import FactBatch, Hardware
+from lockerd.model import Actor, Size
 from lockerd.qr import QrPickup, QrRefusal, QrRejected, QrVerifier
 from lockerd.reservations import Booking, HoldPolicy, ReservationKind, ReservationState
 from lockerd.return_label import ReturnLabel, check_label, claims_return, new_return
@@ -264,3 +268,93 @@ async def test_return_never_deposited_is_released_when_its_label_expires(rig: Ri
         store.clock = real
     assert rig.state("RET-4") is ReservationState.RELEASED
     assert rig.events("reservation.released")[-1]["reason"] == "not_deposited"
+
+
+# --- a close on its way to the store -------------------------------------------------------
+
+
+class HeldCloses:
+    """The hardware's sink, holding the commit of each close of ``cid`` until released:
+    the supervisor has decided the close, the store has not heard of it yet (a slow
+    fsync, a commit being retried)."""
+
+    def __init__(self, hardware: Hardware, cid: str) -> None:
+        self.sink = hardware.sink
+        self.cid = cid
+        self.holding = asyncio.Event()
+        self.release = asyncio.Event()
+        hardware.sink = self
+
+    async def record_unlock_intent(self, compartment: str, actor: Actor, reason: str) -> None:
+        await self.sink.record_unlock_intent(compartment, actor, reason)
+
+    async def commit(self, batch: FactBatch) -> None:
+        if any(door.compartment == self.cid for door in batch.closed):
+            self.holding.set()
+            await self.release.wait()
+        await self.sink.commit(batch)
+
+    def is_disk_failure(self, error: Exception) -> bool:
+        return self.sink.is_disk_failure(error)
+
+
+async def close_empty_and_hold(rig: Rig, cid: str) -> HeldCloses:
+    """The sender takes the parcel back out and closes the door; its close is held."""
+    held = HeldCloses(rig.daemon.hardware, cid)
+    rig.sim.take_parcel(cid)
+    scans = rig.daemon.hardware.scans
+    await wait_for(lambda: rig.daemon.hardware.scans >= scans + 2, what="the empty compartment")
+    await wait_for(lambda: not rig.sim.state()["compartments"][cid]["lock_energised"])
+    rig.sim.close_door(cid)
+    await wait_for(held.holding.is_set, what="the close decided, its commit held")
+    return held
+
+
+async def test_a_label_scanned_again_while_the_empty_close_is_on_its_way_keeps_its_parcel(
+    rig: Rig,
+) -> None:
+    token = rig_label(rig, "RET-5", jti="j-ret-5")
+    opened = await send_return(rig.flows, "scanner", token)
+    assert isinstance(opened, Opened), opened
+    cid = opened.compartment
+    held = await close_empty_and_hold(rig, cid)
+    pulses = len(rig.sim.pulses()[cid])
+    hardware = rig.daemon.hardware
+    # The label again, before the store has the close: the request waits for it (had it
+    # been decided now, its step would be the one that close settles, empty).
+    again = asyncio.create_task(send_return(rig.flows, "scanner", token))
+    await wait_for(
+        lambda: hardware.waiting_for_facts == 1 or len(rig.sim.pulses()[cid]) > pulses,
+        what="the request decided or waiting for the close",
+    )
+    opened_before_the_close_was_stored = len(rig.sim.pulses()[cid]) > pulses
+    held.release.set()
+    reopened = await again
+    assert isinstance(reopened, Opened) and reopened.compartment == cid, reopened
+    await rig.close(cid, parcel=True)
+    assert rig.state("RET-5") is ReservationState.DROPPED_OFF
+    assert rig.events("return.deposited") == [
+        {"reservation_id": "RET-5", "compartment": cid, "size": "M"}
+    ]
+    assert not opened_before_the_close_was_stored
+    assert rig.daemon.store.pending_steps() == []
+
+
+async def test_no_door_opens_while_the_store_cannot_take_the_door_facts(rig: Rig) -> None:
+    token = rig_label(rig, "RET-6", jti="j-ret-6")
+    opened = await send_return(rig.flows, "scanner", token)
+    assert isinstance(opened, Opened), opened
+    cid = opened.compartment
+    # a short bound, so the test does not wait for the real one
+    rig.flows.store = DecidingStore(rig.daemon.async_store, rig.daemon.hardware, within_s=0.3)
+    held = await close_empty_and_hold(rig, cid)  # never released: a store that is failing
+    pulses = rig.sim.pulses()
+    with pytest.raises(DoorFactsBehind):
+        await send_return(rig.flows, "scanner", token)
+    assert isinstance(DoorFactsBehind(), sqlite3.Error)  # answered as a failing store is
+    assert rig.sim.pulses() == pulses
+    steps = rig.daemon.store.pending_steps()
+    assert [(s.compartment, s.opened) for s in steps] == [(cid, True)]  # the first opening's
+    held.release.set()
+    await wait_for(lambda: not rig.daemon.store.pending_steps(), what="the close stored")
+    assert rig.state("RET-6") is ReservationState.BOOKED  # closed empty: it still waits
