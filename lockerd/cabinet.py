@@ -268,11 +268,14 @@ class DoorSupervisor:
             effects.append(Emit(DomainEvent(EventType.BOARD_ONLINE, {"board": board})))
         self._board_online[board] = True
         for d in self._by_board.get(board, []):
-            if d.config.door.board == board:
-                effects += self._door_reading(d, _level(bits, d.config.door), now)
+            # Occupancy first: a door that closes in this very reading closes on what the
+            # compartment holds now, not on what it held one poll earlier (a parcel put
+            # in, or taken out, just before the door was pushed shut).
             occ = d.config.occupancy
             if occ is not None and occ.board == board:
                 effects += self._occupancy_reading(d, _level(bits, occ), now)
+            if d.config.door.board == board:
+                effects += self._door_reading(d, _level(bits, d.config.door), now)
             if d.lock is LockState.UNKNOWN and d.phase is Phase.IDLE:
                 d.lock = LockState.LOCKED
         return effects

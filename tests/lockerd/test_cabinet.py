@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -159,6 +160,26 @@ def test_the_door_cycle(tmp_path: Path) -> None:
     closed = [e for e in out if isinstance(e, DoorClosed)]
     assert closed == [DoorClosed("A01", Actor.RECIPIENT, Occupancy.PRESENT, 5.0)]
     assert bench.supervisor.view("A01").phase is Phase.IDLE
+
+
+@pytest.mark.parametrize("put_in", [True, False])
+def test_a_door_closed_in_the_reading_that_sees_the_parcel_change_closes_on_it(
+    tmp_path: Path, put_in: bool
+) -> None:
+    # The parcel is put in (or taken out) and the door pushed shut between two readings:
+    # the close carries what that same reading sees inside, not the reading before.
+    bench = Bench(load(tmp_path))
+    bench.present["A01"] = not put_in
+    bench.read()
+    bench.unlock("A01", Actor.SENDER)
+    bench.open["A01"] = True
+    bench.read()
+    bench.now += 3
+    bench.present["A01"] = put_in
+    bench.open["A01"] = False
+    closed = [e for e in bench.read() if isinstance(e, DoorClosed)]
+    expected = Occupancy.PRESENT if put_in else Occupancy.EMPTY
+    assert closed == [DoorClosed("A01", Actor.SENDER, expected, 3.0)]
 
 
 def test_a_second_unlock_while_unlocking_sends_no_second_pulse(tmp_path: Path) -> None:
