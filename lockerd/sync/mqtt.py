@@ -93,18 +93,35 @@ class Will:
     retain: bool = True
 
 
+# What a connection that ends right after a TLS handshake that carried our certificate,
+# with no alert, most likely means: the broker checked the certificate after the
+# handshake (TLS 1.3) and its alert lost the race with our CONNECT.
+CLOSED_AFTER_HANDSHAKE = (
+    "the broker closed the connection right after the TLS handshake; it may have refused"
+    " this cabinet's certificate (check its expiry and CA)"
+)
+
+
 class ConnectFailed(Exception):
     """The connection could not be opened; ``tls`` says the TLS layer refused it.
 
     ``alert`` is the TLS alert the broker sent (``"certificate expired"``), if any: with
     TLS 1.3 a refused client certificate only shows after the handshake, as an alert on
-    the first read.
+    the first read. That alert races our CONNECT: the connection may end in a bare EOF
+    or reset instead (``after_handshake``), which is then the only sign of a refusal.
     """
 
-    def __init__(self, message: str, tls: bool = False, alert: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        tls: bool = False,
+        alert: str | None = None,
+        after_handshake: bool = False,
+    ) -> None:
         super().__init__(message)
-        self.tls = tls or alert is not None
+        self.tls = tls or alert is not None or after_handshake
         self.alert = alert
+        self.after_handshake = after_handshake
 
 
 class SubscribeRefused(ConnectFailed):
@@ -183,10 +200,7 @@ class Session:
     def _attach(self) -> None:
         sock = self._client.socket()
         if sock is None:
-            alert = getattr(self._client, "tls_alert", None)
-            if alert is not None:
-                raise ConnectFailed(f"TLS alert from the broker: {alert}", alert=alert)
-            raise ConnectFailed("the connection closed while opening")
+            raise self._failed_opening("the connection closed while opening")
         self._socket = sock
         # paho leaves Nagle's algorithm on. Our packets are small and each is worth sending
         # at once: with Nagle, an event published just after our PUBACK for a command
@@ -212,7 +226,7 @@ class Session:
         for _ in range(MAX_PACKETS_PER_READ):
             rc = self._client.loop_read()
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                self._lost(f"read failed: {rc.name if isinstance(rc, Enum) else rc}")
+                self._lost(f"read failed: {rc.name if isinstance(rc, Enum) else rc}", ended=True)
                 return
             current: Any = self._client.socket()
             if current is not sock or not _more_to_read(sock):
@@ -221,7 +235,7 @@ class Session:
     def _writable(self) -> None:
         rc = self._client.loop_write()
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            self._lost(f"write failed: {rc.name if isinstance(rc, Enum) else rc}")
+            self._lost(f"write failed: {rc.name if isinstance(rc, Enum) else rc}", ended=True)
 
     def _tick(self) -> None:
         # loop_misc sends PINGREQ and closes a connection whose PINGRESP never came:
@@ -264,7 +278,7 @@ class Session:
         reason: ReasonCode,
         properties: Properties | None,
     ) -> None:
-        self._lost(f"disconnected: {reason}", close_socket=False)
+        self._lost(f"disconnected: {reason}", close_socket=False, ended=True)
 
     def _on_publish(
         self,
@@ -307,12 +321,24 @@ class Session:
                 log, "mqtt.inbox_full", logging.WARNING, dropped=self.incoming.dropped, qos=0
             )
 
-    def _lost(self, why: str, close_socket: bool = True) -> None:
-        if self.closed.done():
-            return
+    def _failed_opening(self, why: str, ended: bool = True) -> ConnectFailed:
+        """Why a connection failed before its CONNACK: the broker's TLS alert if it came;
+        else, if the connection ``ended`` (EOF, reset) after a handshake that presented
+        our certificate, what that most likely means."""
         alert = getattr(self._client, "tls_alert", None)
         if alert is not None:
-            why = f"TLS alert from the broker: {alert}"
+            return ConnectFailed(f"TLS alert from the broker: {alert}", alert=alert)
+        if ended and getattr(self._client, "presented_certificate", False):
+            return ConnectFailed(CLOSED_AFTER_HANDSHAKE, after_handshake=True)
+        return ConnectFailed(why)
+
+    def _lost(self, why: str, close_socket: bool = True, ended: bool = False) -> None:
+        """The connection is over; ``ended``: the broker's side ended it (EOF, reset)."""
+        if self.closed.done():
+            return
+        failed = self._failed_opening(why, ended)
+        if failed.alert is not None or not self._connack.done():
+            why = str(failed)
         self.closed.set_result(why)
         if self._misc is not None:
             self._misc.cancel()
@@ -327,7 +353,7 @@ class Session:
                     future.set_exception(error)
             futures.clear()
         if not self._connack.done():
-            self._connack.set_exception(ConnectFailed(why, alert=alert))
+            self._connack.set_exception(failed)
             self._connack.exception()  # whoever awaits it sees it; nobody else must care
         # paho closes its socket itself before any on_disconnect; the other paths (no
         # CONNACK, refused, cancelled, a read error) close it here. Never from inside a
@@ -428,11 +454,18 @@ class _Client(Client):
 
     address: str | None = None
     tls_alert: str | None = None
+    has_certificate = False  # a client certificate is configured
+    presented_certificate = False  # ...and a TLS handshake that could carry it completed
 
     def _create_socket_connection(self) -> Any:
         if self.address is None:
             return super()._create_socket_connection()
         return socket.create_connection((self.address, self._port), timeout=self._connect_timeout)
+
+    def _ssl_wrap_socket(self, tcp_sock: Any) -> ssl.SSLSocket:
+        wrapped = super()._ssl_wrap_socket(tcp_sock)  # the handshake, done or raised
+        self.presented_certificate = self.has_certificate
+        return wrapped
 
     def _sock_recv(self, bufsize: int) -> bytes:
         try:
@@ -482,6 +515,7 @@ def _make_client(settings: LinkSettings, will: Will | None) -> Client:
         client.username_pw_set(settings.username, settings.password)
     if settings.tls is not None:
         client.tls_set_context(tls_context(settings.tls))
+        client.has_certificate = settings.tls.cert is not None
     if will is not None:
         client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
     return client
