@@ -48,6 +48,9 @@ class World(CloudCabinet):
             self.sim.put_parcel(cid)
         scans = self.daemon.hardware.scans
         await wait_for(lambda: self.daemon.hardware.scans >= scans + 2)
+        # a person takes longer than a pulse: a door shut while its relay is still on stays
+        # unlatched, and the next pulse, finding the relay on, would open it only on retry
+        await wait_for(lambda: not self.sim.state()["compartments"][cid]["lock_energised"])
         self.sim.close_door(cid)
         await wait_for(lambda: supervisor.view(cid).door is DoorState.CLOSED, what=f"{cid} closed")
 
