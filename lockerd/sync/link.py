@@ -21,7 +21,7 @@ from cryptography import x509
 from ..config import MqttConfig
 from ..logs import fact
 from .endpoints import Endpoint, Target, resolve, rotate
-from .mqtt import CLOSED_AFTER_HANDSHAKE, ConnectFailed, LinkSettings, TlsSettings
+from .mqtt import ConnectFailed, LinkSettings, TlsSettings
 from .mqtt import Protocol as MqttProtocol
 
 log = logging.getLogger("lockerd.sync")
@@ -89,7 +89,7 @@ class BrokerLink:
             self._certificate_refused(exc.alert)
             return
         if exc.after_handshake:
-            self._certificate_maybe_refused()
+            self._certificate_maybe_refused(str(exc))
             return
         fact(
             log,
@@ -121,20 +121,20 @@ class BrokerLink:
             alert=alert,
         )
 
-    def _certificate_maybe_refused(self) -> None:
-        """The connection ended right after a handshake that carried our certificate, with
-        no alert: with TLS 1.3 the broker's refusal can race our CONNECT and arrive as a
-        bare EOF. Said as a possibility, with what the certificate itself says."""
+    def _certificate_maybe_refused(self, suspicion: str) -> None:
+        """The connection ended right after the TLS handshake, with no alert: with TLS 1.3
+        the broker's refusal of our certificate (or of its absence) can race our CONNECT
+        and arrive as a bare EOF. Said as a possibility, with what the certificate says."""
         path = self.cert_path
         not_after = certificate_not_after(path) if path is not None else None
-        self.refusal = {"alert": None, "at": time.time()}
+        self.refusal = {"alert": None, "suspicion": suspicion, "at": time.time()}
         self._once(
             f"closed_after_handshake:{not_after}",
             "mqtt.closed_after_handshake",
             logging.ERROR,
             cert=str(path) if path is not None else "none",
             not_after=_iso(not_after) or "unknown",
-            detail=CLOSED_AFTER_HANDSHAKE,
+            detail=suspicion,
         )
 
     def certificate(self, now: float | None = None) -> dict[str, Any] | None:
@@ -147,8 +147,8 @@ class BrokerLink:
         days_left = None if not_after is None else round((not_after - now) / DAY_S, 1)
         problem = None
         suspected = self.refusal is not None and self.refusal["alert"] is None
-        if suspected:
-            problem = CLOSED_AFTER_HANDSHAKE
+        if self.refusal is not None and suspected:
+            problem = self.refusal["suspicion"]
         elif self.refusal is not None:
             problem = f"refused by the broker: {self.refusal['alert']}"
         elif path is not None and not_after is None:
@@ -161,7 +161,9 @@ class BrokerLink:
         # unreadable). Nearing expiry is only a warning; so is a connection closed after
         # the handshake, which a restarting broker can cause too.
         failed = problem is not None and (
-            (self.refusal is not None and not suspected) or days_left is None or days_left <= 0
+            days_left is not None and days_left <= 0
+            if suspected
+            else self.refusal is not None or days_left is None or days_left <= 0
         )
         return {
             "path": None if path is None else str(path),

@@ -93,12 +93,16 @@ class Will:
     retain: bool = True
 
 
-# What a connection that ends right after a TLS handshake that carried our certificate,
-# with no alert, most likely means: the broker checked the certificate after the
-# handshake (TLS 1.3) and its alert lost the race with our CONNECT.
+# What a connection that ends right after a TLS handshake, with no alert, most likely
+# means: the broker checked the client certificate (or its absence) after the handshake
+# (TLS 1.3), and its alert lost the race with our CONNECT.
 CLOSED_AFTER_HANDSHAKE = (
     "the broker closed the connection right after the TLS handshake; it may have refused"
     " this cabinet's certificate (check its expiry and CA)"
+)
+CLOSED_AFTER_HANDSHAKE_NO_CERTIFICATE = (
+    "the broker closed the connection right after the TLS handshake; it may require a"
+    " client certificate, and this cabinet has none (enrol it)"
 )
 
 
@@ -328,8 +332,10 @@ class Session:
         alert = getattr(self._client, "tls_alert", None)
         if alert is not None:
             return ConnectFailed(f"TLS alert from the broker: {alert}", alert=alert)
-        if ended and getattr(self._client, "presented_certificate", False):
-            return ConnectFailed(CLOSED_AFTER_HANDSHAKE, after_handshake=True)
+        if ended and getattr(self._client, "handshake_done", False):
+            if getattr(self._client, "has_certificate", False):
+                return ConnectFailed(CLOSED_AFTER_HANDSHAKE, after_handshake=True)
+            return ConnectFailed(CLOSED_AFTER_HANDSHAKE_NO_CERTIFICATE, after_handshake=True)
         return ConnectFailed(why)
 
     def _lost(self, why: str, close_socket: bool = True, ended: bool = False) -> None:
@@ -455,7 +461,7 @@ class _Client(Client):
     address: str | None = None
     tls_alert: str | None = None
     has_certificate = False  # a client certificate is configured
-    presented_certificate = False  # ...and a TLS handshake that could carry it completed
+    handshake_done = False  # a TLS handshake completed (and carried it, if asked for)
 
     def _create_socket_connection(self) -> Any:
         if self.address is None:
@@ -464,7 +470,7 @@ class _Client(Client):
 
     def _ssl_wrap_socket(self, tcp_sock: Any) -> ssl.SSLSocket:
         wrapped = super()._ssl_wrap_socket(tcp_sock)  # the handshake, done or raised
-        self.presented_certificate = self.has_certificate
+        self.handshake_done = True
         return wrapped
 
     def _sock_recv(self, bufsize: int) -> bytes:

@@ -42,6 +42,7 @@ from lockerd.sync.cloud import CloudSync
 from lockerd.sync.enrolment import EnrolmentRefused, make_csr, make_key, parse_enrol_reply
 from lockerd.sync.mqtt import (
     CLOSED_AFTER_HANDSHAKE,
+    CLOSED_AFTER_HANDSHAKE_NO_CERTIFICATE,
     ConnectFailed,
     LinkSettings,
     PublishRefused,
@@ -368,8 +369,8 @@ async def test_a_connection_closed_right_after_the_handshake_names_the_certifica
         server.close()
 
 
-async def test_without_a_certificate_a_closed_connection_is_only_that(
-    fleet: Fleet, caplog: pytest.LogCaptureFixture, tmp_path: Path
+async def test_a_connection_closed_after_a_handshake_without_a_certificate_says_so(
+    fleet: Fleet,
 ) -> None:
     server = ClosesAfterHandshake(fleet.broker_ca.issue("broker", server=True), fleet.ca.cert_file)
     session_settings = LinkSettings(
@@ -381,8 +382,8 @@ async def test_without_a_certificate_a_closed_connection_is_only_that(
     try:
         with pytest.raises(ConnectFailed) as failed:
             await connect(session_settings)
-        assert not failed.value.after_handshake and failed.value.alert is None
-        assert "expiry and CA" not in str(failed.value)
+        assert failed.value.after_handshake and failed.value.alert is None
+        assert str(failed.value) == CLOSED_AFTER_HANDSHAKE_NO_CERTIFICATE
         assert server.peers == ["none"]
     finally:
         server.close()
@@ -430,8 +431,8 @@ def test_any_enrolment_reply_is_used_or_refused_never_a_crash(payload: bytes) ->
 
 
 # With TLS 1.3 the broker's alert races the client's CONNECT; under a loaded machine the
-# connection can end in a bare EOF instead, with no alert to report: nothing beside it.
-# (With no certificate to present, the cabinet cannot tell that EOF from any other.)
+# connection can end in a bare EOF instead (tested with a server that always does that,
+# above): nothing beside it, so the alert mostly wins.
 @pytest.mark.alone
 async def test_no_certificate_sent_is_reported_as_the_broker_says(
     fleet: Fleet, caplog: pytest.LogCaptureFixture, tmp_path: Path
@@ -458,15 +459,18 @@ async def test_no_certificate_sent_is_reported_as_the_broker_says(
     caplog.set_level(logging.INFO, logger="lockerd.sync")
     task = asyncio.create_task(sync.run())
     try:
-        await wait_for(lambda: "mqtt.certificate_refused" in caplog.text, 20)
-        line = next(
-            r.getMessage() for r in caplog.records if "certificate_refused" in r.getMessage()
-        )
-        assert "cert=none" in line and 'alert="certificate required"' in line, line
+        await wait_for(lambda: refusal_line(caplog) is not None, 20)
+        record = refusal_line(caplog)
+        assert record is not None
+        line = record.getMessage()
+        alerted = line.startswith("mqtt.certificate_refused")
+        assert "cert=none" in line, line
+        assert 'alert="certificate required"' in line if alerted else "has none" in line, line
         shown = sync.link.certificate()
-        assert (
-            shown is not None and shown["problem"] == "refused by the broker: certificate required"
-        )
+        expected = CLOSED_AFTER_HANDSHAKE_NO_CERTIFICATE
+        if alerted:
+            expected = "refused by the broker: certificate required"
+        assert shown is not None and shown["problem"] == expected
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
