@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import re
 import select
 import socket
 import ssl
@@ -39,6 +38,7 @@ from drivers.facts import RepeatLimiter
 
 from ..logs import fact
 from .inbox import Hold, Inbox, Incoming
+from .tls_refusal import alert_text, closed_after_handshake
 
 log = logging.getLogger("lockerd.sync.mqtt")
 
@@ -91,19 +91,6 @@ class Will:
     payload: bytes
     qos: int = 1
     retain: bool = True
-
-
-# What a connection that ends right after a TLS handshake, with no alert, most likely
-# means: the broker checked the client certificate (or its absence) after the handshake
-# (TLS 1.3), and its alert lost the race with our CONNECT.
-CLOSED_AFTER_HANDSHAKE = (
-    "the broker closed the connection right after the TLS handshake; it may have refused"
-    " this cabinet's certificate (check its expiry and CA)"
-)
-CLOSED_AFTER_HANDSHAKE_NO_CERTIFICATE = (
-    "the broker closed the connection right after the TLS handshake; it may require a"
-    " client certificate, and this cabinet has none (enrol it)"
-)
 
 
 class ConnectFailed(Exception):
@@ -333,9 +320,8 @@ class Session:
         if alert is not None:
             return ConnectFailed(f"TLS alert from the broker: {alert}", alert=alert)
         if ended and getattr(self._client, "handshake_done", False):
-            if getattr(self._client, "has_certificate", False):
-                return ConnectFailed(CLOSED_AFTER_HANDSHAKE, after_handshake=True)
-            return ConnectFailed(CLOSED_AFTER_HANDSHAKE_NO_CERTIFICATE, after_handshake=True)
+            with_certificate = getattr(self._client, "has_certificate", False)
+            return ConnectFailed(closed_after_handshake(with_certificate), after_handshake=True)
         return ConnectFailed(why)
 
     def _lost(self, why: str, close_socket: bool = True, ended: bool = False) -> None:
@@ -442,13 +428,6 @@ def _more_to_read(sock: Any) -> bool:
     return bool(readable)
 
 
-def _alert_text(exc: ssl.SSLError) -> str:
-    """``SSLV3_ALERT_CERTIFICATE_EXPIRED`` -> ``certificate expired``."""
-    reason = str(exc.reason or exc)
-    reason = re.sub(r"^(SSLV3|TLSV1|TLSV13)_ALERT_", "", reason)
-    return reason.replace("_", " ").lower()[:120]
-
-
 class _Client(Client):
     """paho's client, opening a chosen address and remembering a TLS alert.
 
@@ -479,7 +458,7 @@ class _Client(Client):
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError, ssl.SSLEOFError):
             raise  # an EOF is a closed connection, not an alert the broker sent
         except ssl.SSLError as exc:
-            self.tls_alert = _alert_text(exc)
+            self.tls_alert = alert_text(exc)
             raise
 
     def _sock_send(self, buf: bytes | bytearray) -> int:
@@ -489,7 +468,7 @@ class _Client(Client):
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError, ssl.SSLEOFError):
             raise
         except ssl.SSLError as exc:
-            self.tls_alert = _alert_text(exc)
+            self.tls_alert = alert_text(exc)
             raise
 
 
@@ -566,7 +545,7 @@ async def connect(
         opening.add_done_callback(lambda _: session._lost("cancelled while connecting"))
         raise
     except ssl.SSLError as exc:
-        alert = _alert_text(exc) if "ALERT" in str(exc.reason) else None
+        alert = alert_text(exc) if "ALERT" in str(exc.reason) else None
         raise ConnectFailed(f"TLS handshake failed: {exc}", tls=True, alert=alert) from exc
     except ssl.CertificateError as exc:
         raise ConnectFailed(f"broker certificate refused: {exc}", tls=True) from exc

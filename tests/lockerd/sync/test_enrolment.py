@@ -40,15 +40,8 @@ from lockerd.store.worker import AsyncStore
 from lockerd.sync import enrolment
 from lockerd.sync.cloud import CloudSync
 from lockerd.sync.enrolment import EnrolmentRefused, make_csr, make_key, parse_enrol_reply
-from lockerd.sync.mqtt import (
-    CLOSED_AFTER_HANDSHAKE,
-    CLOSED_AFTER_HANDSHAKE_NO_CERTIFICATE,
-    ConnectFailed,
-    LinkSettings,
-    PublishRefused,
-    TlsSettings,
-    connect,
-)
+from lockerd.sync.mqtt import ConnectFailed, LinkSettings, PublishRefused, TlsSettings, connect
+from lockerd.sync.tls_refusal import CLOSED_AFTER_HANDSHAKE, CLOSED_AFTER_HANDSHAKE_NO_CERTIFICATE
 from tests.lockerd.sync.harness import ISSUER, open_store, snapshot_of
 from tests.support.cabinets import ONE_DOOR_CABINET_TOML
 from tests.support.mosquitto import BrokerTls, Mosquitto
