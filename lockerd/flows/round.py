@@ -179,7 +179,7 @@ async def _give_up(flows: Flows, rest: Sequence[Opening], why: str) -> None:
             if step is not None and not step.opened:
                 tx.forget_step(opening.compartment, opening.reservation_id)
 
-    await flows.store.write(forget)
+    await flows.store.write_at_once(forget)  # not held up by the close it gives up on
     fact(
         log,
         "pickup.round_stopped",
