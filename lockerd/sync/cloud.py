@@ -66,6 +66,7 @@ from .mqtt import (
     connect,
 )
 from .outbox import Outbox
+from .refusals import Refusals
 from .replay import ReplayMemory, forget_expired, outlived, watermark
 
 log = logging.getLogger("lockerd.sync")
@@ -75,8 +76,6 @@ log = logging.getLogger("lockerd.sync")
 SnapshotProvider = Callable[[Sequence[Compartment]], Mapping[str, Any]]
 # State is published at most this often, however often it changes.
 STATE_MIN_INTERVAL_S = 0.3
-# command.rejected events per minute at most: garbage on cmd must not flood the outbox.
-REJECTED_EVENTS_PER_MINUTE = 30
 # How long a clean stop waits for the broker to take the offline status.
 GOODBYE_TIMEOUT_S = 2.0
 # A connection that lasted this long resets the backoff.
@@ -127,7 +126,7 @@ class CloudSync:
         self.version = f"lockerd {__version__}"
         self._started = clock.monotonic()
         self._state_dirty = asyncio.Event()
-        self._rejections: collections.deque[float] = collections.deque()
+        self.refusals = Refusals(clock.monotonic, self._now_text, self.duplicate)
         self._skew_reported: int | None = None
         self._recent_offsets: collections.deque[float] = collections.deque(maxlen=8)
         self.connected = asyncio.Event()
@@ -389,7 +388,7 @@ class CloudSync:
         if outlived(result.exp, watermark(tx)):
             detail = "older than what the cabinet remembers"
             signed = Rejection(RejectReason.EXPIRED, detail, result.jti, result.exp, True)
-            return self._refused_in(tx, signed)
+            return self.refusals.refuse_in(tx, signed)
         return None
 
     def opens_now(self, result: VerifiedCommand) -> bool:
@@ -428,7 +427,7 @@ class CloudSync:
             applied = apply_command(tx, command)
             ack = self.ack_for(result, applied)
             if applied.status is ApplyStatus.REJECTED:
-                self._emit_rejected(tx, result.jti, f"{applied.reason}")
+                self.refusals.emit(tx, result.jti, f"{applied.reason}")
             tx.remember_command(result.jti, result.exp, json.dumps(ack.payload()))
             return ack, True
 
@@ -487,7 +486,7 @@ class CloudSync:
                 if answered is not None:
                     return answered
             if ack.status is AckStatus.REJECTED:
-                self._emit_rejected(tx, result.jti, ack.reason or "rejected")
+                self.refusals.emit(tx, result.jti, ack.reason or "rejected")
             tx.remember_command(result.jti, result.exp, json.dumps(ack.payload()))
             return ack
 
@@ -503,39 +502,9 @@ class CloudSync:
         return Ack(jti, AckStatus.DUPLICATE, None, self._now_text(), first=summary)
 
     async def refuse(self, rejection: Rejection) -> Ack:
-        """Answer and record a refused command (see :meth:`_refused_in`)."""
-        return await self.store.write(lambda tx: self._refused_in(tx, rejection))
-
-    def _refused_in(self, tx: Transaction, rejection: Rejection) -> Ack:
-        # Signed, the jti is the cloud's; refused for its key or signature, it is only
-        # read (so the cloud can match the refusal to what it sent) and never looked up
-        # or remembered: it must not block the genuine command with the same id.
-        jti = rejection.jti
-        if jti is not None and rejection.signed:
-            first = tx.command_result(jti)
-            if first is not None:
-                return self.duplicate(jti, first)
-        ack = Ack(jti, AckStatus.REJECTED, rejection.text, self._now_text())
-        fact(log, "command.rejected", logging.WARNING, reason=rejection.reason.value)
-        self._emit_rejected(tx, jti, rejection.text)
-        # Only a signed command's id is the cloud's: remember it so a redelivery is a
-        # duplicate. An unsigned one could pre-empt or flood the replay store.
-        if jti is not None and rejection.signed and rejection.exp is not None:
-            tx.remember_command(jti, rejection.exp, json.dumps(ack.payload()))
+        """Answer one refused command, committing what it must leave (lockerd/sync/refusals.py)."""
+        [ack] = await self.refusals.refuse_all(self.store, [rejection])
         return ack
-
-    def _emit_rejected(self, tx: Transaction, jti: str | None, reason: str) -> None:
-        # Runs inside a transaction, so only ever on the store's thread: the rate's
-        # window is touched by that one thread. A slot taken by a transaction that then
-        # rolls back stays taken: the bound errs on the side of fewer events.
-        now = self.clock.monotonic()
-        while self._rejections and now - self._rejections[0] > 60.0:
-            self._rejections.popleft()
-        if len(self._rejections) >= REJECTED_EVENTS_PER_MINUTE:
-            fact(log, "command.rejected_not_recorded", logging.WARNING, reason="rate limit")
-            return
-        self._rejections.append(now)
-        tx.emit(DomainEvent(EventType.COMMAND_REJECTED, {"cmd": jti, "reason": reason[:200]}))
 
     async def _forget_commands(self) -> None:
         wall, monotonic = self.clock.wall(), self.clock.monotonic()

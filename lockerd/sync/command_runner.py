@@ -5,8 +5,11 @@ Each message on ``cmd`` goes through two stages:
 1. **admit**, in arrival order: verify, look up the ``jti``, and commit what the command
    decides. ``door.open``s that arrived together are committed together: their ``jti``s,
    answers and unlock intents in one transaction, one fsync before their pulses; the next
-   messages are verified while that commit runs. Other commands wait for the opens before
-   them to be committed, then are done here.
+   messages are verified while that commit runs. Refusals in a row are answered
+   together (lockerd/sync/refusals.py): one that was never correctly signed needs no
+   commit at all unless it raises a ``command.rejected`` event; those that need the
+   store share one transaction. Other commands wait for the opens before them to be
+   committed, then are done here.
 2. **carry out**, concurrently: only a ``door.open`` has work left, its pulse. Opens of
    the same compartment are pulsed in the order they were admitted; opens of different
    compartments do not wait for each other. A door that does not open holds up nothing:
@@ -14,8 +17,11 @@ Each message on ``cmd`` goes through two stages:
    told as events (``door.opened``, ``lock.failed``).
 
 The broker gets its acknowledgement (PUBACK) for a message only once that command's
-answer is durable and published, and in the order the messages arrived, as MQTT asks
-of a client; a command still pulsing delays only later PUBACKs, never later commands.
+answer is durable and published (the broker's PUBACK of the answer came), and in the
+order the messages arrived, as MQTT asks of a client; a command still pulsing delays
+only later PUBACKs, never later commands. Answers are published without waiting for
+each other. What could not be committed is never acknowledged: the session closes and
+the broker delivers it again on the next connection (docs/adr/0033).
 
 A ``door.open`` also holds new polls on its lock's bus from the moment it is read off
 the socket, before it is verified (:func:`arrival_hold`), so no new poll starts while it
@@ -31,10 +37,13 @@ import collections
 import contextlib
 import json
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from paho.mqtt.reasoncodes import ReasonCode
 
 from ..logs import fact
 from ..store import Applied, ApplyStatus, Transaction
@@ -42,17 +51,21 @@ from .commands import (
     MAX_PAYLOAD_BYTES,
     CommandType,
     DoorOpen,
+    Rejection,
     VerifiedCommand,
     unverified_claims,
 )
 from .inbox import Hold, Incoming, Release, no_hold
-from .mqtt import Session
+from .mqtt import ConnectionLost, PublishRefused, Session
 
 if TYPE_CHECKING:
     from .apply import Ack
     from .cloud import CloudSync
 
 log = logging.getLogger("lockerd.sync")
+
+# Answers on their way to the broker at most; the next messages wait beyond it.
+MAX_ANSWERS_IN_FLIGHT = 256
 
 
 @dataclass(frozen=True)
@@ -161,10 +174,15 @@ class CommandRunner:
         self._tasks: set[asyncio.Task[None]] = set()
         self._committer: asyncio.Task[None] | None = None
         self._waiting: list[_Admitted] = []  # opens admitted, for the committer's next turn
+        self._publishing = 0  # answers published, their PUBACK still to come
+        self._room = asyncio.Event()
+        # Set once something could not be made durable: nothing more is acknowledged.
+        self._stopped = False
+        self._closing: asyncio.Future[None] | None = None
 
     async def run(self) -> None:
         try:
-            while True:
+            while not self._stopped:
                 # Whatever arrived while the last batch was committed is admitted
                 # together: one transaction, so ten opens cost one fsync, not ten.
                 batch = [await self.session.incoming.get()]
@@ -179,7 +197,11 @@ class CommandRunner:
 
     async def _admit(self, messages: list[Incoming]) -> None:
         opens: list[_Admitted] = []
+        # Refusals in a row, answered together: those that need the store in one
+        # transaction, their answers published together (docs/adr/0033).
+        refused: list[tuple[_Delivery, Rejection]] = []
         for message in messages:
+            await self._has_room()
             delivery = _Delivery(message)
             self._deliveries.append(delivery)
             if message.topic != self.sync.topics.cmd:
@@ -190,26 +212,59 @@ class CommandRunner:
             try:
                 verified = await self.sync.verify(message.payload)
                 if isinstance(verified, VerifiedCommand) and self.sync.opens_now(verified):
+                    await self._refuse(opens, refused)
+                    refused = []
                     release = self._checked_hold(verified, release)
                     # The same jti twice is told apart in the transaction, which sees the
                     # first one's answer (committed before, or written just before it).
                     opens.append(_Admitted(delivery, verified, release, time.monotonic()))
                     continue
                 release()  # nothing of this one will pulse: the polls go on now
-                # anything else, a refusal too, is committed here, after the opens before it
+                if isinstance(verified, Rejection):
+                    refused.append((delivery, verified))
+                    continue
+                # anything else is committed here, after the commands before it
+                await self._refuse(opens, refused)
+                refused = []
                 self._commit_later(opens)
                 opens = []
                 await self._committed()
-                if isinstance(verified, VerifiedCommand):
-                    checked = await self.sync.apply_checked(verified, self.session)
-                else:
-                    checked = await self.sync.refuse(verified)
+                checked = await self.sync.apply_checked(verified, self.session)
+            except sqlite3.Error as exc:  # neither applied nor answered durably
+                release()
+                for admitted in opens:
+                    admitted.release()
+                await self._not_durable("command", exc)
+                return
             except Exception as exc:  # one bad command must not stop the link
                 fact(log, "command.crashed", logging.ERROR, error=type(exc).__name__)
                 checked = self.sync.internal_error()
             release()
-            await self._answer(delivery, checked)
+            self._answer(delivery, checked)
+        await self._refuse(opens, refused)
         self._commit_later(opens)
+
+    async def _refuse(
+        self, opens: list[_Admitted], refused: list[tuple[_Delivery, Rejection]]
+    ) -> None:
+        """Answer ``refused`` once ``opens`` (the opens before them) are committed.
+
+        The refusals that need the store share one transaction; if it fails, none of
+        them is acknowledged (their answers would not be durable): the session ends and
+        the broker delivers them again on the next connection.
+        """
+        if not refused:
+            return
+        self._commit_later(opens)
+        opens.clear()
+        await self._committed()
+        try:
+            acks = await self.sync.refusals.refuse_all(self.sync.store, [r for _, r in refused])
+        except Exception as exc:
+            await self._not_durable("command.rejected", exc)
+            return
+        for (delivery, _), ack in zip(refused, acks, strict=True):
+            self._answer(delivery, ack)
 
     def _commit_later(self, opens: list[_Admitted]) -> None:
         """Commit ``opens`` after those before them, without waiting for it.
@@ -243,13 +298,17 @@ class CommandRunner:
         try:
             outcomes = await admit_opens(self.sync, [o.result for o in opens])
         except Exception as exc:
-            fact(log, "command.crashed", logging.ERROR, error=type(exc).__name__)
-            outcomes = [self.sync.internal_error(o.result.jti) for o in opens]
+            # Neither the opens nor their failure could be written down: unanswered and
+            # unacknowledged, they come again on the next connection.
+            for admitted in opens:
+                admitted.release()
+            await self._not_durable("door.open", exc)
+            return
         committed_at = time.monotonic()
         for admitted, outcome in zip(opens, outcomes, strict=True):
             if not isinstance(outcome, PendingOpen):
                 admitted.release()
-                await self._answer(admitted.delivery, outcome)
+                self._answer(admitted.delivery, outcome)
                 continue
             compartment = outcome.command.compartment
             before = self._last_open.get(compartment)
@@ -291,16 +350,55 @@ class CommandRunner:
                 _timing(admitted, committed, asked_at, time.monotonic())
         finally:
             admitted.release()
-        await self._answer(admitted.delivery, ack)
+        self._answer(admitted.delivery, ack)
 
-    async def _answer(self, delivery: _Delivery, ack: Ack) -> None:
-        await self.session.publish(self.sync.topics.acks, ack.encode())
-        self._done(delivery)
+    def _answer(self, delivery: _Delivery, ack: Ack) -> None:
+        """Publish ``ack``; its message is acknowledged once the broker has the answer.
+
+        Not awaited: the answers of a batch go out together, and the next commands are
+        verified while the broker takes them (at most ``MAX_ANSWERS_IN_FLIGHT``).
+        """
+        published = self.session.publish_nowait(self.sync.topics.acks, ack.encode())
+        self._publishing += 1
+        published.add_done_callback(lambda future: self._published(delivery, future))
+
+    def _published(self, delivery: _Delivery, future: asyncio.Future[ReasonCode]) -> None:
+        self._publishing -= 1
+        if self._publishing < MAX_ANSWERS_IN_FLIGHT:
+            self._room.set()
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is None and future.result().is_failure:
+            error = PublishRefused(future.result())
+        if error is None:
+            self._done(delivery)
+        elif not isinstance(error, ConnectionLost) and not self._stopped:
+            # The broker would not take an answer: start again on a new connection,
+            # where the message (never acknowledged) comes again.
+            fact(log, "command.answer_refused", logging.ERROR, reason=str(error))
+            self._stopped = True
+            self._closing = asyncio.ensure_future(self.session.close())
+
+    async def _not_durable(self, cmd: str, exc: Exception) -> None:
+        """What could not be committed is not acknowledged: this session stops
+        acknowledging and closes, and the broker delivers every message not yet
+        acknowledged again on the next connection (docs/adr/0033)."""
+        fact(log, "command.not_durable", logging.ERROR, cmd=cmd, error=type(exc).__name__)
+        self._stopped = True
+        await self.session.close()
+
+    async def _has_room(self) -> None:
+        """Wait while too many answers wait for the broker (QoS 0 floods: QoS 1 ones
+        are bounded by the Receive Maximum the cabinet announced)."""
+        while self._publishing >= MAX_ANSWERS_IN_FLIGHT:
+            self._room.clear()
+            await self._room.wait()
 
     def _done(self, delivery: _Delivery) -> None:
         """Acknowledge to the broker every message, oldest first, whose answer is out."""
         delivery.done = True
-        while self._deliveries and self._deliveries[0].done:
+        while not self._stopped and self._deliveries and self._deliveries[0].done:
             self.session.ack(self._deliveries.popleft().message)
 
     def _checked_hold(self, verified: VerifiedCommand, unchecked: Release) -> Release:
