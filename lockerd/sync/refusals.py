@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from drivers.facts import RepeatLimiter
 
 from ..events import DomainEvent, EventType
-from ..logs import fact
 from ..store import Transaction
 from ..store.worker import AsyncStore
 from .apply import Ack, AckStatus
@@ -141,7 +140,9 @@ class Refusals:
             self.emit(tx, jti, rejection.text)
         elif refusal.event:
             tx.emit(
-                DomainEvent(EventType.COMMAND_REJECTED, {"cmd": jti, "reason": rejection.text[:200]})
+                DomainEvent(
+                    EventType.COMMAND_REJECTED, {"cmd": jti, "reason": rejection.text[:200]}
+                )
             )
         if jti is not None and rejection.signed and rejection.exp is not None:
             tx.remember_command(jti, rejection.exp, json.dumps(ack.payload()))
