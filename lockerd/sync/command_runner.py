@@ -201,6 +201,9 @@ class CommandRunner:
         # transaction, their answers published together (docs/adr/0033).
         refused: list[tuple[_Delivery, Rejection]] = []
         for message in messages:
+            if self._stopped:  # something was not durable: this session acknowledges no more
+                message.release()
+                continue
             await self._has_room()
             delivery = _Delivery(message)
             self._deliveries.append(delivery)
@@ -226,6 +229,8 @@ class CommandRunner:
                 # anything else is committed here, after the commands before it
                 await self._refuse(opens, refused)
                 refused = []
+                if self._stopped:
+                    continue  # the opens before are released at the end
                 self._commit_later(opens)
                 opens = []
                 await self._committed()
@@ -242,6 +247,10 @@ class CommandRunner:
             release()
             self._answer(delivery, checked)
         await self._refuse(opens, refused)
+        if self._stopped:
+            for admitted in opens:
+                admitted.release()
+            return
         self._commit_later(opens)
 
     async def _refuse(
