@@ -20,8 +20,9 @@ The broker gets its acknowledgement (PUBACK) for a message only once that comman
 answer is durable and published (the broker's PUBACK of the answer came), and in the
 order the messages arrived, as MQTT asks of a client; a command still pulsing delays
 only later PUBACKs, never later commands. Answers are published without waiting for
-each other. What could not be committed is never acknowledged: the session closes and
-the broker delivers it again on the next connection (docs/adr/0033).
+each other. A command the store could not commit is answered ``failed`` (nothing of it
+was applied) and acknowledged, so one command a broken store refuses cannot keep the
+cabinet off line by coming back on every connection (docs/adr/0033).
 
 A ``door.open`` also holds new polls on its lock's bus from the moment it is read off
 the socket, before it is verified (:func:`arrival_hold`), so no new poll starts while it
@@ -37,7 +38,6 @@ import collections
 import contextlib
 import json
 import logging
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -201,7 +201,7 @@ class CommandRunner:
         # transaction, their answers published together (docs/adr/0033).
         refused: list[tuple[_Delivery, Rejection]] = []
         for message in messages:
-            if self._stopped:  # something was not durable: this session acknowledges no more
+            if self._stopped:  # the broker refused an answer: this session acknowledges no more
                 message.release()
                 continue
             await self._has_room()
@@ -235,13 +235,9 @@ class CommandRunner:
                 opens = []
                 await self._committed()
                 checked = await self.sync.apply_checked(verified, self.session)
-            except sqlite3.Error as exc:  # neither applied nor answered durably
-                release()
-                for admitted in opens:
-                    admitted.release()
-                await self._not_durable("command", exc)
-                return
             except Exception as exc:  # one bad command must not stop the link
+                # A store that cannot commit included: nothing was applied, so `failed` is
+                # the true answer, and it needs nothing durable (docs/adr/0033).
                 fact(log, "command.crashed", logging.ERROR, error=type(exc).__name__)
                 checked = self.sync.internal_error()
             release()
@@ -258,20 +254,22 @@ class CommandRunner:
     ) -> None:
         """Answer ``refused`` once ``opens`` (the opens before them) are committed.
 
-        The refusals that need the store share one transaction; if it fails, none of
-        them is acknowledged (their answers would not be durable): the session ends and
-        the broker delivers them again on the next connection.
+        The refusals that need the store share one transaction. If it fails they are
+        answered all the same: a refusal is the same answer each time the message comes,
+        so a redelivery is refused again; only its event and remembered ``jti`` are lost,
+        and the log says so.
         """
         if not refused:
             return
         self._commit_later(opens)
         opens.clear()
         await self._committed()
+        rejections = [r for _, r in refused]
         try:
-            acks = await self.sync.refusals.refuse_all(self.sync.store, [r for _, r in refused])
+            acks = await self.sync.refusals.refuse_all(self.sync.store, rejections)
         except Exception as exc:
-            await self._not_durable("command.rejected", exc)
-            return
+            fact(log, "command.rejected_not_recorded", logging.ERROR, error=type(exc).__name__)
+            acks = [self.sync.refusals.answer(r) for r in rejections]
         for (delivery, _), ack in zip(refused, acks, strict=True):
             self._answer(delivery, ack)
 
@@ -307,12 +305,12 @@ class CommandRunner:
         try:
             outcomes = await admit_opens(self.sync, [o.result for o in opens])
         except Exception as exc:
-            # Neither the opens nor their failure could be written down: unanswered and
-            # unacknowledged, they come again on the next connection.
-            for admitted in opens:
-                admitted.release()
-            await self._not_durable("door.open", exc)
-            return
+            # Neither the opens nor their failure could be written down. Nothing was
+            # applied and no door opens: `failed` is the true answer. Left unacknowledged
+            # instead, the message would come back on every connection and fail again, and
+            # a cabinet whose store refuses one command would never stay online.
+            fact(log, "command.crashed", logging.ERROR, error=type(exc).__name__)
+            outcomes = [self.sync.internal_error(o.result.jti) for o in opens]
         committed_at = time.monotonic()
         for admitted, outcome in zip(opens, outcomes, strict=True):
             if not isinstance(outcome, PendingOpen):
@@ -388,14 +386,6 @@ class CommandRunner:
             fact(log, "command.answer_refused", logging.ERROR, reason=str(error))
             self._stopped = True
             self._closing = asyncio.ensure_future(self.session.close())
-
-    async def _not_durable(self, cmd: str, exc: Exception) -> None:
-        """What could not be committed is not acknowledged: this session stops
-        acknowledging and closes, and the broker delivers every message not yet
-        acknowledged again on the next connection (docs/adr/0033)."""
-        fact(log, "command.not_durable", logging.ERROR, cmd=cmd, error=type(exc).__name__)
-        self._stopped = True
-        await self.session.close()
 
     async def _has_room(self) -> None:
         """Wait while too many answers wait for the broker (QoS 0 floods: QoS 1 ones

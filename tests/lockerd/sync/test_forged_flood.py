@@ -173,7 +173,7 @@ async def test_a_flood_of_forged_commands_is_answered_and_the_genuine_one_applie
     assert [a["cmd"] for a in view.acks[len(answers) :]] == [marker]
 
 
-async def test_a_genuine_command_whose_commit_fails_is_not_acknowledged(
+async def test_a_command_the_store_cannot_commit_is_answered_failed_and_the_link_stays_up(
     cloud: ReferenceCloud, cabinet: Cabinet
 ) -> None:
     doors = with_doors(cabinet)
@@ -184,27 +184,34 @@ async def test_a_genuine_command_whose_commit_fails_is_not_acknowledged(
     for _kind, _jti, payload in spend:
         cloud.send(cabinet.id, payload)
     await wait_for(lambda: len(view.acks) >= len(spend), what="the first refusals answered")
+    session = cabinet.sync.session
     faults = FailingCommits(cabinet.store._conn)
     cabinet.store._conn = faults  # type: ignore[assignment]
     faults.failing = True
-    flood = [f for f in forged(cabinet.signer, 40) if f[0] != "wrong aud"]
-    for _kind, _jti, payload in flood:
-        cloud.send(cabinet.id, payload)
-    jti, token = cabinet.signer.sign("door.open", OPEN)
-    cloud.send(cabinet.id, token)
-    # Refusals that leave nothing durable are answered even while nothing commits.
-    await wait_for(lambda: len(view.acks) >= len(spend) + len(flood), what="the refusals answered")
-    # The genuine command's commit fails, and so does writing down its failure: it is
-    # neither answered nor acknowledged, and comes again on the next connection.
-    await wait_for(lambda: faults.failed >= 4, timeout=30, what="the redelivery failing again")
-    assert view.ack(jti) is None
-    assert doors.pulses == []
-    faults.failing = False
-    ack = await cloud.wait_ack(cabinet.id, jti, timeout_s=30)
-    assert ack["status"] == "applied"
-    assert [a["status"] for a in view.acks if a["cmd"] == jti] == ["applied"]
+    try:
+        flood = forged(cabinet.signer, 40)  # wrong aud too: its refusal's commit fails
+        for _kind, _jti, payload in flood:
+            cloud.send(cabinet.id, payload)
+        jti, token = cabinet.signer.sign("door.open", OPEN)
+        cloud.send(cabinet.id, token)
+        # Every refusal is answered, committed or not; the genuine command, which nothing
+        # could write down, is answered failed, and no door opens.
+        ack = await cloud.wait_ack(cabinet.id, jti, timeout_s=30)
+        assert (ack["status"], ack["reason"]) == ("failed", "internal error")
+        assert len(view.acks) == len(spend) + len(flood) + 1
+        assert {a["status"] for a in view.acks if a["cmd"] != jti} == {"rejected"}
+        assert faults.failed >= 2 and doors.pulses == []
+    finally:
+        faults.failing = False
+        cabinet.store._conn = faults._conn
+    # The link stayed up (the same session), and the failed command, acknowledged, is
+    # not delivered again: the cloud decides. Sent again, it is applied.
+    assert cabinet.sync.session is session and cabinet.sync.connected.is_set()
+    again_jti, again = cabinet.signer.sign("door.open", OPEN)
+    cloud.send(cabinet.id, again)
+    assert (await cloud.wait_ack(cabinet.id, again_jti, timeout_s=30))["status"] == "applied"
+    assert [a["status"] for a in view.acks if a["cmd"] == jti] == ["failed"]
     assert doors.pulses == ["A01"]
-    cabinet.store._conn = faults._conn
 
 
 # -- the batcher, fed from outside -------------------------------------------------------
