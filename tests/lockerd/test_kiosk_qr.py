@@ -58,7 +58,7 @@ def test_good_token() -> None:
         (
             lambda: jwt.encode(
                 {"typ": "pickup", "aud": "CAB-1"},
-                "secret",
+                "a shared secret 32 bytes long...",  # the algorithm is refused, not the key
                 algorithm="HS256",
                 headers={"kid": "k1"},
             ),
