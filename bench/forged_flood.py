@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import sys
@@ -93,8 +94,6 @@ class Cloud:
             client.subscribe(base + "status", qos=1)
 
         def on_message(_client: Client, _userdata: Any, message: MQTTMessage) -> None:
-            import json
-
             at = time.monotonic()
             try:
                 body = json.loads(message.payload)
