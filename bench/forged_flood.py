@@ -23,22 +23,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from paho.mqtt.client import Client, MQTTMessage
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from bench._report import aligned_table
-from bench.remote_open import CABINET, ISSUER, daemon, daemon_toml, hardware_toml, rss_mib
+from bench.remote_open import (
+    CABINET,
+    ISSUER,
+    Cloud,
+    daemon,
+    daemon_toml,
+    hardware_toml,
+    rss_mib,
+)
 from bench.unlock_latency import simulator
 from hil.cloud import Signer, provision
 from tests.support.mosquitto import Mosquitto
@@ -70,66 +74,6 @@ def forged_tokens(signer: Signer, count: int) -> list[tuple[str, bytes]]:
             payload = other_cabinet.sign("door.open", data)[1]
         tokens.append((kind, payload))
     return tokens
-
-
-class Cloud:
-    """Publishes on ``cmd`` and notes every answer on ``acks`` with when it came."""
-
-    def __init__(self, port: int) -> None:
-        self.client = Client(
-            CallbackAPIVersion.VERSION2,
-            client_id="bench-forged-cloud",
-            protocol=MQTTProtocolVersion.MQTTv5,
-        )
-        self.client.max_inflight_messages_set(0)  # no window of our own: the broker's
-        self.client.max_queued_messages_set(0)
-        self.lock = threading.Lock()
-        self.acks: list[tuple[float, dict[str, Any]]] = []
-        self.online = threading.Event()
-        base = f"lockers/v1/{CABINET}/"
-        self.cmd = base + "cmd"
-
-        def on_connect(client: Client, *_: Any) -> None:
-            client.subscribe(base + "acks", qos=1)
-            client.subscribe(base + "status", qos=1)
-
-        def on_message(_client: Client, _userdata: Any, message: MQTTMessage) -> None:
-            at = time.monotonic()
-            try:
-                body = json.loads(message.payload)
-            except ValueError:
-                return
-            with self.lock:
-                if message.topic.endswith("/acks"):
-                    self.acks.append((at, body))
-                elif message.topic.endswith("/status") and body.get("online"):
-                    self.online.set()
-
-        self.client.on_connect = on_connect
-        self.client.on_message = on_message
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-
-    def publish(self, payload: bytes) -> None:
-        self.client.publish(self.cmd, payload, qos=1)
-
-    def answers(self) -> int:
-        with self.lock:
-            return len(self.acks)
-
-    async def ack(self, jti: str, timeout_s: float) -> tuple[float, dict[str, Any]]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            with self.lock:
-                for at, body in self.acks:
-                    if body.get("cmd") == jti:
-                        return at, body
-            await asyncio.sleep(0.002)
-        raise TimeoutError(f"no answer for {jti} within {timeout_s:.0f} s")
-
-    def stop(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
 
 
 async def genuine_latency(cloud: Cloud, signer: Signer, compartment: str) -> tuple[float, str]:
@@ -173,7 +117,7 @@ async def _measure(
     simdir.mkdir()
     async with simulator(simdir, BAUD, lambda _p, _b: hardware):
         with daemon(config, workdir / "lockerd-flood.log") as process:
-            cloud = Cloud(broker.port)
+            cloud = Cloud(broker.port, client_id="bench-forged-cloud")
             try:
                 await asyncio.to_thread(cloud.online.wait, 30)
                 await asyncio.sleep(2.0)  # first scans done, link settled
@@ -185,7 +129,7 @@ async def _measure(
                     await asyncio.sleep(0.3)
                 found["alone"] = alone
                 rss_before = rss_mib(process.pid)
-                answered_before = cloud.answers()
+                answered_before = cloud.answered()
                 peak = rss_before
                 started = time.monotonic()
                 for _kind, payload in forged:
@@ -196,13 +140,13 @@ async def _measure(
                 genuine_sent = time.monotonic()
                 cloud.publish(token)
                 deadline = time.monotonic() + max(120.0, count / 5)
-                while cloud.answers() - answered_before < count + 1:
+                while cloud.answered() - answered_before < count + 1:
                     peak = max(peak, rss_mib(process.pid))
                     if time.monotonic() > deadline:
                         break
                     await asyncio.sleep(0.05)
                 with cloud.lock:
-                    flood_acks = cloud.acks[answered_before:]
+                    flood_acks = cloud.answers[answered_before:]
                 genuine = [(at, b) for at, b in flood_acks if b.get("cmd") == jti]
                 rejected = [(at, b) for at, b in flood_acks if b.get("cmd") != jti]
                 found.update(
@@ -220,11 +164,11 @@ async def _measure(
                     found["genuine_status"] = genuine[0][1].get("status")
                 # The same flood again (new ids): memory that is only the allocator's high
                 # water stays where it is; memory kept per message would grow as much again.
-                answered_before = cloud.answers()
+                answered_before = cloud.answered()
                 for _kind, payload in forged_tokens(signer, count):
                     cloud.publish(payload)
                 deadline = time.monotonic() + max(120.0, count / 5)
-                while cloud.answers() - answered_before < count and time.monotonic() < deadline:
+                while cloud.answered() - answered_before < count and time.monotonic() < deadline:
                     await asyncio.sleep(0.05)
                 found["rss_second"] = rss_mib(process.pid)
             finally:

@@ -147,16 +147,23 @@ def daemon(config: Path, log: Path, level: str = "INFO") -> Iterator[subprocess.
 
 
 class Cloud:
-    """Publishes commands and notes when each ack and event arrives (time.monotonic)."""
+    """Publishes commands and notes when each ack and event arrives (time.monotonic).
 
-    def __init__(self, port: int) -> None:
+    Also used by bench/forged_flood: every answer in arrival order (``answers``, forged
+    ones often have no readable ``cmd``) besides the last one per ``cmd`` (``acks``).
+    """
+
+    def __init__(self, port: int, client_id: str = "bench-cloud") -> None:
         self.client = Client(
             CallbackAPIVersion.VERSION2,
-            client_id="bench-cloud",
+            client_id=client_id,
             protocol=MQTTProtocolVersion.MQTTv5,
         )
+        self.client.max_inflight_messages_set(0)  # no window of our own: the broker's
+        self.client.max_queued_messages_set(0)
         self.lock = threading.Lock()
         self.acks: dict[str, tuple[float, dict[str, Any]]] = {}
+        self.answers: list[tuple[float, dict[str, Any]]] = []
         self.events: list[tuple[float, dict[str, Any]]] = []
         self.ready = threading.Event()
         self.online = threading.Event()
@@ -176,6 +183,7 @@ class Cloud:
             with self.lock:
                 if message.topic.endswith("/acks"):
                     self.acks[str(body.get("cmd"))] = (at, body)
+                    self.answers.append((at, body))
                 elif message.topic.endswith("/events"):
                     self.events.append((at, body))
                 elif message.topic.endswith("/status") and body.get("online"):
@@ -189,14 +197,20 @@ class Cloud:
     def publish(self, token: bytes) -> None:
         self.client.publish(self.cmd, token, qos=1)
 
-    async def ack(self, jti: str, timeout_s: float = 10.0) -> dict[str, Any]:
+    async def ack(self, jti: str, timeout_s: float = 10.0) -> tuple[float, dict[str, Any]]:
+        """The answer to ``jti`` and when it came."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             with self.lock:
                 if jti in self.acks:
-                    return self.acks[jti][1]
+                    return self.acks[jti]
             await asyncio.sleep(0.002)
-        raise TimeoutError(f"no ack for {jti}")
+        raise TimeoutError(f"no ack for {jti} within {timeout_s:.0f} s")
+
+    def answered(self) -> int:
+        """Answers received so far."""
+        with self.lock:
+            return len(self.answers)
 
     async def event(
         self, kind: str, compartment: str, after: float, timeout_s: float = 10.0
@@ -269,7 +283,7 @@ async def latency(
                 )
                 sent = time.monotonic()
                 cloud.publish(token)
-                ack = await cloud.ack(jti)
+                _, ack = await cloud.ack(jti)
                 if ack["status"] != "applied":
                     failures.append(f"{compartment}: {ack['status']} {ack['reason']}")
                     continue
