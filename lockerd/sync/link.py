@@ -107,34 +107,31 @@ class BrokerLink:
         return self.base.tls.cert if self.base.tls is not None else None
 
     def _certificate_refused(self, alert: str) -> None:
-        path = self.cert_path
-        not_after = certificate_not_after(path) if path is not None else None
-        self.refusal = {"alert": alert, "at": time.time()}
         # Said as an ERROR: the broker will refuse this certificate on every node until a
         # technician (or an enrolment) installs a new one.
-        self._once(
-            f"refused:{alert}:{not_after}",
-            "mqtt.certificate_refused",
-            logging.ERROR,
-            cert=str(path) if path is not None else "none",
-            not_after=_iso(not_after) or "unknown",
-            alert=alert,
-        )
+        self._refused({"alert": alert}, f"refused:{alert}", "mqtt.certificate_refused", alert=alert)
 
     def _certificate_maybe_refused(self, suspicion: str) -> None:
         """The connection ended right after the TLS handshake, with no alert: with TLS 1.3
         the broker's refusal of our certificate (or of its absence) can race our CONNECT
         and arrive as a bare EOF. Said as a possibility, with what the certificate says."""
+        refusal = {"alert": None, "suspicion": suspicion}
+        self._refused(
+            refusal, "closed_after_handshake", "mqtt.closed_after_handshake", detail=suspicion
+        )
+
+    def _refused(self, refusal: dict[str, Any], key: str, fact_name: str, **detail: Any) -> None:
+        """Remember the refusal for ``certificate()``; log it (once per certificate)."""
         path = self.cert_path
         not_after = certificate_not_after(path) if path is not None else None
-        self.refusal = {"alert": None, "suspicion": suspicion, "at": time.time()}
+        self.refusal = {**refusal, "at": time.time()}
         self._once(
-            f"closed_after_handshake:{not_after}",
-            "mqtt.closed_after_handshake",
+            f"{key}:{not_after}",
+            fact_name,
             logging.ERROR,
             cert=str(path) if path is not None else "none",
             not_after=_iso(not_after) or "unknown",
-            detail=suspicion,
+            **detail,
         )
 
     def certificate(self, now: float | None = None) -> dict[str, Any] | None:
