@@ -176,7 +176,8 @@ class CommandRunner:
         self._waiting: list[_Admitted] = []  # opens admitted, for the committer's next turn
         self._publishing = 0  # answers published, their PUBACK still to come
         self._room = asyncio.Event()
-        # Set once something could not be made durable: nothing more is acknowledged.
+        # Set once the broker refused an answer: this session acknowledges nothing more,
+        # and closes (the task held here, so it is not collected before it has run).
         self._stopped = False
         self._closing: asyncio.Future[None] | None = None
 
