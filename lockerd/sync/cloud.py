@@ -223,24 +223,28 @@ class CloudSync:
         # Events first: a node that refuses the command subscription (its session queue
         # lives on a node that is down) must not stop them; commands are subscribed apart.
         self.session = session  # the live one, for status and tests (its inbox's drops)
-        await session.publish(self.topics.status, self._status(online=True), retain=True)
-        self.connected.set()
-        self._state_dirty.set()
-        self.outbox.wake()
-        with contextlib.suppress(Exception):
-            await self._forget_commands()
-        workers = [
-            asyncio.create_task(self.outbox.pump(session), name="sync.outbox"),
-            asyncio.create_task(self._state_loop(session), name="sync.state"),
-            asyncio.create_task(self._telemetry_loop(session), name="sync.telemetry"),
-            asyncio.create_task(self._subscribe_commands(session), name="sync.subscribe"),
-            asyncio.create_task(self._command_loop(session), name="sync.commands"),
-            asyncio.create_task(self._until_closed(session), name="sync.link"),
-        ]
-        if self.renewal is not None:
-            workers.append(asyncio.create_task(self.renewal.run(session), name="sync.renewal"))
+        workers: list[asyncio.Task[None]] = []
         stopping = False
         try:
+            # A stop from here on says goodbye: one that came while the online status
+            # was on its way would otherwise leave it retained (a clean DISCONNECT fires
+            # no will), and the cloud would see a stopped cabinet online.
+            await session.publish(self.topics.status, self._status(online=True), retain=True)
+            self.connected.set()
+            self._state_dirty.set()
+            self.outbox.wake()
+            with contextlib.suppress(Exception):
+                await self._forget_commands()
+            workers = [
+                asyncio.create_task(self.outbox.pump(session), name="sync.outbox"),
+                asyncio.create_task(self._state_loop(session), name="sync.state"),
+                asyncio.create_task(self._telemetry_loop(session), name="sync.telemetry"),
+                asyncio.create_task(self._subscribe_commands(session), name="sync.subscribe"),
+                asyncio.create_task(self._command_loop(session), name="sync.commands"),
+                asyncio.create_task(self._until_closed(session), name="sync.link"),
+            ]
+            if self.renewal is not None:
+                workers.append(asyncio.create_task(self.renewal.run(session), name="sync.renewal"))
             done, _ = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
                 error = task.exception()

@@ -150,6 +150,34 @@ async def test_the_will_says_offline_when_the_cabinet_dies(
             child.wait()
 
 
+async def test_a_stop_while_coming_online_still_says_offline(
+    tmp_path: Path, broker: Mosquitto, cloud: ReferenceCloud, cabinet_id: str
+) -> None:
+    """Stopped after the online status went out but before the session was served (its
+    first store work still under way): a clean DISCONNECT fires no will, so only the
+    goodbye can take back the retained "online"."""
+    cab = make_cabinet(tmp_path / "cabinet", broker.port, cabinet_id)
+    busy = asyncio.Event()
+    never = asyncio.Event()
+
+    async def slow_first_store_work() -> None:
+        busy.set()
+        await never.wait()
+
+    cab.sync._forget_commands = slow_first_store_work  # type: ignore[method-assign]
+    cab.start()
+    await asyncio.wait_for(busy.wait(), 15)
+    await cloud.wait_for(
+        lambda: (cloud.cabinets.get(cabinet_id) or _empty()).status is not None,
+        what="online",
+    )
+    assert cloud.view(cabinet_id).status["online"] is True  # type: ignore[index]
+    await cab.stop()
+    await cloud.wait_for(
+        lambda: cloud.view(cabinet_id).status == {"v": 1, "online": False}, what="goodbye"
+    )
+
+
 async def test_sigkill_mid_drain_loses_nothing(
     tmp_path: Path, broker: Mosquitto, cloud: ReferenceCloud, cabinet_id: str
 ) -> None:
