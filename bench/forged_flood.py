@@ -33,11 +33,11 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from bench._cloud import Cloud
 from bench._report import aligned_table
 from bench.remote_open import (
     CABINET,
     ISSUER,
-    Cloud,
     daemon,
     daemon_toml,
     hardware_toml,
@@ -117,7 +117,7 @@ async def _measure(
     simdir.mkdir()
     async with simulator(simdir, BAUD, lambda _p, _b: hardware):
         with daemon(config, workdir / "lockerd-flood.log") as process:
-            cloud = Cloud(broker.port, client_id="bench-forged-cloud")
+            cloud = Cloud(broker.port, CABINET, client_id="bench-forged-cloud")
             try:
                 await asyncio.to_thread(cloud.online.wait, 30)
                 await asyncio.sleep(2.0)  # first scans done, link settled

@@ -182,6 +182,20 @@ class DoorSupervisor:
     def board_online(self, board: str) -> bool | None:
         return self._board_online.get(board)
 
+    def board_at_rest(self, board: str) -> bool:
+        """Whether only a forced door could change what ``board`` reads next: it answers,
+        and every door it senses (the door or what is inside) reads closed, with a sensor
+        we trust and no unlock on its way. Its bus may then be read less often
+        (docs/adr/0034-a-bus-at-rest-is-read-less-often.md)."""
+        if self._board_online.get(board) is not True:
+            return False
+        return all(
+            d.door is DoorState.CLOSED
+            and d.phase is Phase.IDLE
+            and d.config.id not in self._pending_intents
+            for d in self._by_board.get(board, [])
+        )
+
     @property
     def compartment_ids(self) -> list[str]:
         return list(self._doors)

@@ -166,7 +166,12 @@ class Hardware:
             for handle in handles:
                 self.boards[handle.name] = handle
         self._schedules = {
-            b.name: PollSchedule.for_bus(b, len(self._boards_by_bus[b.name]), min_poll_s(b))
+            b.name: PollSchedule.for_bus(
+                b,
+                len(self._boards_by_bus[b.name]),
+                min_poll_s(b),
+                at_rest=self._bus_at_rest(tuple(board.name for board in b.boards)),
+            )
             for b in config.buses
         }
         self._bus_of_board = {board.name: bus.name for bus in config.buses for board in bus.boards}
@@ -336,6 +341,11 @@ class Hardware:
 
     def views(self) -> list[CompartmentView]:
         return self.supervisor.views()
+
+    def _bus_at_rest(self, boards: tuple[str, ...]) -> Callable[[], bool]:
+        """Whether only a forced door could change a reading of these boards (asked once a
+        round, so an unlock or a door found open changes the next round's length)."""
+        return lambda: all(self.supervisor.board_at_rest(board) for board in boards)
 
     # ------------------------------------------------------------ loops
 

@@ -11,12 +11,19 @@ in *rounds* (every board once, back to back), and a round starts every
   within ``DOOR_SEEN_WITHIN_S``, which is what reporting it within the contract's goal
   needs, and the boards are asked no more often (an idle cabinet idles),
 
-whichever is longer. One wake-up per round, not per read, is what keeps an idle Modbus
-TCP cabinet cheap; each read of a round still takes its own turn at the bus arbiter, so
-an unlock waits for one read at most, as with reads spread out.
+whichever is longer. A bus *at rest* (every door on it reads closed, with no unlock on its
+way: only a forced door can change it) has a round every ``rest_poll_interval_ms``
+instead, 250 ms by default, when that is longer: the line is then idle most of the time
+a remote open or a person's code arrives, and an idle cabinet costs a third of the reads
+(docs/adr/0034-a-bus-at-rest-is-read-less-often.md).
 
-``poll_interval_ms`` in a bus's config overrides this: each board is then read every
-that many milliseconds (0: as fast as the bus answers, as before this schedule).
+One wake-up per round, not per read, is what keeps an idle Modbus TCP cabinet cheap; each
+read of a round still takes its own turn at the bus arbiter, so an unlock waits for one
+read at most, as with reads spread out.
+
+``poll_interval_ms`` in a bus's config overrides the automatic rate: each board is then
+read every that many milliseconds (0: as fast as the bus answers, as before this
+schedule), at rest too unless ``rest_poll_interval_ms`` is longer.
 
 While a person is at the kiosk screen (a session is open), the line carries polls at
 most ``POLL_DUTY_ATTENDED`` of the time instead, since an unlock is likely soon.
@@ -51,6 +58,9 @@ POLL_DUTY_MAX = 0.35
 # it idle; door changes are then seen a little later on a slow line (docs/adr/0022).
 POLL_DUTY_ATTENDED = 0.2
 DOOR_SEEN_WITHIN_S = 0.085
+# A bus at rest (every door closed, nothing on its way to open one) is read this often
+# unless its config says otherwise: a forced door is in a reading within it (docs/adr/0034).
+REST_ROUND_S = 0.25
 # A command on its way to an unlock holds new polls on its bus until it has pulsed or
 # was refused; never longer than this, so a stuck or hostile sender cannot stop polling.
 HOLD_MAX_S = 0.25
@@ -75,6 +85,8 @@ class PollSchedule:
         min_scan_s: float = 0.0,
         edge_driven: bool = False,
         read_timeout_s: float = math.inf,
+        rest_round_s: float = 0.0,
+        at_rest: Callable[[], bool] = lambda: False,
     ) -> None:
         self.boards = max(1, boards)
         # No read honestly costs more than its timeout: one that seems to (the loop or the
@@ -84,6 +96,10 @@ class PollSchedule:
         self.interval_s = interval_s  # None: automatic; 0: flat out; else per board
         self.min_scan_s = min_scan_s  # a family's own floor for a whole round (GPIO)
         self.edge_driven = edge_driven
+        # A round at least this long while ``at_rest()`` says only a forced door could
+        # change a reading on this bus (0: the same rounds whatever the doors do).
+        self.rest_round_s = rest_round_s
+        self._at_rest = at_rest
         self.read_cost_s = 0.0
         self.attended = False  # a person is at the kiosk screen
         self._round_started = -math.inf
@@ -94,7 +110,13 @@ class PollSchedule:
         self._waker: asyncio.Future[None] | None = None
 
     @classmethod
-    def for_bus(cls, config: BusConfig, boards: int, min_scan_s: float = 0.0) -> PollSchedule:
+    def for_bus(
+        cls,
+        config: BusConfig,
+        boards: int,
+        min_scan_s: float = 0.0,
+        at_rest: Callable[[], bool] = lambda: False,
+    ) -> PollSchedule:
         interval = None if config.poll_interval_ms is None else config.poll_interval_ms / 1000
         return cls(
             boards,
@@ -102,6 +124,8 @@ class PollSchedule:
             min_scan_s,
             config.family in _EDGE_DRIVEN,
             read_timeout_s=config.timeout_ms / 1000,
+            rest_round_s=config.rest_poll_interval_ms / 1000,
+            at_rest=at_rest,
         )
 
     # ------------------------------------------------------------ the rate
@@ -110,10 +134,14 @@ class PollSchedule:
     def round_s(self) -> float:
         """Time from the start of one round (every board read once) to the start of the next."""
         if self.interval_s is not None:
-            return max(self.interval_s, self.min_scan_s)
-        cost = self.read_cost_s
-        duty = POLL_DUTY_ATTENDED if self.attended else POLL_DUTY_MAX
-        return max(cost * self.boards / duty, DOOR_SEEN_WITHIN_S - cost, self.min_scan_s)
+            round_s = max(self.interval_s, self.min_scan_s)
+        else:
+            cost = self.read_cost_s
+            duty = POLL_DUTY_ATTENDED if self.attended else POLL_DUTY_MAX
+            round_s = max(cost * self.boards / duty, DOOR_SEEN_WITHIN_S - cost, self.min_scan_s)
+        if self.rest_round_s > round_s and self._at_rest():
+            return self.rest_round_s
+        return round_s
 
     def attend(self, present: bool) -> None:
         """A person is (or no longer is) at the kiosk screen; the round under way

@@ -162,6 +162,51 @@ def test_the_door_cycle(tmp_path: Path) -> None:
     assert bench.supervisor.view("A01").phase is Phase.IDLE
 
 
+def test_a_board_is_at_rest_only_with_every_door_closed_and_nothing_on_its_way(
+    tmp_path: Path,
+) -> None:
+    # At rest, its bus is read less often (docs/adr/0034): it must never be while a door
+    # is open, about to open, unread or read by a sensor we do not trust.
+    bench = Bench(load(tmp_path))
+    at_rest = lambda: bench.supervisor.board_at_rest("b1")  # noqa: E731
+    assert not at_rest()  # never read yet
+    bench.read()
+    assert at_rest()
+    bench.unlock("A01", Actor.RECIPIENT)
+    assert not at_rest()  # the door may spring open any moment
+    bench.open["A01"] = True
+    bench.read()
+    assert not at_rest()  # a person will close it
+    bench.open["A01"] = False
+    bench.read()
+    assert at_rest()
+    bench.open["A02"] = True  # forced
+    bench.read()
+    assert not at_rest()
+    bench.open["A02"] = False
+    bench.read()
+    assert at_rest()
+    bench.supervisor.resume_intents({"A02": Actor.COURIER})  # an unlock from before a crash
+    assert not at_rest()
+    bench.open["A02"] = True
+    bench.read()
+    bench.open["A02"] = False
+    bench.read()
+    assert at_rest()
+    for _ in range(3):
+        bench.fail()
+    assert not at_rest()  # offline: its doors are unknown
+    bench.read()
+    assert at_rest()
+    for _ in range(6):  # a flapping door sensor: the door is unknown until it settles
+        bench.now += 0.2
+        bench.open["A01"] = not bench.open["A01"]
+        bench.read()
+    assert bench.supervisor.view("A01").door_sensor_faulty
+    assert not at_rest()
+    assert not bench.supervisor.board_at_rest("b9")  # no such board: never heard from
+
+
 @pytest.mark.parametrize("put_in", [True, False])
 def test_a_door_closed_in_the_reading_that_sees_the_parcel_change_closes_on_it(
     tmp_path: Path, put_in: bool

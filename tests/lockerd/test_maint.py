@@ -101,6 +101,7 @@ def write_config(raw: dict[str, Any], sim: SimulatedCabinet, tmp: Path) -> Path:
         f'host = "{host}"',
         f"tcp_port = {port}",
         f"poll_interval_ms = {bus.get('poll_interval_ms', 0)}",
+        f"rest_poll_interval_ms = {bus.get('rest_poll_interval_ms', 0)}",
     ]
     for board in bus["boards"]:
         lines += ["[[buses.boards]]"] + [f"{k} = {json.dumps(v)}" for k, v in board.items()]
@@ -123,6 +124,7 @@ def write_config(raw: dict[str, Any], sim: SimulatedCabinet, tmp: Path) -> Path:
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     raw = modbus_cabinet("modbus-tcp", boards=2, doors_per_board=2, doors=FAST_DOORS)
     raw["buses"][0]["poll_interval_ms"] = POLL_MS
+    raw["buses"][0]["rest_poll_interval_ms"] = 0
     sim = SimulatedCabinet(load_layout(raw), pace=False)
     await sim.start()
     raw["maintenance"] = {"socket": str(tmp_path / "m.sock")}
@@ -403,6 +405,7 @@ async def test_db_verify_works_with_the_daemon_stopped_and_finds_a_broken_chain(
 ) -> None:
     raw = modbus_cabinet("modbus-tcp", boards=1, doors_per_board=2)
     raw["buses"][0]["poll_interval_ms"] = POLL_MS
+    raw["buses"][0]["rest_poll_interval_ms"] = 0
     sim = SimulatedCabinet(load_layout(raw), pace=False)
     await sim.start()
     raw["maintenance"] = {"socket": str(tmp_path / "m.sock")}

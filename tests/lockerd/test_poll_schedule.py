@@ -1,7 +1,8 @@
 """The bus schedule (docs/adr/0022) on the real drivers against the simulator.
 
-Counts of requests, not timings: an idle bus is read at the rate the door-change goal
-needs (not as fast as the boards answer), a slow line is left idle most of the time, a
+Counts of requests, not timings: a bus with a door open is read at the rate the
+door-change goal needs (not as fast as the boards answer), a bus at rest (every door
+closed, docs/adr/0034) less often still, a slow line is left idle most of the time, a
 command on its way to an unlock holds new polls until it releases the bus, a person's
 request until a pulse has gone out, and holds one after another cannot stop the polling.
 """
@@ -13,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from hil.cabinet import SimulatedCabinet
 from lockerd.hardware import Hardware
 from lockerd.model import Actor, DoorState
 from lockerd.poll_schedule import (
@@ -20,6 +22,7 @@ from lockerd.poll_schedule import (
     HOLD_MAX_S,
     POLL_DUTY_ATTENDED,
     POLL_DUTY_MAX,
+    REST_ROUND_S,
     PollSchedule,
 )
 from tests.lockerd.test_hardware import start_rig, stop_rig
@@ -28,13 +31,28 @@ from tests.support.waiting import wait_for
 
 
 @asynccontextmanager
-async def running(raw: dict[str, Any]) -> AsyncIterator[Hardware]:
+async def rig(raw: dict[str, Any]) -> AsyncIterator[tuple[SimulatedCabinet, Hardware]]:
     sim, hardware, _ = await start_rig(raw)
     try:
         await wait_for(lambda: hardware.supervisor.view("A01").door is DoorState.CLOSED)
-        yield hardware
+        yield sim, hardware
     finally:
         await stop_rig(sim, hardware)
+
+
+@asynccontextmanager
+async def running(raw: dict[str, Any]) -> AsyncIterator[Hardware]:
+    async with rig(raw) as (_, hardware):
+        yield hardware
+
+
+@asynccontextmanager
+async def a_door_open(raw: dict[str, Any]) -> AsyncIterator[Hardware]:
+    """The rig with A01 broken open: its bus is not at rest, whatever else it does."""
+    async with rig(raw) as (sim, hardware):
+        sim.force_open("A01")
+        await wait_for(lambda: hardware.supervisor.view("A01").door is DoorState.OPEN)
+        yield hardware
 
 
 def requests(hardware: Hardware) -> int:
@@ -47,18 +65,63 @@ async def reads_per_board_per_s(hardware: Hardware, seconds: float) -> float:
     return (requests(hardware) - before) / len(hardware.boards) / seconds
 
 
-async def test_an_idle_tcp_cabinet_is_read_as_often_as_the_goal_needs_and_no_more() -> None:
+async def test_a_tcp_cabinet_with_a_door_open_is_read_as_often_as_the_goal_needs() -> None:
     raw = modbus_cabinet("modbus-tcp", boards=4, doors_per_board=24, occupancy=False)
-    async with running(raw) as hardware:
+    async with a_door_open(raw) as hardware:
         rate = await reads_per_board_per_s(hardware, 2.0)
     # every board about every DOOR_SEEN_WITHIN_S: not the thousands a second the boards
     # could answer, and not so rarely that a door change waits
     assert 0.5 / DOOR_SEEN_WITHIN_S <= rate <= 1.5 / DOOR_SEEN_WITHIN_S, rate
 
 
+async def test_a_cabinet_at_rest_is_read_less_often_and_still_sees_a_forced_door() -> None:
+    raw = modbus_cabinet("modbus-tcp", boards=4, doors_per_board=24, occupancy=False)
+    async with rig(raw) as (sim, hardware):
+        (schedule,) = hardware._schedules.values()
+        await wait_for(lambda: schedule.round_s == REST_ROUND_S)
+        rate = await reads_per_board_per_s(hardware, 2.0)
+        assert 0.5 / REST_ROUND_S <= rate <= 1.5 / REST_ROUND_S, rate
+        # A door broken open on a bus at rest is seen within a round or two, and the
+        # bus is read at the door rate from then on, for whoever closes it.
+        sim.force_open("B07")
+        await wait_for(
+            lambda: hardware.supervisor.view("B07").door is DoorState.OPEN,
+            timeout=3 * REST_ROUND_S,
+        )
+        assert schedule.round_s < REST_ROUND_S
+        sim.close_door("B07")
+        await wait_for(lambda: hardware.supervisor.view("B07").door is DoorState.CLOSED)
+        assert schedule.round_s == REST_ROUND_S
+
+
+async def test_an_unlock_takes_a_bus_out_of_rest_until_its_door_closes() -> None:
+    raw = modbus_cabinet("modbus-rtu", boards=1, doors_per_board=8, baudrate=9600)
+    async with rig(raw) as (sim, hardware):
+        (schedule,) = hardware._schedules.values()
+        await wait_for(lambda: schedule.round_s == REST_ROUND_S)
+        sim.set_spring("A02", False)  # it opens when pulled, not before
+        assert await hardware.unlock_and_pulse("A02", Actor.RECIPIENT)
+        assert schedule.round_s < REST_ROUND_S  # the door may open any moment
+        sim.open_door("A02")
+        await wait_for(lambda: hardware.supervisor.view("A02").door is DoorState.OPEN)
+        assert schedule.round_s < REST_ROUND_S  # someone will close it
+        sim.close_door("A02")
+        await wait_for(lambda: hardware.supervisor.view("A02").door is DoorState.CLOSED)
+        assert schedule.round_s == REST_ROUND_S
+
+
+async def test_rest_poll_interval_zero_reads_a_bus_at_rest_at_the_door_rate() -> None:
+    raw = modbus_cabinet("modbus-tcp", boards=2, doors_per_board=4, occupancy=False)
+    raw["buses"][0]["rest_poll_interval_ms"] = 0
+    async with running(raw) as hardware:
+        rate = await reads_per_board_per_s(hardware, 1.0)
+    assert 0.5 / DOOR_SEEN_WITHIN_S <= rate <= 1.5 / DOOR_SEEN_WITHIN_S, rate
+
+
 async def test_poll_interval_zero_still_reads_as_fast_as_the_boards_answer() -> None:
     raw = modbus_cabinet("modbus-tcp", boards=2, doors_per_board=4, occupancy=False)
     raw["buses"][0]["poll_interval_ms"] = 0
+    raw["buses"][0]["rest_poll_interval_ms"] = 0
     async with running(raw) as hardware:
         rate = await reads_per_board_per_s(hardware, 1.0)
     assert rate > 3 / DOOR_SEEN_WITHIN_S, rate
@@ -66,7 +129,7 @@ async def test_poll_interval_zero_still_reads_as_fast_as_the_boards_answer() -> 
 
 async def test_a_slow_line_is_left_idle_most_of_the_time() -> None:
     raw = modbus_cabinet("modbus-rtu", boards=1, doors_per_board=8, baudrate=9600)
-    async with running(raw) as hardware:
+    async with a_door_open(raw) as hardware:
         rate = await reads_per_board_per_s(hardware, 2.0)
     # a 24-input read is at least ~20 ms on the wire at 9600 baud
     assert rate <= POLL_DUTY_MAX / 0.020 * 1.1, rate
@@ -125,7 +188,7 @@ async def test_holds_one_after_another_cannot_stop_the_polling() -> None:
 
 async def test_a_person_at_the_screen_leaves_a_slow_line_idler() -> None:
     raw = modbus_cabinet("modbus-rtu", boards=1, doors_per_board=8, baudrate=9600)
-    async with running(raw) as hardware:
+    async with a_door_open(raw) as hardware:
         (schedule,) = hardware._schedules.values()
         alone = schedule.round_s
         hardware.someone_at_screen(True)

@@ -114,14 +114,15 @@ async def flow_rig(
 ) -> AsyncIterator[Rig]:
     """A cabinet of one board of 8 doors of ``family``, a courier and a technician.
 
-    ``poll_interval_ms``: read the board that often instead of on the bus schedule's own
-    pace (lockerd/poll_schedule.py), for a test that is not about the schedule and waits
-    on door readings many times over. ``silent``: boards that answer nothing from the
-    start."""
+    ``poll_interval_ms``: read the board that often, with its doors closed too, instead of
+    on the bus schedule's own pace (lockerd/poll_schedule.py), for a test that is not
+    about the schedule and waits on door readings many times over. ``silent``: boards
+    that answer nothing from the start."""
     raw = family_cabinet(family, boards=1, doors_per_board=8, doors=FAST_DOORS)
     if poll_interval_ms is not None:
         for bus in raw["buses"]:
             bus["poll_interval_ms"] = poll_interval_ms
+            bus["rest_poll_interval_ms"] = 0
     sim = SimulatedCabinet(load_layout(raw), pace=True)
     await sim.start()
     for board in silent:
