@@ -58,9 +58,6 @@ POLL_DUTY_MAX = 0.35
 # it idle; door changes are then seen a little later on a slow line (docs/adr/0022).
 POLL_DUTY_ATTENDED = 0.2
 DOOR_SEEN_WITHIN_S = 0.085
-# A bus at rest (every door closed, nothing on its way to open one) is read this often
-# unless its config says otherwise: a forced door is in a reading within it (docs/adr/0034).
-REST_ROUND_S = 0.25
 # A command on its way to an unlock holds new polls on its bus until it has pulsed or
 # was refused; never longer than this, so a stuck or hostile sender cannot stop polling.
 HOLD_MAX_S = 0.25

@@ -14,6 +14,9 @@ from drivers.serial_line import Parity, Rs485Direction
 
 from .reader import REQUIRED, Table
 
+# How often a bus at rest (every door closed, none being unlocked) is read, unless its
+# table says otherwise (docs/adr/0034).
+REST_POLL_INTERVAL_MS = 250
 # Keys every [[buses]] table takes, whatever its family.
 _COMMON_BUS_KEYS = ("name", "family", "poll_interval_ms", "rest_poll_interval_ms", "boards")
 # Every link's keys: a key of another link is "not used by" this family, not unknown.
@@ -44,7 +47,7 @@ class BusConfig:
     boards: tuple[BoardConfig, ...]
     # A bus whose doors are all closed, nothing on its way to open one, is read at most
     # this often (docs/adr/0034); 0: at the same rate as any other time
-    rest_poll_interval_ms: int = 250
+    rest_poll_interval_ms: int = REST_POLL_INTERVAL_MS
     # A serial line's framing (8 data bits) and RS-485 driver switching (docs/adr/0026)
     parity: Parity = Parity.NONE
     stop_bits: int = 1
@@ -110,7 +113,9 @@ def parse_bus(table: Table) -> BusConfig:
         else Rs485Direction.ADAPTER
     )
     poll_interval_ms = table.integer("poll_interval_ms", None, lo=0, hi=60_000)
-    rest_poll_interval_ms = table.integer("rest_poll_interval_ms", 250, lo=0, hi=60_000)
+    rest_poll_interval_ms = table.integer(
+        "rest_poll_interval_ms", REST_POLL_INTERVAL_MS, lo=0, hi=60_000
+    )
     if family is not None:
         for key in _LINK_KEYS:
             if key in table.data and key not in keys:
@@ -129,7 +134,9 @@ def parse_bus(table: Table) -> BusConfig:
         baudrate=baudrate,
         timeout_ms=timeout_ms,
         poll_interval_ms=poll_interval_ms,
-        rest_poll_interval_ms=250 if rest_poll_interval_ms is None else rest_poll_interval_ms,
+        rest_poll_interval_ms=(
+            REST_POLL_INTERVAL_MS if rest_poll_interval_ms is None else rest_poll_interval_ms
+        ),
         boards=boards,
         # A wrong value is already a problem on record; the default keeps the type.
         parity=parity or Parity.NONE,

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from hil.cabinet import SimulatedCabinet
+from lockerd.config.buses import REST_POLL_INTERVAL_MS
 from lockerd.hardware import Hardware
 from lockerd.model import Actor, DoorState
 from lockerd.poll_schedule import (
@@ -22,12 +23,13 @@ from lockerd.poll_schedule import (
     HOLD_MAX_S,
     POLL_DUTY_ATTENDED,
     POLL_DUTY_MAX,
-    REST_ROUND_S,
     PollSchedule,
 )
 from tests.lockerd.test_hardware import start_rig, stop_rig
 from tests.support.cabinets import modbus_cabinet
 from tests.support.waiting import wait_for
+
+REST_ROUND_S = REST_POLL_INTERVAL_MS / 1000
 
 
 @asynccontextmanager
