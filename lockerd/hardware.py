@@ -48,11 +48,13 @@ from .poll_schedule import PollSchedule
 log = logging.getLogger("lockerd.hardware")
 
 TICK_S = 0.1  # resolution of door timers (open deadline, left open)
-DISCONNECTED_RETRY_S = 0.25
+DISCONNECTED_RETRY_S = 0.25  # how often a poll loop looks again at a bus whose adapter is gone
 # A silent board costs a whole timeout per request; once it is reported offline, ask it
 # only this often so its neighbours on the bus keep their scan rate.
 OFFLINE_RETRY_S = 1.0
-STOP_TASKS_WITHIN_S = 2.0  # how often a poll loop looks again at a bus whose adapter is gone
+# A stop waits this long for the facts decided before it, then for its tasks, before it
+# switches the relays off anyway.
+STOP_TASKS_WITHIN_S = 2.0
 # A failed commit is tried again after this, doubling up to the maximum: soon enough
 # that a full disk freed by the reserve (or a technician) loses no time, rare enough
 # that a dead disk does not spin a core.
@@ -196,6 +198,7 @@ class Hardware:
         self._queued_total = 0
         self._committed_total = 0
         self._committed_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._stopped = False
         # why the store last refused a commit, while facts wait for it; None when all is in
         self.store_failure: str | None = None
         self.scans = 0  # completed scans of all buses, for health and tests
@@ -256,6 +259,12 @@ class Hardware:
             for pulse_waiter in pulse_waiters:
                 if not pulse_waiter.done():
                     pulse_waiter.cancel()
+        # Whoever still waits for door facts (a flows write) hears now that they will not
+        # come, rather than at the end of its own bound.
+        self._stopped = True
+        for _, committed in self._committed_waiters:
+            if not committed.done():
+                committed.set_result(None)
 
     # ------------------------------------------------------------ commands
 
@@ -532,6 +541,8 @@ class Hardware:
         target = self._queued_total
         if self._committed_total >= target:
             return True
+        if self._stopped:
+            return False
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._committed_waiters.append((target, waiter))
         try:
@@ -540,7 +551,7 @@ class Hardware:
             return False
         finally:
             self._committed_waiters = [w for w in self._committed_waiters if not w[1].done()]
-        return True
+        return self._committed_total >= target  # False: woken by the stop
 
     @property
     def waiting_for_facts(self) -> int:

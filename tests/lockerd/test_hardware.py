@@ -198,3 +198,30 @@ async def test_a_change_without_an_event_is_still_announced(rig: Rig) -> None:
     await wait_for(lambda: rig.view("A01").occupancy is Occupancy.PRESENT)
     await wait_for(lambda: bool(told))
     assert rig.events() == []
+
+
+async def test_a_stop_tells_whoever_waits_for_door_facts_at_once() -> None:
+    """A flows write waits for the door facts before it (ADR 0032); a stop while the store
+    cannot take them answers it then, not at the end of its own bound."""
+    sim, hardware, sink = await start_rig(describe("modbus-tcp"))
+    stopped = False
+    try:
+        await wait_for(lambda: hardware.supervisor.view("A01").door is DoorState.CLOSED)
+        never = asyncio.Event()
+
+        async def stuck_commit(batch: Any) -> None:
+            await never.wait()
+
+        sink.commit = stuck_commit  # type: ignore[method-assign]
+        sim.force_open("A01")
+        await wait_for(lambda: hardware.facts_waiting >= 1, what="a fact the store cannot take")
+        waiting = asyncio.create_task(hardware.facts_committed(60.0))
+        await wait_for(lambda: hardware.waiting_for_facts == 1)
+        await stop_rig(sim, hardware)
+        stopped = True
+        assert await asyncio.wait_for(waiting, 1.0) is False
+        # and whoever asks after the stop hears it at once too
+        assert await asyncio.wait_for(hardware.facts_committed(60.0), 1.0) is False
+    finally:
+        if not stopped:
+            await stop_rig(sim, hardware)
