@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from hil.cloud import ReferenceCloud, provision  # noqa: E402
 from lockerd.clock import SystemClock  # noqa: E402
 from lockerd.config import parse  # noqa: E402
-from lockerd.events import DomainEvent  # noqa: E402
+from lockerd.events import DomainEvent, EventType  # noqa: E402
 from lockerd.store import Store  # noqa: E402
 from lockerd.store.worker import AsyncStore  # noqa: E402
 from lockerd.sync.cloud import CloudSync  # noqa: E402
@@ -100,7 +100,7 @@ telemetry_interval_s = 3600
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             with store.transaction() as tx:
-                tx.emit(DomainEvent("door.closed", {"compartment": "A01", "by": "none"}))
+                tx.emit(DomainEvent(EventType.DOOR_CLOSED, {"compartment": "A01", "by": "none"}))
             made += 1
             sync.events_committed()
             await asyncio.sleep(1 / rate)

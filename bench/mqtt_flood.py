@@ -94,7 +94,7 @@ def main() -> int:
         broker = Mosquitto(Path(tmp))
         broker.start()
         try:
-            results = {}
+            results: dict[str, tuple[float, int, int]] = {}
             for name, flag in (
                 ("baseline (unbounded inbox)", "1"),
                 ("lockerd (bounded inbox)", "0"),
@@ -105,8 +105,8 @@ def main() -> int:
                     text=True,
                     check=True,
                 )
-                growth, dropped, high = out.stdout.split()[-3:]
-                results[name] = (float(growth), int(dropped), int(high))
+                figures = out.stdout.split()[-3:]  # RSS growth, dropped, most queued
+                results[name] = (float(figures[0]), int(figures[1]), int(figures[2]))
         finally:
             broker.stop()
     print(f"{FLOOD} x {PAYLOAD // 1024} KB at QoS 0 on cmd, one cabinet")

@@ -29,7 +29,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion  # noqa: E40
 from hil.cloud import provision  # noqa: E402
 from lockerd.clock import SystemClock  # noqa: E402
 from lockerd.config import parse  # noqa: E402
-from lockerd.events import DomainEvent  # noqa: E402
+from lockerd.events import DomainEvent, EventType  # noqa: E402
 from lockerd.store import Store  # noqa: E402
 from lockerd.store.worker import AsyncStore  # noqa: E402
 from lockerd.sync.cloud import CloudSync  # noqa: E402
@@ -127,7 +127,11 @@ def fill(path: Path, count: int) -> list[bytes]:
     store = Store.open(path, "BENCH", SystemClock())
     with store.transaction() as tx:
         for i in range(count):
-            tx.emit(DomainEvent("door.opened", {"compartment": f"A{i % 64:02d}", "by": "courier"}))
+            tx.emit(
+                DomainEvent(
+                    EventType.DOOR_OPENED, {"compartment": f"A{i % 64:02d}", "by": "courier"}
+                )
+            )
     payloads = [e.payload for e in store.outbox_after(0, count)]
     store.close()
     return payloads

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -210,7 +210,7 @@ class Runner:
     """The same measurements, for lockerd's driver or for a bare client of the protocol."""
 
     pulse: Callable[[int, int], Awaitable[None]]  # (board 1-based, channel)
-    read: Callable[[int], Awaitable[Any]]  # board 1-based
+    read: Callable[[int], Coroutine[Any, Any, Any]]  # board 1-based (a coroutine: run as a task)
     # An unlock asked while ``poll`` is on the wire: lockerd queues it at its arbiter;
     # a bare client must wait for the read and the line's silence by hand.
     pulse_after: Callable[[asyncio.Task[Any], int, int], Awaitable[None]]
