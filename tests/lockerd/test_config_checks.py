@@ -115,3 +115,43 @@ def test_run_stops_in_one_line_naming_the_state_dir_it_cannot_write(tmp_path: Pa
         f" as uid {os.getuid()} ({reason})"
     ], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value != value:
+        return "nan"
+    if isinstance(value, float) and value in (float("inf"), float("-inf")):
+        return "inf" if value > 0 else "-inf"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return repr(value)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    value=st.one_of(
+        st.integers(-(10**6), 10**6),
+        st.floats(),
+        st.booleans(),
+        st.text("abc 019", max_size=8),
+    )
+)
+def test_rest_poll_interval_is_whole_milliseconds_in_range_or_refused(
+    tmp_path_factory: pytest.TempPathFactory, value: object
+) -> None:
+    # How often a bus at rest is read (docs/adr/0034): a wrong value is one problem named
+    # by its key, never a schedule that reads a door never (or flat out).
+    text = BASE.replace(
+        'port = "/dev/ttyUSB0"',
+        f'port = "/dev/ttyUSB0"\nrest_poll_interval_ms = {toml_value(value)}',
+    )
+    path = write(tmp_path_factory.mktemp("c"), text)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 60_000:
+        (bus,) = config.load(path).buses
+        assert bus.rest_poll_interval_ms == value
+    else:
+        with pytest.raises(config.ConfigError) as info:
+            config.load(path)
+        assert any("rest_poll_interval_ms" in p for p in info.value.problems), info.value
