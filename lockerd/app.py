@@ -28,10 +28,11 @@ from .cabinet import DoorClosed
 from .clock import Clock, SystemClock
 from .codes import CODE_KEY_NAME, CodeKey
 from .config import Config, SecondFactor
+from .door_facts import FactBatch
 from .events import DomainEvent, EventType
 from .flows import Flows
 from .flows.core import qr_verifier
-from .hardware import FactBatch, Hardware
+from .hardware import Hardware
 from .logs import fact
 from .maint.server import serve as serve_maintenance
 from .model import Actor

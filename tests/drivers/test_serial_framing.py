@@ -35,7 +35,8 @@ from hil.cabinet import SimulatedCabinet
 from hil.layout import load
 from hil.line import EVEN_OR_NONE, Framing, client_framing, garbled_by
 from lockerd.clock import SystemClock
-from lockerd.hardware import Hardware, LogSink
+from lockerd.door_facts import LogSink
+from lockerd.hardware import Hardware
 from tests.hil.test_cu_boards import cu_layout
 from tests.support.cabinets import cu_cabinet, lockerd_config
 from tests.support.waiting import wait_for

@@ -19,8 +19,9 @@ from hil.layout import load
 from lockerd.buzzer import Buzzer
 from lockerd.clock import SystemClock
 from lockerd.config import BuzzerConfig
+from lockerd.door_facts import LogSink
 from lockerd.events import GENESIS_PREV, DomainEvent, EventType, StoredEvent, build
-from lockerd.hardware import Hardware, LogSink
+from lockerd.hardware import Hardware
 from tests.support.cabinets import gpio_cabinet, lockerd_config, modbus_cabinet
 from tests.support.waiting import wait_for
 

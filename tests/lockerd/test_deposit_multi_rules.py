@@ -27,11 +27,11 @@ from lockerd import reservation_life as life
 from lockerd.allocation import choose_compartment
 from lockerd.clock import ManualClock
 from lockerd.codes import CodeKey, Purpose
+from lockerd.door_facts import EventSink, FactBatch
 from lockerd.flows import round as rounds
 from lockerd.flows.deposit_code import deposit_with_code
 from lockerd.flows.results import LockFailed, Opened, RefusalReason, Refused, SizeChoice
 from lockerd.flows.unbooked import deposit_unbooked
-from lockerd.hardware import EventSink, FactBatch
 from lockerd.model import Actor, DoorState, Expect, PendingStep, Size
 from lockerd.reservations import (
     Booking,

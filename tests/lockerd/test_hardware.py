@@ -13,7 +13,8 @@ from hil.cabinet import SimulatedCabinet
 from hil.layout import load as load_layout
 from lockerd.cabinet import UnlockResult
 from lockerd.clock import SystemClock
-from lockerd.hardware import Hardware, LogSink
+from lockerd.door_facts import LogSink
+from lockerd.hardware import Hardware
 from lockerd.model import Actor, DoorState, LockState, Occupancy
 from tests.support.cabinets import FAMILIES, family_cabinet, lockerd_config
 from tests.support.waiting import wait_for

@@ -21,11 +21,12 @@ from jsonschema import Draft202012Validator
 from hil.cloud import Signer, return_label
 from lockerd import reservation_life as life
 from lockerd.clock import ManualClock
+from lockerd.door_facts import FactBatch
 from lockerd.events import EventType
 from lockerd.flows import Opened, RefusalReason, Refused
 from lockerd.flows.deciding import DecidingStore, DoorFactsBehind
 from lockerd.flows.returns import scanned_token, send_return
-from lockerd.hardware import FactBatch, Hardware
+from lockerd.hardware import Hardware
 from lockerd.model import Actor, Size
 from lockerd.qr import QrPickup, QrRefusal, QrRejected, QrVerifier
 from lockerd.reservations import Booking, HoldPolicy, ReservationKind, ReservationState
