@@ -42,7 +42,7 @@ from .door_facts import EventSink, FactBatch
 from .listeners import subscribe
 from .logs import fact
 from .model import Actor
-from .poll_schedule import PollSchedule
+from .poll_schedule import BusPace, PollSchedule
 
 log = logging.getLogger("lockerd.hardware")
 
@@ -306,6 +306,10 @@ class Hardware:
 
     def views(self) -> list[CompartmentView]:
         return self.supervisor.views()
+
+    def paces(self) -> list[BusPace]:
+        """How often each bus is read now (for lockerctl status)."""
+        return [schedule.pace(name) for name, schedule in self._schedules.items()]
 
     def _bus_at_rest(self, boards: tuple[str, ...]) -> Callable[[], bool]:
         """Whether only a forced door could change a reading of these boards (asked once a

@@ -47,6 +47,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from drivers.base import Bus
 
@@ -70,6 +71,16 @@ UNCHECKED_HOLD_MAX_S = 0.05
 READ_COST_WEIGHT = 0.2
 # GPIO edges wake the poll loop at once; elsewhere a sleep ends early only for this.
 _EDGE_DRIVEN = frozenset({"gpio"})
+
+
+@dataclass(frozen=True)
+class BusPace:
+    """How often a bus is read now, as ``lockerctl status`` shows it."""
+
+    bus: str
+    at_rest: bool  # every door closed, none being unlocked (docs/adr/0034)
+    round_ms: float  # from the start of one round (each board read once) to the next
+    read_ms: float  # what one read costs on the line, measured (0 before the first)
 
 
 class PollSchedule:
@@ -130,15 +141,23 @@ class PollSchedule:
     @property
     def round_s(self) -> float:
         """Time from the start of one round (every board read once) to the start of the next."""
-        if self.interval_s is not None:
-            round_s = max(self.interval_s, self.min_scan_s)
-        else:
-            cost = self.read_cost_s
-            duty = POLL_DUTY_ATTENDED if self.attended else POLL_DUTY_MAX
-            round_s = max(cost * self.boards / duty, DOOR_SEEN_WITHIN_S - cost, self.min_scan_s)
-        if self.rest_round_s > round_s and self._at_rest():
+        door_round_s = self._door_round_s()
+        if self.rest_round_s > door_round_s and self._at_rest():
             return self.rest_round_s
-        return round_s
+        return door_round_s
+
+    def _door_round_s(self) -> float:
+        """The round while a door may change by a person's hand (docs/adr/0022)."""
+        if self.interval_s is not None:
+            return max(self.interval_s, self.min_scan_s)
+        cost = self.read_cost_s
+        duty = POLL_DUTY_ATTENDED if self.attended else POLL_DUTY_MAX
+        return max(cost * self.boards / duty, DOOR_SEEN_WITHIN_S - cost, self.min_scan_s)
+
+    def pace(self, bus: str) -> BusPace:
+        return BusPace(
+            bus, self._at_rest(), round(self.round_s * 1000, 1), round(self.read_cost_s * 1000, 1)
+        )
 
     def attend(self, present: bool) -> None:
         """A person is (or no longer is) at the kiosk screen; the round under way

@@ -216,6 +216,7 @@ def _status(ctx: Context) -> int:
             [
                 f"lockerd {s['version']}  cabinet {s['cabinet']}  up {s['uptime_s']:.0f} s",
                 f"boards        {boards}",
+                *_bus_lines(s.get("buses", [])),
                 f"compartments  {states}",
                 f"outbox        {s['outbox_depth']} event(s) waiting  (cloud {s['cloud']})",
                 f"last sync     {s['last_sync'] or 'never'}",
@@ -232,6 +233,20 @@ def _status(ctx: Context) -> int:
     store_ok = result.get("store", {"state": "ok"})["state"] == "ok"
     certificate_ok = not _certificate_failed(result.get("link"))
     return EXIT_FAILED if offline or not store_ok or not certificate_ok else 0
+
+
+def _bus_lines(buses: list[dict[str, Any]]) -> list[str]:
+    """One line per bus: how often it is read now, and why (docs/adr/0022, 0034)."""
+    return [
+        f"{'buses' if i == 0 else '':<14}{b['bus']}: a round every {b['round_ms']:.0f} ms"
+        + (
+            " (at rest: every door closed)"
+            if b["at_rest"]
+            else " (a door open, unlocking or unread)"
+        )
+        + (f", a read {b['read_ms']:.1f} ms" if b["read_ms"] else "")
+        for i, b in enumerate(buses)
+    ]
 
 
 def _store_line(store: dict[str, Any]) -> str:

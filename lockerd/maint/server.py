@@ -20,6 +20,7 @@ import stat
 import unicodedata
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -248,6 +249,7 @@ class MaintenanceServer:
             "boot": d.boot_id,
             "uptime_s": round(d.clock.monotonic() - d.started_monotonic, 1),
             "boards": self._board_online(),
+            "buses": [asdict(pace) for pace in d.hardware.paces()],
             "compartments": {s.value: states.get(s.value, 0) for s in CompartmentState},
             "outbox_depth": outbox_depth,
             "last_seq": last_seq,

@@ -151,8 +151,12 @@ async def test_status_doors_reservations_outbox_metrics(rig: Rig) -> None:
     assert {b["name"]: b["online"] for b in s["boards"]} == {"b1": True, "b2": True}
     assert s["compartments"]["free"] == 4
     assert s["outbox_depth"] >= 1  # cabinet.booted, no cloud configured
+    # this rig reads its bus at one fixed rate, whatever its doors do; all are closed
+    (bus,) = s["buses"]
+    assert (bus["bus"], bus["at_rest"], bus["round_ms"]) == ("bus1", True, POLL_MS)
     human = await rig.ctl("status")
     assert human.rc == 0 and "b1 online" in human.out and "free 4" in human.out
+    assert f"bus1: a round every {POLL_MS} ms (at rest: every door closed)" in human.out
 
     doors = await rig.ctl("doors", "--json")
     assert doors.rc == 0

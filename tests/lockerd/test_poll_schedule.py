@@ -83,6 +83,8 @@ async def test_a_cabinet_at_rest_is_read_less_often_and_still_sees_a_forced_door
         await wait_for(lambda: schedule.round_s == REST_ROUND_S)
         rate = await reads_per_board_per_s(hardware, 2.0)
         assert 0.5 / REST_ROUND_S <= rate <= 1.5 / REST_ROUND_S, rate
+        (pace,) = hardware.paces()  # what lockerctl status shows
+        assert pace.at_rest and pace.round_ms == REST_POLL_INTERVAL_MS and pace.read_ms > 0
         # A door broken open on a bus at rest is seen within a round or two, and the
         # bus is read at the door rate from then on, for whoever closes it.
         sim.force_open("B07")
@@ -91,6 +93,9 @@ async def test_a_cabinet_at_rest_is_read_less_often_and_still_sees_a_forced_door
             timeout=3 * REST_ROUND_S,
         )
         assert schedule.round_s < REST_ROUND_S
+        assert (
+            not hardware.paces()[0].at_rest and hardware.paces()[0].round_ms < REST_POLL_INTERVAL_MS
+        )
         sim.close_door("B07")
         await wait_for(lambda: hardware.supervisor.view("B07").door is DoorState.CLOSED)
         assert schedule.round_s == REST_ROUND_S
