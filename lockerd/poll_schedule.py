@@ -15,7 +15,7 @@ whichever is longer. A bus *at rest* (every door on it reads closed, with no unl
 way: only a forced door can change it) has a round every ``rest_poll_interval_ms``
 instead, 250 ms by default, when that is longer: the line is then idle most of the time
 a remote open or a person's code arrives, and an idle cabinet costs a third of the reads
-(docs/adr/0034-a-bus-at-rest-is-read-less-often.md).
+where the 85 ms door rule sets the rate (docs/adr/0034-a-bus-at-rest-is-read-less-often.md).
 
 One wake-up per round, not per read, is what keeps an idle Modbus TCP cabinet cheap; each
 read of a round still takes its own turn at the bus arbiter, so an unlock waits for one
