@@ -184,15 +184,18 @@ class DoorSupervisor:
 
     def board_at_rest(self, board: str) -> bool:
         """Whether only a forced door could change what ``board`` reads next: it answers,
-        and every door it senses (the door or what is inside) reads closed, with a sensor
-        we trust and no unlock on its way. Its bus may then be read less often
-        (docs/adr/0034-a-bus-at-rest-is-read-less-often.md)."""
+        and every door it senses (the door or what is inside) reads closed, with a door
+        sensor we trust, no unlock on its way and a lock not faulted (one that failed to
+        open may yet let go while the person pulls). Its bus may then be read less often
+        (docs/adr/0034-a-bus-at-rest-is-read-less-often.md).
+
+        An unlock intent carried over a restart does not count: its pulse, if it went
+        out, ended long before the board's first reading since; a new one makes the door
+        unlocking again."""
         if self._board_online.get(board) is not True:
             return False
         return all(
-            d.door is DoorState.CLOSED
-            and d.phase is Phase.IDLE
-            and d.config.id not in self._pending_intents
+            d.door is DoorState.CLOSED and d.phase is Phase.IDLE and d.lock is not LockState.FAULTED
             for d in self._by_board.get(board, [])
         )
 

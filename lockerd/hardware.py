@@ -139,6 +139,18 @@ class Hardware:
             if c.lock.board in self._bus_of_board
         }
         self._lock_buses = sorted(set(self._lock_bus.values()))
+        # the boards that read each compartment's door (and what is inside), on whichever
+        # bus they are: read at once after its pulse, wherever its lock is
+        self._sensor_boards = {
+            c.id: tuple(
+                dict.fromkeys(
+                    ref.board
+                    for ref in (c.door, c.occupancy)
+                    if ref is not None and ref.board in self._bus_of_board
+                )
+            )
+            for c in config.compartments
+        }
         self._waiters: dict[str, list[asyncio.Future[UnlockOutcome]]] = {}
         # per board, the last reading that changed nothing and the state it left
         self._quiet: dict[str, tuple[tuple[bool, ...], tuple[object, ...]] | None] = {}
@@ -195,6 +207,12 @@ class Hardware:
         if self._uncommitted:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drained(), timeout=STOP_TASKS_WITHIN_S)
+        # Whoever still waits for door facts (a flows write) hears now that those not in
+        # will not come, rather than at the end of its own bound.
+        self._stopped = True
+        for _, committed in self._committed_waiters:
+            if not committed.done():
+                committed.set_result(None)
         tasks = [*self._tasks, *self._pulses]
         for task in tasks:
             task.cancel()
@@ -215,12 +233,6 @@ class Hardware:
             for pulse_waiter in pulse_waiters:
                 if not pulse_waiter.done():
                     pulse_waiter.cancel()
-        # Whoever still waits for door facts (a flows write) hears now that they will not
-        # come, rather than at the end of its own bound.
-        self._stopped = True
-        for _, committed in self._committed_waiters:
-            if not committed.done():
-                committed.set_result(None)
 
     # ------------------------------------------------------------ commands
 
@@ -404,9 +416,11 @@ class Hardware:
             for waiter in self._pulse_waiters.pop(pulse.compartment, []):
                 if not waiter.done():
                     waiter.set_result(True)
-            # The door just unlocked is the one most likely to change: read its board
-            # at once rather than in its round.
-            schedule.read_soon(pulse.board)
+            # The door just unlocked is the one most likely to change: read the boards
+            # that sense it at once rather than in their round (a bus at rest would
+            # otherwise sleep out its long round, ADR 0034), wherever its lock is.
+            for sensed_by in self._sensor_boards.get(pulse.compartment, ()):
+                self._schedules[self._bus_of_board[sensed_by]].read_soon(sensed_by)
         except BoardError as exc:
             schedule.pulsed()  # nothing went out, but the person's request has its answer
             fact(

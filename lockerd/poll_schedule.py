@@ -132,7 +132,11 @@ class PollSchedule:
             min_scan_s,
             config.family in _EDGE_DRIVEN,
             read_timeout_s=config.timeout_ms / 1000,
-            rest_round_s=config.rest_poll_interval_ms / 1000,
+            # GPIO edges wake the loop at once and a read costs no line time: resting
+            # would only stretch the backstop read for a missed edge.
+            rest_round_s=0.0
+            if config.family in _EDGE_DRIVEN
+            else config.rest_poll_interval_ms / 1000,
             at_rest=at_rest,
         )
 

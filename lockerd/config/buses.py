@@ -17,6 +17,9 @@ from .reader import REQUIRED, Table
 # How often a bus at rest (every door closed, none being unlocked) is read, unless its
 # table says otherwise (docs/adr/0034).
 REST_POLL_INTERVAL_MS = 250
+# A forced door is reported within about this interval and a dead board found offline
+# after three of them: no cabinet should wait longer for either.
+REST_POLL_INTERVAL_MAX_MS = 2_000
 # Keys every [[buses]] table takes, whatever its family.
 _COMMON_BUS_KEYS = ("name", "family", "poll_interval_ms", "rest_poll_interval_ms", "boards")
 # Every link's keys: a key of another link is "not used by" this family, not unknown.
@@ -114,7 +117,7 @@ def parse_bus(table: Table) -> BusConfig:
     )
     poll_interval_ms = table.integer("poll_interval_ms", None, lo=0, hi=60_000)
     rest_poll_interval_ms = table.integer(
-        "rest_poll_interval_ms", REST_POLL_INTERVAL_MS, lo=0, hi=60_000
+        "rest_poll_interval_ms", REST_POLL_INTERVAL_MS, lo=0, hi=REST_POLL_INTERVAL_MAX_MS
     )
     if family is not None:
         for key in _LINK_KEYS:

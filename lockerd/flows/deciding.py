@@ -59,7 +59,8 @@ class DecidingStore:
 
     async def write(self, work: Callable[[Transaction], T]) -> T:
         if not await self._doors.facts_committed(self._within_s):
-            fact(log, "flow.door_facts_behind", logging.ERROR, waited_s=self._within_s)
+            # Not in within the bound, or the hardware stopped before they were.
+            fact(log, "flow.door_facts_behind", logging.ERROR, within_s=self._within_s)
             raise DoorFactsBehind("the door facts decided before this request are not committed")
         return await self._store.write(work)
 

@@ -82,6 +82,9 @@ async def test_a_door_open_read_while_polls_are_due_is_pulsed_before_any_new_pol
         sync = w.daemon.cloud
         assert sync is not None and sync.actions is not None
         (schedule,) = [s for name, s in w.daemon.hardware._schedules.items() if name == "line2"]
+        # Read at the door rate even with every door closed: this is about the polls due
+        # while a command is on its way, and at rest (ADR 0034) none might fall due.
+        schedule.rest_round_s = 0.0
         # Verifying and committing take longer than a poll round here (a slow core, a
         # slow disk): without the hold, polls due meanwhile would go out before the pulse.
         verify, commit_opens = sync.verify, sync.actions.commit_opens
@@ -133,6 +136,7 @@ async def test_a_flood_of_forged_door_opens_does_not_stop_the_door_poll(tmp_path
         assert forger.issuer == ISSUER
         holds = note_holds(w)
         (schedule,) = [s for name, s in w.daemon.hardware._schedules.items() if name == "line2"]
+        schedule.rest_round_s = 0.0  # the door rate throughout, which the count below assumes
         flood_s = 3.0
         flooding = threading.Event()
         flooding.set()
