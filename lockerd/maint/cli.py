@@ -242,7 +242,7 @@ def _bus_lines(buses: list[dict[str, Any]]) -> list[str]:
         + (
             " (at rest: every door closed)"
             if b["at_rest"]
-            else " (a door open, unlocking or unread)"
+            else " (a door open, being unlocked, unread or its lock faulted)"
         )
         + (f", a read {b['read_ms']:.1f} ms" if b["read_ms"] else "")
         for i, b in enumerate(buses)
