@@ -324,8 +324,9 @@ class Hardware:
         return [schedule.pace(name) for name, schedule in self._schedules.items()]
 
     def _bus_at_rest(self, boards: tuple[str, ...]) -> Callable[[], bool]:
-        """Whether only a forced door could change a reading of these boards (asked once a
-        round, so an unlock or a door found open changes the next round's length)."""
+        """Whether only a forced door could change a reading of these boards (asked when
+        the poll loop works out its next round, so an unlock or a door found open changes
+        that round's length)."""
         return lambda: all(self.supervisor.board_at_rest(board) for board in boards)
 
     # ------------------------------------------------------------ loops
