@@ -254,13 +254,17 @@ class CloudSync:
             stopping = True
             raise
         finally:
-            for task in workers:
-                task.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
-            if stopping and session.is_open:
-                await self._goodbye(session)
-            if session.is_open:
-                await session.close()
+            try:
+                for task in workers:
+                    task.cancel()
+                await asyncio.gather(*workers, return_exceptions=True)
+                if stopping and session.is_open:
+                    await self._goodbye(session)
+            finally:
+                # Even when a second stop cuts the goodbye short: the socket is not left
+                # open behind a stopped link.
+                if session.is_open:
+                    await session.close()
 
     async def _subscribe_commands(self, session: Session) -> None:
         """Subscribe to ``cmd``, retrying a refusal on its own backoff while events flow."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -176,6 +177,32 @@ async def test_a_stop_while_coming_online_still_says_offline(
     await cloud.wait_for(
         lambda: cloud.view(cabinet_id).status == {"v": 1, "online": False}, what="goodbye"
     )
+
+
+async def test_a_second_stop_during_the_goodbye_still_closes_the_session(
+    tmp_path: Path, broker: Mosquitto, cabinet_id: str
+) -> None:
+    cab = make_cabinet(tmp_path / "cabinet", broker.port, cabinet_id)
+    cab.start()
+    await cab.wait_connected()
+    session = cab.sync.session
+    assert session is not None and session.is_open
+    saying = asyncio.Event()
+    never = asyncio.Event()
+
+    async def goodbye_to_a_slow_broker(_session: object) -> None:
+        saying.set()
+        await never.wait()  # the offline status's PUBACK does not come
+
+    cab.sync._goodbye = goodbye_to_a_slow_broker  # type: ignore[method-assign,assignment]
+    assert cab.task is not None
+    cab.task.cancel()
+    await asyncio.wait_for(saying.wait(), 5)
+    cab.task.cancel()  # a second stop, impatient
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(cab.task, 5)
+    cab.task = None
+    assert not session.is_open
 
 
 async def test_sigkill_mid_drain_loses_nothing(
