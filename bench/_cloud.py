@@ -16,8 +16,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 class Cloud:
     """Publishes commands and notes when each ack and event arrives (time.monotonic).
 
-    Also used by bench/forged_flood: every answer in arrival order (``answers``, forged
-    ones often have no readable ``cmd``) besides the last one per ``cmd`` (``acks``).
+    Keeps every answer in arrival order (``answers``: bench/forged_flood's forged ones
+    often have no readable ``cmd``) besides the last one per ``cmd`` (``acks``).
     """
 
     def __init__(self, port: int, cabinet: str, client_id: str = "bench-cloud") -> None:
